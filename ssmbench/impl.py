@@ -1,0 +1,69 @@
+"""The uniform interface every kernel family implements, and the registry the harness drives.
+
+An impl turns (case, workload) into a `Chain`: an ordered list of launches, each enqueuing one
+kernel on the current CUDA stream (so the chain can be captured in a CUDA graph), with the
+kernel names it launches (the timer attributes CUPTI records by them), and a way to read back
+what it produced so the verifier can compare it with the reference.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssmbench.case import Case
+
+
+@dataclass
+class Chain:
+    """Launches of one decode step. ``launches[i]`` enqueues the kernel(s) named ``kernel_names[i]``."""
+
+    launches: list[Callable[[], None]]
+    kernel_names: list[str]
+    outputs: Callable[[], dict[str, Any]] = field(default=lambda: {})
+    """Read back results after the chain ran: ``{"y": ..., "state": ...}`` (see verify)."""
+
+    def __call__(self) -> None:
+        for launch in self.launches:
+            launch()
+
+
+class Impl(ABC):
+    """A named implementation of one kernel family."""
+
+    name: str = ""
+    family: str = ""  # "mamba2" | "gdn"
+    kind: str = ""  # "reference" | "triton" | "peer"
+    uses_window: bool = False
+    """Whether results depend on the case's window (replay). Impls that don't run only on the
+    first window value of a sweep, so identical measurements are not repeated."""
+    needs_gpu: bool = False
+
+    def supports(self, case: Case) -> str | None:
+        """None when the impl can run ``case``, else the reason it cannot."""
+        if case.family != self.family:
+            return f"{self.name} is a {self.family} impl"
+        return None
+
+    @abstractmethod
+    def build(self, case: Case, workload: Any) -> Chain:
+        """Allocate this impl's buffers for ``workload`` and return its launch chain."""
+
+
+_REGISTRY: dict[str, Impl] = {}
+
+
+def register(impl: Impl) -> Impl:
+    if impl.name in _REGISTRY:
+        raise ValueError(f"impl {impl.name!r} registered twice")
+    _REGISTRY[impl.name] = impl
+    return impl
+
+
+def registry() -> dict[str, Impl]:
+    """All impls, importing the modules that register them on first use."""
+    from ssmbench import impls  # noqa: F401  (registers everything)
+
+    return dict(_REGISTRY)
