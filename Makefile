@@ -1,0 +1,31 @@
+# ssmbench developer targets. `make test` and `make sweep` each install what they need.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# A CUDA machine keeps the torch it has; a machine without torch gets this one (CPU build on CI).
+TORCH_SPEC ?= torch==2.13.0
+SWEEP ?= sweeps/nemotron3-super-tp8.yaml
+SMOKE ?= sweeps/smoke.yaml
+
+.PHONY: install install-dev test sweep lint check
+
+install:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e .
+
+install-dev:
+	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]"
+
+test: install-dev
+	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q -m "not gpu" --durations=15
+	TRITON_INTERPRET=1 ssmbench check $(SMOKE)
+
+check: install
+	ssmbench check $(SMOKE)
+
+sweep: install
+	ssmbench plan $(SWEEP)
+	ssmbench check $(SMOKE)
+
+lint: install-dev
+	$(PYTHON) -m ruff check ssmbench kernels tests

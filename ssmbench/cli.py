@@ -1,0 +1,176 @@
+"""The `ssmbench` command line. Each command is a thin shell over a module that does the work;
+bad input becomes a message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ssmbench import __version__
+from ssmbench.errors import SpecErrors, UsageError
+
+app = typer.Typer(
+    name="ssmbench",
+    help="Profile and regression-test Mamba-2 / Gated DeltaNet decode kernels under speculative decoding.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable)
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+
+
+def friendly_errors(func: F) -> F:
+    """Turn UsageError (bad spec, option, file) into a readable message and exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SpecErrors as exc:
+            err_console.print(f"[bold red]invalid spec[/]: {len(exc.errors)} problem(s)", highlight=False)
+            for e in exc.errors:
+                err_console.print(f"  {e}", markup=False, highlight=False)
+            raise typer.Exit(2) from None
+        except UsageError as exc:
+            err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(spec: Path):
+    from ssmbench.impl import registry
+    from ssmbench.spec import load_sweep_file
+
+    return load_sweep_file(spec, impl_names=list(registry()))
+
+
+def _selected(cases, pattern: str | None):
+    if not pattern:
+        return cases
+    return [c for c in cases if fnmatch.fnmatchcase(c.id, pattern) or pattern == c.id]
+
+
+@app.callback(invoke_without_command=True)
+def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
+    if version:
+        console.print(f"ssmbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.command("list")
+@friendly_errors
+def list_cmd() -> None:
+    """List model presets, impls and the shipped sweeps."""
+    from ssmbench.impl import registry
+    from ssmbench.presets import PRESET_NOTES, PRESETS
+
+    presets = Table(title="Model presets (SPEC 2, full layer; TP divides heads)")
+    for col in ("preset", "family", "shape", "note"):
+        presets.add_column(col)
+    for name, shape in PRESETS.items():
+        presets.add_row(name, shape.family, shape.describe(), PRESET_NOTES.get(name, ""))
+    console.print(presets)
+
+    impls = Table(title="Impls")
+    for col in ("name", "family", "kind", "window axis", "needs GPU"):
+        impls.add_column(col)
+    for name, impl in sorted(registry().items()):
+        impls.add_row(name, impl.family, impl.kind, "yes" if impl.uses_window else "no",
+                      "yes" if impl.needs_gpu else "no")
+    console.print(impls)
+
+    sweeps = Table(title=f"Sweeps ({SWEEPS_DIR})")
+    for col in ("file", "name", "description"):
+        sweeps.add_column(col)
+    from ssmbench.spec import load_sweep_file
+
+    for path in sorted(SWEEPS_DIR.glob("*.yaml")):
+        try:
+            f = load_sweep_file(path)
+            sweeps.add_row(path.name, f.name, "; ".join(s.spec.description for s in f.sweeps))
+        except UsageError as exc:
+            sweeps.add_row(path.name, "[red]invalid[/]", str(exc).splitlines()[0])
+    console.print(sweeps)
+
+
+@app.command()
+@friendly_errors
+def plan(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
+    case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
+) -> None:
+    """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
+    from ssmbench.expand import expand
+    from ssmbench.impl import registry
+    from ssmbench.planning import impl_plan
+
+    sweep_file = _load(spec)
+    impls = registry()
+    total = 0
+    for sweep in sweep_file.sweeps:
+        expansion = expand(sweep)
+        cases = _selected(expansion.cases, case)
+        total += len(cases)
+        table = Table(title=f"{sweep.name}: {sweep.family} {sweep.shape.describe()}"
+                      f"{f' ({sweep.spec.model} TP{sweep.spec.tp})' if sweep.spec.model else ''}")
+        table.add_column("case id", no_wrap=True)
+        for name in sweep.spec.impls:
+            table.add_column(name + (" (baseline)" if name == sweep.spec.baseline else ""), overflow="fold")
+        for c in cases:
+            cells = []
+            for name in sweep.spec.impls:
+                reason = impl_plan(impls[name], c, sweep)
+                cells.append("[green]run[/]" if reason is None else f"[yellow]skip[/]: {reason}")
+            table.add_row(c.id, *cells)
+        console.print(table)
+        notes = [f"{len(cases)} case(s)"]
+        if expansion.excluded:
+            notes.append(f"{expansion.excluded} excluded by rules")
+        notes += [f"{n} dropped ({why})" for why, n in expansion.dropped.items()]
+        console.print("  " + ", ".join(notes), highlight=False)
+    console.print(f"[bold]{total} case(s)[/] in {spec}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def check(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
+    impl: Annotated[list[str] | None, typer.Option("--impl", help="Only these impls (repeatable).")] = None,
+    case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available).")] = "auto",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every comparison.")] = False,
+) -> None:
+    """Verify impls against the references, case by case; ends with `N passed, M failed`."""
+    from ssmbench.checking import run_check
+
+    sweep_file = _load(spec)
+    passed, failed = run_check(sweep_file, impl_names=impl, case_glob=case, device=device,
+                               console=console, verbose=verbose)
+    console.print(f"{passed} passed, {failed} failed", highlight=False, markup=False)
+    if failed:
+        raise typer.Exit(1)
+    if passed == 0:
+        err_console.print("no (case, impl) pair matched: nothing was checked")
+        raise typer.Exit(2)
+
+
+def run() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,407 @@
+"""Sweep specs: the YAML a kernel engineer writes, validated into typed settings.
+
+Validation is pydantic's (typed fields, ``extra="forbid"`` so a typo in a key is an error);
+this module maps its errors back to the YAML file and line, with the allowed values and a
+"did you mean" hint, so a bad spec never ends in a traceback. The format is documented in
+``docs/spec-format.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kernels.reference.storage import FORMATS, ROUNDINGS
+from ssmbench.case import DEFAULT_ACCEPT, L2_MODES, POOL_MODES, AcceptLaw
+from ssmbench.errors import SpecError, SpecErrors
+from ssmbench.presets import PRESETS, GDNShape, Mamba2Shape
+from ssmbench.yamlpos import line_of, load_documents
+
+StateDtype = Literal["fp32", "bf16", "fp16", "int8", "fp8"]
+Rounding = Literal["rn", "sr"]
+PoolMode = Literal["direct", "pool", "padded", "split"]
+L2Mode = Literal["cold", "hot", "realistic"]
+OnOff = Literal["on", "off"]
+assert typing.get_args(StateDtype) == FORMATS and typing.get_args(Rounding) == ROUNDINGS
+assert typing.get_args(PoolMode) == POOL_MODES and typing.get_args(L2Mode) == L2_MODES
+
+MAX_T = 16
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_list(value: Any) -> Any:
+    """Axes accept a single value as a one-element list."""
+    return value if isinstance(value, list) else [value]
+
+
+def parse_accept(value: Any) -> AcceptLaw:
+    """``histogram`` (SPEC 10's T=6 counts), ``{histogram: [counts for k=1..T]}``,
+    ``{rate: p}`` (i.i.d. per-draft acceptance) or ``{fixed: [pnat, ...]}``."""
+    if value == "histogram":
+        return DEFAULT_ACCEPT
+    if isinstance(value, AcceptLaw):
+        return value
+    if not (isinstance(value, dict) and len(value) == 1):
+        raise ValueError("an acceptance law is 'histogram', {histogram: [counts]}, {rate: p} or {fixed: [pnat]}")
+    (kind, arg), = value.items()
+    if kind == "histogram":
+        if not (isinstance(arg, list) and arg and all(isinstance(c, (int, float)) and c >= 0 for c in arg)
+                and sum(arg) > 0):
+            raise ValueError("histogram needs a list of non-negative counts for k = 1..T")
+        return AcceptLaw("histogram", tuple(float(c) for c in arg))
+    if kind == "rate":
+        if not (isinstance(arg, (int, float)) and 0 <= arg <= 1):
+            raise ValueError("rate is a per-draft acceptance probability in [0, 1]")
+        return AcceptLaw("rate", (float(arg),))
+    if kind == "fixed":
+        arg = _as_list(arg)
+        if not (arg and all(isinstance(c, int) and c >= 0 for c in arg)):
+            raise ValueError("fixed needs a list of pnat values (integers >= 0)")
+        return AcceptLaw("fixed", tuple(float(c) for c in arg))
+    raise ValueError(f"unknown acceptance law {kind!r}; allowed: histogram, rate, fixed")
+
+
+class Axes(_Strict):
+    """The grid. Every axis is a list (a scalar means a one-element list)."""
+
+    batch: list[Annotated[int, Field(ge=1, le=65536)]] = [1]
+    T: list[Annotated[int, Field(ge=1, le=MAX_T)]] = [1]
+    state_dtype: list[StateDtype] = ["fp32"]
+    rounding: list[Rounding] = ["rn"]
+    pool: list[PoolMode] = ["pool"]
+    accept: list[Any] = ["histogram"]
+    window: list[Annotated[int, Field(ge=1, le=64)] | Literal["T"]] = ["T"]
+    pdl: list[OnOff] = ["on"]
+    l2: list[L2Mode] = ["realistic"]
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        value = _as_list(value)
+        if not value:
+            raise ValueError("an axis needs at least one value")
+        return value
+
+    @field_validator("pdl", mode="before")
+    @classmethod
+    def _pdl_bools(cls, value: Any) -> Any:
+        return ["on" if v is True else "off" if v is False else v for v in value]
+
+    @field_validator("accept")
+    @classmethod
+    def _accept(cls, value: list[Any]) -> list[AcceptLaw]:
+        return [parse_accept(v) for v in value]
+
+
+AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)
+
+
+class Measure(_Strict):
+    """How each case is timed (SPEC 10; used by `ssmbench sweep`)."""
+
+    warmup: Annotated[int, Field(ge=0)] = 5
+    min_samples: Annotated[int, Field(ge=5)] = 30
+    max_samples: Annotated[int, Field(ge=5)] = 2000
+    max_noise: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    min_time_s: Annotated[float, Field(ge=0)] = 0.2
+    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+
+    @model_validator(mode="after")
+    def _order(self) -> Measure:
+        if self.max_samples < self.min_samples:
+            raise ValueError("max_samples must be >= min_samples")
+        return self
+
+
+class Gate(_Strict):
+    """How `ssmbench compare` decides a regression."""
+
+    threshold_pct: Annotated[float, Field(gt=0, lt=100)] = 3.0
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.99
+
+
+class Mamba2Options(_Strict):
+    """Mamba-2 family options that are not axes."""
+
+    z_gate: bool = False
+    tree: bool = False
+
+
+class GDNOptions(_Strict):
+    """GDN family options that are not axes (SPEC 9)."""
+
+    intermediate: bool = False
+    write_final: bool = True
+    scale: float | None = None
+
+
+class Mamba2ShapeSpec(_Strict):
+    nheads: Annotated[int, Field(ge=1)]
+    head_dim: Annotated[int, Field(ge=1)]
+    dstate: Annotated[int, Field(ge=1)]
+    ngroups: Annotated[int, Field(ge=1)]
+    d_conv: Annotated[int, Field(ge=2, le=4)] = 4
+
+
+class GDNShapeSpec(_Strict):
+    num_k_heads: Annotated[int, Field(ge=1)]
+    num_v_heads: Annotated[int, Field(ge=1)]
+    head_k_dim: Annotated[int, Field(ge=1)]
+    head_v_dim: Annotated[int, Field(ge=1)]
+    d_conv: Annotated[int, Field(ge=2, le=4)] = 4
+
+
+class SweepSpec(_Strict):
+    """A whole sweep file."""
+
+    name: str | None = None
+    description: str = ""
+    family: Literal["mamba2", "gdn"]
+    model: str | None = None
+    shape: dict[str, Any] | None = None
+    tp: Annotated[int, Field(ge=1)] = 1
+    act_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
+    impls: list[str]
+    baseline: str | None = None
+    axes: Axes = Axes()
+    exclude: list[dict[str, Any]] = []
+    options: dict[str, Any] = {}
+    measure: Measure = Measure()
+    gate: Gate = Gate()
+    seed: int = 0
+
+    @field_validator("impls", mode="before")
+    @classmethod
+    def _impls_list(cls, value: Any) -> Any:
+        value = _as_list(value)
+        if not value:
+            raise ValueError("list at least one impl")
+        return value
+
+
+SHAPE_SPECS = {"mamba2": Mamba2ShapeSpec, "gdn": GDNShapeSpec}
+OPTION_SPECS = {"mamba2": Mamba2Options, "gdn": GDNOptions}
+
+
+class Sweep:
+    """A validated spec plus everything resolved from it (shape after TP, family options)."""
+
+    def __init__(self, spec: SweepSpec, path: Path, lines: dict) -> None:
+        self.spec, self.path, self.lines = spec, path, lines
+        self.name = spec.name or path.stem
+        self.shape = resolve_shape(spec, str(path), lines)
+        self.options = OPTION_SPECS[spec.family](**spec.options)
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
+
+
+def resolve_shape(spec: SweepSpec, file: str, lines: dict) -> Mamba2Shape | GDNShape:
+    """The per-rank shape: preset (or explicit shape) sliced by TP."""
+    if spec.model is not None:
+        full = PRESETS[spec.model]
+    else:
+        fields = SHAPE_SPECS[spec.family](**spec.shape).model_dump()
+        full = Mamba2Shape(**fields) if spec.family == "mamba2" else GDNShape(**fields)
+    try:
+        shape = full.tp_slice(spec.tp)
+    except ValueError as exc:
+        raise SpecError(file, "tp", str(exc), line=line_of(lines, ("tp",)), value=spec.tp) from None
+    if isinstance(shape, Mamba2Shape) and shape.nheads % shape.ngroups:
+        raise SpecError(file, "shape", f"ngroups={shape.ngroups} must divide nheads={shape.nheads}",
+                        line=line_of(lines, ("shape",)))
+    if isinstance(shape, GDNShape) and shape.num_v_heads % shape.num_k_heads:
+        raise SpecError(file, "shape", "num_v_heads must be a multiple of num_k_heads",
+                        line=line_of(lines, ("shape",)))
+    return shape
+
+
+def _allowed_for(model: type[BaseModel], path: tuple) -> str | None:
+    """The allowed values (or keys) for a field path, for error messages."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            return None
+    return _describe_type(current)
+
+
+def _describe_type(annotation: Any) -> str | None:
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return ", ".join(map(str, args))
+    if origin in (list, tuple) and args:
+        return _describe_type(args[0])
+    if origin is Annotated:
+        return _describe_type(args[0])
+    literals = [_describe_type(a) for a in args if typing.get_origin(a) is Literal]
+    if literals:
+        return ", ".join(filter(None, literals)) + " or an integer"
+    return None
+
+
+def _known_keys(model: type[BaseModel], path: tuple) -> list[str]:
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        current = field.annotation
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _errors_from_pydantic(
+    exc: ValidationError, model: type[BaseModel], file: str, lines: dict, prefix: tuple = ()
+) -> list[SpecError]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        field = ".".join(str(p) for p in loc)
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[len(prefix):-1])
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            message = "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            out.append(SpecError(file, field, message, line=line_of(lines, loc), allowed=", ".join(known)))
+            continue
+        allowed = _allowed_for(model, loc[len(prefix):])
+        if err["type"] == "literal_error" and isinstance(value, str) and allowed:
+            hint = difflib.get_close_matches(value, [a.strip() for a in allowed.split(",")], n=1)
+            message = "invalid value" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        shown = value if not isinstance(value, (dict, list)) else None
+        out.append(SpecError(file, field, message, line=line_of(lines, loc), value=shown, allowed=allowed))
+    return out
+
+
+class SweepFile:
+    """A spec file: one or more YAML documents, each a `Sweep` (e.g. a Mamba-2 part and a GDN
+    part). The file's name (first document's ``name``, else the file stem) names its results
+    and baselines."""
+
+    def __init__(self, path: Path, sweeps: list[Sweep]) -> None:
+        self.path, self.sweeps = path, sweeps
+        self.name = sweeps[0].spec.name or path.stem
+
+    @property
+    def families(self) -> list[str]:
+        return sorted({s.family for s in self.sweeps})
+
+
+def load_sweep_file(path: str | Path, impl_names: list[str] | None = None) -> SweepFile:
+    """Read and validate a spec file. Raises SpecErrors listing every problem found."""
+    path = Path(path)
+    file = str(path)
+    if not path.is_file():
+        raise SpecError(file, "", "no such file")
+    documents = load_documents(path)
+    if not documents:
+        raise SpecError(file, "", "the file holds no sweep")
+    sweeps, errors = [], []
+    for data, lines in documents:
+        try:
+            sweeps.append(_load_document(data, lines, path, impl_names))
+        except SpecErrors as exc:
+            errors.extend(exc.errors)
+        except SpecError as exc:
+            errors.append(exc)
+    if errors:
+        raise SpecErrors(errors)
+    names = [s.name for s in sweeps]
+    if len(set(names)) != len(names):
+        raise SpecError(file, "name", "each document of a spec file needs its own name", value=names)
+    return SweepFile(path, sweeps)
+
+
+def _load_document(data: object, lines: dict, path: Path, impl_names: list[str] | None) -> Sweep:
+    file = str(path)
+    if not isinstance(data, dict):
+        raise SpecError(file, "", "a sweep spec is a YAML mapping", line=line_of(lines, ()))
+    try:
+        spec = SweepSpec(**data)
+    except ValidationError as exc:
+        raise SpecErrors(_errors_from_pydantic(exc, SweepSpec, file, lines)) from None
+    errors = _semantic_errors(spec, file, lines, impl_names)
+    if errors:
+        raise SpecErrors(errors)
+    try:
+        return Sweep(spec, path, lines)
+    except ValidationError as exc:  # shape / options sub-models
+        raise SpecErrors(_errors_from_pydantic(exc, SweepSpec, file, lines)) from None
+
+
+def _semantic_errors(spec: SweepSpec, file: str, lines: dict, impl_names: list[str] | None) -> list[SpecError]:
+    """Checks that span fields: preset vs family, impl names, exclude rules, family-only axes."""
+    errs: list[SpecError] = []
+
+    def err(path: tuple, message: str, value: object = None, allowed: str | None = None) -> None:
+        errs.append(SpecError(file, ".".join(map(str, path)), message, line=line_of(lines, path),
+                              value=value, allowed=allowed))
+
+    family_presets = [n for n, s in PRESETS.items() if s.family == spec.family]
+    if (spec.model is None) == (spec.shape is None):
+        err(("model",), "give exactly one of 'model' (a preset) or 'shape'", allowed=", ".join(family_presets))
+    elif spec.model is not None and spec.model not in family_presets:
+        hint = difflib.get_close_matches(spec.model, family_presets, n=1)
+        err(("model",), f"unknown {spec.family} preset" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+            spec.model, ", ".join(family_presets))
+    elif spec.shape is not None:
+        try:
+            SHAPE_SPECS[spec.family](**spec.shape)
+        except ValidationError as exc:
+            errs.extend(_errors_from_pydantic(exc, SHAPE_SPECS[spec.family], file, lines, ("shape",)))
+    try:
+        OPTION_SPECS[spec.family](**spec.options)
+    except ValidationError as exc:
+        errs.extend(_errors_from_pydantic(exc, OPTION_SPECS[spec.family], file, lines, ("options",)))
+
+    if impl_names is not None:
+        for i, name in enumerate(spec.impls):
+            if name not in impl_names:
+                hint = difflib.get_close_matches(name, impl_names, n=1)
+                err(("impls", i), "unknown impl" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                    name, ", ".join(sorted(impl_names)))
+    if len(set(spec.impls)) != len(spec.impls):
+        err(("impls",), "an impl is listed twice")
+    if spec.baseline is not None and spec.baseline not in spec.impls:
+        err(("baseline",), "the baseline impl must be one of 'impls'", spec.baseline, ", ".join(spec.impls))
+
+    if spec.family == "gdn" and spec.axes.window != ["T"]:
+        err(("axes", "window"), "window applies to the mamba2 family only (GDN keeps no history ring)")
+    if spec.family == "mamba2" and "split" in spec.axes.pool:
+        err(("axes", "pool"), "split pools are a GDN mode", "split", "direct, pool, padded")
+
+    axes = Axes.model_fields
+    for r, rule in enumerate(spec.exclude):
+        if not isinstance(rule, dict) or not rule:
+            err(("exclude", r), "an exclude rule is a mapping of axis -> value(s)")
+            continue
+        for key, value in rule.items():
+            if key not in axes:
+                hint = difflib.get_close_matches(str(key), list(axes), n=1)
+                err(("exclude", r, key), "unknown axis" + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                    allowed=", ".join(axes))
+                continue
+            try:
+                Axes(**{key: value})
+            except ValidationError as exc:
+                errs.extend(_errors_from_pydantic(exc, Axes, file, lines, ("exclude", r)))
+    return errs

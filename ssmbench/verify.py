@@ -1,0 +1,129 @@
+"""The correctness gate: compare what an impl's chain produced with the fp64 reference.
+
+Truth for a case is computed from the impl's own starting state (each representation — a pool
+slot, a checkpoint plus history — stores it with its own rounding), with the conv output rounded
+to the activation dtype as the production chain writes it. So the tolerances below cover only
+what one step of that impl may legitimately differ by: its output dtype and its storage format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kernels.reference.conv1d import conv1d_update
+from kernels.reference.gdn import gdn_recurrence
+from kernels.reference.mamba2 import mamba2_recurrence
+from ssmbench.case import Case
+from ssmbench.workload import ACT_DTYPES, GDNWorkload, Mamba2Workload
+
+STATE_TOL: dict[str, float] = {
+    "fp64": 1e-12,
+    "fp32": 2e-5,  # fp32 accumulation over T tokens
+    "bf16": 1.2e-2,  # 2^-8 relative half-ulp steps, one rounding per stored state + fp32 math
+    "fp16": 2e-3,  # 2^-11
+    "int8": 2e-2,  # one SR step of amax/127 plus math
+    "fp8": 0.14,  # e4m3: one SR step is 2^-3 of the value's binade
+}
+"""Max |impl - ref| / max |ref| allowed for a stored state, by storage format."""
+
+OUT_TOL: dict[str, float] = {"fp32": 1e-4, "bf16": 2e-2, "fp16": 4e-3}
+"""Max |impl - ref| / max |ref| for outputs written in the activation dtype."""
+
+
+@dataclass
+class Comparison:
+    name: str
+    error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.error <= self.tolerance)  # NaN fails
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.error:.2e} (tol {self.tolerance:.1e})"
+
+
+def normalized_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |a - e| / max |e| in fp64; NaN or inf anywhere in ``actual`` gives inf."""
+    a, e = actual.to(torch.float64).cpu(), expected.to(torch.float64).cpu()
+    if a.shape != e.shape:
+        raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(e.shape)}")
+    if not torch.isfinite(a).all():
+        return float("inf")
+    scale = e.abs().max().item() if e.numel() else 0.0
+    diff = (a - e).abs().max().item() if e.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def reference_conv(workload: Mamba2Workload | GDNWorkload) -> tuple[torch.Tensor, torch.Tensor]:
+    """The conv1d step (SPEC 6): output as a (batch*T, conv_dim) act-dtype tensor, and the new
+    conv state pool."""
+    bias = getattr(workload, "conv_bias", None)
+    out, new_state = conv1d_update(workload.conv_input(), workload.conv_state, workload.conv_weight, bias,
+                                   _slots(workload), workload.k_prev)
+    act = ACT_DTYPES[workload.case.act_dtype]
+    flat = out.transpose(1, 2).reshape(workload.batch * workload.case.T, -1).to(act)
+    return flat, new_state
+
+
+def _slots(workload: Mamba2Workload | GDNWorkload) -> torch.Tensor:
+    return workload.slot_idx if isinstance(workload, Mamba2Workload) else workload.read_idx
+
+
+def reference_step(workload: Mamba2Workload | GDNWorkload, conv_out: torch.Tensor,
+                   start_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp64 outputs (batch, T, heads, dim) and per-token states (batch, T, ...) from ``start_state``;
+    padding rows are zero."""
+    case = workload.case
+    if isinstance(workload, Mamba2Workload):
+        x, B, C = workload.views(conv_out)
+        z = None if workload.z is None else workload.z.unflatten(0, (workload.batch, case.T)).unflatten(
+            -1, (workload.shape.nheads, workload.shape.head_dim))
+        dt = workload.dt_raw.unflatten(0, (workload.batch, case.T))
+        y, states = mamba2_recurrence(start_state, x, dt, workload.A, B, C, workload.D, workload.dt_bias,
+                                      z=z, parent=workload.parent)
+    else:
+        q, k, v = workload.views(conv_out)
+        a = workload.a.unflatten(0, (workload.batch, case.T))
+        b = workload.b.unflatten(0, (workload.batch, case.T))
+        y, states = gdn_recurrence(start_state, q, k, v, a, b, workload.A_log, workload.dt_bias,
+                                   scale=case.option("scale"))
+    pad = _slots(workload) < 0
+    y[pad] = 0
+    states[pad] = 0
+    return y, states
+
+
+def verify(case: Case, workload: Mamba2Workload | GDNWorkload, outputs: dict[str, Any]) -> list[Comparison]:
+    """Compare an impl's outputs with the reference. Keys an impl may return:
+
+    ``conv_out`` (batch*T, conv_dim), ``conv_state`` (n_slots, conv_dim, S), ``y`` (batch, T, heads,
+    dim), ``start_state`` (batch, ...) the state its representation started from (required with
+    ``y``/``state_after``), ``state_after`` (batch, ...) the state implied after accepting
+    ``accepted`` (batch,) tokens.
+    """
+    results: list[Comparison] = []
+    conv_ref, conv_state_ref = reference_conv(workload)
+    act_tol = OUT_TOL[case.act_dtype]
+    if "conv_out" in outputs:
+        results.append(Comparison("conv_out", normalized_error(outputs["conv_out"], conv_ref), act_tol))
+    if "conv_state" in outputs:
+        results.append(Comparison("conv_state", normalized_error(outputs["conv_state"], conv_state_ref), 0.0))
+    if "y" not in outputs and "state_after" not in outputs:
+        return results
+    start = outputs["start_state"]
+    y_ref, states_ref = reference_step(workload, conv_ref, start)
+    if "y" in outputs:
+        results.append(Comparison("y", normalized_error(outputs["y"], y_ref), act_tol))
+    if "state_after" in outputs:
+        accepted = outputs["accepted"].to(states_ref.device)
+        rows = torch.arange(workload.batch, device=states_ref.device)
+        expected = states_ref[rows, (accepted - 1).clamp(min=0)]
+        expected[_slots(workload).to(expected.device) < 0] = 0
+        results.append(Comparison(f"state[{case.state_dtype}]", normalized_error(outputs["state_after"], expected),
+                                  STATE_TOL[case.state_dtype]))
+    return results

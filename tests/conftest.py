@@ -1,0 +1,8 @@
+"""Test-wide settings: Triton kernels run in the interpreter on CPU machines."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
