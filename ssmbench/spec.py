@@ -267,13 +267,31 @@ def _known_keys(model: type[BaseModel], path: tuple) -> list[str]:
     return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
 
 
+_UNION_TAGS = ("int", "str", "float", "bool", "constrained-int", "constrained-float")
+
+
+def _is_union_tag(part: object) -> bool:
+    """Loc entries pydantic adds for union members and validators (not field names)."""
+    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith(("literal[", "function-")))
+
+
 def _errors_from_pydantic(
     exc: ValidationError, model: type[BaseModel], file: str, lines: dict, prefix: tuple = ()
 ) -> list[SpecError]:
     out = []
+    seen: set[str] = set()
     for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        union_member = any(_is_union_tag(p) for p in err["loc"])
+        loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
         field = ".".join(str(p) for p in loc)
+        if field in seen:  # one message per field, not one per union member
+            continue
+        seen.add(field)
+        if union_member:
+            allowed = _allowed_for(model, loc[len(prefix):])
+            out.append(SpecError(file, field, "invalid value", line=line_of(lines, loc), value=err.get("input"),
+                                 allowed=allowed))
+            continue
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             known = _known_keys(model, loc[len(prefix):-1])
