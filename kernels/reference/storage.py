@@ -12,6 +12,23 @@ Conventions
 - Stochastic rounding takes a tensor of uniforms in [0, 1) of the values' shape; `sr_uniform`
   draws them from Philox4x32-10 keyed by (seed, slot, element, step), bit-identical to Triton's
   ``tl.philox`` with the same counters, so kernels and references see the same random numbers.
+
+Rounding, exactly (what a kernel must reproduce bit for bit)
+------------------------------------------------------------
+- Every rounding is a single rounding of the exact input value (an fp64 input is not first
+  rounded to fp32: torch's own fp64 -> bf16/fp16 casts round twice and are wrong on rare ties).
+- RN: IEEE round to nearest, ties to even; subnormals kept; a finite value whose rounded
+  magnitude exceeds the format's max finite becomes +-inf (IEEE overflow, what ``cvt.rn`` does).
+- SR: ``lo <= v <= hi`` are the two neighbouring representable values (signed order; lo == hi
+  when v is representable), and the result is ``hi if u < (v - lo) / (hi - lo) else lo``. With
+  u a multiple of 2**-24 this is unbiased up to 2**-24 of a spacing. A finite value beyond the
+  max finite saturates to +-max finite (no inf is ever produced by SR from a finite input).
+- Non-finite inputs (nan, +-inf) pass through fp32/bf16/fp16 unchanged under both roundings.
+- int8 / fp8: ``v32`` = fp32 RN of the input, ``amax`` = max |v32| over the row,
+  ``scale = fl32(amax / QMAX)`` and ``q' = clamp(fl32(v32 / scale), -QMAX, QMAX)`` with correctly
+  rounded fp32 divisions (Triton: ``tl.math.div_rn``, not the approximate ``/``), then q' is
+  rounded (RN or SR as above) onto the int grid (int8) or the e4m3 grid (fp8, subnormals of
+  spacing 2**-9 included). Dequantize is ``q * scale``.
 """
 
 from __future__ import annotations
@@ -38,7 +55,7 @@ _TORCH_DTYPE: dict[str, torch.dtype] = {
 
 
 def storage_dtype(fmt: str) -> torch.dtype:
-    """The torch dtype a pool of this format is allocated with."""
+    """The torch dtype a pool of this format is allocated with (SPEC 8)."""
     try:
         return _TORCH_DTYPE[fmt]
     except KeyError:
@@ -46,6 +63,7 @@ def storage_dtype(fmt: str) -> torch.dtype:
 
 
 def bytes_per_element(fmt: str) -> int:
+    """Bytes of one stored element of ``fmt`` (SPEC 8), scales not included (they are per row)."""
     return torch.empty((), dtype=storage_dtype(fmt)).element_size()
 
 
@@ -79,7 +97,8 @@ class StoredState:
 
 
 def empty_pool(shape: tuple[int, ...], fmt: str, device: torch.device | str = "cpu") -> StoredState:
-    """A zero-filled pool of states of ``shape`` (last dim = row) in ``fmt``."""
+    """A zero-filled pool of states of ``shape`` (last dim = row) in ``fmt`` (SPEC 8); int8/fp8
+    pools get fp32 scales of ``shape[:-1]`` set to 1."""
     data = torch.zeros(shape, dtype=storage_dtype(fmt), device=device)
     scale = torch.ones(shape[:-1], dtype=torch.float32, device=device) if fmt in SCALED_FORMATS else None
     return StoredState(data, scale, fmt)
@@ -91,39 +110,195 @@ def quantize(
     rounding: str = "rn",
     uniform: torch.Tensor | None = None,
 ) -> StoredState:
-    """Round ``values`` (any float dtype, rows along the last dim) into ``fmt``.
+    """Round ``values`` (any float dtype, shape ``(..., row)``) into ``fmt`` (SPEC 8).
 
-    ``rounding`` is ``"rn"`` (nearest even) or ``"sr"`` (stochastic: the upper neighbour is
-    chosen with probability (v - lo) / (hi - lo); needs ``uniform`` of ``values.shape``).
-    fp32 under SR rounds from the fp64 value; fp64 is exact under either.
+    ``rounding`` is ``"rn"`` (nearest even) or ``"sr"`` (stochastic: ``hi if u < (v - lo) / (hi - lo)
+    else lo`` with ``u = uniform``, a float tensor of ``values.shape`` in [0, 1), e.g. from
+    `sr_uniform`). The exact rules (single rounding, overflow, scales) are in the module docstring.
+    Returns data of ``values.shape`` in `storage_dtype` and, for int8/fp8, fp32 scales of
+    ``values.shape[:-1]``. fp64 is exact under either rounding.
     """
-    # Provisional RN-only body (SR, exact e4m3 grid checks and tests: storage work in progress).
-    if rounding != "rn":
-        raise NotImplementedError("stochastic rounding: storage work in progress")
-    if fmt in SCALED_FORMATS:
-        v32 = values.to(torch.float32)
-        amax = v32.abs().amax(dim=-1)
-        scale = torch.where(amax > 0, amax / QMAX[fmt], torch.ones_like(amax))
-        q = (v32 / scale.unsqueeze(-1)).clamp(-QMAX[fmt], QMAX[fmt])
-        q = torch.round(q) if fmt == "int8" else q
-        return StoredState(q.to(storage_dtype(fmt)), scale, fmt)
-    return StoredState(values.to(storage_dtype(fmt)), None, fmt)
+    storage_dtype(fmt)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"unknown rounding {rounding!r}; allowed: {', '.join(ROUNDINGS)}")
+    if not values.is_floating_point():
+        raise ValueError(f"quantize expects floating-point values, got {values.dtype}")
+    u = None
+    if rounding == "sr" and fmt != "fp64":
+        if uniform is None:
+            raise ValueError("stochastic rounding needs `uniform` (e.g. from sr_uniform)")
+        if uniform.shape != values.shape:
+            raise ValueError(f"uniform has shape {tuple(uniform.shape)}, values {tuple(values.shape)}")
+        u = uniform.to(device=values.device, dtype=torch.float64)
+    v = values.to(torch.float64)
+    if fmt == "fp64":
+        return StoredState(v.clone(), None, fmt)
+    if fmt not in SCALED_FORMATS:
+        return StoredState(_round_to_grid(v, _GRIDS[fmt], u).to(storage_dtype(fmt)), None, fmt)
+
+    if values.shape[-1] == 0:
+        raise ValueError("quantize: rows of length 0 have no scale")
+    qmax = QMAX[fmt]
+    v32 = _round_to_grid(v, _GRIDS["fp32"], None)  # exact fp32 values, held in fp64
+    amax = v32.abs().amax(dim=-1)
+    # fp64 quotients of fp32 operands rounded once to fp32 equal the correctly rounded fp32
+    # quotients (53 >= 2*24 + 2), independent of how the device implements fp32 division.
+    scale = torch.where(amax > 0, (amax / qmax).to(torch.float32), torch.ones_like(amax, dtype=torch.float32))
+    q = (v32 / scale.to(torch.float64).unsqueeze(-1)).to(torch.float32).to(torch.float64)
+    q = q.clamp(-qmax, qmax)
+    if fmt == "int8":
+        if u is None:
+            qr = torch.round(q)  # half to even
+        else:
+            lo = torch.floor(q)
+            qr = lo + (u < q - lo).to(torch.float64)
+        qr = qr.clamp(-qmax, qmax)
+    else:
+        qr = _round_to_grid(q, _GRIDS["fp8"], u)
+    return StoredState(qr.to(storage_dtype(fmt)), scale, fmt)
 
 
 def dequantize(stored: StoredState, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Read states back as ``dtype`` (scales applied)."""
+    """Read states back as ``dtype`` (SPEC 8): ``data`` for float formats, ``q * scale`` (scale
+    broadcast over the last dim) for int8/fp8. Shape ``stored.shape``."""
     values = stored.data.to(dtype)
     if stored.scale is not None:
         values = values * stored.scale.to(dtype).unsqueeze(-1)
     return values
 
 
+# --------------------------------------------------------------------------------------------
+# Rounding onto a binary floating-point grid, exactly, in fp64 arithmetic.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A binary float format: ``mant`` stored mantissa bits, ``emin`` the smallest normal
+    exponent (subnormal spacing 2**(emin - mant)), ``max_finite``, and what RN overflow gives."""
+
+    mant: int
+    emin: int
+    max_finite: float
+    rn_overflow_inf: bool
+
+
+_GRIDS: dict[str, _Grid] = {
+    "fp32": _Grid(23, -126, float(torch.finfo(torch.float32).max), True),
+    "bf16": _Grid(7, -126, float(torch.finfo(torch.bfloat16).max), True),
+    "fp16": _Grid(10, -14, float(torch.finfo(torch.float16).max), True),
+    # e4m3fn has no inf; the scaled path clamps to +-448 first, so overflow cannot happen there.
+    "fp8": _Grid(3, -6, 448.0, False),
+}
+
+
+def _pow2(e: torch.Tensor) -> torch.Tensor:
+    """2**e as fp64, built from the exponent bits (exact; e must lie in [-1022, 1023])."""
+    return ((e.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def _round_to_grid(v: torch.Tensor, grid: _Grid, u: torch.Tensor | None) -> torch.Tensor:
+    """Round fp64 ``v`` onto ``grid`` (RN when ``u`` is None, else SR with uniforms ``u``);
+    returns fp64 holding representable values (or +-inf on RN overflow, nan/inf passed through).
+
+    Why this is exact: for |v| in [2**e, 2**(e+1)) the grid spacing is 2**(max(e, emin) - mant);
+    scaling by a power of two, floor, and the integer-valued products are all exact in fp64
+    because every grid value needs at most 24 significant bits.
+    """
+    finite = torch.isfinite(v)
+    vf = torch.where(finite, v, torch.zeros_like(v))
+    _, exp = torch.frexp(vf)  # |v| = m * 2**exp, m in [0.5, 1)  ->  e = exp - 1
+    e_ulp = torch.clamp(exp.to(torch.int64) - 1, min=grid.emin) - grid.mant
+    s = vf * _pow2(-e_ulp)  # v in units of the local spacing (exact)
+    if u is None:
+        k = torch.round(s)  # half to even; an even k is an even mantissa
+    else:
+        lo = torch.floor(s)
+        k = lo + (u < s - lo).to(torch.float64)
+    r = k * _pow2(e_ulp)
+    big = r.abs() > grid.max_finite
+    if u is None and grid.rn_overflow_inf:
+        r = torch.where(big, torch.full_like(r, float("inf")), r)
+    else:
+        r = torch.where(big, torch.full_like(r, grid.max_finite), r)
+    r = torch.copysign(r, vf)  # never crosses zero; keeps the sign of zero results
+    return torch.where(finite, r, v)
+
+
+# --------------------------------------------------------------------------------------------
+# Philox4x32-10, bit-identical to triton.language.random.philox with 32-bit counters.
+# --------------------------------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+_PHILOX_KEY_A = 0x9E3779B9
+_PHILOX_KEY_B = 0xBB67AE85
+_PHILOX_ROUND_A = 0xD2511F53
+_PHILOX_ROUND_B = 0xCD9E8D57
+_PHILOX_ROUNDS = 10
+
+
+def _mulhilo32(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit halves of the 64-bit product a * b (a < 2**32, b int64 in [0, 2**32)),
+    via 16-bit limbs so nothing overflows int64."""
+    p_lo = a * (b & 0xFFFF)  # < 2**48
+    p_hi = a * (b >> 16)  # < 2**48
+    hi = (p_hi + (p_lo >> 16)) >> 16
+    lo = (((p_hi & 0xFFFF) << 16) + p_lo) & _M32
+    return hi, lo
+
+
+def philox4x32(
+    seed: int,
+    c0: torch.Tensor | int,
+    c1: torch.Tensor | int,
+    c2: torch.Tensor | int,
+    c3: torch.Tensor | int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Philox4x32-10 of counter (c0, c1, c2, c3) under key (seed lo 32 bits, seed hi 32 bits)
+    (SPEC 8), bit-identical to Triton's ``tl.philox(seed, c0, c1, c2, c3)`` with 32-bit counters
+    (and to Random123's philox4x32_10).
+
+    ``seed``: Python int in [-2**63, 2**64) (negative seeds are taken as their 64-bit two's
+    complement, as Triton's int64 -> uint64 cast does). Counters: int tensors or ints, any
+    broadcastable shapes; values are taken modulo 2**32 (an int32 -1 is 0xffffffff). Returns four
+    int64 tensors of the broadcast shape holding the uint32 outputs in [0, 2**32).
+    """
+    seed = int(seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ValueError(f"philox seed {seed} does not fit 64 bits")
+    seed &= 2**64 - 1
+    k0, k1 = seed & _M32, seed >> 32
+    device = next((c.device for c in (c0, c1, c2, c3) if isinstance(c, torch.Tensor)), torch.device("cpu"))
+    cs = [torch.as_tensor(c, device=device).to(torch.int64) & _M32 for c in (c0, c1, c2, c3)]
+    x0, x1, x2, x3 = torch.broadcast_tensors(*cs)
+    for _ in range(_PHILOX_ROUNDS):
+        hi_b, lo_b = _mulhilo32(_PHILOX_ROUND_B, x2)
+        hi_a, lo_a = _mulhilo32(_PHILOX_ROUND_A, x0)
+        x0, x1, x2, x3 = hi_b ^ x1 ^ k0, lo_b, hi_a ^ x3 ^ k1, lo_a
+        k0 = (k0 + _PHILOX_KEY_A) & _M32
+        k1 = (k1 + _PHILOX_KEY_B) & _M32
+    return x0, x1, x2, x3
+
+
 def sr_uniform(seed: int, slot: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
-    """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot``.
+    """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot`` (SPEC 8).
 
     ``slot``: int64 tensor of any shape S; returns float64 of shape ``S + row_shape`` where the
     element index is the row-major position inside one slot's state (e.g. ``(h*P + p)*N + n``).
     Philox4x32-10, key = seed (lo, hi 32 bits), counter = (element, slot, step, 0); the uniform
-    is ``(c0_out >> 8) * 2**-24``.
+    is ``(c0_out >> 8) * 2**-24``. Counters are 32-bit: element and step must be < 2**32; slot
+    and step are taken modulo 2**32 (negative padding slots draw numbers nobody uses).
     """
-    raise NotImplementedError
+    row_shape = tuple(int(n) for n in row_shape)
+    n_elem = 1
+    for n in row_shape:
+        n_elem *= n
+    if n_elem > 2**32:
+        raise ValueError(f"state of {n_elem} elements per slot overflows the 32-bit Philox counter")
+    if not 0 <= int(step) < 2**32:
+        raise ValueError(f"step {step} does not fit the 32-bit Philox counter")
+    slot = torch.as_tensor(slot, dtype=torch.int64)
+    element = torch.arange(n_elem, dtype=torch.int64, device=slot.device).reshape(row_shape)
+    slot_b = slot.reshape(tuple(slot.shape) + (1,) * len(row_shape))
+    r0, _, _, _ = philox4x32(seed, element, slot_b, int(step), 0)
+    return (r0 >> 8).to(torch.float64) * 2.0**-24
