@@ -76,7 +76,7 @@ def expand(sweep: Sweep) -> Expansion:
     result = Expansion(cases=[])
     seen: set[str] = set()
     for values in itertools.product(*grid):
-        point = dict(zip(AXIS_NAMES, values))
+        point = dict(zip(AXIS_NAMES, values, strict=True))
         if any(_matches(rule, point) for rule in sweep.spec.exclude):
             result.excluded += 1
             continue
