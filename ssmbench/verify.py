@@ -1,8 +1,8 @@
 """The correctness gate: compare what an impl's chain produced with the fp64 reference.
 
 Truth for a case is computed from the impl's own starting state (each representation — a pool
-slot, a checkpoint plus history — stores it with its own rounding), with the conv output rounded
-to the activation dtype as the production chain writes it. So the tolerances below cover only
+slot, a checkpoint plus history — stores it with its own rounding) and from the impl's own conv
+output (itself checked against the reference conv rounded to the activation dtype). So the tolerances below cover only
 what one step of that impl may legitimately differ by: its output dtype and its storage format.
 """
 
@@ -116,7 +116,10 @@ def verify(case: Case, workload: Mamba2Workload | GDNWorkload, outputs: dict[str
     if "y" not in outputs and "state_after" not in outputs:
         return results
     start = outputs["start_state"]
-    y_ref, states_ref = reference_step(workload, conv_ref, start)
+    # The state update is judged on the conv output it was given (already checked above): a
+    # one-ulp bf16 difference in conv_out would otherwise masquerade as a state error.
+    step_input = outputs["conv_out"].to(conv_ref.device) if "conv_out" in outputs else conv_ref
+    y_ref, states_ref = reference_step(workload, step_input, start)
     if "y" in outputs:
         results.append(Comparison("y", normalized_error(outputs["y"], y_ref), act_tol))
     if "state_after" in outputs:

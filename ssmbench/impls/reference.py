@@ -47,6 +47,20 @@ def _tokens(t: torch.Tensor | None, workload: Mamba2Workload, *tail: int) -> tor
         0, (workload.batch, workload.case.T))
 
 
+def intermediate_pool(case: Case, workload: Mamba2Workload) -> tuple[StoredState, torch.Tensor]:
+    """The SPEC 5 intermediate representation shared by every intermediate impl: a pool of
+    ``n_slots + batch*T`` random states with each row's start state stored at its read slot, and
+    per-token destination slots dst (batch, T) drawn from the extra region."""
+    s, b, T = workload.shape, workload.batch, case.T
+    device = workload.xbc.device
+    pool = random_pool(workload.n_slots + b * T, (s.nheads, s.head_dim, s.dstate), case, device, "pool")
+    real = workload.slot_idx >= 0
+    pool[workload.slot_idx[real]] = store_states(workload.start_state[real], workload.slot_idx[real], case)
+    gen = case_generator(case, "dst")
+    dst = (workload.n_slots + torch.randperm(b * T, generator=gen)).view(b, T).to(device)
+    return pool, dst
+
+
 class _Mamba2Reference(Impl):
     family = "mamba2"
     kind = "reference"
@@ -98,13 +112,9 @@ class IntermediateReference(_Mamba2Reference):
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         result: dict[str, Any] = {}
-        b, T = workload.batch, case.T
-        n_slots = workload.n_slots + b * T
-        pool = random_pool(n_slots, self.row_shape(workload), case, workload.xbc.device, "pool")
+        b = workload.batch
         real = workload.slot_idx >= 0
-        pool[workload.slot_idx[real]] = store_states(workload.start_state[real], workload.slot_idx[real], case)
-        gen = case_generator(case, "dst")
-        dst = (workload.n_slots + torch.randperm(b * T, generator=gen)).view(b, T).to(workload.xbc.device)
+        pool, dst = intermediate_pool(case, workload)
 
         def run() -> None:
             args, conv_out, conv_state = self.inputs(workload)
