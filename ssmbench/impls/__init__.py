@@ -1,3 +1,3 @@
-"""Importing this package registers every impl (references always; Triton kernels when they import)."""
+"""Importing this package registers every impl: the references and the Triton kernels."""
 
-from ssmbench.impls import reference  # noqa: F401
+from ssmbench.impls import reference, triton_mamba  # noqa: F401

@@ -1,0 +1,264 @@
+"""Causal conv1d update for speculative decode (SPEC 6), the front of the PDL chain (SPEC 7).
+
+Layouts
+-------
+- input ``xbc``: the in_proj output, a contiguous ``(batch*T, conv_dim)`` tensor (or any
+  ``(batch, conv_dim, T)`` view of it). The kernel reads it through strides, so the production
+  view ``x.view(batch, T, conv_dim).transpose(1, 2)`` needs no copy.
+- ``conv_state``: a pool ``(n_slots, conv_dim, S)`` with ``S = d_conv - 2 + T`` (the reference's
+  logical layout), **any strides**. A channel-last pool ``torch.empty(n_slots, S,
+  conv_dim).transpose(1, 2)`` makes every column access coalesced along channels; the default
+  (column-contiguous) pool works as well since one channel's S columns share a sector.
+- output: always a fresh or given contiguous ``(batch*T, conv_dim)`` tensor in the activation
+  dtype, so x/B/C (Mamba-2) or q/k/v (GDN) are plain column-slice views of it.
+
+Per row b (slot ``slot_idx[b]``, ``off = k_prev[b] - 1``), token t's window is the extended
+sequence ``E = conv_state[slot, :, off : off + d_conv - 1] ++ x[b, :, 0:T]`` at ``E[t : t +
+d_conv]``; ``out = act(bias + sum_j w[:, j] * E[t + j])`` in fp32. The new state is
+``E[1 : 1 + S]`` i.e. ``conv_state[off + 1 : off + d_conv - 1] ++ x``. Padding rows (slot < 0)
+write zero outputs and touch no state.
+
+PDL: `gdc_launch_dependents()` first thing (the consumer only reads our output after its own
+`gdc_wait`), weights/bias/slot/k_prev loaded before `gdc_wait()`, the in_proj output and the
+conv state after it (both may be written by kernels earlier in the stream).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.triton.launch import (
+    is_capturing,
+    launch_options,
+    pdl_enabled,
+    pdl_launch_dependents,
+    pdl_wait,
+)
+from kernels.triton.validation import check_k_prev, check_slot_range, check_unique_slots
+
+
+@dataclass(frozen=True)
+class Conv1dKnobs:
+    """Tuning knobs of `conv1d_update_kernel` (parameters, not constants)."""
+
+    block_c: int = 128
+    """Channels per program (power of two)."""
+    num_warps: int = 2
+    num_stages: int = 1
+
+
+def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv1dKnobs:
+    """Heuristic from a knob sweep on the H100 (conv_dim 1280, T=6, d_conv 4, batch 1..256):
+    128 channels on 2 warps was best or within 10% of it at every batch."""
+    del conv_dim, batch, T, d_conv
+    return Conv1dKnobs(block_c=128, num_warps=2)
+
+
+@triton.jit
+def conv1d_update_kernel(
+    x_ptr,
+    state_ptr,
+    w_ptr,
+    bias_ptr,
+    slot_ptr,
+    kprev_ptr,
+    out_ptr,
+    conv_dim,
+    stride_x_b,
+    stride_x_c,
+    stride_x_t,
+    stride_s_slot,
+    stride_s_c,
+    stride_s_k,
+    stride_w_c,
+    stride_w_k,
+    stride_out_row,
+    T: tl.constexpr,
+    D_CONV: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row."""
+    pdl_launch_dependents(PDL)
+    pid_c = tl.program_id(0)
+    pid_b = tl.program_id(1).to(tl.int64)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < conv_dim
+
+    slot = tl.load(slot_ptr + pid_b).to(tl.int64)
+    real = slot >= 0
+    off = (tl.load(kprev_ptr + pid_b) - 1).to(tl.int64)
+
+    # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
+    w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
+    w0 = tl.load(w_row, mask=mask_c, other=0.0).to(tl.float32)
+    w1 = tl.load(w_row + stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    w2 = w1 * 0.0
+    w3 = w1 * 0.0
+    if D_CONV >= 3:
+        w2 = tl.load(w_row + 2 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if D_CONV >= 4:
+        w3 = tl.load(w_row + 3 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        bias = w0 * 0.0
+
+    pdl_wait(PDL)
+
+    # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
+    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
+    s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
+    h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
+    h1 = h2
+    h0 = h2
+    if D_CONV >= 3:
+        h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
+    if D_CONV >= 4:
+        h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
+
+    # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
+    if D_CONV == 3:
+        tl.store(s_row, h2, mask=mask_s)
+    if D_CONV == 4:
+        tl.store(s_row, h1, mask=mask_s)
+        tl.store(s_row + stride_s_k, h2, mask=mask_s)
+
+    f0 = h0.to(tl.float32)
+    f1 = h1.to(tl.float32)
+    f2 = h2.to(tl.float32)
+    x_row = x_ptr + pid_b * stride_x_b + offs_c.to(tl.int64) * stride_x_c
+    out_row = out_ptr + (pid_b * T) * stride_out_row + offs_c
+    for t in tl.static_range(T):
+        xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
+        tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
+        xf = xt.to(tl.float32)
+        if D_CONV == 2:
+            acc = bias + w0 * f2 + w1 * xf
+        elif D_CONV == 3:
+            acc = bias + w0 * f1 + w1 * f2 + w2 * xf
+        else:
+            acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
+        if SILU:
+            acc = acc * tl.sigmoid(acc)
+        acc = tl.where(real, acc, 0.0)
+        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
+        f0 = f1
+        f1 = f2
+        f2 = xf
+
+
+KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
+"""Kernel names `conv1d_update` launches, for CUPTI attribution."""
+
+
+def validate_conv1d_inputs(
+    conv_state: torch.Tensor, slot_idx: torch.Tensor, k_prev: torch.Tensor, T: int
+) -> None:
+    """Host-side checks that need the index values (one device sync): distinct real slots, slots
+    in range, ``1 <= k_prev <= T``. Raises ValueError."""
+    check_unique_slots(slot_idx, "slot_idx")
+    check_slot_range(slot_idx, conv_state.shape[0], "slot_idx")
+    check_k_prev(k_prev, slot_idx, T)
+
+
+def conv1d_update(
+    xbc: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    slot_idx: torch.Tensor,
+    k_prev: torch.Tensor,
+    *,
+    T: int,
+    out: torch.Tensor | None = None,
+    activation: str | None = "silu",
+    pdl: bool = False,
+    knobs: Conv1dKnobs | None = None,
+    validate: bool = True,
+) -> torch.Tensor:
+    """Run the conv1d update in place on ``conv_state``; returns ``out`` (batch*T, conv_dim).
+
+    xbc: ``(batch*T, conv_dim)`` (contiguous in_proj output) or a ``(batch, conv_dim, T)`` view;
+    conv_state: ``(n_slots, conv_dim, d_conv - 2 + T)`` any strides, updated in place;
+    weight: ``(conv_dim, d_conv)``, d_conv in 2..4; bias: ``(conv_dim,)`` or None;
+    slot_idx, k_prev: ``(batch,)`` int (slot < 0: padding row); out: optional preallocated
+    contiguous ``(batch*T, conv_dim)`` in the activation dtype (no allocation when given).
+
+    ``validate`` syncs with the device to check the index values (`validate_conv1d_inputs`); it
+    is skipped automatically during CUDA-graph capture. Pass False in timed loops: the checks
+    launch torch kernels that would also sit between PDL-chained kernels.
+    """
+    if xbc.dim() == 2:
+        if xbc.shape[0] % T:
+            raise ValueError(f"xbc has {xbc.shape[0]} rows, not a multiple of T={T}")
+        batch, conv_dim = xbc.shape[0] // T, xbc.shape[1]
+        x3 = xbc.view(batch, T, conv_dim).transpose(1, 2)
+    elif xbc.dim() == 3:
+        batch, conv_dim = xbc.shape[0], xbc.shape[1]
+        if xbc.shape[2] != T:
+            raise ValueError(f"xbc is (batch, conv_dim, {xbc.shape[2]}), expected T={T} columns")
+        x3 = xbc
+    else:
+        raise ValueError(f"xbc must be (batch*T, conv_dim) or (batch, conv_dim, T), got {tuple(xbc.shape)}")
+    d_conv = weight.shape[-1]
+    if not 2 <= d_conv <= 4:
+        raise ValueError(f"d_conv={d_conv} unsupported (2..4)")
+    if weight.shape != (conv_dim, d_conv):
+        raise ValueError(f"weight must be (conv_dim={conv_dim}, d_conv), got {tuple(weight.shape)}")
+    if conv_state.dim() != 3 or conv_state.shape[1] != conv_dim or conv_state.shape[2] != d_conv - 2 + T:
+        raise ValueError(
+            f"conv_state must be (n_slots, {conv_dim}, d_conv-2+T={d_conv - 2 + T}), "
+            f"got {tuple(conv_state.shape)}"
+        )
+    if bias is not None and bias.shape != (conv_dim,):
+        raise ValueError(f"bias must be ({conv_dim},), got {tuple(bias.shape)}")
+    if slot_idx.shape != (batch,) or k_prev.shape != (batch,):
+        raise ValueError(f"slot_idx and k_prev must be ({batch},)")
+    if activation not in ("silu", None):
+        raise ValueError(f"activation {activation!r} unsupported (silu or None)")
+    if out is None:
+        out = torch.empty(batch * T, conv_dim, dtype=xbc.dtype, device=xbc.device)
+    elif out.shape != (batch * T, conv_dim) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous ({batch * T}, {conv_dim}) tensor")
+    if validate and not is_capturing():
+        validate_conv1d_inputs(conv_state, slot_idx, k_prev, T)
+    if batch == 0:
+        return out
+
+    knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv)
+    use_pdl = pdl_enabled(pdl, xbc.device)
+    grid = (triton.cdiv(conv_dim, knobs.block_c), batch)
+    conv1d_update_kernel[grid](
+        x3,
+        conv_state,
+        weight,
+        bias if bias is not None else weight,
+        slot_idx,
+        k_prev,
+        out,
+        conv_dim,
+        x3.stride(0),
+        x3.stride(1),
+        x3.stride(2),
+        conv_state.stride(0),
+        conv_state.stride(1),
+        conv_state.stride(2),
+        weight.stride(0),
+        weight.stride(1),
+        out.stride(0),
+        T=T,
+        D_CONV=d_conv,
+        HAS_BIAS=bias is not None,
+        SILU=activation == "silu",
+        BLOCK_C=knobs.block_c,
+        PDL=use_pdl,
+        **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
+    )
+    return out

@@ -1,0 +1,287 @@
+"""Triton storage helpers (SPEC 8): round / quantize a state tile when it is stored, dequantize
+it when it is loaded. Every ssmbench kernel that keeps state (Mamba-2 intermediate, GDN, replay)
+stores and loads through `store_state_rows` / `load_state_rows`, so all of them round the same
+way as the reference `kernels.reference.storage.quantize`.
+
+Addressing is by *row*: a pool of ``(n_slots, ..., ROW)`` states is viewed as ``(n_rows, ROW)``
+with ``row = slot * rows_per_slot + index_inside_slot`` (int64), element ``row * ROW_STRIDE + n``;
+scaled formats keep one fp32 scale per row at ``scale_ptr + row``. A tile is ``(R, C)`` with the
+whole row in C (the per-row amax needs it).
+
+Bit-exactness with the reference (checked in the CPU interpreter by tests/test_triton_storage.py):
+
+- SR (and, in the interpreter, RN into bf16 / fp8) never relies on a Triton float cast to
+  round: the interpreter's fp32 -> bf16 cast truncates and its fp32 -> fp8 cast rounds ties up
+  and mishandles mantissa carry. Values are rounded onto the target grid in fp32 with exact
+  integer / power-of-two arithmetic first, so the final cast only converts an exactly
+  representable value. On the GPU, RN into bf16 / fp16 / fp8 is the hardware ``cvt.rn`` (IEEE
+  RN-even, the same result, fewer instructions); fp16 RN uses the cast in the interpreter too.
+- SR picks the upper neighbour ``hi`` iff ``u < (v - lo) / (hi - lo)`` with ``u = (c0 >> 8) *
+  2**-24`` from Philox4x32-10, counter ``(element, slot, step, 0)``, key ``seed``. The fraction
+  of |v| between its neighbours is computed exactly (it is a short binary fraction), and both
+  comparisons (``u < F`` for v >= 0, ``u < 1 - F`` for v < 0) are rewritten as comparisons of
+  exactly representable fp32 values, so no rounding can flip a decision.
+- int8 / fp8 scales: ``scale = amax / QMAX`` (1 when amax is 0) and ``q = v / scale`` use
+  `tl.math.div_rn` (IEEE division; plain ``/`` is approximate on the GPU), then clamp, then round.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.triton.launch import INTERPRET
+
+FMT_FP32 = tl.constexpr(0)
+FMT_BF16 = tl.constexpr(1)
+FMT_FP16 = tl.constexpr(2)
+FMT_INT8 = tl.constexpr(3)
+FMT_FP8 = tl.constexpr(4)
+
+FORMAT_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3, "fp8": 4}
+"""Storage format name (SPEC 8, `kernels.reference.storage.FORMATS`) -> the kernels' FMT constexpr."""
+
+STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": torch.int8,
+    "fp8": torch.float8_e4m3fn,
+}
+SCALED = frozenset({"int8", "fp8"})
+
+_TWO_M24 = tl.constexpr(1.0 / 16777216.0)
+
+
+def format_code(fmt: str) -> int:
+    """The FMT constexpr for a storage format name; ValueError for unknown names."""
+    try:
+        return FORMAT_CODES[fmt]
+    except KeyError:
+        raise ValueError(f"unknown storage format {fmt!r}; allowed: {', '.join(FORMAT_CODES)}") from None
+
+
+def rounding_is_sr(rounding: str) -> bool:
+    """``"rn"`` -> False, ``"sr"`` -> True; ValueError otherwise."""
+    if rounding not in ("rn", "sr"):
+        raise ValueError(f"unknown rounding {rounding!r}; allowed: rn, sr")
+    return rounding == "sr"
+
+
+def format_of(data: torch.Tensor) -> str:
+    """The storage format a pool tensor's dtype stands for."""
+    for name, dtype in STORAGE_DTYPES.items():
+        if data.dtype == dtype:
+            return name
+    raise ValueError(f"pool dtype {data.dtype} is not a storage format ({', '.join(FORMAT_CODES)})")
+
+
+# --------------------------------------------------------------------------------------------
+# random bits
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def sr_bits(seed, elem, slot, step):
+    """24 random bits per element (int32 in [0, 2**24)): ``Philox4x32-10(key=seed,
+    counter=(elem, slot, step, 0)).c0 >> 8``, the same stream as the reference `sr_uniform`.
+
+    ``elem``: int tile of element indices inside one slot's state; ``slot``/``step``: scalars or
+    tiles broadcastable to it (truncated to 32 bits, as the counter words are).
+    """
+    c0 = elem.to(tl.uint32)
+    zero = c0 * 0
+    c1 = (zero.to(tl.int64) + slot).to(tl.uint32)
+    c2 = (zero.to(tl.int64) + step).to(tl.uint32)
+    r0, _r1, _r2, _r3 = tl.philox(seed, c0, c1, c2, zero)
+    return (r0 >> 8).to(tl.int32)
+
+
+@triton.jit
+def _round_up(F, k_odd, bits24, neg, SR: tl.constexpr):
+    """Whether |v| moves to its upper grid neighbour, given the exact fraction F in [0, 1) of
+    |v| between the lower (magnitude k) and upper neighbour.
+
+    RN: F > 1/2, ties to the even neighbour. SR: the reference rule ``hi iff u < (v-lo)/(hi-lo)``
+    with u = bits24 * 2**-24: for v >= 0 that is ``u < F``; for v < 0 the value-wise ``hi`` is the
+    *lower* magnitude and the rule is ``u < 1 - F``, i.e. magnitude up iff ``F >= 1 - u``. Both
+    ``u`` and ``1 - u`` are exact fp32 values (24-bit integers times 2**-24).
+    """
+    if SR:
+        u = bits24.to(tl.float32) * _TWO_M24
+        one_minus_u = (16777216 - bits24).to(tl.float32) * _TWO_M24
+        up = tl.where(neg, F >= one_minus_u, u < F)
+    else:
+        up = (F > 0.5) | ((F == 0.5) & k_odd)
+    return up
+
+
+@triton.jit
+def _with_sign(r, bits):
+    """|r| with the sign bit of ``bits`` (int32 pattern of the input), via the bits: a float
+    ``where(neg, -r, r)`` lost the sign of zero results on the GPU (signed-zero-insensitive
+    folding), and the reference keeps it (-tiny rounds to -0.0)."""
+    rb = r.to(tl.int32, bitcast=True) | (bits & -2147483648)
+    return rb.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def round_bf16(v, bits24, SR: tl.constexpr):
+    """fp32 -> the nearest bf16 neighbour chosen by RN / SR, returned as an (exact) fp32 value.
+
+    bf16 is fp32 with the low 16 bits cleared, so the neighbours and the fraction come straight
+    from the bit pattern (subnormals and binade edges included).
+    """
+    bits = v.to(tl.uint32, bitcast=True)
+    sign = bits & 0x80000000
+    mag = bits & 0x7FFFFFFF
+    low = mag & 0xFFFF
+    base = mag - low
+    F = low.to(tl.float32) * (1.0 / 65536.0)
+    up = _round_up(F, ((base >> 16) & 1) == 1, bits24, sign != 0, SR)
+    above = base + 0x10000
+    if SR:
+        # SR never turns a finite value into inf: saturate at the largest finite bf16.
+        above = tl.where((above >= 0x7F800000) & (mag < 0x7F800000), 0x7F7F0000, above)
+    out = tl.where(up, above, base) | sign
+    return out.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def round_grid(v, bits24, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.constexpr, SR: tl.constexpr):
+    """fp32 -> the RN / SR neighbour on the grid of a float format with MANT mantissa bits,
+    minimum normal exponent EMIN and largest finite value MAXF (fp16: 10, -14, 65504; fp8 e4m3:
+    3, -6, 448), as an exact fp32 value.
+
+    The spacing at |v| is ``2**(max(e, EMIN) - MANT)``; scaling by a power of two, ``floor`` and
+    the subtraction are exact, so F is exact. Overflow as the reference: RN past MAXF is left to
+    the final cast (inf for fp16, like ``cvt.rn``); SR saturates finite values at MAXF. inf and
+    nan pass through.
+    """
+    bits = v.to(tl.int32, bitcast=True)
+    neg = bits < 0
+    a = tl.abs(v)
+    e = ((bits >> 23) & 0xFF) - 127
+    e = tl.maximum(e, EMIN)
+    inv_ulp = ((MANT - e + 127) << 23).to(tl.float32, bitcast=True)
+    ulp = ((e - MANT + 127) << 23).to(tl.float32, bitcast=True)
+    s = a * inv_ulp
+    k = tl.floor(s)
+    F = s - k
+    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits24, neg, SR)
+    r = tl.where(up, k + 1.0, k) * ulp
+    if SR:
+        r = tl.where((r > MAXF) & (a <= 3.4028234663852886e38), MAXF, r)
+    return _with_sign(r, bits)
+
+
+@triton.jit
+def round_int(v, bits24, SR: tl.constexpr):
+    """fp32 -> an integer neighbour (RN: ties to even like torch.round; SR), as fp32."""
+    neg = v.to(tl.int32, bitcast=True) < 0
+    a = tl.abs(v)
+    k = tl.floor(a)
+    F = a - k
+    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits24, neg, SR)
+    r = tl.where(up, k + 1.0, k)
+    return _with_sign(r, v.to(tl.int32, bitcast=True))
+
+
+@triton.jit
+def quantize_tile(values, mask, bits24, FMT: tl.constexpr, SR: tl.constexpr):
+    """Round an fp32 ``(R, C)`` tile (whole rows) into format FMT.
+
+    Returns ``(q, scale)``: q is fp32 holding exactly representable values of the format (for
+    int8 / fp8: the scaled codes) -- except where NATIVE_RN leaves the rounding to the final
+    cast, where q is the unrounded value -- and scale the per-row fp32 scale (ones for
+    unscaled formats).
+
+    NATIVE_RN: RN into FMT is left to the hardware cast (``cvt.rn``: exact IEEE RN-even with
+    subnormals and signed zeros, fewer instructions than the software grid): fp16 everywhere
+    (the interpreter casts with numpy, also RN); bf16 and fp8 only on the GPU (the interpreter's
+    casts truncate / round ties up). fp8 values are clamped to +-448 first, so ``satfinite``
+    never engages.
+    """
+    NATIVE_RN: tl.constexpr = (not SR) and (
+        FMT == FMT_FP16 or ((FMT == FMT_BF16 or FMT == FMT_FP8) and not INTERPRET)
+    )
+    scale = tl.full((values.shape[0],), 1.0, tl.float32)
+    if FMT == FMT_FP32 or NATIVE_RN:
+        q = values
+    elif FMT == FMT_BF16:
+        q = round_bf16(values, bits24, SR)
+    elif FMT == FMT_FP16:
+        q = round_grid(values, bits24, 10, -14, 65504.0, SR)
+    if FMT == FMT_INT8 or FMT == FMT_FP8:
+        QMAX: tl.constexpr = 127.0 if FMT == FMT_INT8 else 448.0
+        amax = tl.max(tl.where(mask, tl.abs(values), 0.0), axis=1)
+        qmax_t = tl.full((values.shape[0],), QMAX, tl.float32)
+        scale = tl.where(amax > 0.0, tl.math.div_rn(amax, qmax_t), 1.0)
+        q = tl.math.div_rn(values, scale[:, None] + tl.zeros_like(values))
+        q = tl.minimum(tl.maximum(q, -QMAX), QMAX)
+        if FMT == FMT_INT8:
+            q = round_int(q, bits24, SR)
+        elif not NATIVE_RN:
+            q = round_grid(q, bits24, 3, -6, 448.0, SR)
+    return q, scale
+
+
+@triton.jit
+def store_state_rows(
+    data_ptr,
+    scale_ptr,
+    rows,
+    row_mask,
+    offs_n,
+    col_mask,
+    values,
+    ROW_STRIDE,
+    FMT: tl.constexpr,
+    SR: tl.constexpr,
+    seed,
+    slot,
+    step,
+    elem,
+):
+    """Store the fp32 tile ``values`` (R, C) as rows ``rows`` (int64, (R,)) of a pool in FMT.
+
+    ``elem`` (int32 (R, C)): each element's index inside its slot's state, the Philox counter
+    word 0; ``slot``/``step``: counter words 1 and 2 (SR only; ignored otherwise). Masked-off
+    rows (``row_mask`` False, e.g. padding) touch neither data nor scales.
+    """
+    row_mask = row_mask != 0  # interpreter quirk: scalar-bool & tensor-bool yields int32 there
+    mask = (row_mask[:, None] & col_mask[None, :]) != 0
+    if SR and FMT != FMT_FP32:
+        bits24 = sr_bits(seed, elem, slot, step)
+    else:
+        bits24 = elem
+    q, scale = quantize_tile(values, mask, bits24, FMT, SR)
+    ptrs = data_ptr + rows[:, None] * ROW_STRIDE + offs_n[None, :]
+    if FMT == FMT_BF16 and (SR or INTERPRET):
+        # Through the bits: exact, and the interpreter's fp32 -> bf16 cast mishandles subnormals.
+        q16 = (q.to(tl.uint32, bitcast=True) >> 16).to(tl.uint16)
+        tl.store(ptrs, q16.to(tl.bfloat16, bitcast=True), mask=mask)
+    else:
+        tl.store(ptrs, q.to(data_ptr.dtype.element_ty), mask=mask)
+    if FMT == FMT_INT8 or FMT == FMT_FP8:
+        tl.store(scale_ptr + rows, scale, mask=row_mask)
+
+
+@triton.jit
+def load_state_rows(data_ptr, scale_ptr, rows, row_mask, offs_n, col_mask, ROW_STRIDE, FMT: tl.constexpr):
+    """Load rows ``rows`` (int64, (R,)) of a pool in FMT as an fp32 (R, C) tile, dequantized
+    (``data * scale``); masked-off elements read as 0 and touch no memory."""
+    row_mask = row_mask != 0  # interpreter quirk: scalar-bool & tensor-bool yields int32 there
+    mask = (row_mask[:, None] & col_mask[None, :]) != 0
+    ptrs = data_ptr + rows[:, None] * ROW_STRIDE + offs_n[None, :]
+    raw = tl.load(ptrs, mask=mask)
+    if FMT == FMT_BF16:
+        values = (raw.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        values = raw.to(tl.float32)
+    values = tl.where(mask, values, 0.0)
+    if FMT == FMT_INT8 or FMT == FMT_FP8:
+        scale = tl.load(scale_ptr + rows, mask=row_mask, other=1.0)
+        values = values * scale[:, None]
+    return values

@@ -1,0 +1,127 @@
+"""The Triton Mamba-2 chains as impls: `triton.conv1d` (the conv1d update alone) and
+`triton.intermediate` (conv1d -> per-token-state kernel, PDL-linked when the case asks).
+
+Buffers are allocated once in `build`; the launches only enqueue kernels (no allocation, no
+host sync), so the chain can be captured in a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kernels.reference.storage import StoredState, dequantize
+from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
+from kernels.triton.conv1d import conv1d_update, default_conv1d_knobs
+from kernels.triton.intermediate import KERNEL_NAMES as INTERMEDIATE_KERNELS
+from kernels.triton.intermediate import default_knobs, mamba2_intermediate
+from ssmbench.case import Case
+from ssmbench.impl import Chain, Impl, register
+from ssmbench.impls.reference import SR_STEP, intermediate_pool
+from ssmbench.workload import Mamba2Workload
+
+
+class _ConvHead:
+    """The conv1d head shared by every Triton Mamba-2 chain: its buffers and its launch."""
+
+    def __init__(self, case: Case, workload: Mamba2Workload, *, pdl_dependents: bool) -> None:
+        self.workload = workload
+        self.conv_state = workload.conv_state.clone()  # updated in place by the kernel
+        self.conv_out = torch.full_like(workload.xbc, float("nan"))  # poisoned: unwritten shows
+        s = workload.shape
+        self.knobs = default_conv1d_knobs(s.conv_dim, workload.batch, case.T, s.d_conv)
+        self.pdl = case.pdl and pdl_dependents
+        self.T = case.T
+
+    def launch(self, validate: bool = False) -> None:
+        wl = self.workload
+        conv1d_update(wl.xbc, self.conv_state, wl.conv_weight, wl.conv_bias, wl.slot_idx, wl.k_prev, T=self.T,
+                      out=self.conv_out, pdl=self.pdl, knobs=self.knobs, validate=validate)
+
+
+class TritonConv1d(Impl):
+    """SPEC 6 conv1d update alone (the head of every chain)."""
+
+    name = "triton.conv1d"
+    family = "mamba2"
+    kind = "triton"
+
+    def supports(self, case: Case) -> str | None:
+        if (reason := super().supports(case)) is not None:
+            return reason
+        if not 2 <= case.shape.d_conv <= 4:
+            return "conv widths 2..4"
+        return None
+
+    def build(self, case: Case, workload: Mamba2Workload) -> Chain:
+        head = _ConvHead(case, workload, pdl_dependents=False)
+        head.launch(validate=True)  # validate once, on the real indices, outside any timed loop
+        head.conv_state.copy_(workload.conv_state)
+
+        def outputs() -> dict[str, Any]:
+            return {"conv_out": head.conv_out, "conv_state": head.conv_state}
+
+        return Chain([head.launch], list(CONV1D_KERNELS), outputs=outputs)
+
+
+class TritonIntermediate(Impl):
+    """SPEC 5 intermediate: conv1d -> one launch over all T tokens storing every per-token state
+    (storage formats of SPEC 8, SR in software), tree parents when the sweep asks for trees."""
+
+    name = "triton.intermediate"
+    family = "mamba2"
+    kind = "triton"
+
+    def supports(self, case: Case) -> str | None:
+        if (reason := super().supports(case)) is not None:
+            return reason
+        if not 2 <= case.shape.d_conv <= 4:
+            return "conv widths 2..4"
+        return None
+
+    def build(self, case: Case, workload: Mamba2Workload) -> Chain:
+        s, b, T = workload.shape, workload.batch, case.T
+        head = _ConvHead(case, workload, pdl_dependents=True)
+        pool, dst = intermediate_pool(case, workload)
+        initial = pool.clone()
+        y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
+                       device=workload.xbc.device)  # poisoned: unwritten elements show
+        knobs = default_knobs(s, b, T, case.state_dtype, case.rounding)
+
+        def state_update(validate: bool = False) -> None:
+            mamba2_intermediate(pool.data, pool.scale, workload.slot_idx, dst, head.conv_out, workload.dt_raw,
+                                workload.A, workload.D, workload.dt_bias, nheads=s.nheads, head_dim=s.head_dim,
+                                dstate=s.dstate, ngroups=s.ngroups, T=T, z=workload.z, parent=workload.parent,
+                                y=y, fmt=case.state_dtype, rounding=case.rounding, seed=case.seed, step=SR_STEP,
+                                pdl=case.pdl, knobs=knobs, validate=validate)
+
+        # Validate the index tensors once, then put every mutated buffer back.
+        head.launch(validate=True)
+        state_update(validate=True)
+        head.conv_state.copy_(workload.conv_state)
+        _copy_into(pool, initial)
+
+        def outputs() -> dict[str, Any]:
+            rows = torch.arange(b, device=dst.device)
+            real = workload.slot_idx >= 0
+            after = dequantize(pool[dst[rows, workload.accepted - 1]])
+            after[~real] = 0
+            return {
+                "conv_out": head.conv_out, "conv_state": head.conv_state,
+                "y": y.view(b, T, s.nheads, s.head_dim),
+                "start_state": dequantize(initial[workload.slot_idx.clamp(min=0)]),
+                "state_after": after, "accepted": workload.accepted,
+            }
+
+        return Chain([head.launch, state_update], [*CONV1D_KERNELS, *INTERMEDIATE_KERNELS], outputs=outputs)
+
+
+def _copy_into(dst: StoredState, src: StoredState) -> None:
+    dst.data.copy_(src.data)
+    if dst.scale is not None:
+        dst.scale.copy_(src.scale)
+
+
+for _impl in (TritonConv1d(), TritonIntermediate()):
+    register(_impl)
