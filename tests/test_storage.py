@@ -204,11 +204,18 @@ def test_sr_keeps_representable_values_exact() -> None:
 
 
 def _q_prime(v: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Independent restatement of the scaled path before grid rounding: (scale, q')."""
+    """Independent restatement of the scaled path before grid rounding, in plain fp32 arithmetic
+    (IEEE division and multiplication on the CPU): (scale, q'), with scale = amax / QMAX,
+    inv = QMAX / amax per row and q' = clamp(v * inv); rows with amax < 2**-64 pre-scaled by
+    2**64 (exact)."""
     v32 = v.to(torch.float32)
     amax = v32.abs().amax(dim=-1)
-    scale = torch.where(amax > 0, (amax.double() / QMAX[fmt]).float(), torch.ones_like(amax))
-    q = (v32.double() / scale.double().unsqueeze(-1)).float().double().clamp(-QMAX[fmt], QMAX[fmt])
+    qmax = torch.tensor(QMAX[fmt], dtype=torch.float32)
+    one = torch.ones_like(amax)
+    scale = torch.where(amax > 0, amax / qmax, one)
+    pre = torch.where(amax < 2.0**-64, torch.full_like(amax, 2.0**64), one)
+    inv = torch.where(amax > 0, qmax / (amax * pre), one)
+    q = ((v32 * pre.unsqueeze(-1)) * inv.unsqueeze(-1)).double().clamp(-QMAX[fmt], QMAX[fmt])
     return scale, q
 
 
@@ -289,8 +296,15 @@ def test_sr_uniform_reproducible_and_distinct() -> None:
         sr_uniform(2**32 + 42, slots, 5, (4, 8, 16)),  # the seed's high word matters
     ):
         assert (other != base).float().mean() > 0.99
-    # elements within a row differ too
+    # elements within a row differ too (the 4 columns of one Philox call use its 4 outputs)
     assert torch.unique(base).numel() > 0.99 * base.numel()
+    # the keying, restated: counter (row, n // 4, slot, step), column n gets out[n % 4]
+    for i, h, p, n in ((0, 0, 0, 0), (0, 3, 7, 15), (1, 2, 5, 6), (2, 1, 0, 13), (1, 0, 4, 3)):
+        out = philox4x32(42, h * 8 + p, n // 4, int(slots[i]), 5)
+        assert base[i, h, p, n].item() == (int(out[n % 4]) >> 8) * 2.0**-24, (i, h, p, n)
+    # row lengths that are not a multiple of 4: the first columns of the longer row's numbers
+    assert torch.equal(sr_uniform(42, slots, 5, (4, 8, 10)), base[..., :10])
+    assert torch.equal(sr_uniform(42, slots, 5, (32, 3)), base.reshape(3, 32, 16)[..., :3])
     v = torch.randn(3, 4, 8, 16, generator=_gen(6), dtype=torch.float64)
     for fmt in FORMATS:
         a = quantize(v, fmt, "sr", base)
@@ -341,14 +355,19 @@ _TRITON_SCRIPT = textwrap.dedent(
         tl.store(out + 3 * n + offs, r3.to(tl.int32, bitcast=True), mask=m)
 
     @triton.jit
-    def uniform_kernel(seed, slot, step, out, n, BLOCK: tl.constexpr):
-        # what a storage kernel does: counter (element, slot, step, 0), u = (c0 >> 8) * 2**-24
-        elem = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        m = elem < n
-        zero = elem * 0
-        r0, _, _, _ = tl.philox(seed, elem, zero + slot, zero + step, zero)
-        u = (r0 >> 8).to(tl.float32) * (1.0 / 16777216.0)
-        tl.store(out + elem, u, mask=m)
+    def uniform_kernel(seed, slot, step, out, n_rows, n_col, RB: tl.constexpr, GB: tl.constexpr):
+        # the storage keying: counter (row, n // 4, slot, step), column n gets out[n % 4] >> 8;
+        # here each of the 4 outputs is stored at its own column (no join / reshape)
+        r = tl.program_id(0) * RB + tl.arange(0, RB)
+        grp = tl.arange(0, GB)
+        zero = (r[:, None] * 0 + grp[None, :] * 0).to(tl.int64)
+        c0 = (zero + r[:, None]).to(tl.uint32)
+        c1 = (zero + grp[None, :]).to(tl.uint32)
+        r0, r1, r2, r3 = tl.philox(seed, c0, c1, (zero + slot).to(tl.uint32), (zero + step).to(tl.uint32))
+        base = out + r[:, None] * n_col + 4 * grp[None, :]
+        for k, rk in ((0, r0), (1, r1), (2, r2), (3, r3)):
+            u = (rk >> 8).to(tl.float32) * (1.0 / 16777216.0)
+            tl.store(base + k, u, mask=(r < n_rows)[:, None] & (4 * grp[None, :] + k < n_col))
 
     data = torch.load(sys.argv[1])
     c = data["counters"]
@@ -358,9 +377,10 @@ _TRITON_SCRIPT = textwrap.dedent(
         out = torch.empty(4 * n, dtype=torch.int32)
         philox_kernel[(triton.cdiv(n, 128),)](seed, c[0], c[1], c[2], c[3], out, n, BLOCK=128)
         res["philox"].append(out.view(4, n))
-    for seed, slot, step, n_elem in data["uniform_cases"]:
-        out = torch.empty(n_elem, dtype=torch.float32)
-        uniform_kernel[(triton.cdiv(n_elem, 256),)](seed, slot, step, out, n_elem, BLOCK=256)
+    for seed, slot, step, n_rows, n_col in data["uniform_cases"]:
+        out = torch.empty(n_rows, n_col, dtype=torch.float32)
+        gb = triton.next_power_of_2(triton.cdiv(n_col, 4))
+        uniform_kernel[(triton.cdiv(n_rows, 8),)](seed, slot, step, out, n_rows, n_col, RB=8, GB=gb)
         res["uniform"].append(out)
     torch.save(res, sys.argv[2])
     """
@@ -376,7 +396,12 @@ def test_philox_bit_identical_to_triton(tmp_path: Path) -> None:
     counters = torch.randint(-(2**31), 2**31, (4, 1000), generator=g, dtype=torch.int64).to(torch.int32)
     counters[:, :3] = torch.tensor([[0, -1, 2**31 - 1]] * 4, dtype=torch.int32)
     seeds = [0, 1, 12345, 2**32 - 1, 2**32, 0x299F31D0A4093822, 2**63 - 1, -1, -(2**40) + 7]
-    uniform_cases = [(0, 0, 0, 300), (987654321, 4095, 17, 1000), (2**33 + 5, 2**31 - 1, 2**31 - 1, 64)]
+    uniform_cases = [
+        (0, 0, 0, 3, 300),
+        (987654321, 4095, 17, 20, 37),
+        (2**33 + 5, 2**31 - 1, 2**32 - 1, 2, 64),
+        (-7, -1, 5, 9, 6),  # a padding slot (-1: counter word 0xffffffff)
+    ]
     inp, outp = tmp_path / "in.pt", tmp_path / "out.pt"
     torch.save({"counters": counters, "seeds": seeds, "uniform_cases": uniform_cases}, inp)
     script = tmp_path / "run_triton_philox.py"
@@ -396,8 +421,8 @@ def test_philox_bit_identical_to_triton(tmp_path: Path) -> None:
     for seed, triton_out in zip(seeds, res["philox"], strict=True):
         ours = torch.stack(philox4x32(seed, c64[0], c64[1], c64[2], c64[3]))
         assert torch.equal(ours, triton_out.to(torch.int64) & 0xFFFFFFFF), hex(seed)
-    for (seed, slot, step, n_elem), triton_u in zip(uniform_cases, res["uniform"], strict=True):
-        ours = sr_uniform(seed, torch.tensor(slot), step, (n_elem,))
+    for (seed, slot, step, n_rows, n_col), triton_u in zip(uniform_cases, res["uniform"], strict=True):
+        ours = sr_uniform(seed, torch.tensor(slot), step, (n_rows, n_col))
         assert torch.equal(ours, triton_u.double()), (seed, slot, step)
 
 
@@ -435,8 +460,9 @@ def test_scaled_error_bounds(fmt: str) -> None:
     assert (err_rn <= step / 2).all()
     assert (err_rn == step / 2).sum() < 5  # exact ties are rare here: the bound is not vacuous
     assert (rn.data.double().abs() <= QMAX[fmt]).all()
-    # against the input: half a step plus the two fp32 roundings (v -> fp32, fp32 division)
-    tol = step / 2 * scale.double()[:, None] + v.abs() * 2.0**-22
+    # against the input: half a step plus the four fp32 roundings (v -> fp32, scale, inv and
+    # the product v * inv; q' * scale = v (1 + d)**4 with |d| <= 2**-24), with slack
+    tol = step / 2 * scale.double()[:, None] + v.abs() * 5 * 2.0**-24
     assert ((dequantize(rn) - v).abs() <= tol).all()
     for seed in range(3):
         u = sr_uniform(seed, torch.arange(v.shape[0]), 0, (v.shape[1],))
@@ -458,10 +484,20 @@ def test_scaled_amax_zero_rows_and_exact_grids(fmt: str) -> None:
     v = torch.randn(50, 16, generator=g, dtype=torch.float64) * torch.rand(
         50, 1, generator=g, dtype=torch.float64
     )
+    # amax elements with fl32(amax * fl32(QMAX / amax)) > QMAX (~13% of random amax): the clamp
+    # brings q' back to exactly +-QMAX there, so SR with any u stores +-QMAX (without the clamp,
+    # int8 SR with a small u would pick 128). Elsewhere q' is within an fp32 ulp below QMAX, so
+    # under RN the amax element always stores exactly +-QMAX.
+    v[0, 0] = 49.62665939331055 if fmt == "int8" else 49.01034164428711
     idx = v.abs().argmax(dim=-1)
+    amax32 = v.float().abs().amax(-1)
+    above = amax32 * (torch.tensor(qmax, dtype=torch.float32) / amax32) > qmax
+    assert above.any() and not above.all(), "test rows must include amax whose q' rounds above QMAX"
     s = quantize(v, fmt, "rn")
     q_amax = s.data.double().gather(1, idx[:, None]).squeeze(1)
     assert torch.equal(q_amax, torch.sign(v.gather(1, idx[:, None]).squeeze(1)) * qmax)
+    s0 = quantize(v, fmt, "sr", torch.zeros_like(v))
+    assert torch.equal(s0.data.double().gather(1, idx[:, None]).squeeze(1)[above], q_amax[above])
     # zero rows: scale 1, zeros stored, zeros read back
     z = torch.zeros(3, 16, dtype=torch.float64)
     for rounding in ("rn", "sr"):
@@ -486,6 +522,37 @@ def test_scaled_amax_zero_rows_and_exact_grids(fmt: str) -> None:
         gs = quantize(grid_vals, fmt, rounding, torch.rand(50, 16, generator=g, dtype=torch.float64))
         assert torch.equal(gs.scale.double(), s_pow.squeeze(1))
         assert torch.equal(dequantize(gs), grid_vals), rounding
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fp8"])
+def test_scaled_tiny_rows(fmt: str) -> None:
+    """Rows with amax < 2**-64 are pre-scaled by 2**64: where fl32(QMAX / amax) is finite that
+    gives exactly the unscaled formula's q' (the same real product v * inv); where it would
+    overflow fp32 (amax below ~QMAX / 3.4e38) codes stay finite, zeros stay zero and the amax
+    element stores +-QMAX under RN. The scale is amax / QMAX as always (subnormal, so coarse,
+    for the smallest rows)."""
+    qmax = QMAX[fmt]
+    g = _gen(12)
+    mags = [2.0**-65, 2.0**-100, 2.0**-118, 1e-37, 1e-38, 2.0**-140, 1e-44]
+    v = torch.randn(len(mags), 24, generator=g, dtype=torch.float64) * torch.tensor(mags)[:, None]
+    v[:, 1] = 0.0
+    v[:, 2] = -0.0
+    v32 = v.float()
+    amax = v32.abs().amax(-1)
+    inv_plain = torch.tensor(qmax, dtype=torch.float32) / amax  # no pre-scaling
+    finite = torch.isfinite(inv_plain)
+    assert finite.any() and not finite.all(), "need rows on both sides of the overflow"
+    rn = quantize(v, fmt, "rn")
+    scale, q = _q_prime(v, fmt)
+    assert torch.equal(rn.scale, scale)
+    plain = (v32 * inv_plain[:, None]).double().clamp(-qmax, qmax)
+    assert torch.equal(q[finite], plain[finite])
+    codes = rn.data.double()
+    assert torch.isfinite(codes).all() and (codes[:, 1:3] == 0).all()
+    idx = v32.abs().argmax(-1, keepdim=True)
+    assert torch.equal(codes.gather(1, idx).abs().squeeze(1), torch.full((len(mags),), qmax))
+    want = torch.round(q) if fmt == "int8" else q.float().to(torch.float8_e4m3fn).double()
+    assert torch.equal(codes, want)
 
 
 def test_scaled_decision_rule_and_ties() -> None:
@@ -539,5 +606,7 @@ def test_api_and_validation() -> None:
         quantize(v, "bf16", "rz")
     with pytest.raises(ValueError):
         sr_uniform(0, torch.tensor([0]), 2**32, (4,))
+    with pytest.raises(ValueError):
+        sr_uniform(0, torch.tensor([0]), 0, ())
     with pytest.raises(ValueError):
         empty_pool((2, 2), "e5m2")

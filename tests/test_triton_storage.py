@@ -61,20 +61,25 @@ def _store_kernel(
     tile = pid * R * C + offs_r[:, None] * C + offs_c[None, :]
     v = tl.load(v_ptr + tile, mask=(offs_r < R)[:, None] & cm[None, :], other=0.0)
     rows = slot * R + offs_r
-    elem = offs_r[:, None] * C + offs_c[None, :]
-    store_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, v, C, FMT, SR, seed, slot, step, elem)
+    store_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, v, C, FMT, SR, seed, slot, step, offs_r)
     tl.debug_barrier()  # on the GPU other threads may have stored the elements read back below
     back = load_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, C, FMT)
     tl.store(back_ptr + tile, back, mask=rm[:, None] & cm[None, :])
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
-def _uniform_kernel(u_ptr, slot_ptr, seed, step, NE: tl.constexpr):
+def _uniform_kernel(
+    u_ptr, slot_ptr, seed, step, ROW0, NR: tl.constexpr, NC: tl.constexpr, RB: tl.constexpr, BN: tl.constexpr
+):
+    """Uniforms of rows ROW0 .. ROW0 + NR - 1 (columns 0 .. NC - 1) of slot ``slot_ptr[pid]``,
+    drawn by `sr_bits` on an (RB, BN) tile, stored as (NR, NC) per program."""
     pid = tl.program_id(0)
     slot = tl.load(slot_ptr + pid).to(tl.int64)
-    elem = tl.arange(0, NE)
-    bits = sr_bits(seed, elem, slot, step)
-    tl.store(u_ptr + pid * NE + elem, bits.to(tl.float32) * (1.0 / 16777216.0))
+    r = tl.arange(0, RB)
+    n = tl.arange(0, BN)
+    bits = sr_bits(seed, ROW0 + r, slot, step, BN)
+    m = (r < NR)[:, None] & (n < NC)[None, :]
+    tl.store(u_ptr + pid * NR * NC + r[:, None] * NC + n[None, :], bits.to(tl.float32) * (1.0 / 16777216.0), mask=m)
 
 
 def _values(fmt: str) -> torch.Tensor:
@@ -97,6 +102,16 @@ def _values(fmt: str) -> torch.Tensor:
         v[1, 2, :8] = torch.tensor(
             [448.0, 1.0625, 1.1875, -1.0625, 2.0**-10, 3 * 2.0**-11, -(2.0**-8), 440.0]
         )
+    if fmt in ("int8", "fp8"):
+        # amax whose fl32(amax * fl32(QMAX / amax)) rounds above QMAX (the clamp matters)
+        v[1, 3, :2] = torch.tensor([49.62665939331055 if fmt == "int8" else 49.01034164428711, -3.0])
+        # tiny rows (amax < 2**-64, pre-scaled by 2**64): QMAX / amax finite, then overflowing
+        # fp32 without the pre-scaling (amax < ~3.7e-37), then a subnormal amax; zeros included
+        v[2, 3] = torch.randn(C, generator=g) * 1e-30
+        v[2, 4] = torch.randn(C, generator=g) * 1e-38
+        v[2, 5] = torch.randn(C, generator=g) * 1e-41
+        v[2, 3:6, 1] = 0.0
+        v[2, 3:6, 2] = -0.0
     return v
 
 
@@ -166,14 +181,35 @@ class StoredView:
 
 
 def test_sr_bits_match_reference_uniforms() -> None:
-    """Kernel Philox stream == reference `sr_uniform` (key = 64-bit seed, counter (elem, slot, step, 0))."""
+    """Kernel Philox stream == reference `sr_uniform` (key = 64-bit seed, counter (row, n // 4,
+    slot, step), out[n % 4] for column n; one Philox call per 4 columns interleaved back by
+    tl.join + tl.reshape): rows from an offset, row lengths not a multiple of 4, wide seeds,
+    slots and steps."""
     slots = torch.tensor([0, 3, 2**31 + 5, 77])
-    ne = 64
-    u = torch.empty(len(slots), ne, device=DEVICE)
-    for seed, step in ((0, 0), (SEED, 123456), (2**63 - 1, 2**32 - 1)):
-        _uniform_kernel[(len(slots),)](u, slots.to(DEVICE), seed, step, ne)
-        ref = sr_uniform(seed, slots, step, (ne,)).float()
+    for seed, step, row0, nr, nc, rb, bn in (
+        (0, 0, 0, 3, 64, 4, 64),
+        (SEED, 123456, 5, 6, 10, 8, 16),  # rows 5..10 of a (11, 10) state; columns masked
+        (2**63 - 1, 2**32 - 1, 0, 2, 4, 2, 4),  # the smallest tile: one group of 4
+    ):
+        u = torch.empty(len(slots), nr, nc, device=DEVICE)
+        _uniform_kernel[(len(slots),)](u, slots.to(DEVICE), seed, step, row0, nr, nc, rb, bn)
+        ref = sr_uniform(seed, slots, step, (row0 + nr, nc))[:, row0:].float()
         assert torch.equal(u.cpu(), ref), f"seed={seed} step={step}"
+
+
+def test_sr_bits_slot_independent_of_batch() -> None:
+    """A slot's uniforms do not depend on which program (batch position) draws them, and
+    differ between slots and steps."""
+    def draw(slots: list[int], step: int = 3) -> torch.Tensor:
+        u = torch.empty(len(slots), 4, 16, device=DEVICE)
+        _uniform_kernel[(len(slots),)](u, torch.tensor(slots, device=DEVICE), SEED, step, 2, 4, 16, 4, 16)
+        return u.cpu()
+
+    alone = draw([9])[0]
+    assert torch.equal(draw([4, 1, 9])[2], alone)
+    assert torch.equal(draw([9, 0])[0], alone)
+    assert (draw([8])[0] != alone).float().mean() > 0.9
+    assert (draw([9], step=4)[0] != alone).float().mean() > 0.9
 
 
 def test_sr_unbiased_small() -> None:

@@ -7,11 +7,14 @@ Conventions
 -----------
 - A "row" is the last dimension of a state tensor (N for Mamba-2 (slot, head, p) rows, K for
   GDN (slot, hv, v) rows). int8 / fp8 keep one fp32 scale per row: ``scale = amax / QMAX``
-  (1 when amax is 0), ``q = round(S / scale)`` clamped to [-QMAX, QMAX].
+  (1 when amax is 0), ``q = round(S * inv)`` with ``inv = QMAX / amax`` (one division per row),
+  clamped to [-QMAX, QMAX].
 - ``fp64`` is a reference-only exact format (no rounding) used by the property tests.
 - Stochastic rounding takes a tensor of uniforms in [0, 1) of the values' shape; `sr_uniform`
-  draws them from Philox4x32-10 keyed by (seed, slot, element, step), bit-identical to Triton's
-  ``tl.philox`` with the same counters, so kernels and references see the same random numbers.
+  draws them from Philox4x32-10 keyed by seed, with counter (row, column // 4, slot, step): one
+  Philox call serves 4 neighbouring columns of a row (its 4 outputs, in order). Bit-identical
+  to Triton's ``tl.philox`` with the same counters, so kernels and references see the same
+  random numbers.
 
 Rounding, exactly (what a kernel must reproduce bit for bit)
 ------------------------------------------------------------
@@ -24,11 +27,17 @@ Rounding, exactly (what a kernel must reproduce bit for bit)
   u a multiple of 2**-24 this is unbiased up to 2**-24 of a spacing. A finite value beyond the
   max finite saturates to +-max finite (no inf is ever produced by SR from a finite input).
 - Non-finite inputs (nan, +-inf) pass through fp32/bf16/fp16 unchanged under both roundings.
-- int8 / fp8: ``v32`` = fp32 RN of the input, ``amax`` = max |v32| over the row,
-  ``scale = fl32(amax / QMAX)`` and ``q' = clamp(fl32(v32 / scale), -QMAX, QMAX)`` with correctly
-  rounded fp32 divisions (Triton: ``tl.math.div_rn``, not the approximate ``/``), then q' is
-  rounded (RN or SR as above) onto the int grid (int8) or the e4m3 grid (fp8, subnormals of
-  spacing 2**-9 included). Dequantize is ``q * scale``.
+- int8 / fp8: ``v32`` = fp32 RN of the input, ``amax`` = max |v32| over the row, and per row
+  ``scale = fl32(amax / QMAX)`` (stored) and ``inv = fl32(QMAX / amax)`` (both 1 when amax is 0;
+  correctly rounded fp32 divisions, Triton ``tl.math.div_rn``: one per row). The pre-rounding
+  quotient is ``q' = clamp(fl32(v32 * inv), -QMAX, QMAX)`` (a plain fp32 multiply per element),
+  then q' is rounded (RN or SR as above) onto the int grid (int8) or the e4m3 grid (fp8,
+  subnormals of spacing 2**-9 included). Dequantize is ``q * scale``. Rows with
+  ``amax < 2**-64`` (where QMAX / amax could overflow fp32) are first scaled by 2**64 (exact):
+  ``inv = fl32(QMAX / (amax * 2**64))``, ``q' = clamp(fl32((v32 * 2**64) * inv))`` -- the same
+  real product, so the same q' whenever ``fl32(QMAX / amax)`` is finite; scale is unchanged.
+  ``amax * inv`` may round to just above QMAX: the clamp keeps q' on [-QMAX, QMAX], and under
+  RN the amax element still stores +-QMAX.
 """
 
 from __future__ import annotations
@@ -43,6 +52,9 @@ REFERENCE_FORMATS: tuple[str, ...] = ("fp64",) + FORMATS
 ROUNDINGS: tuple[str, ...] = ("rn", "sr")
 QMAX: dict[str, float] = {"int8": 127.0, "fp8": 448.0}
 SCALED_FORMATS = frozenset(QMAX)
+SCALED_TINY_AMAX = 2.0**-64
+"""int8 / fp8 rows with amax below this are scaled by 2**64 before ``inv = QMAX / amax`` (which
+would overflow fp32 for amax < QMAX / 3.4e38); see the module docstring."""
 
 _TORCH_DTYPE: dict[str, torch.dtype] = {
     "fp64": torch.float64,
@@ -142,9 +154,13 @@ def quantize(
     v32 = _round_to_grid(v, _GRIDS["fp32"], None)  # exact fp32 values, held in fp64
     amax = v32.abs().amax(dim=-1)
     # fp64 quotients of fp32 operands rounded once to fp32 equal the correctly rounded fp32
-    # quotients (53 >= 2*24 + 2), independent of how the device implements fp32 division.
+    # quotients (53 >= 2*24 + 2), independent of how the device implements fp32 division; fp64
+    # products of two fp32 values are exact, so one rounding to fp32 is the fp32 multiply.
     scale = torch.where(amax > 0, (amax / qmax).to(torch.float32), torch.ones_like(amax, dtype=torch.float32))
-    q = (v32 / scale.to(torch.float64).unsqueeze(-1)).to(torch.float32).to(torch.float64)
+    pre = torch.where(amax < SCALED_TINY_AMAX, 2.0**64, 1.0).to(torch.float64)  # exact power of two
+    amax_s = amax * pre
+    inv = torch.where(amax > 0, (qmax / amax_s).to(torch.float32), torch.ones_like(amax, dtype=torch.float32))
+    q = ((v32 * pre.unsqueeze(-1)) * inv.to(torch.float64).unsqueeze(-1)).to(torch.float32).to(torch.float64)
     q = q.clamp(-qmax, qmax)
     if fmt == "int8":
         if u is None:
@@ -283,22 +299,31 @@ def philox4x32(
 def sr_uniform(seed: int, slot: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
     """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot`` (SPEC 8).
 
-    ``slot``: int64 tensor of any shape S; returns float64 of shape ``S + row_shape`` where the
-    element index is the row-major position inside one slot's state (e.g. ``(h*P + p)*N + n``).
-    Philox4x32-10, key = seed (lo, hi 32 bits), counter = (element, slot, step, 0); the uniform
-    is ``(c0_out >> 8) * 2**-24``. Counters are 32-bit: element and step must be < 2**32; slot
-    and step are taken modulo 2**32 (negative padding slots draw numbers nobody uses).
+    ``slot``: int64 tensor of any shape S; ``row_shape = (..., N)``: one slot's state (e.g.
+    ``(H, P, N)``); returns float64 of shape ``S + row_shape``. Rows are every leading index
+    inside one slot's state, ``r`` their row-major position (e.g. ``h*P + p``), ``n`` the column.
+    Philox4x32-10, key = seed (lo, hi 32 bits), counter = ``(r, n // 4, slot, step)``; its 4
+    outputs serve columns ``4*(n//4) + 0..3`` in order: the uniform of column n is
+    ``(out[n % 4] >> 8) * 2**-24``. Counters are 32-bit: rows per slot must be <= 2**32, N <=
+    2**34, step < 2**32; slot is taken modulo 2**32 (negative padding slots draw numbers nobody
+    uses).
     """
     row_shape = tuple(int(n) for n in row_shape)
-    n_elem = 1
-    for n in row_shape:
-        n_elem *= n
-    if n_elem > 2**32:
-        raise ValueError(f"state of {n_elem} elements per slot overflows the 32-bit Philox counter")
+    if not row_shape:
+        raise ValueError("sr_uniform: row_shape needs at least the row length N")
+    n_rows = 1
+    for n in row_shape[:-1]:
+        n_rows *= n
+    n_col = row_shape[-1]
+    n_grp = -(-n_col // 4)
+    if n_rows > 2**32 or n_grp > 2**32:
+        raise ValueError(f"state of shape {row_shape} per slot overflows the 32-bit Philox counters")
     if not 0 <= int(step) < 2**32:
         raise ValueError(f"step {step} does not fit the 32-bit Philox counter")
     slot = torch.as_tensor(slot, dtype=torch.int64)
-    element = torch.arange(n_elem, dtype=torch.int64, device=slot.device).reshape(row_shape)
-    slot_b = slot.reshape(tuple(slot.shape) + (1,) * len(row_shape))
-    r0, _, _, _ = philox4x32(seed, element, slot_b, int(step), 0)
-    return (r0 >> 8).to(torch.float64) * 2.0**-24
+    row = torch.arange(n_rows, dtype=torch.int64, device=slot.device)[:, None]
+    grp = torch.arange(n_grp, dtype=torch.int64, device=slot.device)[None, :]
+    slot_b = slot.reshape(tuple(slot.shape) + (1, 1))
+    outs = philox4x32(seed, row, grp, slot_b, int(step))  # 4 x (S..., rows, groups)
+    bits = torch.stack(outs, dim=-1).reshape(tuple(slot.shape) + (n_rows, 4 * n_grp))[..., :n_col]
+    return ((bits >> 8).to(torch.float64) * 2.0**-24).reshape(tuple(slot.shape) + row_shape)

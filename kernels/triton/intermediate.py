@@ -4,12 +4,13 @@ every row and stores each per-token state S_t into ``pool[dst_idx[b, t]]`` in th
 Design
 ------
 - Grid ``(cdiv(P, BLOCK_P), H, batch)``: one program owns a ``BLOCK_P x N`` state tile of one
-  (row, head) in registers for all T tokens (BLOCK_N = next power of two >= N; non-power-of-two
-  P = 80 or N are masked). Small tiles on one warp are fastest (see `default_knobs`). The
-  P-tile index varies fastest so programs that share a row's B/C run together.
+  (row, head) in registers for all T tokens (BLOCK_N = next power of two >= max(N, 4);
+  non-power-of-two P = 80 or N are masked). Small tiles on one warp are fastest (see
+  `default_knobs`). The P-tile index varies fastest so programs that share a row's B/C run
+  together.
 - State read from ``pool[src_idx[b]]`` (dequantized), each S_t stored with
-  `kernels.triton.storage.store_state_rows` (RN or SR, Philox counter ``(element, dst slot,
-  step, 0)`` with element ``(h*P + p)*N + n``, as the reference's `sr_uniform`).
+  `kernels.triton.storage.store_state_rows` (RN or SR, Philox counter ``(row, n // 4, dst
+  slot, step)`` with row ``h*P + p``, one call per 4 columns, as the reference's `sr_uniform`).
 - Inputs come straight from the conv1d output ``(batch*T, conv_dim)``: x, B, C are column slices
   (head h uses group ``h // (H // G)``); dt_raw ``(batch*T, H)`` and z ``(batch*T, H*P)`` bypass
   the conv; A, D, dt_bias fp32 ``(H,)``. softplus with the threshold-20 branch chosen before exp.
@@ -154,8 +155,7 @@ def mamba2_intermediate_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_p = offs_p < P
     mask_n = offs_n < N
-    head_rows = h * P + offs_p  # row index inside one slot's state
-    elem = head_rows[:, None] * N + offs_n[None, :]  # SR counter word 0
+    head_rows = h * P + offs_p  # row index inside one slot's state (SR counter word 0)
 
     # ---- everything that does not depend on the producer (conv1d) ----
     src = tl.load(src_ptr + b).to(tl.int64)
@@ -248,7 +248,7 @@ def mamba2_intermediate_kernel(
                 seed,
                 dst,
                 step,
-                elem,
+                head_rows,
             )
     else:
         zero = tl.zeros((BLOCK_P,), dtype=y_ptr.dtype.element_ty)
@@ -405,7 +405,7 @@ def mamba2_intermediate(
         N=N,
         HEADS_PER_GROUP=H // G,
         BLOCK_P=block_p,
-        BLOCK_N=triton.next_power_of_2(N),
+        BLOCK_N=max(4, triton.next_power_of_2(N)),  # SR draws Philox per 4 columns
         FMT=fmt_code,
         SR=sr,
         HAS_Z=z is not None,

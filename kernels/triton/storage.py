@@ -6,7 +6,8 @@ way as the reference `kernels.reference.storage.quantize`.
 Addressing is by *row*: a pool of ``(n_slots, ..., ROW)`` states is viewed as ``(n_rows, ROW)``
 with ``row = slot * rows_per_slot + index_inside_slot`` (int64), element ``row * ROW_STRIDE + n``;
 scaled formats keep one fp32 scale per row at ``scale_ptr + row``. A tile is ``(R, C)`` with the
-whole row in C (the per-row amax needs it).
+whole row in C (the per-row amax needs it), column c of the tile being column n = c of the row
+(``offs_n = tl.arange(0, C)``, C a power of two >= 4, masked past the row length).
 
 Bit-exactness with the reference (checked in the CPU interpreter by tests/test_triton_storage.py):
 
@@ -16,13 +17,16 @@ Bit-exactness with the reference (checked in the CPU interpreter by tests/test_t
   integer / power-of-two arithmetic first, so the final cast only converts an exactly
   representable value. On the GPU, RN into bf16 / fp16 / fp8 is the hardware ``cvt.rn`` (IEEE
   RN-even, the same result, fewer instructions); fp16 RN uses the cast in the interpreter too.
-- SR picks the upper neighbour ``hi`` iff ``u < (v - lo) / (hi - lo)`` with ``u = (c0 >> 8) *
-  2**-24`` from Philox4x32-10, counter ``(element, slot, step, 0)``, key ``seed``. The fraction
-  of |v| between its neighbours is computed exactly (it is a short binary fraction), and both
-  comparisons (``u < F`` for v >= 0, ``u < 1 - F`` for v < 0) are rewritten as comparisons of
-  exactly representable fp32 values, so no rounding can flip a decision.
-- int8 / fp8 scales: ``scale = amax / QMAX`` (1 when amax is 0) and ``q = v / scale`` use
-  `tl.math.div_rn` (IEEE division; plain ``/`` is approximate on the GPU), then clamp, then round.
+- SR picks the upper neighbour ``hi`` iff ``u < (v - lo) / (hi - lo)`` with ``u = (out[n % 4]
+  >> 8) * 2**-24`` from Philox4x32-10, counter ``(row inside the slot, n // 4, slot, step)``,
+  key ``seed``: one Philox call per 4 columns (`sr_bits`). The fraction of |v| between its
+  neighbours is computed exactly (it is a short binary fraction), and both comparisons
+  (``u < F`` for v >= 0, ``u < 1 - F`` for v < 0) are rewritten as comparisons of exactly
+  representable fp32 values, so no rounding can flip a decision.
+- int8 / fp8 scales: per row ``scale = amax / QMAX`` and ``inv = QMAX / amax`` (1 when amax is
+  0) with `tl.math.div_rn` (IEEE division; plain ``/`` is approximate on the GPU), two per row;
+  per element ``q' = v * inv`` (an fp32 multiply, correctly rounded), then clamp, then round.
+  Rows with amax < 2**-64 multiply v and amax by 2**64 first (exact), as the reference does.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
 SCALED = frozenset({"int8", "fp8"})
 
 _TWO_M24 = tl.constexpr(1.0 / 16777216.0)
+_TINY_AMAX = tl.constexpr(2.0**-64)
+"""Scaled rows with amax below this are scaled by _TWO_P64 first (reference SCALED_TINY_AMAX)."""
+_TWO_P64 = tl.constexpr(2.0**64)
 
 
 def format_code(fmt: str) -> int:
@@ -83,19 +90,31 @@ def format_of(data: torch.Tensor) -> str:
 
 
 @triton.jit
-def sr_bits(seed, elem, slot, step):
-    """24 random bits per element (int32 in [0, 2**24)): ``Philox4x32-10(key=seed,
-    counter=(elem, slot, step, 0)).c0 >> 8``, the same stream as the reference `sr_uniform`.
+def sr_bits(seed, row, slot, step, BLOCK_N: tl.constexpr):
+    """24 random bits per element of a ``(R, BLOCK_N)`` tile (int32 in [0, 2**24)), the same
+    stream as the reference `sr_uniform`: Philox4x32-10 with key ``seed`` and counter
+    ``(row, n // 4, slot, step)`` runs once per group of 4 columns, on an ``(R, BLOCK_N // 4)``
+    tile, and its outputs (out0, out1, out2, out3) become columns 4*g + 0..3; column n gets
+    ``out[n % 4] >> 8``.
 
-    ``elem``: int tile of element indices inside one slot's state; ``slot``/``step``: scalars or
-    tiles broadcastable to it (truncated to 32 bits, as the counter words are).
+    ``row``: int tile ``(R,)`` of row indices inside one slot's state (counter word 0);
+    ``slot``/``step``: scalars (counter words 2 and 3, truncated to 32 bits as the counter words
+    are). BLOCK_N: power of two >= 4; tile column c is row column n = c.
     """
-    c0 = elem.to(tl.uint32)
-    zero = c0 * 0
-    c1 = (zero.to(tl.int64) + slot).to(tl.uint32)
-    c2 = (zero.to(tl.int64) + step).to(tl.uint32)
-    r0, _r1, _r2, _r3 = tl.philox(seed, c0, c1, c2, zero)
-    return (r0 >> 8).to(tl.int32)
+    tl.static_assert(BLOCK_N >= 4, "sr_bits needs BLOCK_N >= 4 (one Philox call per 4 columns)")
+    grp = tl.arange(0, BLOCK_N // 4)
+    zero = (row[:, None] * 0 + grp[None, :] * 0).to(tl.int64)  # (R, BLOCK_N // 4)
+    c0 = (zero + row[:, None]).to(tl.uint32)
+    c1 = (zero + grp[None, :]).to(tl.uint32)
+    c2 = (zero + slot).to(tl.uint32)
+    c3 = (zero + step).to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
+    # join(join(r0, r2), join(r1, r3))[r, g, a, b] is r0 / r1 / r2 / r3 for (a, b) = (0, 0) /
+    # (0, 1) / (1, 0) / (1, 1): the row-major flattening (index 2a + b) of the last two dims
+    # gives r0, r1, r2, r3 for columns 4g + 0..3.
+    quad = tl.join(tl.join(r0 >> 8, r2 >> 8), tl.join(r1 >> 8, r3 >> 8))
+    bits = tl.reshape(quad, (row.shape[0], BLOCK_N))
+    return bits.to(tl.int32)
 
 
 @triton.jit
@@ -218,7 +237,10 @@ def quantize_tile(values, mask, bits24, FMT: tl.constexpr, SR: tl.constexpr):
         amax = tl.max(tl.where(mask, tl.abs(values), 0.0), axis=1)
         qmax_t = tl.full((values.shape[0],), QMAX, tl.float32)
         scale = tl.where(amax > 0.0, tl.math.div_rn(amax, qmax_t), 1.0)
-        q = tl.math.div_rn(values, scale[:, None] + tl.zeros_like(values))
+        # Rows with a tiny amax: scale v and amax by 2**64 (exact) so QMAX / amax stays finite.
+        pre = tl.where(amax < _TINY_AMAX, _TWO_P64, 1.0)
+        inv = tl.math.div_rn(qmax_t, tl.where(amax > 0.0, amax * pre, QMAX))  # 1 when amax is 0
+        q = (values * pre[:, None]) * inv[:, None]
         q = tl.minimum(tl.maximum(q, -QMAX), QMAX)
         if FMT == FMT_INT8:
             q = round_int(q, bits24, SR)
@@ -242,20 +264,21 @@ def store_state_rows(
     seed,
     slot,
     step,
-    elem,
+    srow,
 ):
     """Store the fp32 tile ``values`` (R, C) as rows ``rows`` (int64, (R,)) of a pool in FMT.
 
-    ``elem`` (int32 (R, C)): each element's index inside its slot's state, the Philox counter
-    word 0; ``slot``/``step``: counter words 1 and 2 (SR only; ignored otherwise). Masked-off
-    rows (``row_mask`` False, e.g. padding) touch neither data nor scales.
+    ``srow`` (int (R,)): each tile row's index inside its slot's state (Philox counter word 0);
+    ``slot``/``step``: counter words 2 and 3 (SR only; ignored otherwise; see `sr_bits`).
+    ``offs_n`` must be ``tl.arange(0, C)`` (column c is row column c). Masked-off rows
+    (``row_mask`` False, e.g. padding) touch neither data nor scales.
     """
     row_mask = row_mask != 0  # interpreter quirk: scalar-bool & tensor-bool yields int32 there
     mask = (row_mask[:, None] & col_mask[None, :]) != 0
     if SR and FMT != FMT_FP32:
-        bits24 = sr_bits(seed, elem, slot, step)
+        bits24 = sr_bits(seed, srow, slot, step, values.shape[1])
     else:
-        bits24 = elem
+        bits24 = tl.zeros(values.shape, tl.int32)
     q, scale = quantize_tile(values, mask, bits24, FMT, SR)
     ptrs = data_ptr + rows[:, None] * ROW_STRIDE + offs_n[None, :]
     if FMT == FMT_BF16 and (SR or INTERPRET):

@@ -383,9 +383,8 @@ def _sr_store_kernel(
     r = tl.arange(0, ROWS)
     n = tl.arange(0, C)
     v = tl.load(v_ptr + r[:, None] * C + n[None, :])
-    elem = r[:, None] * C + n[None, :]
     store_state_rows(
-        data_ptr, scale_ptr, slot * ROWS + r, r < ROWS, n, n < C, v, C, FMT, True, 99, slot, step, elem
+        data_ptr, scale_ptr, slot * ROWS + r, r < ROWS, n, n < C, v, C, FMT, True, 99, slot, step, r
     )
 
 

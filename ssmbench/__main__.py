@@ -1,0 +1,5 @@
+"""`python -m ssmbench` = the `ssmbench` command (handy where the package is not pip-installed)."""
+
+from ssmbench.cli import app
+
+app()
