@@ -23,9 +23,16 @@ test: install-dev
 check: install
 	ssmbench check $(SMOKE)
 
+# On a CUDA machine: time the default sweep. Without one: verify the smoke sweep instead (sweep
+# needs a GPU and says so).
 sweep: install
-	ssmbench plan $(SWEEP)
-	ssmbench check $(SMOKE)
+	@mkdir -p results
+	@if $(PYTHON) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  ssmbench sweep $(SWEEP) -o results/$(notdir $(basename $(SWEEP))).json --markdown results/sweep.md; \
+	else \
+	  echo "no CUDA GPU here: running the correctness gate (ssmbench check $(SMOKE)) instead of timing"; \
+	  ssmbench plan $(SWEEP) && TRITON_INTERPRET=1 ssmbench check $(SMOKE); \
+	fi
 
 lint: install-dev
 	$(PYTHON) -m ruff check ssmbench kernels tests

@@ -168,6 +168,38 @@ def check(
         raise typer.Exit(2)
 
 
+@app.command()
+@friendly_errors
+def sweep(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Results JSON (default: <spec name>.results.json); its .jsonl log is kept "
+        "beside it.",
+    )] = None,
+    impl: Annotated[list[str] | None, typer.Option("--impl", help="Only these impls (repeatable).")] = None,
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", help="Only cases with key=value[,value...] (repeatable); keys: sweep, case (glob), "
+        "batch, T, state_dtype, rounding, format, pool, accept, window, pdl, l2.",
+    )] = None,
+    gpus: Annotated[str | None, typer.Option(
+        "--gpus", help="GPU indices, one worker each, e.g. 0,1 (default: 0).")] = None,
+    shard: Annotated[str | None, typer.Option(
+        "--shard", help="Run only shard i of n (i/n, 0 <= i < n), by a hash of the case id.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run logged beside --output; done pairs are not re-measured.")] = False,
+    markdown: Annotated[Path | None, typer.Option(
+        "--markdown", help="Also write the tables as Markdown (CI summaries).")] = None,
+) -> None:
+    """Time every (case, impl) on the GPU: verify first, then CUPTI spans; results JSON and tables."""
+    from ssmbench.sweeping import SweepOptions, run_sweep
+
+    options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
+                           shard=shard, resume=resume, markdown=markdown, argv=sys.argv[1:])
+    code = run_sweep(options, console=console, err_console=err_console)
+    if code:
+        raise typer.Exit(code)
+
+
 def run() -> None:  # pragma: no cover - console entry
     app()
 

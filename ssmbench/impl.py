@@ -24,6 +24,15 @@ class Chain:
     kernel_names: list[str]
     outputs: Callable[[], dict[str, Any]] = field(default=lambda: {})
     """Read back results after the chain ran: ``{"y": ..., "state": ...}`` (see verify)."""
+    restore: Callable[[], None] | None = None
+    """Put back every buffer the chain mutates (state pool, conv state, ...), so each timed sample
+    runs the same step. The timer calls it before each sample, outside the measured span; it must
+    only enqueue device work (no allocation, no host sync). None: the chain mutates nothing that
+    changes what the next run does. `snapshot` builds one."""
+    hot: list[Any] | None = None
+    """Tensors a real decode step finds in L2 (the in_proj output the previous GEMM just wrote):
+    the `realistic` L2 mode re-touches them after the flush. None: the workload's in_proj outputs
+    (`ssmbench.measure.l2.in_proj_outputs`), right for any chain that reads them in place."""
 
     def __call__(self) -> None:
         for launch in self.launches:
@@ -50,6 +59,25 @@ class Impl(ABC):
     @abstractmethod
     def build(self, case: Case, workload: Any) -> Chain:
         """Allocate this impl's buffers for ``workload`` and return its launch chain."""
+
+    def bytes_moved(self, case: Case, workload: Any = None) -> int | None:
+        """The bytes the chain must move for ``case`` (SPEC 10): every tensor region it reads or
+        writes, once per kernel that touches it (stride-0 broadcasts once; state written only on
+        write steps). ``workload`` gives what the case alone does not (e.g. how many rows are
+        padding). None = unknown: the results then carry no TB/s or SOL."""
+        return None
+
+
+def snapshot(*tensors: Any) -> Callable[[], None]:
+    """A `Chain.restore`: copies of ``tensors`` taken now, copied back in place when called
+    (None entries, e.g. a format without scales, are skipped)."""
+    pairs = [(t, t.clone()) for t in tensors if t is not None]
+
+    def restore() -> None:
+        for live, saved in pairs:
+            live.copy_(saved)
+
+    return restore
 
 
 _REGISTRY: dict[str, Impl] = {}

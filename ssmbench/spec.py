@@ -76,7 +76,7 @@ class Axes(_Strict):
     state_dtype: list[StateDtype] = ["fp32"]
     rounding: list[Rounding] = ["rn"]
     pool: list[PoolMode] = ["pool"]
-    accept: list[Any] = ["histogram"]
+    accept: list[Any] = Field(default_factory=lambda: [DEFAULT_ACCEPT])
     window: list[Annotated[int, Field(ge=1, le=64)] | Literal["T"]] = ["T"]
     pdl: list[OnOff] = ["on"]
     l2: list[L2Mode] = ["realistic"]

@@ -24,10 +24,11 @@ POOL_FACTOR = 4
 """Pool modes other than `direct` index a state pool this many times the batch."""
 
 
-def case_generator(case: Case, salt: str = "") -> torch.Generator:
-    """A CPU generator keyed by the spec seed and the case id: same case, same numbers."""
+def case_generator(case: Case, salt: str = "", device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator keyed by the spec seed and the case id: same case, same numbers (per device:
+    large buffers are drawn where they live, so a CPU and a CUDA run differ in those)."""
     digest = hashlib.sha256(f"{case.seed}:{case.id}:{salt}".encode()).digest()
-    gen = torch.Generator()
+    gen = torch.Generator(device=device)
     gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return gen
 

@@ -126,3 +126,14 @@ def test_cli_bad_spec_exits_2_with_message(tmp_path: Path) -> None:
     assert "axes.windw" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["plan", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_defaults_are_parsed(tmp_path: Path) -> None:
+    """Axes left out get their parsed defaults (the default acceptance law is a law, not a string)."""
+    from ssmbench.case import DEFAULT_ACCEPT
+    from ssmbench.expand import expand
+
+    text = "family: mamba2\nshape: {nheads: 2, head_dim: 4, dstate: 4, ngroups: 1}\nimpls: [reference.sequential]\n"
+    sweep = load_sweep_file(write(tmp_path, text)).sweeps[0]
+    assert sweep.spec.axes.accept == [DEFAULT_ACCEPT]
+    assert expand(sweep).dropped  # T=1 vs the 6-bin histogram: dropped, not a crash

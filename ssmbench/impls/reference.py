@@ -14,7 +14,15 @@ import torch
 from kernels.reference.gdn import gdn_decode_step
 from kernels.reference.mamba2 import mamba2_intermediate_step, mamba2_mtp_step
 from kernels.reference.replay import new_replay_state, replay_commit, replay_implied_state, replay_step
-from kernels.reference.storage import StoredState, dequantize, quantize, sr_uniform
+from kernels.reference.storage import (
+    QMAX,
+    SCALED_FORMATS,
+    StoredState,
+    dequantize,
+    quantize,
+    sr_uniform,
+    storage_dtype,
+)
 from ssmbench.case import Case
 from ssmbench.impl import Chain, Impl, register
 from ssmbench.verify import reference_conv
@@ -33,10 +41,21 @@ def store_states(states: torch.Tensor, slots: torch.Tensor, case: Case) -> Store
 
 
 def random_pool(n_slots: int, row_shape: tuple[int, ...], case: Case, device, salt: str) -> StoredState:
-    """A pool of random states in the case's format, so a wrong slot read shows in the results."""
-    gen = case_generator(case, salt)
-    values = torch.randn((n_slots, *row_shape), generator=gen).to(device)
-    return quantize(values, case.state_dtype, "rn")
+    """A pool of random states in the case's format, so a wrong slot read shows in the results.
+
+    Drawn on the pool's device straight in the storage dtype (no fp64 temporaries): pools of the
+    big cases hold billions of elements. Only the states rows start from go through `quantize`.
+    """
+    gen = case_generator(case, salt, device)
+    shape = (n_slots, *row_shape)
+    fmt = case.state_dtype
+    if fmt in SCALED_FORMATS:
+        scale = 0.5 + torch.rand(shape[:-1], generator=gen, device=device)
+        scale = scale / QMAX[fmt]
+        codes = torch.randn(shape, generator=gen, device=device).mul_(QMAX[fmt] / 4).clamp_(-QMAX[fmt], QMAX[fmt])
+        data = codes.round_() if fmt == "int8" else codes
+        return StoredState(data.to(storage_dtype(fmt)), scale, fmt)
+    return StoredState(torch.randn(shape, generator=gen, device=device).to(storage_dtype(fmt)), None, fmt)
 
 
 def _tokens(t: torch.Tensor | None, workload: Mamba2Workload, *tail: int) -> torch.Tensor | None:

@@ -16,8 +16,9 @@ from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
 from kernels.triton.conv1d import conv1d_update, default_conv1d_knobs
 from kernels.triton.intermediate import KERNEL_NAMES as INTERMEDIATE_KERNELS
 from kernels.triton.intermediate import default_knobs, mamba2_intermediate
+from ssmbench.bytemodel import conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
-from ssmbench.impl import Chain, Impl, register
+from ssmbench.impl import Chain, Impl, register, snapshot
 from ssmbench.impls.reference import SR_STEP, intermediate_pool
 from ssmbench.workload import Mamba2Workload
 
@@ -62,7 +63,11 @@ class TritonConv1d(Impl):
         def outputs() -> dict[str, Any]:
             return {"conv_out": head.conv_out, "conv_state": head.conv_state}
 
-        return Chain([head.launch], list(CONV1D_KERNELS), outputs=outputs)
+        return Chain([head.launch], list(CONV1D_KERNELS), outputs=outputs, restore=snapshot(head.conv_state))
+
+    def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
+        s = case.shape
+        return conv1d_bytes(case, s.conv_dim, s.d_conv, True, real_rows(case, workload))
 
 
 class TritonIntermediate(Impl):
@@ -114,7 +119,14 @@ class TritonIntermediate(Impl):
                 "state_after": after, "accepted": workload.accepted,
             }
 
-        return Chain([head.launch, state_update], [*CONV1D_KERNELS, *INTERMEDIATE_KERNELS], outputs=outputs)
+        # Each sample starts from the same conv state; the pool needs no restore: the kernel reads
+        # src slots and writes only dst slots, which nothing reads.
+        return Chain([head.launch, state_update], [*CONV1D_KERNELS, *INTERMEDIATE_KERNELS], outputs=outputs,
+                     restore=snapshot(head.conv_state))
+
+    def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
+        s, n_real = case.shape, real_rows(case, workload)
+        return conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real) + mamba2_intermediate_bytes(case, n_real)
 
 
 def _copy_into(dst: StoredState, src: StoredState) -> None:

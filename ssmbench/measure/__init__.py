@@ -1,0 +1,16 @@
+"""The measurement engine behind `ssmbench sweep` (SPEC 10).
+
+One module per job, data flowing one way:
+
+- ``stats``: quantiles and the noise figure (IQR / median) of a sample list;
+- ``stopping``: the adaptive stopping rule (how many samples a case gets, and why it stopped);
+- ``timer``: turns "run the chain" into per-sample spans (CUPTI activity records, CUDA events as
+  the labelled fallback, a wall clock for the CPU test mode);
+- ``l2``: the L2 condition applied before each sample (cold / hot / realistic);
+- ``bandwidth``: copy-bandwidth calibration, the datasheet table, bytes -> TB/s -> SOL %;
+- ``clocks``: NVML SM clock and throttle reasons per measuring round;
+- ``runner``: one worker's session: workload -> correctness gate -> graph capture -> timed samples
+  -> one results record per (case, impl).
+
+GPU-only packages (cupti, pynvml) are imported lazily, so all of this imports on a CPU machine.
+"""

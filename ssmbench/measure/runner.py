@@ -1,0 +1,372 @@
+"""One worker's measuring session: (case, impls) tasks in, one `CaseRecord` per impl out.
+
+Per case the workload is built once on the device; per impl:
+
+1. **build** the chain (Triton compiles on first use; the worker process lives across cases, so a
+   kernel compiled for one case is reused by the next);
+2. **verify** (the correctness gate, before any timing): run the chain once and compare with the
+   fp64 reference (`ssmbench.verify`); a failing impl is recorded ``fail`` and not timed;
+3. **capture** the chain in a CUDA graph (a chain that cannot be captured, e.g. a reference
+   with host syncs, is timed eagerly and labelled ``launch: eager``); with a ``restore``, the
+   first graph replay is verified too;
+4. **time**: per sample, outside the measured span, restore the mutated state and apply the L2
+   mode, then replay; samples come in rounds until the stopping rule ends it; the SM clock is
+   read after each round.
+
+Errors never escape: a Python exception becomes an ``error`` record and the session goes on; a
+CUDA fault (the context is unusable afterwards) is recorded and the worker exits so its parent
+starts a fresh one. The parent enforces deadlines from the ``phase`` messages emitted here.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssmbench.case import Case
+from ssmbench.measure.bandwidth import calibrate_copy, datasheet_tbps, sol_pct, tbps
+from ssmbench.measure.clocks import ClockMonitor, driver_version, open_clock_monitor, summarize_clocks
+from ssmbench.measure.l2 import L2Flusher, compose, in_proj_outputs, l2_action
+from ssmbench.measure.stats import summarize
+from ssmbench.measure.stopping import Stopper, StopRule, run_until_stopped
+from ssmbench.measure.timer import (
+    CudaEventTimer,
+    CuptiTimer,
+    Sample,
+    Timer,
+    TimerError,
+    WallTimer,
+    kernel_medians,
+)
+from ssmbench.results import CaseRecord, case_params
+
+Emit = Callable[[tuple], None]
+
+TIMER_ENV = "SSMBENCH_TIMER"
+"""Force a timer: ``cupti`` or ``cuda-event`` (default: CUPTI when it works, else events)."""
+
+FATAL_MARKERS = (
+    "illegal memory access", "unspecified launch failure", "device-side assert", "misaligned address",
+    "illegal instruction", "uncorrectable ecc", "launch timed out", "cuda error",
+)
+"""Messages of CUDA faults after which the context is unusable: the worker exits after recording."""
+
+
+@dataclass
+class WorkerConfig:
+    """What a worker needs from its parent (picklable)."""
+
+    device: str = "cuda"  # "cuda" or "cpu" (the CPU test mode)
+    gpu_index: int | None = 0
+    """The device as the user named it (``--gpus``), for the results."""
+    visible_devices: str | None = None
+    """CUDA_VISIBLE_DEVICES for the worker (set before CUDA initializes): it sees one GPU."""
+    setup_timeout_s: float = 300.0
+    """Deadline for workload, build (compile), verify and capture of one impl."""
+    grace_s: float = 60.0
+    """Added to the spec's ``timeout_s`` for the timing phase's deadline."""
+    known_devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Device info (calibrated bandwidth included) from earlier workers of this run, by UUID."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules to import first (they register extra impls)."""
+
+
+@dataclass
+class Task:
+    """One case and the impls to run on it, in order."""
+
+    task_id: int
+    sweep: str
+    case: Case
+    impls: list[str]
+    measure: dict[str, Any]
+
+
+def classify_error(exc: BaseException) -> str:
+    """``oom`` (recoverable: free and go on), ``fatal`` (CUDA fault: the worker must exit) or ``error``."""
+    text = str(exc).lower()
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return "oom"
+        accel = getattr(torch, "AcceleratorError", None)
+        if accel is not None and isinstance(exc, accel):
+            return "fatal"
+    except ImportError:  # pragma: no cover
+        pass
+    if "out of memory" in text:
+        return "oom"
+    if any(marker in text for marker in FATAL_MARKERS):
+        return "fatal"
+    return "error"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message (file:line)`` of the innermost frame, first line of the message only."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}{where}"
+
+
+def verify_summary(comparisons: list) -> dict[str, Any]:
+    ratios = [c.error / c.tolerance if c.tolerance else (0.0 if c.error == 0 else float("inf"))
+              for c in comparisons]
+    return {
+        "max_error": max((c.error for c in comparisons), default=None),
+        "worst_ratio": max(ratios, default=None),
+        "comparisons": [{"name": c.name, "error": c.error, "tolerance": c.tolerance, "ok": c.ok}
+                        for c in comparisons],
+    }
+
+
+def normalize_uuid(raw: Any) -> str:
+    text = str(raw)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+class Session:
+    """The worker's device, timer, L2 flusher and clock monitor, set up once per worker."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        import torch
+
+        self.config = config
+        self.torch = torch
+        self.clocks: ClockMonitor | None = None
+        self.flusher: L2Flusher | None = None
+        if config.device == "cpu":
+            self.device = torch.device("cpu")
+            self.timer: Timer = WallTimer()
+            self.info: dict[str, Any] = {
+                "index": None, "name": "cpu (test mode: wall-clock times, no L2 control)", "uuid": "cpu",
+                "timer": self.timer.name, "timer_note": "CPU test mode", "bandwidth": None,
+            }
+            return
+        if not torch.cuda.is_available():
+            raise RuntimeError("the worker sees no CUDA device")
+        self.device = torch.device("cuda", 0)
+        # The timer first: CUPTI's kernel activity is enabled before this process creates its
+        # CUDA context and long before any graph is captured.
+        self.timer, timer_note = self._pick_timer()
+        torch.cuda.set_device(self.device)
+        props = torch.cuda.get_device_properties(self.device)
+        uuid = normalize_uuid(getattr(props, "uuid", "unknown"))
+        l2_bytes = int(getattr(props, "L2_cache_size", 0) or 50 << 20)
+        self.flusher = L2Flusher(l2_bytes, self.device)
+        self.clocks, clock_note = open_clock_monitor(uuid)
+        known = config.known_devices.get(uuid, {}).get("bandwidth")
+        bandwidth = dict(known) if known else calibrate_copy(self.device, l2_bytes)
+        bandwidth["datasheet_tbps"] = datasheet_tbps(props.name)
+        self.info = {
+            "index": config.gpu_index, "name": props.name, "uuid": uuid,
+            "sm_count": props.multi_processor_count, "l2_bytes": l2_bytes, "memory_bytes": props.total_memory,
+            "capability": f"{props.major}.{props.minor}", "driver": driver_version(),
+            "cuda_runtime": torch.version.cuda, "timer": self.timer.name, "timer_note": timer_note,
+            "clock_source": self.clocks.source if self.clocks else None, "clock_note": clock_note,
+            "max_sm_mhz": self.clocks.max_sm_mhz if self.clocks else None, "bandwidth": bandwidth,
+        }
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _pick_timer(self) -> tuple[Timer, str]:
+        """CUPTI if it imports and records a test kernel, else CUDA events (with the reason)."""
+        wanted = os.environ.get(TIMER_ENV, "cupti")
+        if wanted == "cuda-event":
+            return CudaEventTimer(self.device), f"{TIMER_ENV}=cuda-event"
+        if wanted != "cupti":
+            raise RuntimeError(f"{TIMER_ENV}={wanted!r}; allowed: cupti, cuda-event")
+        try:
+            timer = CuptiTimer(self.sync)
+        except Exception as exc:  # noqa: BLE001 - no cupti-python, no CUPTI library, ...
+            return CudaEventTimer(self.device), f"CUPTI unavailable ({describe_exception(exc)})"
+        probe = self.torch.ones(1 << 16, device=self.device)
+        try:
+            timer.measure(lambda: probe.mul_(1.0), lambda: None, 3)
+        except Exception as exc:  # noqa: BLE001
+            try:
+                timer.close()
+            except Exception:  # noqa: BLE001
+                pass
+            return CudaEventTimer(self.device), f"CUPTI recorded nothing usable ({describe_exception(exc)})"
+        return timer, ""
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize(self.device)
+
+    @property
+    def peak_tbps(self) -> float | None:
+        bw = self.info.get("bandwidth") or {}
+        return bw.get("measured_tbps")
+
+    # -- one task --------------------------------------------------------------------------
+
+    def run(self, task: Task, emit: Emit) -> bool:
+        """Measure every impl of the task, emitting phases and one result each. Returns False when
+        the worker must exit (a CUDA fault left the context unusable)."""
+        from ssmbench.impl import registry
+        from ssmbench.workload import make_workload
+
+        impls = registry()
+        setup = self.config.setup_timeout_s
+        emit(("phase", None, "workload", setup))
+        try:
+            workload = make_workload(task.case, self.device)
+            self.sync()
+        except Exception as exc:  # noqa: BLE001
+            kind = classify_error(exc)
+            message = f"workload: {describe_exception(exc)}"
+            for name in task.impls:
+                emit(("result", self._record(task, name, "error", message).to_dict()))
+            return kind != "fatal"
+        for name in task.impls:
+            emit(("phase", name, "build", setup))
+            start = time.perf_counter()
+            try:
+                record = self._measure(task, impls[name], workload, emit)
+                kind = "ok"
+            except Exception as exc:  # noqa: BLE001 - recorded, the session goes on
+                kind = classify_error(exc)
+                record = self._record(task, name, "error", describe_exception(exc))
+                if kind == "oom":
+                    record.message = f"out of memory: {record.message}"
+            record.seconds = time.perf_counter() - start
+            emit(("result", record.to_dict()))
+            if kind == "fatal":
+                return False
+            self._cleanup()
+        del workload
+        self._cleanup()
+        return True
+
+    def _cleanup(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+
+    def _record(self, task: Task, impl: str, status: str, message: str = "", **fields: Any) -> CaseRecord:
+        return CaseRecord(id=task.case.id, impl=impl, sweep=task.sweep, status=status, message=message,
+                          params=case_params(task.case), gpu=self.info.get("uuid"), timer=self.timer.name,
+                          **fields)
+
+    def _measure(self, task: Task, impl: Any, workload: Any, emit: Emit) -> CaseRecord:
+        from ssmbench.verify import verify
+
+        case, setup = task.case, self.config.setup_timeout_s
+        chain = impl.build(case, workload)
+        emit(("phase", impl.name, "verify", setup))
+        chain()
+        self.sync()
+        comparisons = verify(case, workload, chain.outputs())
+        if not comparisons:
+            return self._record(task, impl.name, "error", "the impl returned nothing to verify")
+        checked = verify_summary(comparisons)
+        if not all(c.ok for c in comparisons):
+            bad = "; ".join(c.describe() for c in comparisons if not c.ok)
+            return self._record(task, impl.name, "fail", f"verification failed: {bad}", verify=checked)
+
+        emit(("phase", impl.name, "capture", setup))
+        notes: list[str] = []
+        if chain.restore is not None:
+            chain.restore()
+        run, launch, note = self._capture(chain)
+        notes += [note] if note else []
+        if launch == "graph" and chain.restore is not None:
+            chain.restore()
+            run()
+            self.sync()
+            replayed = verify(case, workload, chain.outputs())
+            if not all(c.ok for c in replayed):
+                bad = "; ".join(c.describe() for c in replayed if not c.ok)
+                return self._record(task, impl.name, "fail", f"graph replay differs from the eager run: "
+                                    f"{bad}", verify=verify_summary(replayed), launch=launch)
+
+        rule = StopRule.from_measure(task.measure)
+        emit(("phase", impl.name, "time", rule.timeout_s + self.config.grace_s))
+        hot = chain.hot if chain.hot is not None else in_proj_outputs(workload)
+        prepare = compose(chain.restore, l2_action(case.l2, self.flusher, hot))
+        for _ in range(int(task.measure.get("warmup", 0))):
+            prepare()
+            run()
+        self.sync()
+        try:
+            samples, rounds, stop = self._sample(run, prepare, rule)
+        except TimerError as exc:  # CUPTI lost records: events for this and every later pair
+            self.timer = CudaEventTimer(self.device)
+            self.info["timer"] = self.timer.name
+            notes.append(f"CUPTI failed ({exc}); this worker switched to CUDA events")
+            samples, rounds, stop = self._sample(run, prepare, rule)
+        del run, chain
+        return self._ok_record(task, impl, workload, samples, rounds, stop, rule, checked, launch, notes)
+
+    def _capture(self, chain: Any) -> tuple[Callable[[], None], str, str]:
+        """A CUDA-graph replay of the chain, or the chain itself (eager) with the reason."""
+        if self.device.type != "cuda":
+            return chain, "eager", ""
+        torch = self.torch
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as torch recommends
+            chain()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.sync()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            # thread_local: CUPTI's buffer thread may touch CUDA while this thread captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                chain()
+        except Exception as exc:  # noqa: BLE001 - e.g. a host sync inside a reference chain
+            del graph
+            self.sync()  # a real fault would surface here, and is fatal
+            return chain, "eager", f"not graph-capturable, timed eagerly: {describe_exception(exc)}"
+        self.sync()
+        return graph.replay, "graph", ""
+
+    def _sample(self, run: Callable[[], None], prepare: Callable[[], None],
+                rule: StopRule) -> tuple[list[Sample], list[tuple[int, Any]], str]:
+        stopper = Stopper(rule)
+        samples: list[Sample] = []
+        rounds: list[tuple[int, Any]] = []
+
+        def take(n: int) -> list[float]:
+            got = self.timer.measure(run, prepare, n)
+            samples.extend(got)
+            rounds.append((len(got), self.clocks.read() if self.clocks else None))
+            return [s.span_us for s in got]
+
+        stop = run_until_stopped(stopper, take)
+        return samples, rounds, stop
+
+    def _ok_record(self, task: Task, impl: Any, workload: Any, samples: list[Sample], rounds: list,
+                   stop: str, rule: StopRule, checked: dict, launch: str, notes: list[str]) -> CaseRecord:
+        spans = [round(s.span_us, 4) for s in samples]  # 0.1 ns: below any timer's resolution
+        stats = summarize(spans)
+        nbytes = impl.bytes_moved(task.case, workload)
+        median_us = stats["median_us"]
+        datasheet = (self.info.get("bandwidth") or {}).get("datasheet_tbps")
+        clock = summarize_clocks(rounds, self.clocks.max_sm_mhz if self.clocks else None,
+                                 self.clocks.source if self.clocks else None)
+        if stop != "converged":
+            noise = stats["noise"]
+            notes.append(f"stopped at {stop} with noise {noise if noise is not None else float('nan'):.3f} "
+                         f"(max_noise {rule.max_noise})")
+        if clock.get("throttled_samples"):
+            notes.append(f"{clock['throttled_samples']} sample(s) taken while throttled: "
+                         f"{', '.join(clock['throttle_reasons'])}")
+        if self.timer.name == "cuda-event":
+            notes.append("CUDA-event timer: the span includes launch gaps between kernels")
+        return self._record(
+            task, impl.name, "ok", samples_us=spans, median_us=median_us, p10_us=stats["p10_us"],
+            p90_us=stats["p90_us"], noise=stats["noise"], n_samples=len(spans), stop=stop,
+            kernels_us=kernel_medians(samples), bytes=nbytes, tbps=tbps(nbytes, median_us),
+            sol_pct=sol_pct(nbytes, median_us, self.peak_tbps),
+            sol_datasheet_pct=sol_pct(nbytes, median_us, datasheet), verify=checked, clock=clock,
+            launch=launch, notes=notes,
+        )
