@@ -8,6 +8,8 @@ what it produced so the verifier can compare it with the reference.
 
 from __future__ import annotations
 
+import importlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -90,8 +92,28 @@ def register(impl: Impl) -> Impl:
     return impl
 
 
+PLUGINS_ENV = "SSMBENCH_PLUGINS"
+"""Comma-separated modules imported by `registry` (and in every sweep worker) that register
+extra impls: test-only faulty impls, or a team's own kernels, without editing ssmbench."""
+
+
+def plugins_from_env() -> list[str]:
+    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
+
+
+def import_plugins(names: list[str]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001
+            from ssmbench.errors import UsageError
+
+            raise UsageError(f"{PLUGINS_ENV}: cannot import {name!r}: {exc}") from None
+
+
 def registry() -> dict[str, Impl]:
-    """All impls, importing the modules that register them on first use."""
+    """All impls: the shipped ones and those of the modules named in $SSMBENCH_PLUGINS."""
     from ssmbench import impls  # noqa: F401  (registers everything)
 
+    import_plugins(plugins_from_env())
     return dict(_REGISTRY)

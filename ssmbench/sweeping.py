@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import importlib
 import itertools
 import multiprocessing as mp
 import os
@@ -48,10 +47,10 @@ from rich.progress import (
 )
 
 from ssmbench.errors import UsageError
+from ssmbench.impl import PLUGINS_ENV, import_plugins, plugins_from_env  # noqa: F401 (PLUGINS_ENV re-exported)
 from ssmbench.measure.runner import Task, WorkerConfig, describe_exception
 from ssmbench.results import CaseRecord, ResultsLog, case_params, log_path, record_key, write_results
 
-PLUGINS_ENV = "SSMBENCH_PLUGINS"
 DEVICE_ENV = "SSMBENCH_SWEEP_DEVICE"
 NO_GPU_MESSAGE = (
     "no CUDA GPU: `ssmbench sweep` times kernels on a GPU and torch sees none here. "
@@ -148,18 +147,6 @@ def matches(sweep_name: str, case: Any, filters: dict[str, set[str]]) -> bool:
         elif str(params[key]) not in wanted:
             return False
     return True
-
-
-def import_plugins(names: list[str]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001
-            raise UsageError(f"{PLUGINS_ENV}: cannot import {name!r}: {exc}") from None
-
-
-def plugins_from_env() -> list[str]:
-    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
 # -- the plan --------------------------------------------------------------------------------
