@@ -41,10 +41,9 @@ class _ConvHead:
                       out=self.conv_out, pdl=self.pdl, knobs=self.knobs, validate=validate)
 
 
-class TritonConv1d(Impl):
-    """SPEC 6 conv1d update alone (the head of every chain)."""
+class _TritonMamba2(Impl):
+    """What every Triton Mamba-2 chain shares: the family and the conv1d head's limits."""
 
-    name = "triton.conv1d"
     family = "mamba2"
     kind = "triton"
 
@@ -54,6 +53,12 @@ class TritonConv1d(Impl):
         if not 2 <= case.shape.d_conv <= 4:
             return "conv widths 2..4"
         return None
+
+
+class TritonConv1d(_TritonMamba2):
+    """SPEC 6 conv1d update alone (the head of every chain)."""
+
+    name = "triton.conv1d"
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         head = _ConvHead(case, workload, pdl_dependents=False)
@@ -70,20 +75,11 @@ class TritonConv1d(Impl):
         return conv1d_bytes(case, s.conv_dim, s.d_conv, True, real_rows(case, workload))
 
 
-class TritonIntermediate(Impl):
+class TritonIntermediate(_TritonMamba2):
     """SPEC 5 intermediate: conv1d -> one launch over all T tokens storing every per-token state
     (storage formats of SPEC 8, SR in software), tree parents when the sweep asks for trees."""
 
     name = "triton.intermediate"
-    family = "mamba2"
-    kind = "triton"
-
-    def supports(self, case: Case) -> str | None:
-        if (reason := super().supports(case)) is not None:
-            return reason
-        if not 2 <= case.shape.d_conv <= 4:
-            return "conv widths 2..4"
-        return None
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
