@@ -22,8 +22,7 @@ def real_rows(case: Case, workload) -> int:
     """Rows that are not padding (from the workload when given, else all rows)."""
     if workload is None:
         return case.batch
-    slots = workload.slot_idx if hasattr(workload, "slot_idx") else workload.read_idx
-    return int((slots >= 0).sum())
+    return int((workload.read_slots >= 0).sum())
 
 
 def state_bytes(fmt: str, rows: int, row_len: int) -> int:

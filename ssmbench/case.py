@@ -11,7 +11,6 @@ from ssmbench.presets import Shape
 
 POOL_MODES = ("direct", "pool", "padded", "split")
 L2_MODES = ("cold", "hot", "realistic")
-ACCEPT_KINDS = ("histogram", "rate", "fixed")
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,3 @@ class Case:
 
     def option(self, key: str, default: object = None) -> object:
         return dict(self.extras).get(key, default)
-
-    @property
-    def window_is_T(self) -> bool:
-        return self.window == self.T

@@ -6,7 +6,6 @@ count of passes and failures is what the command ends with.
 
 from __future__ import annotations
 
-import fnmatch
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssmbench.errors import UsageError
-from ssmbench.expand import expand
+from ssmbench.expand import expand, select_cases
 from ssmbench.impl import registry
 from ssmbench.planning import impl_plan
 from ssmbench.spec import SweepFile
@@ -80,9 +79,7 @@ def run_check(sweep_file: SweepFile, impl_names: list[str] | None, case_glob: st
     for sweep in sweep_file.sweeps:
         names = [n for n in sweep.spec.impls if not impl_names or n in impl_names]
         names += [n for n in (impl_names or []) if n not in names and impls[n].family == sweep.family]
-        for case in expand(sweep).cases:
-            if case_glob and not fnmatch.fnmatchcase(case.id, case_glob):
-                continue
+        for case in select_cases(expand(sweep).cases, case_glob):
             runnable = [impls[n] for n in names if impl_plan(impls[n], case, sweep) is None]
             if not runnable:
                 continue

@@ -3,7 +3,6 @@ bad input becomes a message and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
-import fnmatch
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -58,12 +57,6 @@ def _load(spec: Path):
     return load_sweep_file(spec, impl_names=list(registry()))
 
 
-def _selected(cases, pattern: str | None):
-    if not pattern:
-        return cases
-    return [c for c in cases if fnmatch.fnmatchcase(c.id, pattern) or pattern == c.id]
-
-
 @app.callback(invoke_without_command=True)
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
     if version:
@@ -114,7 +107,7 @@ def plan(
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
-    from ssmbench.expand import expand
+    from ssmbench.expand import expand, select_cases
     from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
 
@@ -123,7 +116,7 @@ def plan(
     total = 0
     for sweep in sweep_file.sweeps:
         expansion = expand(sweep)
-        cases = _selected(expansion.cases, case)
+        cases = select_cases(expansion.cases, case)
         total += len(cases)
         table = Table(title=f"{sweep.name}: {sweep.family} {sweep.shape.describe()}"
                       f"{f' ({sweep.spec.model} TP{sweep.spec.tp})' if sweep.spec.model else ''}")
@@ -198,10 +191,6 @@ def sweep(
     code = run_sweep(options, console=console, err_console=err_console)
     if code:
         raise typer.Exit(code)
-
-
-def run() -> None:  # pragma: no cover - console entry
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

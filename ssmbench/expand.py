@@ -6,6 +6,7 @@ same case keeps the same id when a sweep grows and results can be matched to sto
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from dataclasses import dataclass, field
 
@@ -67,6 +68,13 @@ def _drop_reason(sweep: Sweep, point: dict) -> str | None:
         if any(v > w for v in accept.values):
             return "fixed pnat > window"
     return None
+
+
+def select_cases(cases: list[Case], pattern: str | None) -> list[Case]:
+    """Cases whose id matches the glob ``pattern`` (all when None), for `--case` options."""
+    if not pattern:
+        return cases
+    return [c for c in cases if fnmatch.fnmatchcase(c.id, pattern)]
 
 
 def expand(sweep: Sweep) -> Expansion:

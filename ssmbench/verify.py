@@ -64,14 +64,10 @@ def reference_conv(workload: Mamba2Workload | GDNWorkload) -> tuple[torch.Tensor
     conv state pool."""
     bias = getattr(workload, "conv_bias", None)
     out, new_state = conv1d_update(workload.conv_input(), workload.conv_state, workload.conv_weight, bias,
-                                   _slots(workload), workload.k_prev)
+                                   workload.read_slots, workload.k_prev)
     act = ACT_DTYPES[workload.case.act_dtype]
     flat = out.transpose(1, 2).reshape(workload.batch * workload.case.T, -1).to(act)
     return flat, new_state
-
-
-def _slots(workload: Mamba2Workload | GDNWorkload) -> torch.Tensor:
-    return workload.slot_idx if isinstance(workload, Mamba2Workload) else workload.read_idx
 
 
 def reference_step(workload: Mamba2Workload | GDNWorkload, conv_out: torch.Tensor,
@@ -92,7 +88,7 @@ def reference_step(workload: Mamba2Workload | GDNWorkload, conv_out: torch.Tenso
         b = workload.b.unflatten(0, (workload.batch, case.T))
         y, states = gdn_recurrence(start_state, q, k, v, a, b, workload.A_log, workload.dt_bias,
                                    scale=case.option("scale"))
-    pad = _slots(workload) < 0
+    pad = workload.read_slots < 0
     y[pad] = 0
     states[pad] = 0
     return y, states
@@ -126,7 +122,7 @@ def verify(case: Case, workload: Mamba2Workload | GDNWorkload, outputs: dict[str
         accepted = outputs["accepted"].to(states_ref.device)
         rows = torch.arange(workload.batch, device=states_ref.device)
         expected = states_ref[rows, (accepted - 1).clamp(min=0)]
-        expected[_slots(workload).to(expected.device) < 0] = 0
+        expected[workload.read_slots.to(expected.device) < 0] = 0
         results.append(Comparison(f"state[{case.state_dtype}]", normalized_error(outputs["state_after"], expected),
                                   STATE_TOL[case.state_dtype]))
     return results

@@ -87,6 +87,11 @@ class Mamba2Workload:
     def batch(self) -> int:
         return self.case.batch
 
+    @property
+    def read_slots(self) -> torch.Tensor:
+        """The slot each row reads (< 0: padding), under the name both families share."""
+        return self.slot_idx
+
     def views(self, conv_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (batch, T, H, P), B and C (batch, T, G, N) as views of a (batch*T, conv_dim) tensor."""
         s, b, T = self.shape, self.batch, self.case.T
@@ -124,6 +129,10 @@ class GDNWorkload:
     @property
     def batch(self) -> int:
         return self.case.batch
+
+    @property
+    def read_slots(self) -> torch.Tensor:
+        return self.read_idx
 
     def views(self, conv_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """q, k (batch, T, H, K) and v (batch, T, HV, V) as views of a (batch*T, conv_dim) tensor."""
