@@ -193,5 +193,15 @@ def sweep(
         raise typer.Exit(code)
 
 
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (compare/baseline, profile/validate-bytes)."""
+    from ssmbench import cli_compare, cli_profile
+
+    for module in (cli_compare, cli_profile):
+        module.register(app)
+
+
+_register_command_modules()
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -1,3 +1,3 @@
-"""Importing this package registers every impl: the references and the Triton kernels."""
+"""Importing this package registers every impl: the references, the Triton kernels and the peers."""
 
-from ssmbench.impls import reference, triton_mamba  # noqa: F401
+from ssmbench.impls import flashinfer, reference, triton_checkpoint, triton_gdn, triton_mamba  # noqa: F401
