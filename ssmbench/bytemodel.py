@@ -50,3 +50,51 @@ def mamba2_intermediate_bytes(case: Case, n_real: int) -> int:
     z = T * s.nheads * s.head_dim * act if case.option("z_gate") else 0
     y = T * s.nheads * s.head_dim * act
     return n_real * (1 + T) * one_state + b * (inputs + z + y + (1 + T) * INDEX_BYTES) + 3 * s.nheads * 4
+
+
+def gdn_bytes(case: Case, n_real: int) -> int:
+    """GDN chain (SPEC 9): conv1d (no bias) then the decode kernel, which per real row reads one
+    state and writes T per-token states (``intermediate``) and/or one final state
+    (``write_final``), and reads its q, k, v, a, b; writes o for every row (zeros for padding);
+    A_log and dt_bias once; read (and write) indices for every row."""
+    s, act, T, b = case.shape, act_bytes(case), case.T, case.batch
+    one_state = state_bytes(case.state_dtype, s.num_v_heads * s.head_v_dim, s.head_k_dim)
+    write_final = bool(case.option("write_final", True))
+    stores = (T if case.option("intermediate", False) else 0) + (1 if write_final else 0)
+    inputs = T * (s.conv_dim + 2 * s.num_v_heads) * act
+    o = T * s.num_v_heads * s.head_v_dim * act
+    indices = (2 if write_final else 1) * INDEX_BYTES
+    decode = n_real * ((1 + stores) * one_state + inputs) + b * (o + indices) + 2 * s.num_v_heads * 4
+    return conv1d_bytes(case, s.conv_dim, s.d_conv, False, n_real) + decode
+
+
+def mamba2_checkpoint_bytes(case: Case, n_rows: int, pnat_real: list[int]) -> int:
+    """Checkpoint replay (SPEC 5), precompute + main (conv1d not included), summed row by row
+    from each real row's pnat (``pnat_real``; write rows are those with pnat + T > W).
+
+    precompute, per real row: indices and bookkeeping, pnat history dt (per head) and B (per
+    group), this step's dt, B, C; writes the coefficients (CB T x (W+T), T decays, W fold
+    weights, one fold decay per head; written for padding rows too) and appends T rows of dt and
+    B. main, per real row: indices and bookkeeping, the checkpoint, pnat history x (and B on
+    write rows), this step's x, C (and z), the coefficients it uses (nowrite: CB over pnat + T
+    columns and T decays; write: CB over T columns, T decays, pnat fold weights, the fold decay),
+    D once; writes the checkpoint (write rows), y (every row, zeros for padding) and appends T
+    rows of x. Slot indices are read by every row of both kernels; A, dt_bias, D once.
+    """
+    s, act, T, W = case.shape, act_bytes(case), case.T, case.window
+    H, P, N, G = s.nheads, s.head_dim, s.dstate, s.ngroups
+    one_state = state_bytes(case.state_dtype, H * P, N)
+    x_tok, bc_tok = H * P * act, G * N * act
+    coef = H * 4 * (T * (W + T) + T + W + 1)
+    total = 2 * n_rows * INDEX_BYTES + n_rows * coef + 3 * H * 4 + n_rows * T * x_tok  # y
+    for p in pnat_real:
+        write = p + T > W
+        pre = 2 * INDEX_BYTES + p * (H * 4 + bc_tok) + T * (H * act + 2 * bc_tok) + T * (H * 4 + bc_tok)
+        used = H * 4 * (T * T + T + ((p + 1) if write else T * p))
+        main = 2 * INDEX_BYTES + one_state + p * x_tok + T * (x_tok + G * N * act) + used + T * x_tok
+        if write:
+            main += p * bc_tok + one_state
+        if case.option("z_gate"):
+            main += T * x_tok
+        total += pre + main
+    return total

@@ -56,10 +56,10 @@ def test_headline_spec_builds_production_workloads() -> None:
 
 
 def test_gdn_spec_builds_workloads() -> None:
-    sweep = load_sweep_file(SWEEPS / "qwen35-gdn.yaml").sweeps[0]
-    case = next(c for c in expand(sweep).cases if c.batch == 1 and c.T == 2)
+    sweep = next(s for s in load_sweep_file(SWEEPS / "qwen35-gdn.yaml").sweeps if s.name == "qwen35-gdn-t4-inter")
+    case = next(c for c in expand(sweep).cases if c.batch == 1)
     wl = make_workload(case, "cpu")
-    assert wl.qkv.shape == (2, 2 * 16 * 128 + 64 * 128)
+    assert wl.qkv.shape == (case.T, 2 * 16 * 128 + 64 * 128)
     assert wl.start_state.shape == (1, 64, 128, 128)
     assert len(in_proj_outputs(wl)) == 3
 

@@ -1,1 +1,131 @@
-"""Placeholder: filled in by its issue (registers nothing yet)."""
+"""The Triton Gated DeltaNet chain as an impl: `triton.gdn` = conv1d (shared kernel, no bias) ->
+GDN decode (SPEC 9), PDL-linked when the case asks.
+
+Buffers are allocated once in `build`; the launches only enqueue kernels (no allocation, no host
+sync), so the chain can be captured in a CUDA graph. Outputs and the intermediate buffer are
+poisoned with NaN so an element the kernels fail to write fails verification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from kernels.reference.storage import StoredState, dequantize
+from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
+from kernels.triton.conv1d import conv1d_update, default_conv1d_knobs
+from kernels.triton.gdn import GDN_FORMATS, default_gdn_knobs, gdn_decode
+from kernels.triton.gdn import KERNEL_NAMES as GDN_KERNELS
+from ssmbench.bytemodel import gdn_bytes, real_rows
+from ssmbench.case import Case
+from ssmbench.impl import Chain, Impl, register
+from ssmbench.impls.reference import SR_STEP, random_pool, store_states
+from ssmbench.workload import GDNWorkload
+
+
+def restore_rows(tensor: torch.Tensor, rows: torch.Tensor) -> Callable[[], None]:
+    """A restore that puts back only ``tensor[rows]`` (the slots a step overwrites): a copy of a
+    whole pool per timed sample would cost far more than the step (pools are 4x the batch)."""
+    saved = tensor.index_select(0, rows)
+
+    def restore() -> None:
+        tensor.index_copy_(0, rows, saved)
+
+    return restore
+
+
+class TritonGDN(Impl):
+    """SPEC 9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
+    per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16
+    state (RN / SR), in-kernel gates, q/k L2 norm and GVA."""
+
+    name = "triton.gdn"
+    family = "gdn"
+    kind = "triton"
+
+    def supports(self, case: Case) -> str | None:
+        if (reason := super().supports(case)) is not None:
+            return reason
+        if case.state_dtype not in GDN_FORMATS:
+            return "GDN state is stored in fp32 or bf16 (SPEC 9)"
+        if not 2 <= case.shape.d_conv <= 4:
+            return "conv widths 2..4"
+        if not (case.option("intermediate", False) or case.option("write_final", True)):
+            return "stores no state (intermediate and write_final both off): nothing to verify"
+        return None
+
+    def build(self, case: Case, workload: GDNWorkload) -> Chain:
+        s, batch, T = workload.shape, workload.batch, case.T
+        device = workload.qkv.device
+        intermediate = bool(case.option("intermediate", False))
+        write_final = bool(case.option("write_final", True))
+        real = workload.read_idx >= 0
+
+        pool = random_pool(workload.n_slots, (s.num_v_heads, s.head_v_dim, s.head_k_dim), case, device, "pool")
+        pool[workload.read_idx[real]] = store_states(workload.start_state[real], workload.read_idx[real], case)
+        start_rows = pool.data.index_select(0, workload.read_idx.clamp(min=0))
+        inter = None
+        if intermediate:  # poisoned: an unwritten per-token state shows
+            inter = torch.full((batch, T, s.num_v_heads, s.head_v_dim, s.head_k_dim), float("nan"),
+                               dtype=pool.data.dtype, device=device)
+        conv_state = workload.conv_state.clone()  # updated in place by conv1d
+        conv_out = torch.full_like(workload.qkv, float("nan"))
+        y = torch.full((batch * T, s.num_v_heads * s.head_v_dim), float("nan"), dtype=workload.qkv.dtype,
+                       device=device)
+        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv)
+        knobs = default_gdn_knobs(s.num_v_heads, s.head_v_dim, s.head_k_dim, batch, T, case.state_dtype,
+                                  case.rounding)
+
+        def conv(validate: bool = False) -> None:
+            conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, workload.read_idx, workload.k_prev,
+                          T=T, out=conv_out, pdl=case.pdl, knobs=conv_knobs, validate=validate)
+
+        def decode(validate: bool = False) -> None:
+            gdn_decode(pool.data, workload.read_idx, workload.write_idx, conv_out, workload.a, workload.b,
+                       workload.A_log, workload.dt_bias, num_k_heads=s.num_k_heads, num_v_heads=s.num_v_heads,
+                       head_k_dim=s.head_k_dim, head_v_dim=s.head_v_dim, T=T, scale=case.option("scale"),
+                       intermediate=inter, write_final=write_final, out=y, fmt=case.state_dtype,
+                       rounding=case.rounding, seed=case.seed, step=SR_STEP, pdl=case.pdl, knobs=knobs,
+                       validate=validate)
+
+        # Restores touch only what a step overwrites: the real rows' conv-state slots and the
+        # final write slots (the intermediate buffer is written, never read).
+        conv_restore = restore_rows(conv_state, workload.read_idx[real])
+        pool_restore = restore_rows(pool.data, workload.write_idx[real]) if write_final else None
+
+        def restore() -> None:
+            conv_restore()
+            if pool_restore is not None:
+                pool_restore()
+
+        # Validate the index tensors once, then put every mutated buffer back.
+        conv(validate=True)
+        decode(validate=True)
+        restore()
+
+        def outputs() -> dict[str, Any]:
+            rows = torch.arange(batch, device=device)
+            result: dict[str, Any] = {
+                "conv_out": conv_out, "conv_state": conv_state,
+                "y": y.view(batch, T, s.num_v_heads, s.head_v_dim),
+                "start_state": dequantize(StoredState(start_rows, None, case.state_dtype), torch.float32),
+            }
+            if inter is not None:
+                after = inter[rows, workload.accepted - 1].float()
+                accepted = workload.accepted
+            else:
+                after = pool.data.index_select(0, workload.write_idx.clamp(min=0)).float()
+                accepted = torch.full_like(workload.accepted, T)
+            after[~real] = 0
+            result.update(state_after=after, accepted=accepted)
+            return result
+
+        return Chain([conv, decode], [*CONV1D_KERNELS, *GDN_KERNELS], outputs=outputs, restore=restore)
+
+    def bytes_moved(self, case: Case, workload: GDNWorkload | None = None) -> int:
+        return gdn_bytes(case, real_rows(case, workload))
+
+
+register(TritonGDN())
