@@ -13,7 +13,7 @@ import torch
 
 from kernels.reference.gdn import gdn_decode_step
 from kernels.reference.mamba2 import mamba2_intermediate_step, mamba2_mtp_step
-from kernels.reference.replay import new_replay_state, replay_commit, replay_implied_state, replay_step
+from kernels.reference.replay import ReplayState, new_replay_state, replay_commit, replay_implied_state, replay_step
 from kernels.reference.storage import (
     QMAX,
     SCALED_FORMATS,
@@ -171,14 +171,7 @@ class ReplayReference(_Mamba2Reference):
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         result: dict[str, Any] = {}
-        s, device = workload.shape, workload.xbc.device
-        ckpt = random_pool(workload.n_slots, self.row_shape(workload), case, device, "pool")
-        real = workload.slot_idx >= 0
-        slots = workload.slot_idx[real]
-        ckpt[slots] = store_states(workload.start_state[real], slots, case)
-        rs = new_replay_state(ckpt, case.T, case.window, s.ngroups, act_dtype=workload.xbc.dtype,
-                              dt_dtype=torch.float32)
-        self._fill_history(rs, slots, workload.pnat[real], case, workload)
+        rs = replay_state(case, workload)
         start = replay_implied_state(rs, workload.slot_idx, workload.A)
 
         def run() -> None:
@@ -192,18 +185,35 @@ class ReplayReference(_Mamba2Reference):
 
         return Chain([run], [self.name], outputs=lambda: result)
 
-    @staticmethod
-    def _fill_history(rs, slots: torch.Tensor, pnat: torch.Tensor, case: Case, workload: Mamba2Workload) -> None:
-        """Random ring starts and pnat history tokens (x, B, processed dt in [1e-3, 1e-1])."""
-        gen = case_generator(case, "history")
-        L = rs.hist_x.shape[1]
-        device = rs.hist_x.device
-        rs.ring_start[slots] = torch.randint(0, L, (len(slots),), generator=gen).to(device)
-        rs.pnat[slots] = pnat.to(device)
-        rs.hist_x[slots] = torch.randn(rs.hist_x[slots].shape, generator=gen).to(device, rs.hist_x.dtype)
-        rs.hist_B[slots] = torch.randn(rs.hist_B[slots].shape, generator=gen).to(device, rs.hist_B.dtype)
-        dt = torch.exp(torch.empty(rs.hist_dt[slots].shape).uniform_(-6.9, -2.3, generator=gen))
-        rs.hist_dt[slots] = dt.to(device, rs.hist_dt.dtype)
+
+def replay_state(case: Case, workload: Mamba2Workload) -> ReplayState:
+    """The SPEC 5 replay representation shared by every replay impl: a checkpoint pool of random
+    states in the case's format with each row's start state stored at its slot, and a history
+    ring (L = W + T rows; x, B in the act dtype, processed dt fp32) holding the workload's pnat
+    tokens per row from a random ring start. The implied state of a row is therefore its stored
+    start state followed by pnat random history tokens."""
+    s, device = workload.shape, workload.xbc.device
+    ckpt = random_pool(workload.n_slots, (s.nheads, s.head_dim, s.dstate), case, device, "pool")
+    real = workload.slot_idx >= 0
+    slots = workload.slot_idx[real]
+    ckpt[slots] = store_states(workload.start_state[real], slots, case)
+    rs = new_replay_state(ckpt, case.T, case.window, s.ngroups, act_dtype=workload.xbc.dtype,
+                          dt_dtype=torch.float32)
+    fill_history(rs, slots, workload.pnat[real], case)
+    return rs
+
+
+def fill_history(rs: ReplayState, slots: torch.Tensor, pnat: torch.Tensor, case: Case) -> None:
+    """Random ring starts and pnat history tokens (x, B, processed dt in [1e-3, 1e-1])."""
+    gen = case_generator(case, "history")
+    L = rs.hist_x.shape[1]
+    device = rs.hist_x.device
+    rs.ring_start[slots] = torch.randint(0, L, (len(slots),), generator=gen).to(device)
+    rs.pnat[slots] = pnat.to(device)
+    rs.hist_x[slots] = torch.randn(rs.hist_x[slots].shape, generator=gen).to(device, rs.hist_x.dtype)
+    rs.hist_B[slots] = torch.randn(rs.hist_B[slots].shape, generator=gen).to(device, rs.hist_B.dtype)
+    dt = torch.exp(torch.empty(rs.hist_dt[slots].shape).uniform_(-6.9, -2.3, generator=gen))
+    rs.hist_dt[slots] = dt.to(device, rs.hist_dt.dtype)
 
 
 class GDNReference(Impl):

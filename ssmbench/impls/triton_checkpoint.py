@@ -1,1 +1,119 @@
-"""Placeholder: filled in by its issue (registers nothing yet)."""
+"""`triton.checkpoint`: the Triton checkpoint-replay chain (SPEC 5), conv1d -> precompute -> main,
+PDL-linked when the case asks (SPEC 7). The window axis is a case parameter: W = T is classic
+replay, W = 16 the checkpointing variant.
+
+The chain starts from exactly the reference's replay state (`ssmbench.impls.reference.replay_state`:
+same checkpoint pool, ring starts, pnat and history), held in device buffers the kernels update
+in place. Buffers are allocated once in `build`; the launches only enqueue kernels, so the chain
+is captured in a CUDA graph. The bookkeeping of verification (`kernels.triton.checkpoint.commit`)
+is not part of the timed chain: `outputs` applies it to copies to get the implied state after
+accepting the workload's k tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kernels.reference.replay import ReplayState, replay_implied_state
+from kernels.triton.checkpoint import KERNEL_NAMES as CHECKPOINT_KERNELS
+from kernels.triton.checkpoint import commit, default_knobs, make_scratch, replay_step, validate_replay_inputs
+from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
+from kernels.triton.conv1d import validate_conv1d_inputs
+from ssmbench.accept import stationary_pnat
+from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, real_rows
+from ssmbench.case import Case
+from ssmbench.impl import Chain, register
+from ssmbench.impls.reference import SR_STEP, replay_state
+from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
+from ssmbench.workload import Mamba2Workload
+
+
+class TritonCheckpoint(_TritonMamba2):
+    """SPEC 5 checkpoint replay: conv1d -> precompute (dt, decays, CB, B/dt appends) -> main (fold
+    and checkpoint store on write rows, outputs by dots, x append); every storage format of SPEC 8."""
+
+    name = "triton.checkpoint"
+    uses_window = True
+
+    def supports(self, case: Case) -> str | None:
+        if (reason := super().supports(case)) is not None:
+            return reason
+        if case.window is None:
+            return "needs a window"
+        if case.option("tree"):
+            return "replay keeps a linear history: no draft trees"
+        return None
+
+    def build(self, case: Case, workload: Mamba2Workload) -> Chain:
+        s, b, T = workload.shape, workload.batch, case.T
+        slot_idx = workload.slot_idx
+        head = ConvHead(case, workload, pdl_dependents=True)
+        rs = replay_state(case, workload)
+        start = replay_implied_state(rs, slot_idx, workload.A)
+        device = workload.xbc.device
+        y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
+                       device=device)  # poisoned: unwritten elements show
+        scratch = make_scratch(b, s.nheads, T, case.window, device)
+        knobs = default_knobs(b, case.state_dtype, case.rounding, s.head_dim)
+
+        def step(launch: str) -> None:
+            replay_step(rs, slot_idx, head.conv_out, workload.dt_raw, workload.A, workload.D, workload.dt_bias,
+                        nheads=s.nheads, head_dim=s.head_dim, dstate=s.dstate, ngroups=s.ngroups, T=T, y=y,
+                        scratch=scratch, z=workload.z, rounding=case.rounding, seed=case.seed, step=SR_STEP,
+                        pdl=case.pdl, knobs=knobs, validate=False, launch=launch)
+
+        def precompute() -> None:
+            step("precompute")
+
+        def main() -> None:
+            step("main")
+
+        # Only the rows' own slots change: save those and copy them back (device copies only).
+        slots = slot_idx[slot_idx >= 0]
+        mutated = [rs.ckpt.data, rs.ckpt.scale, rs.hist_x, rs.hist_B, rs.hist_dt, head.conv_state]
+        # (fp8 has no index_copy on the CPU: move its bytes.)
+        mutated = [t.view(torch.uint8) if t.dtype == torch.float8_e4m3fn else t for t in mutated if t is not None]
+        saved = [(t, t.index_select(0, slots)) for t in mutated]
+
+        def restore() -> None:
+            for live, rows in saved:
+                live.index_copy_(0, slots, rows)
+
+        # Validate the indices and bookkeeping once (host checks, outside any timed loop).
+        validate_conv1d_inputs(head.conv_state, slot_idx, workload.k_prev, T)
+        validate_replay_inputs(rs, slot_idx, T)
+
+        def outputs() -> dict[str, Any]:
+            real = slot_idx >= 0
+            must_write = (rs.pnat[slot_idx.clamp(min=0)] + T > case.window) & real
+            committed = ReplayState(rs.ckpt, rs.hist_x, rs.hist_B, rs.hist_dt, rs.ring_start.clone(),
+                                    rs.pnat.clone(), rs.window)
+            commit(committed, slot_idx, workload.accepted, T)
+            return {
+                "conv_out": head.conv_out, "conv_state": head.conv_state,
+                "y": y.view(b, T, s.nheads, s.head_dim), "start_state": start,
+                "state_after": replay_implied_state(committed, slot_idx, workload.A),
+                "accepted": workload.accepted, "must_write": must_write,
+            }
+
+        return Chain([head.launch, precompute, main], [*CONV1D_KERNELS, *CHECKPOINT_KERNELS], outputs=outputs,
+                     restore=restore)
+
+    def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
+        s = case.shape
+        n_real = real_rows(case, workload)
+        conv = conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real)
+        if workload is not None and workload.pnat is not None:
+            pnat = workload.pnat[workload.slot_idx >= 0].tolist()
+            return conv + mamba2_checkpoint_bytes(case, case.batch, pnat)
+        # No workload: every row real, pnat at its stationary distribution (expected bytes).
+        probs = stationary_pnat(case.accept, case.T, case.window).tolist()
+        base = mamba2_checkpoint_bytes(case, case.batch, [])
+        per_row = sum(pr * (mamba2_checkpoint_bytes(case, 0, [p]) - mamba2_checkpoint_bytes(case, 0, []))
+                      for p, pr in enumerate(probs))
+        return conv + base + round(case.batch * per_row)
+
+
+register(TritonCheckpoint())

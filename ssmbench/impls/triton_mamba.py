@@ -23,7 +23,7 @@ from ssmbench.impls.reference import SR_STEP, intermediate_pool
 from ssmbench.workload import Mamba2Workload
 
 
-class _ConvHead:
+class ConvHead:
     """The conv1d head shared by every Triton Mamba-2 chain: its buffers and its launch."""
 
     def __init__(self, case: Case, workload: Mamba2Workload, *, pdl_dependents: bool) -> None:
@@ -61,7 +61,7 @@ class TritonConv1d(_TritonMamba2):
     name = "triton.conv1d"
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
-        head = _ConvHead(case, workload, pdl_dependents=False)
+        head = ConvHead(case, workload, pdl_dependents=False)
         head.launch(validate=True)  # validate once, on the real indices, outside any timed loop
         head.conv_state.copy_(workload.conv_state)
 
@@ -83,7 +83,7 @@ class TritonIntermediate(_TritonMamba2):
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
-        head = _ConvHead(case, workload, pdl_dependents=True)
+        head = ConvHead(case, workload, pdl_dependents=True)
         pool, dst = intermediate_pool(case, workload)
         initial = pool.clone()
         y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
