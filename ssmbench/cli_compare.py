@@ -1,9 +1,255 @@
-"""Placeholder: commands added by their issue."""
+"""`ssmbench compare` (the regression gate) and `ssmbench baseline save|show|path`.
+
+The decisions are `ssmbench.compare`'s (pure); this module reads the files, re-measures for
+``--rerun`` through the sweep machinery, prints, and writes the Markdown / JUnit reports.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from ssmbench.compare import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_THRESHOLD_PCT,
+    GATING,
+    TABLE_HEADER,
+    Comparison,
+    Gate,
+    Row,
+    compare_results,
+    decide_rerun,
+    device_mismatch,
+    gates_from_spec,
+    sort_rows,
+    summary_line,
+    table_rows,
+    to_junit,
+    to_markdown,
+)
+from ssmbench.errors import UsageError
+from ssmbench.results import LogContents, load_results
+
+VERDICT_STYLE = {"FAILED": "bold red", "SLOWER": "red", "AMBIGUOUS": "yellow", "MISSING": "magenta",
+                 "NEW": "cyan", "SAME": "", "FASTER": "green"}
+DEFAULT_RERUN_ROUNDS = 3
+RootOption = Annotated[Path | None, typer.Option("--dir", help="Baselines directory (default: the repo's baselines/).")]
+
+
+def load_gates(spec: Path | None, new: LogContents, explicit: bool) -> tuple[dict[str, Gate], str]:
+    """Per-sweep gates from the spec (``--spec``, else the one NEW was measured from), and where
+    they came from. An explicit ``--spec`` must load; an implicit one that is gone is only noted."""
+    from ssmbench.spec import load_sweep_file
+
+    path = spec or (Path(new.env["spec"]) if new.env.get("spec") else None)
+    if path is None:
+        return {}, "no spec recorded in NEW: default gate"
+    if not path.is_file():
+        if explicit:
+            raise UsageError(f"--spec {path}: no such file")
+        return {}, f"spec {path} not found: default gate"
+    try:
+        return gates_from_spec(load_sweep_file(path).sweeps), f"gate from {path}"
+    except UsageError as exc:
+        if explicit:
+            raise
+        return {}, f"spec {path} unreadable ({str(exc).splitlines()[0]}): default gate"
+
+
+def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec: Path, rounds: int,
+               out_dir: Path, gates: dict[str, Gate], default: Gate, console: Console,
+               err_console: Console) -> Comparison:
+    """Re-measure the SLOWER and AMBIGUOUS pairs ``rounds`` times, each round a separate sweep run
+    of just those pairs (fresh workers), and decide them on the fresh samples (docs/gate.md)."""
+    from ssmbench.sweeping import DEVICE_ENV, SweepOptions, run_sweep
+
+    flagged = [r for r in comparison.rows if r.verdict in ("SLOWER", "AMBIGUOUS")
+               and r.key in new.records and r.key in old.records]
+    if not flagged:
+        console.print("--rerun: nothing SLOWER or AMBIGUOUS to re-measure", highlight=False)
+        return comparison
+    if os.environ.get(DEVICE_ENV, "cuda") != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--rerun re-measures on a GPU and torch sees none here; compare without --rerun")
+    if not spec.is_file():
+        raise UsageError(f"--rerun needs the sweep spec NEW was measured from; {spec} is not a file (give --spec)")
+    ids = sorted({r.id for r in flagged})
+    impls = sorted({r.impl for r in flagged})
+    sweeps = sorted({r.sweep for r in flagged})
+    filters = [f"sweep={','.join(sweeps)}", "case=" + ",".join(i.replace("[", "[[]") for i in ids)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fresh: dict[tuple[str, str, str], list[list[float]]] = {r.key: [] for r in flagged}
+    failed: dict[tuple[str, str, str], str] = {}
+    for i in range(rounds):
+        output = out_dir / f"round{i + 1}.json"
+        console.print(f"--rerun round {i + 1}/{rounds}: {len(flagged)} pair(s) -> {output}", highlight=False)
+        run_sweep(SweepOptions(spec=spec, output=output, impls=impls, filters=filters,
+                               argv=["sweep", str(spec), "-o", str(output), "(compare --rerun)"]),
+                  console=console, err_console=err_console)
+        got = load_results(output)
+        mismatch = device_mismatch(got, old)
+        if mismatch:
+            raise UsageError(f"--rerun measured on another GPU model than the baseline: {mismatch}")
+        for key in fresh:
+            record = got.records.get(key)
+            if record is None:
+                continue
+            if record.status in ("fail", "error"):
+                failed[key] = f"rerun round {i + 1}: {record.status}: {record.message}"[:300]
+            elif record.status == "ok" and record.samples_us:
+                fresh[key].append(record.samples_us)
+    rows: list[Row] = [r for r in comparison.rows if r.key not in fresh]
+    for row in flagged:
+        gate = gates.get(row.sweep, default)
+        if row.key in failed:
+            rows.append(Row(row.sweep, row.id, row.impl, "FAILED", old_median_us=row.old_median_us,
+                            note=failed[row.key], threshold_pct=gate.threshold_pct))
+        elif not fresh[row.key]:
+            row.note = (row.note + "; " if row.note else "") + "rerun: not measured, verdict from NEW"
+            rows.append(row)
+        else:
+            rows.append(decide_rerun(row.sweep, row.id, row.impl, fresh[row.key], old.records[row.key].samples_us,
+                                     gate))
+    return Comparison(sort_rows(rows), comparison.warnings)
+
+
+def print_comparison(console: Console, comparison: Comparison, title: str) -> None:
+    table = Table(title=title)
+    for name in TABLE_HEADER:
+        table.add_column(name, no_wrap=name in ("case id", "verdict"), overflow="fold")
+    for row, cells in zip(comparison.rows, table_rows(comparison.rows), strict=True):
+        style = VERDICT_STYLE.get(row.verdict, "")
+        cells[6] = f"[{style}]{cells[6]}[/]" if style else cells[6]
+        table.add_row(*cells[:6], cells[6], cells[7].replace("[", "\\["))
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `ssmbench` app."""
+    """Add `compare` and the `baseline` sub-app to the `ssmbench` app."""
+    from ssmbench.cli import console, err_console, friendly_errors
+
+    @app.command()
+    @friendly_errors
+    def compare(
+        new: Annotated[Path, typer.Argument(help="Results of the run under test (JSON, or its .jsonl log).")],
+        baseline: Annotated[Path, typer.Argument(
+            help="Results to compare against (e.g. baselines/<gpu>/<sweep>.json).")],
+        threshold: Annotated[float | None, typer.Option(
+            "--threshold", help="Band half-width in percent (default: the spec's gate.threshold_pct, else 3).",
+        )] = None,
+        markdown: Annotated[Path | None, typer.Option(
+            "--markdown", help="Also write a Markdown report (CI job summary).")] = None,
+        junit: Annotated[Path | None, typer.Option(
+            "--junit", help="Also write JUnit XML (one testcase per case and impl).")] = None,
+        allow_device_mismatch: Annotated[bool, typer.Option(
+            "--allow-device-mismatch", help="Compare results from different GPU models anyway.")] = False,
+        rerun: Annotated[bool, typer.Option(
+            "--rerun", help="GPU only: re-measure SLOWER and AMBIGUOUS pairs in fresh runs, then decide on those.",
+        )] = False,
+        rerun_rounds: Annotated[int, typer.Option("--rerun-rounds", min=1, max=20,
+                                                  help="Fresh runs per --rerun.")] = DEFAULT_RERUN_ROUNDS,
+        rerun_dir: Annotated[Path | None, typer.Option(
+            "--rerun-dir", help="Where --rerun writes its results (default: <NEW>.rerun/ beside NEW).")] = None,
+        spec: Annotated[Path | None, typer.Option(
+            "--spec", help="Sweep spec for the gate settings and --rerun (default: the one NEW records).")] = None,
+    ) -> None:
+        """Gate NEW against BASELINE: per (case, impl) SLOWER / FASTER / SAME / AMBIGUOUS / NEW /
+        MISSING / FAILED from the raw samples. Exit 0 ok, 1 SLOWER, 2 FAILED or bad input, 3 only
+        AMBIGUOUS left."""
+        if threshold is not None and not 0 < threshold < 100:
+            raise UsageError(f"--threshold {threshold}: allowed 0 < PCT < 100")
+        new_results, old_results = load_results(new), load_results(baseline)
+        mismatch = device_mismatch(new_results, old_results)
+        if mismatch and not allow_device_mismatch:
+            raise UsageError(f"{mismatch}: refusing to compare different GPU models (--allow-device-mismatch "
+                             "to compare anyway)")
+        gates, gate_source = load_gates(spec, new_results, explicit=spec is not None)
+        if threshold is not None:
+            gates = {name: Gate(threshold, g.confidence) for name, g in gates.items()}
+            gate_source += f"; --threshold {threshold:g}"
+        default = Gate(threshold if threshold is not None else DEFAULT_THRESHOLD_PCT, DEFAULT_CONFIDENCE)
+        comparison = compare_results(new_results, old_results, gates, default)
+        if mismatch:
+            comparison.warnings.insert(0, f"different GPU models ({mismatch}), compared as asked")
+        if rerun:
+            spec_path = spec or Path(str(new_results.env.get("spec") or ""))
+            out_dir = rerun_dir or new.with_name(new.name.removesuffix(".json").removesuffix(".jsonl") + ".rerun")
+            comparison = rerun_rows(comparison, new_results, old_results, spec_path, rerun_rounds, out_dir, gates,
+                                    default, console, err_console)
+        shown = next(iter(gates.values()), default) if len(set(gates.values())) == 1 else default
+        print_comparison(console, comparison, f"{new} vs {baseline} (±{shown.threshold_pct:g}%, "
+                                              f"{shown.confidence:.0%} interval; {gate_source})")
+        for warning in comparison.warnings:
+            err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+        if markdown is not None:
+            markdown.parent.mkdir(parents=True, exist_ok=True)
+            markdown.write_text(to_markdown(comparison, str(new), str(baseline), shown))
+        if junit is not None:
+            junit.parent.mkdir(parents=True, exist_ok=True)
+            junit.write_text(to_junit(comparison))
+        code = comparison.exit_code
+        gating = sum(1 for r in comparison.rows if r.verdict in GATING)
+        console.print(f"{summary_line(comparison.rows)}; exit {code}"
+                      + (f" ({gating} gating)" if gating else ""), highlight=False, markup=False)
+        if code:
+            raise typer.Exit(code)
+
+    baseline_app = typer.Typer(help="Stored baselines: baselines/<gpu-slug>/<sweep-name>.json.", no_args_is_help=True)
+    app.add_typer(baseline_app, name="baseline")
+
+    def _root(root: Path | None) -> Path:
+        from ssmbench.baselines import BASELINES_DIR
+
+        return root if root is not None else BASELINES_DIR
+
+    @baseline_app.command("save")
+    @friendly_errors
+    def baseline_save(
+        results: Annotated[Path, typer.Argument(help="Results JSON of a complete GPU run.")],
+        force: Annotated[bool, typer.Option(
+            "--force", help="Store even with failed pairs or an interrupted run.")] = False,
+        root: RootOption = None,
+    ) -> None:
+        """Store RESULTS as the baseline of its GPU model and sweep."""
+        from ssmbench.baselines import save_baseline
+
+        target, replaced = save_baseline(results, _root(root), force=force)
+        console.print(f"{'replaced' if replaced else 'stored'} baseline {target}", highlight=False, markup=False)
+
+    @baseline_app.command("show")
+    @friendly_errors
+    def baseline_show(
+        root: RootOption = None,
+    ) -> None:
+        """List the stored baselines: GPU, sweep, cases, date, git sha."""
+        from ssmbench.baselines import list_baselines
+
+        found = list_baselines(_root(root))
+        table = Table(title=f"Baselines ({_root(root)})")
+        for col in ("gpu", "sweep", "cases (ok/all)", "measured", "git sha", "file"):
+            table.add_column(col, overflow="fold")
+        for b in found:
+            where = str(b.path) + (f" ({b.note})" if b.note else "")
+            table.add_row(b.gpu, b.sweep, f"{b.ok}/{b.cases}", b.date, b.git_sha, where)
+        console.print(table)
+        console.print(f"{len(found)} baseline(s)", highlight=False)
+
+    @baseline_app.command("path")
+    @friendly_errors
+    def baseline_path_cmd(
+        results: Annotated[Path, typer.Argument(help="Results JSON.")],
+        root: RootOption = None,
+    ) -> None:
+        """Print where the baseline for RESULTS' GPU model and sweep lives (CI scripts)."""
+        from ssmbench.baselines import baseline_path
+
+        print(baseline_path(load_results(results), results, _root(root)))
+
+

@@ -49,6 +49,7 @@ from rich.progress import (
 from ssmbench.errors import UsageError
 from ssmbench.impl import PLUGINS_ENV, import_plugins, plugins_from_env  # noqa: F401 (PLUGINS_ENV re-exported)
 from ssmbench.measure.runner import Task, WorkerConfig, describe_exception
+from ssmbench.measure.slowdown import slowdown_fraction
 from ssmbench.results import CaseRecord, ResultsLog, case_params, log_path, record_key, write_results
 
 DEVICE_ENV = "SSMBENCH_SWEEP_DEVICE"
@@ -559,6 +560,7 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
     filters = parse_filters(options.filters)
     plugins = plugins_from_env()
     import_plugins(plugins)
+    slowdown = slowdown_fraction()  # the test-only knob: a bad value is a usage error before any work
     sweep_file = load_sweep_file(options.spec, impl_names=list(registry()))
     device = sweep_device()
     configs = worker_configs(device, gpus, options.setup_timeout_s, options.grace_s, plugins)
@@ -574,6 +576,8 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
     env = host_env(options.spec, sweep_file.name, options.argv)
     env.update({"device_mode": device, "shard": options.shard, "filters": options.filters,
                 "resumed": bool(results.previous.records)})
+    if slowdown is not None:  # TEST ONLY: recorded so a slowed run is never taken for a real one
+        env["test_slowdown"] = slowdown
     results.env(env)
     for record in plan.skips:
         results.case(record)

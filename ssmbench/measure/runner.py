@@ -32,6 +32,7 @@ from ssmbench.case import Case
 from ssmbench.measure.bandwidth import calibrate_copy, datasheet_tbps, sol_pct, tbps
 from ssmbench.measure.clocks import ClockMonitor, driver_version, open_clock_monitor, summarize_clocks
 from ssmbench.measure.l2 import L2Flusher, compose, in_proj_outputs, l2_action
+from ssmbench.measure.slowdown import slow_down, slowdown_fraction
 from ssmbench.measure.stats import summarize
 from ssmbench.measure.stopping import Stopper, StopRule, run_until_stopped
 from ssmbench.measure.timer import (
@@ -148,6 +149,8 @@ class Session:
                 "index": None, "name": "cpu (test mode: wall-clock times, no L2 control)", "uuid": "cpu",
                 "timer": self.timer.name, "timer_note": "CPU test mode", "bandwidth": None,
             }
+            if slowdown_fraction() is not None:
+                self.info["test_slowdown"] = slowdown_fraction()
             return
         if not torch.cuda.is_available():
             raise RuntimeError("the worker sees no CUDA device")
@@ -172,6 +175,8 @@ class Session:
             "clock_source": self.clocks.source if self.clocks else None, "clock_note": clock_note,
             "max_sm_mhz": self.clocks.max_sm_mhz if self.clocks else None, "bandwidth": bandwidth,
         }
+        if slowdown_fraction() is not None:
+            self.info["test_slowdown"] = slowdown_fraction()
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -292,6 +297,11 @@ class Session:
         emit(("phase", impl.name, "time", rule.timeout_s + self.config.grace_s))
         hot = chain.hot if chain.hot is not None else in_proj_outputs(workload)
         prepare = compose(chain.restore, l2_action(case.l2, self.flusher, hot))
+        fraction = slowdown_fraction()
+        if fraction is not None:  # TEST ONLY (measure/slowdown.py): a chain made slower on purpose
+            run, launch, note = slow_down(chain, run, self._capture, lambda r: self._span_us(r, prepare), fraction,
+                                          self.device)
+            notes.append(note)
         for _ in range(int(task.measure.get("warmup", 0))):
             prepare()
             run()
@@ -328,6 +338,13 @@ class Session:
             return chain, "eager", f"not graph-capturable, timed eagerly: {describe_exception(exc)}"
         self.sync()
         return graph.replay, "graph", ""
+
+    def _span_us(self, run: Callable[[], None], prepare: Callable[[], None]) -> float:
+        """Median span of a short round (the test slowdown's calibration)."""
+        from ssmbench.measure.slowdown import CALIBRATION_SAMPLES
+        from ssmbench.measure.stats import median
+
+        return median([s.span_us for s in self.timer.measure(run, prepare, CALIBRATION_SAMPLES)])
 
     def _sample(self, run: Callable[[], None], prepare: Callable[[], None],
                 rule: StopRule) -> tuple[list[Sample], list[tuple[int, Any]], str]:

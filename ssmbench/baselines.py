@@ -1,0 +1,120 @@
+"""Stored baselines: results files kept in git as ``baselines/<gpu-slug>/<sweep-name>.json``,
+the reference `ssmbench compare` gates against (schema ``ssmbench.results/1``, env kept).
+
+A baseline must be a real, complete measurement: never the CPU test mode, never a run with the
+test slowdown knob; unless forced, never an interrupted run or one with failed/errored pairs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssmbench.errors import UsageError
+from ssmbench.results import LogContents, load_results, write_results
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+
+
+def gpu_slug(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug:
+        raise UsageError(f"GPU name {name!r} gives an empty directory name")
+    return slug
+
+
+def results_gpu(results: LogContents, path: Path) -> str:
+    """The one GPU model a results file was measured on."""
+    names = sorted({str(d.get("name")) for d in results.devices.values() if d.get("name")})
+    if len(names) != 1:
+        what = ", ".join(names) if names else "none recorded (env.gpus is empty)"
+        raise UsageError(f"{path}: a baseline needs results from one GPU model; found {what}")
+    return names[0]
+
+
+def results_sweep(results: LogContents, path: Path) -> str:
+    name = results.env.get("spec_name")
+    if not name:
+        sweeps = sorted({r.sweep for r in results.records.values()})
+        if len(sweeps) != 1:
+            raise UsageError(f"{path}: env.spec_name is missing and the records name {len(sweeps)} sweeps")
+        name = sweeps[0]
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", str(name)) or str(name).startswith("."):
+        raise UsageError(f"{path}: sweep name {name!r} is not usable as a file name")
+    return str(name)
+
+
+def baseline_path(results: LogContents, path: Path, root: Path = BASELINES_DIR) -> Path:
+    """Where the baseline for this results file lives: ``root/<gpu-slug>/<sweep-name>.json``."""
+    return Path(root) / gpu_slug(results_gpu(results, path)) / f"{results_sweep(results, path)}.json"
+
+
+def problems(results: LogContents, path: Path) -> tuple[list[str], list[str]]:
+    """(never allowed, allowed with --force) reasons not to store these results as a baseline."""
+    never, forceable = [], []
+    if results.env.get("device_mode") == "cpu":
+        never.append("measured in the CPU test mode (wall-clock times, not a GPU measurement)")
+    if results.env.get("test_slowdown"):
+        never.append(f"measured with the test slowdown knob (SSMBENCH_TEST_SLOWDOWN={results.env['test_slowdown']})")
+    if not any(r.status == "ok" for r in results.records.values()):
+        never.append("no pair was measured ok")
+    if Path(path).suffix == ".jsonl":
+        forceable.append("a JSON-lines log (the run never wrote its final JSON)")
+    elif results.env.get("complete") is not True:
+        forceable.append("the run was interrupted (env.complete is not true)")
+    bad = [r for r in results.records.values() if r.status in ("fail", "error")]
+    if bad:
+        shown = "; ".join(f"{r.impl} {r.id}: {r.status}" for r in bad[:3])
+        forceable.append(f"{len(bad)} pair(s) failed or errored ({shown}{'; ...' if len(bad) > 3 else ''})")
+    return never, forceable
+
+
+def save_baseline(results_path: Path, root: Path = BASELINES_DIR, force: bool = False) -> tuple[Path, bool]:
+    """Copy a results file to its baseline place. Returns (path, whether it replaced one)."""
+    results_path = Path(results_path)
+    results = load_results(results_path)
+    never, forceable = problems(results, results_path)
+    if never:
+        raise UsageError(f"{results_path}: not stored as a baseline: " + "; ".join(never))
+    if forceable and not force:
+        raise UsageError(f"{results_path}: not stored as a baseline: " + "; ".join(forceable)
+                         + " (--force stores it anyway)")
+    target = baseline_path(results, results_path, root)
+    replaced = target.exists()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_results(target, results.env, list(results.devices.values()), list(results.records.values()))
+    return target, replaced
+
+
+@dataclass
+class StoredBaseline:
+    path: Path
+    gpu: str
+    sweep: str
+    ok: int
+    cases: int
+    date: str
+    git_sha: str
+    note: str = ""
+
+
+def list_baselines(root: Path = BASELINES_DIR) -> list[StoredBaseline]:
+    """Every ``root/*/*.json``; an unreadable one is listed with the reason, not raised."""
+    found = []
+    for path in sorted(Path(root).glob("*/*.json")):
+        try:
+            results = load_results(path)
+        except UsageError as exc:
+            found.append(StoredBaseline(path, path.parent.name, path.stem, 0, 0, "", "", f"unreadable: {exc}"))
+            continue
+        names = sorted({str(d.get("name")) for d in results.devices.values() if d.get("name")})
+        env = results.env
+        sha = env.get("git_sha") or "unknown"
+        found.append(StoredBaseline(
+            path, ", ".join(names) or path.parent.name, str(env.get("spec_name") or path.stem),
+            sum(r.status == "ok" for r in results.records.values()), len(results.records),
+            str(env.get("finished") or env.get("started") or ""),
+            sha[:12] + ("+dirty" if env.get("git_dirty") else "")))
+    return found

@@ -1,0 +1,432 @@
+"""The regression gate's decisions: match two results files by (sweep, case id, impl), give each
+pair a verdict from the raw ``samples_us``, and turn the verdicts into an exit code.
+
+Pure functions, no I/O (the command in `ssmbench.cli_compare` reads files and prints); the
+Markdown and JUnit renderings are built here as strings.
+
+Statistics (justified in docs/gate.md): the ratio of medians new/old with a percentile bootstrap
+interval at the gate's confidence. The bootstrap distribution of a sample's median is known in
+closed form (a binomial tail per order statistic), so each replicate is drawn exactly in O(1):
+20,000 draws for a whole sweep take milliseconds, and a fixed seed makes verdicts reproducible.
+
+Verdicts, with the threshold band [1 - t, 1 + t] around a ratio of 1:
+
+- ``SLOWER``: median ratio > 1 + t **and** the whole interval above 1 + t;
+- ``FASTER``: median ratio < 1 - t **and** the whole interval below 1 - t;
+- ``SAME``: the whole interval inside the band;
+- ``AMBIGUOUS``: anything else (the interval straddles a band edge, or too few samples);
+- ``NEW`` (no usable baseline record), ``MISSING`` (in the baseline, not measured now),
+  ``FAILED`` (the new record's status is ``fail`` or ``error``: always gates).
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ssmbench.measure.stats import median
+from ssmbench.results import CaseRecord, LogContents
+
+DEFAULT_THRESHOLD_PCT = 3.0
+DEFAULT_CONFIDENCE = 0.99
+CLOCK_WARN_FRACTION = 0.05
+"""Clocks (SM MHz) of the two runs differing by more than this fraction get a warning."""
+MIN_SAMPLES = 8
+"""Below this many samples on either side the interval is not computed: AMBIGUOUS."""
+
+VERDICTS = ("FAILED", "SLOWER", "AMBIGUOUS", "MISSING", "NEW", "SAME", "FASTER")
+"""Worst first: the order of the table."""
+GATING = ("FAILED", "SLOWER")
+"""Verdicts that fail the gate (JUnit failures)."""
+
+EXIT_OK, EXIT_SLOWER, EXIT_FAILED, EXIT_AMBIGUOUS = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How a sweep is gated: the band half-width (percent) and the interval's confidence."""
+
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
+    confidence: float = DEFAULT_CONFIDENCE
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+RESAMPLES = 20_000
+"""Bootstrap draws of the ratio. Each draw is exact (see `_median_rank_cdf`), so this only sets
+the Monte Carlo error of the interval's ends: about 0.07 percentile points at the 0.5% tail."""
+SEED = 20_260_101
+"""Fixed: the same two files always give the same verdicts."""
+EXACT_RANK_MAX_N = 6000
+"""Above this many samples the rank distribution uses the normal approximation of the binomial."""
+
+
+@lru_cache(maxsize=64)
+def _median_rank_cdf(n: int) -> np.ndarray:
+    """F[j-1] = P(the lower median of a bootstrap resample of n sorted values is <= the j-th).
+
+    A resample's lower median (rank m = ceil(n/2)) is <= x_(j) exactly when at least m of its n
+    draws are among the j smallest values: P = P(Binomial(n, j/n) >= m). So the bootstrap
+    distribution of the median is known without resampling; drawing from it is exact and costs
+    O(1) per draw instead of O(n)."""
+    m = (n + 1) // 2
+    j = np.arange(1, n + 1, dtype=np.float64)
+    p = j / n
+    if n > EXACT_RANK_MAX_N:  # normal approximation with continuity correction: error << 1e-3
+        sd = np.sqrt(np.maximum(n * p * (1 - p), 1e-300))
+        z = (m - 0.5 - n * p) / sd
+        cdf = 0.5 * np.vectorize(math.erfc)(z / math.sqrt(2.0))
+    else:
+        i = np.arange(m, n + 1, dtype=np.float64)
+        log_comb = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in i])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_terms = (log_comb[None, :] + i[None, :] * np.log(p)[:, None]
+                         + (n - i)[None, :] * np.log1p(-p)[:, None])
+        log_terms[-1, :-1] = -np.inf  # p = 1: all mass at i = n
+        log_terms[-1, -1] = 0.0
+        top = np.max(log_terms, axis=1, keepdims=True)
+        cdf = np.exp(top[:, 0]) * np.sum(np.exp(log_terms - top), axis=1)
+    cdf = np.minimum(np.maximum.accumulate(cdf), 1.0)
+    cdf[-1] = 1.0
+    return cdf
+
+
+def bootstrap_medians(samples: Sequence[float], draws: int, rng: np.random.Generator) -> np.ndarray:
+    """``draws`` bootstrap replicates of the (lower) median of ``samples``."""
+    ordered = np.sort(np.asarray(samples, dtype=np.float64))
+    cdf = _median_rank_cdf(len(ordered))
+    ranks = np.searchsorted(cdf, rng.random(draws), side="left")
+    return ordered[np.minimum(ranks, len(ordered) - 1)]
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    ratio: float
+    """median(new) / median(old)"""
+    lo: float
+    hi: float
+
+
+def ratio_interval(new: Sequence[float], old: Sequence[float], confidence: float,
+                   draws: int = RESAMPLES, seed: int = SEED) -> RatioInterval:
+    """The ratio of medians new/old and its two-sided percentile-bootstrap ``confidence``
+    interval (the two runs resampled independently; seeded, so reproducible)."""
+    if not 0.5 < confidence < 1.0:
+        raise ValueError(f"confidence {confidence}; allowed: 0.5 < confidence < 1")
+    new, old = [float(x) for x in new], [float(x) for x in old]
+    for label, values in (("new", new), ("old", old)):
+        if len(values) < MIN_SAMPLES:
+            raise ValueError(f"{len(values)} {label} samples; need at least {MIN_SAMPLES}")
+        if not min(values) > 0:
+            raise ValueError(f"{label} samples must be positive")
+    rng = np.random.default_rng(seed)
+    ratios = bootstrap_medians(new, draws, rng) / bootstrap_medians(old, draws, rng)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(ratios, [tail, 1.0 - tail])
+    return RatioInterval(median(new) / median(old), float(lo), float(hi))
+
+
+def verdict_for(interval: RatioInterval, threshold_pct: float) -> str:
+    """SLOWER / FASTER / SAME / AMBIGUOUS from the interval and the band (module docstring)."""
+    t = threshold_pct / 100.0
+    if interval.ratio > 1 + t and interval.lo > 1 + t:
+        return "SLOWER"
+    if interval.ratio < 1 - t and interval.hi < 1 - t:
+        return "FASTER"
+    if interval.lo >= 1 - t and interval.hi <= 1 + t:
+        return "SAME"
+    return "AMBIGUOUS"
+
+
+# -- one pair --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One (sweep, case, impl) of the comparison."""
+
+    sweep: str
+    id: str
+    impl: str
+    verdict: str
+    old_median_us: float | None = None
+    new_median_us: float | None = None
+    interval: RatioInterval | None = None
+    old_n: int = 0
+    new_n: int = 0
+    note: str = ""
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
+    reruns: int = 0
+    """Fresh measurements the verdict was decided on (0: the NEW file's samples)."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.sweep, self.id, self.impl)
+
+    @property
+    def change_pct(self) -> float | None:
+        return None if self.interval is None else (self.interval.ratio - 1.0) * 100.0
+
+    def interval_text(self) -> str:
+        if self.interval is None:
+            return ""
+        return f"[{(self.interval.lo - 1) * 100:+.1f}, {(self.interval.hi - 1) * 100:+.1f}]%"
+
+
+def compare_samples(sweep: str, case_id: str, impl: str, new: Sequence[float], old: Sequence[float],
+                    gate: Gate) -> Row:
+    """The verdict of two sample lists of the same pair."""
+    row = Row(sweep, case_id, impl, "AMBIGUOUS", old_median_us=median(old) if old else None,
+              new_median_us=median(new) if new else None, old_n=len(old), new_n=len(new),
+              threshold_pct=gate.threshold_pct)
+    try:
+        row.interval = ratio_interval(new, old, gate.confidence)
+    except ValueError as exc:
+        if row.old_median_us and row.new_median_us:
+            ratio = row.new_median_us / row.old_median_us
+            row.interval = RatioInterval(ratio, -math.inf, math.inf)
+        row.note = f"no interval: {exc}"
+        return row
+    row.verdict = verdict_for(row.interval, gate.threshold_pct)
+    return row
+
+
+def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> Row | None:
+    """One matched key; None when there is nothing to say (skipped on both sides)."""
+    some = new or old
+    assert some is not None
+    sweep, case_id, impl = some.sweep, some.id, some.impl
+    if new is not None and new.status in ("fail", "error"):
+        return Row(sweep, case_id, impl, "FAILED", old_median_us=old.median_us if old else None,
+                   note=f"{new.status}: {new.message}"[:300], threshold_pct=gate.threshold_pct)
+    old_ok = old is not None and old.status == "ok" and bool(old.samples_us)
+    new_ok = new is not None and new.status == "ok" and bool(new.samples_us)
+    if new_ok and old_ok:
+        return compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate)
+    if new_ok:
+        why = "not in the baseline" if old is None else f"baseline status {old.status}"
+        return Row(sweep, case_id, impl, "NEW", new_median_us=new.median_us, new_n=len(new.samples_us),
+                   note=why, threshold_pct=gate.threshold_pct)
+    if old_ok:
+        why = "not in NEW" if new is None else f"now {new.status}: {new.message}"[:300]
+        return Row(sweep, case_id, impl, "MISSING", old_median_us=old.median_us, old_n=len(old.samples_us),
+                   note=why, threshold_pct=gate.threshold_pct)
+    return None
+
+
+def decide_rerun(sweep: str, case_id: str, impl: str, rounds: Sequence[Sequence[float]], old: Sequence[float],
+                 gate: Gate) -> Row:
+    """The verdict from fresh re-measurements (``--rerun``): the rounds' samples pooled against the
+    baseline's, and a SLOWER / FASTER kept only when every round's own median is beyond the band
+    on the same side. Each round is a separate sweep run (fresh worker, fresh CUDA context), so
+    this is the between-run check a single run's samples cannot give."""
+    pooled = [x for r in rounds for x in r]
+    row = compare_samples(sweep, case_id, impl, pooled, old, gate)
+    row.reruns = len(rounds)
+    old_median = median(list(old))
+    changes = [(median(list(r)) / old_median - 1.0) * 100.0 for r in rounds if r]
+    t = gate.threshold_pct
+    row.note = (f"{row.note}; " if row.note else "") + "rounds " + ", ".join(f"{c:+.1f}%" for c in changes)
+    if row.verdict == "SLOWER" and not all(c > t for c in changes):
+        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond +{t:g}%"
+    elif row.verdict == "FASTER" and not all(c < -t for c in changes):
+        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond -{t:g}%"
+    return row
+
+
+# -- two files -------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return verdict_counts(self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.rows)
+
+
+def gpu_names(results: LogContents) -> list[str]:
+    """The GPU model names of a results file (``env.gpus[].name``), sorted, distinct."""
+    return sorted({str(d.get("name")) for d in results.devices.values() if d.get("name")})
+
+
+def device_mismatch(new: LogContents, old: LogContents) -> str | None:
+    """Why the two files were measured on different GPU models, or None."""
+    new_names, old_names = gpu_names(new), gpu_names(old)
+    if new_names == old_names:
+        return None
+    return (f"NEW was measured on {', '.join(new_names) or 'no recorded GPU'}, the baseline on "
+            f"{', '.join(old_names) or 'no recorded GPU'}")
+
+
+def _clock_mid(record: CaseRecord) -> float | None:
+    clock = record.clock or {}
+    lo, hi = clock.get("sm_mhz_min"), clock.get("sm_mhz_max")
+    if lo is None or hi is None:
+        return None
+    return (float(lo) + float(hi)) / 2.0
+
+
+def environment_warnings(new: LogContents, old: LogContents,
+                         pairs: Iterable[tuple[CaseRecord | None, CaseRecord | None]]) -> list[str]:
+    """Differences that make a comparison less trustworthy (but not meaningless): clocks more
+    than 5% apart, different timers, a run interrupted, the test slowdown knob."""
+    warnings: list[str] = []
+    new_max = {d.get("max_sm_mhz") for d in new.devices.values()} - {None}
+    old_max = {d.get("max_sm_mhz") for d in old.devices.values()} - {None}
+    if new_max and old_max and abs(max(new_max) / max(old_max) - 1) > CLOCK_WARN_FRACTION:
+        warnings.append(f"max SM clocks differ: NEW {sorted(new_max)} MHz, baseline {sorted(old_max)} MHz")
+    apart = []
+    for n, o in pairs:
+        if n is None or o is None:
+            continue
+        cn, co = _clock_mid(n), _clock_mid(o)
+        if cn and co and abs(cn / co - 1) > CLOCK_WARN_FRACTION:
+            apart.append(f"{n.id} ({co:.0f} -> {cn:.0f} MHz)")
+    if apart:
+        warnings.append(f"SM clocks differ by more than {CLOCK_WARN_FRACTION:.0%} in {len(apart)} pair(s), e.g. "
+                        + "; ".join(apart[:3]))
+    timers_new = {str(d.get("timer")) for d in new.devices.values()}
+    timers_old = {str(d.get("timer")) for d in old.devices.values()}
+    if timers_new and timers_old and timers_new != timers_old:
+        warnings.append(f"timers differ: NEW {', '.join(sorted(timers_new))}, baseline "
+                        f"{', '.join(sorted(timers_old))} (cuda-event spans include launch gaps)")
+    for label, results in (("NEW", new), ("baseline", old)):
+        if results.env.get("complete") is False:
+            warnings.append(f"{label} is from an interrupted run (env.complete false)")
+        if results.env.get("test_slowdown"):
+            warnings.append(f"{label} was measured with the TEST slowdown knob "
+                            f"(SSMBENCH_TEST_SLOWDOWN={results.env['test_slowdown']}): not a real measurement")
+    return warnings
+
+
+def compare_results(new: LogContents, old: LogContents, gates: dict[str, Gate] | None = None,
+                    default: Gate = Gate()) -> Comparison:
+    """Every key of either file, matched by (sweep, case id, impl), with its verdict. ``gates``
+    gives a sweep's own settings (from its spec); others use ``default``."""
+    gates = gates or {}
+    keys = list(new.records) + [k for k in old.records if k not in new.records]
+    rows, pairs = [], []
+    for key in keys:
+        n, o = new.records.get(key), old.records.get(key)
+        pairs.append((n, o))
+        row = compare_pair(n, o, gates.get(key[0], default))
+        if row is not None:
+            rows.append(row)
+    return Comparison(sort_rows(rows), environment_warnings(new, old, pairs))
+
+
+# -- verdicts to outcomes --------------------------------------------------------------------
+
+
+def sort_rows(rows: Iterable[Row]) -> list[Row]:
+    """Worst first: by verdict (VERDICTS order), then by change, largest slowdown first."""
+    def key(row: Row) -> tuple[int, float, str, str]:
+        change = row.change_pct
+        return (VERDICTS.index(row.verdict), -(change if change is not None else math.inf), row.id, row.impl)
+
+    return sorted(rows, key=key)
+
+
+def verdict_counts(rows: Iterable[Row]) -> dict[str, int]:
+    counts = dict.fromkeys(VERDICTS, 0)
+    for row in rows:
+        counts[row.verdict] += 1
+    return counts
+
+
+def exit_code(rows: Iterable[Row]) -> int:
+    """2 a FAILED pair, else 1 a SLOWER one, else 3 an AMBIGUOUS one, else 0 (FASTER, SAME, NEW
+    and MISSING never fail the gate). An empty comparison is unusable input: 2."""
+    counts = verdict_counts(rows)
+    if not sum(counts.values()):
+        return EXIT_FAILED
+    if counts["FAILED"]:
+        return EXIT_FAILED
+    if counts["SLOWER"]:
+        return EXIT_SLOWER
+    if counts["AMBIGUOUS"]:
+        return EXIT_AMBIGUOUS
+    return EXIT_OK
+
+
+def summary_line(rows: Sequence[Row]) -> str:
+    counts = verdict_counts(rows)
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "nothing compared"
+
+
+def _us(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _change(row: Row) -> str:
+    change = row.change_pct
+    return "" if change is None else f"{change:+.1f}%"
+
+
+def table_rows(rows: Sequence[Row]) -> list[list[str]]:
+    """Cells of the table: case id, impl, old, new, change, interval, verdict, note."""
+    return [[row.id, row.impl, _us(row.old_median_us), _us(row.new_median_us), _change(row), row.interval_text(),
+             row.verdict + (f" (rerun x{row.reruns})" if row.reruns else ""), row.note] for row in rows]
+
+
+TABLE_HEADER = ["case id", "impl", "old us", "new us", "change", "interval", "verdict", "note"]
+
+
+def to_markdown(comparison: Comparison, new_name: str, old_name: str, gate: Gate) -> str:
+    """A job summary: verdict counts, warnings, and the table (worst first)."""
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = [f"## ssmbench compare: {summary_line(comparison.rows)}", "",
+             f"NEW `{new_name}` vs baseline `{old_name}`; band ±{gate.threshold_pct:g}%, "
+             f"{gate.confidence:.0%} interval of the median ratio; exit code {comparison.exit_code}.", ""]
+    for warning in comparison.warnings:
+        lines.append(f"> **warning**: {cell(warning)}")
+    if comparison.warnings:
+        lines.append("")
+    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
+    lines.append("|" + "---|" * len(TABLE_HEADER))
+    for cells in table_rows(comparison.rows):
+        cells[-2] = f"**{cells[-2]}**" if cells[-2].split()[0] in GATING else cells[-2]
+        lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_junit(comparison: Comparison, suite: str = "ssmbench compare") -> str:
+    """JUnit XML: one testcase per (case, impl); SLOWER and FAILED are failures, AMBIGUOUS and
+    MISSING carry a message in system-out."""
+    failures = sum(1 for r in comparison.rows if r.verdict in GATING)
+    root = ET.Element("testsuites", name=suite, tests=str(len(comparison.rows)), failures=str(failures))
+    ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(comparison.rows)), failures=str(failures),
+                       errors="0", skipped="0")
+    for row in comparison.rows:
+        case = ET.SubElement(ts, "testcase", classname=f"{row.sweep}.{row.impl}", name=row.id, time="0")
+        text = (f"{row.verdict}: old {_us(row.old_median_us) or '-'} us, new {_us(row.new_median_us) or '-'} us, "
+                f"change {_change(row) or '-'}, interval {row.interval_text() or '-'}"
+                + (f"; {row.note}" if row.note else ""))
+        if row.verdict in GATING:
+            failure = ET.SubElement(case, "failure", message=text, type=row.verdict)
+            failure.text = text
+        else:
+            ET.SubElement(case, "system-out").text = text
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def gates_from_spec(sweeps: Iterable[Any]) -> dict[str, Gate]:
+    """{sweep name: Gate} from a loaded sweep file's documents (their ``gate:`` sections)."""
+    return {s.name: Gate(s.spec.gate.threshold_pct, s.spec.gate.confidence) for s in sweeps}
