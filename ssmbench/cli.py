@@ -79,12 +79,20 @@ def list_cmd() -> None:
     console.print(presets)
 
     impls = Table(title="Impls")
-    for col in ("name", "family", "kind", "window axis", "needs GPU"):
+    for col in ("name", "family", "kind", "window axis", "needs GPU", "available"):
         impls.add_column(col)
+    unavailable: list[str] = []
     for name, impl in sorted(registry().items()):
+        # Peers are optional packages: say whether this machine has them (imported here, lazily).
+        availability = getattr(impl, "availability", None)
+        state = availability() if impl.kind == "peer" and availability is not None else "available"
+        if state != "available":
+            unavailable.append(f"{name}: {state}")
         impls.add_row(name, impl.family, impl.kind, "yes" if impl.uses_window else "no",
-                      "yes" if impl.needs_gpu else "no")
+                      "yes" if impl.needs_gpu else "no", "yes" if state == "available" else "no")
     console.print(impls)
+    for line in unavailable:
+        console.print(f"  {line}", highlight=False, markup=False)
 
     sweeps = Table(title=f"Sweeps ({SWEEPS_DIR})")
     for col in ("file", "name", "description"):
