@@ -2,7 +2,9 @@
 
 Every tensor region a kernel reads or writes counts once per kernel that touches it; parameters
 broadcast to all rows count once; padding rows read no state and write zero outputs. The models
-are checked against ncu's measured DRAM bytes by `ssmbench validate-bytes` (a later issue).
+are checked against ncu's measured DRAM bytes by `ssmbench validate-bytes` (docs/profile.md).
+A region is counted at the granularity DRAM moves it (32-byte sectors) where a kernel's reads
+are narrower than a sector: see `conv1d_bytes`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from ssmbench.case import Case
 from ssmbench.workload import ACT_DTYPES
 
 INDEX_BYTES = 8
+DRAM_SECTOR_BYTES = 32
 
 
 def act_bytes(case: Case) -> int:
@@ -31,11 +34,23 @@ def state_bytes(fmt: str, rows: int, row_len: int) -> int:
     return rows * row_len * bytes_per_element(fmt) + scale
 
 
+def conv_window_read_bytes(act: int, d_conv: int, T: int) -> int:
+    """Bytes DRAM moves per channel to read the d_conv-1 window columns out of a channel's
+    d_conv-2+T contiguous state columns: the window starts at a data-dependent offset, so a
+    window narrower than a sector drags its whole sector(s) along. With bf16 and T=6 a channel's
+    row is 16 bytes, so the whole row is read (measured by ncu on an H100: docs/profile.md)."""
+    row = (d_conv - 2 + T) * act
+    window = (d_conv - 1) * act
+    sectors = -(-window // DRAM_SECTOR_BYTES) + 1  # the window may straddle a sector boundary
+    return min(row, sectors * DRAM_SECTOR_BYTES)
+
+
 def conv1d_bytes(case: Case, conv_dim: int, d_conv: int, has_bias: bool, n_real: int) -> int:
-    """conv1d update: read x (all rows) and the d_conv-1 window columns, write d_conv-2+T state
-    columns (real rows), write the output (all rows, zeros for padding), weights once."""
+    """conv1d update: read x (all rows) and the window columns (`conv_window_read_bytes`), write
+    d_conv-2+T state columns (real rows), write the output (all rows, zeros for padding),
+    weights once."""
     act, T, b = act_bytes(case), case.T, case.batch
-    per_real = conv_dim * act * ((d_conv - 1) + (d_conv - 2 + T))
+    per_real = conv_dim * (conv_window_read_bytes(act, d_conv, T) + act * (d_conv - 2 + T))
     all_rows = b * (2 * T * conv_dim * act + 2 * INDEX_BYTES)
     params = conv_dim * d_conv * act + (conv_dim * act if has_bias else 0)
     return n_real * per_real + all_rows + params

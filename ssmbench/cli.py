@@ -115,6 +115,8 @@ def plan(
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
+    from rich.markup import escape
+
     from ssmbench.expand import expand, select_cases
     from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
@@ -135,7 +137,7 @@ def plan(
             cells = []
             for name in sweep.spec.impls:
                 reason = impl_plan(impls[name], c, sweep)
-                cells.append("[green]run[/]" if reason is None else f"[yellow]skip[/]: {reason}")
+                cells.append("[green]run[/]" if reason is None else f"[yellow]skip[/]: {escape(reason)}")
             table.add_row(c.id, *cells)
         console.print(table)
         notes = [f"{len(cases)} case(s)"]

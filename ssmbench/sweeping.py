@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -594,7 +595,7 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
         progress.advance(bar)
         if record.status in ("fail", "error"):
             progress.console.print(f"[red]{record.status.upper():5}[/] {record.impl} {record.id}: "
-                                   f"{record.message}", highlight=False)
+                                   f"{escape(record.message or '')}", highlight=False)
 
     def on_phase(task: Task, impl: str | None, phase: str) -> None:
         progress.update(bar, description=f"{phase:8} {impl or ''} {task.case.id}"[:110])

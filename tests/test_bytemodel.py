@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssmbench.bytemodel import state_bytes
+from ssmbench.bytemodel import conv_window_read_bytes, state_bytes
 from ssmbench.expand import expand
 from ssmbench.impl import registry
 from ssmbench.spec import load_sweep_file
@@ -28,7 +28,7 @@ def test_intermediate_headline_is_seven_states_plus_small_change() -> None:
     for fmt, per_state in [("fp32", 4 * 131072), ("bf16", 2 * 131072), ("int8", 131072 + 4096)]:
         total = impl.bytes_moved(headline(256, fmt))
         states = 256 * 7 * per_state
-        assert states < total < states * 1.10, (fmt, total, states)  # conv + activations: < 10%
+        assert states < total < states * 1.12, (fmt, total, states)  # conv + activations: <= 10.5% (int8)
 
 
 def test_padding_rows_move_no_state() -> None:
@@ -37,3 +37,13 @@ def test_padding_rows_move_no_state() -> None:
     wl = make_workload(case)
     impl = registry()["triton.intermediate"]
     assert impl.bytes_moved(case, wl) < impl.bytes_moved(case)
+
+
+def test_conv_window_reads_whole_sectors() -> None:
+    """The d_conv-1 window at a data-dependent offset drags its 32-byte sectors along: a bf16
+    row of d_conv-2+T = 8 columns (16 bytes) is read whole (ncu measured this on an H100), a
+    long row only the window's sectors, a T=1 row (the window itself) exactly."""
+    assert conv_window_read_bytes(act=2, d_conv=4, T=6) == 16
+    assert conv_window_read_bytes(act=2, d_conv=4, T=1) == 6
+    assert conv_window_read_bytes(act=2, d_conv=4, T=64) == 64
+    assert conv_window_read_bytes(act=4, d_conv=4, T=30) == 64
