@@ -160,9 +160,11 @@ def register(app: typer.Typer) -> None:
         spec: Annotated[Path | None, typer.Option(
             "--spec", help="Sweep spec for the gate settings and --rerun (default: the one NEW records).")] = None,
     ) -> None:
-        """Gate NEW against BASELINE: per (case, impl) SLOWER / FASTER / SAME / AMBIGUOUS / NEW /
-        MISSING / FAILED from the raw samples. Exit 0 ok, 1 SLOWER, 2 FAILED or bad input, 3 only
-        AMBIGUOUS left."""
+        """Gate NEW against BASELINE from the raw samples, per (case, impl).
+
+        Verdicts SLOWER, FASTER, SAME, AMBIGUOUS, NEW, MISSING, FAILED (docs/gate.md). Exit 0 ok,
+        1 SLOWER, 2 FAILED or bad input, 3 only AMBIGUOUS left.
+        """
         if threshold is not None and not 0 < threshold < 100:
             raise UsageError(f"--threshold {threshold}: allowed 0 < PCT < 100")
         new_results, old_results = load_results(new), load_results(baseline)

@@ -42,8 +42,10 @@ def register(app: typer.Typer) -> None:
         inner: Annotated[bool, typer.Option("--inner", hidden=True)] = False,
         info: Annotated[Path | None, typer.Option("--info", hidden=True)] = None,
     ) -> None:
-        """Profile one case's chain: ncu / nsys / compute-sanitizer around just the chain, or a
-        determinism check. Exit 0 ok, 1 errors found (or verification failed), 2 tool missing / bad input."""
+        """Profile one case's chain with ncu, nsys, compute-sanitizer or a determinism check.
+
+        Exit 0 ok, 1 errors found (or verification failed), 2 tool missing or bad input.
+        """
         from ssmbench.errors import UsageError
         from ssmbench.profiling.driver import TOOLS, ProfileOptions, inner_main, profile_main
         from ssmbench.profiling.ncu import CACHE_CONTROLS
@@ -84,8 +86,11 @@ def register(app: typer.Typer) -> None:
         inner: Annotated[bool, typer.Option("--inner", hidden=True)] = False,
         info: Annotated[Path | None, typer.Option("--info", hidden=True)] = None,
     ) -> None:
-        """Check every impl's byte model against ncu's DRAM bytes over the cases of a sweep; models off
-        by more than --threshold % are listed. Exit 0 all within, 1 some off (or not measured), 2 cannot run."""
+        """Check every impl's byte model against ncu's DRAM bytes over the cases of a sweep.
+
+        Models off by more than --threshold % are listed. Exit 0 all within, 1 some off (or not
+        measured), 2 cannot run.
+        """
         from ssmbench.errors import UsageError
         from ssmbench.profiling.driver import ValidateOptions, validate_inner, validate_main
 

@@ -102,3 +102,29 @@ def test_workload_reproducible() -> None:
     case = smoke_case(0, "T4-fp32-pool-w4")
     a, b = make_workload(case), make_workload(case)
     assert torch.equal(a.xbc, b.xbc) and torch.equal(a.slot_idx, b.slot_idx) and torch.equal(a.pnat, b.pnat)
+
+
+def test_declared_state_tolerance_loosens_only_within_bounds_and_is_flagged() -> None:
+    """A peer may declare a looser state tolerance (documented arithmetic), never a tighter one or
+    one that would hide a wrong row; the comparison carries the note, so reports flag it."""
+    from ssmbench.verify import STATE_TOL, state_tolerance, verify
+
+    case = smoke_case(0, "T4-fp32-pool-w4")
+    assert state_tolerance(case, None) == (STATE_TOL["fp32"], "")
+    tol, note = state_tolerance(case, (4e-3, "bf16 fold operands"))
+    assert tol == 4e-3 and "bf16 fold operands" in note
+    for bad in (1e-6, 0.5):
+        with pytest.raises(ValueError, match="allowed"):
+            state_tolerance(case, (bad, "x"))
+    workload = make_workload(case)
+    chain = IntermediateReference().build(case, workload)
+    chain()
+    outputs = dict(chain.outputs())
+    outputs["state_after"] = outputs["state_after"] * (1 + 1e-3)  # a bf16-sized error: fails fp32's 2e-5
+    plain = {c.name: c for c in verify(case, workload, outputs)}
+    assert not plain["state[fp32]"].ok
+    outputs["state_tolerance"] = (4e-3, "bf16 fold operands")
+    declared = {c.name: c for c in verify(case, workload, outputs)}
+    assert declared["state[fp32]"].ok and "bf16 fold operands" in declared["state[fp32]"].describe()
+    outputs["state_after"] = outputs["state_after"].roll(1, dims=0)  # a wrong row still fails
+    assert not {c.name: c for c in verify(case, workload, outputs)}["state[fp32]"].ok

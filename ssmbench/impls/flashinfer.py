@@ -43,6 +43,9 @@ MAX_WINDOW = 16
 PHILOX_ROUNDS = 10
 """FlashInfer's default Philox rounds for its (fp16-only) stochastic rounding."""
 PAD_SLOT_ID = -1
+FP32_FOLD_TOLERANCE = (4e-3, "checkpointing_ssu folds with bf16 tensor-core operands (docs/flashinfer.md)")
+"""Declared state tolerance of `flashinfer.checkpointing` on fp32 checkpoints (verify.state_tolerance):
+measured 3.6e-4 / 6.0e-4 on the H100; the cases are judged at this bound, timed and flagged."""
 SSU_KERNELS = ("selective_state_update_kernel_simple_mtp",)
 CHECKPOINTING_KERNELS = ("checkpointing_ssu_precompute_kernel | checkpointing_ssu_kernel",
                          "checkpointing_ssu_main_kernel")
@@ -373,6 +376,7 @@ class FlashInferCheckpointing(_FlashInferMamba2):
                 "y": y.view(b, T, s.nheads, s.head_dim), "start_state": start,
                 "state_after": replay_implied_state(committed, workload.slot_idx, workload.A),
                 "accepted": workload.accepted, "must_write": must_write,
+                **({"state_tolerance": FP32_FOLD_TOLERANCE} if case.state_dtype == "fp32" else {}),
             }
 
         return Chain([head.launch, state_update], [*CONV1D_KERNELS, *CHECKPOINTING_KERNELS], outputs=outputs,

@@ -278,7 +278,7 @@ class Session:
             return self._record(task, impl.name, "fail", f"verification failed: {bad}", verify=checked)
 
         emit(("phase", impl.name, "capture", setup))
-        notes: list[str] = []
+        notes: list[str] = [f"{c.name} verified at {c.tolerance:.0e} ({c.note})" for c in comparisons if c.note]
         if chain.restore is not None:
             chain.restore()
         run, launch, note = self._capture(chain)
