@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ssmbench.errors import UsageError
@@ -101,7 +102,7 @@ def run_check(sweep_file: SweepFile, impl_names: list[str] | None, case_glob: st
 def _print_result(console: Console, r: CheckResult) -> None:
     colour = {"ok": "green", "fail": "red", "error": "red"}[r.status]
     detail = r.message or "; ".join(c.describe() for c in r.comparisons)
-    console.print(f"[{colour}]{r.status.upper():5}[/] {r.impl:28} {r.case_id}  {detail}", highlight=False)
+    console.print(f"[{colour}]{r.status.upper():5}[/] {r.impl:28} {r.case_id}  {escape(detail)}", highlight=False)
 
 
 def _print_summary(console: Console, results: list[CheckResult]) -> None:
