@@ -30,7 +30,7 @@ grep -h "passed\|failed\|rc=" "$OUT"/gpu-tests-*.txt | tee -a "$OUT/summary.txt"
 grep -q "rc=[1-9]" "$OUT"/gpu-tests-*.txt && status=1
 # 2. The CPU suite's kernel tests, on the GPU (bit-exact storage checks on the GPU's paths).
 step cpu-suite-on-gpu python3 -m pytest -q tests/test_triton_storage.py tests/test_triton_conv1d.py \
-  tests/test_triton_intermediate.py tests/test_storage.py
+  tests/test_triton_intermediate.py tests/test_storage.py tests/test_triton_gdn.py tests/test_triton_checkpoint.py
 # 3. The harness's correctness gate on the GPU: smoke spec, and the headline shape with Triton.
 step check-smoke python3 -m ssmbench check sweeps/smoke.yaml --device cuda
 for b in 1 64 256; do
