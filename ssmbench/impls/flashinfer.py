@@ -25,13 +25,13 @@ from typing import Any
 import torch
 
 from kernels.reference.replay import ReplayState, replay_commit, replay_implied_state
-from kernels.reference.storage import StoredState, dequantize
+from kernels.reference.storage import StoredState
 from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench.bytemodel import act_bytes, conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, Impl, register, snapshot
 from ssmbench.impls.reference import intermediate_pool, replay_state
-from ssmbench.impls.triton_mamba import ConvHead
+from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
 from ssmbench.workload import Mamba2Workload
 
 FLASHINFER_VERSION = "0.7.2.post1"
@@ -303,16 +303,7 @@ class FlashInferSSU(_FlashInferMamba2):
         pool.data.copy_(initial.data)
 
         def outputs() -> dict[str, Any]:
-            rows = torch.arange(b, device=dst.device)
-            real = workload.slot_idx >= 0
-            after = dequantize(pool[dst[rows, workload.accepted - 1]])
-            after[~real] = 0
-            return {
-                "conv_out": head.conv_out, "conv_state": head.conv_state,
-                "y": y.view(b, T, s.nheads, s.head_dim),
-                "start_state": dequantize(initial[workload.slot_idx.clamp(min=0)]),
-                "state_after": after, "accepted": workload.accepted,
-            }
+            return per_token_state_outputs(head, y, pool, initial, dst, workload)
 
         # The pool needs no restore: the kernel reads src slots and writes only dst slots.
         return Chain([head.launch, state_update], [*CONV1D_KERNELS, *SSU_KERNELS], outputs=outputs,

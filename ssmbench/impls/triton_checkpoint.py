@@ -1,4 +1,5 @@
 """`triton.checkpoint`: the Triton checkpoint-replay chain (SPEC 5), conv1d -> precompute -> main,
+or conv1d -> fused (SPEC 7's one-kernel variant, `CheckpointKnobs.fused`: the default on the GPU),
 PDL-linked when the case asks (SPEC 7). The window axis is a case parameter: W = T is classic
 replay, W = 16 the checkpointing variant.
 
@@ -17,8 +18,14 @@ from typing import Any
 import torch
 
 from kernels.reference.replay import ReplayState, replay_implied_state
-from kernels.triton.checkpoint import KERNEL_NAMES as CHECKPOINT_KERNELS
-from kernels.triton.checkpoint import commit, default_knobs, make_scratch, replay_step, validate_replay_inputs
+from kernels.triton.checkpoint import (
+    commit,
+    default_knobs,
+    kernel_names,
+    make_scratch,
+    replay_step,
+    validate_replay_inputs,
+)
 from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
 from kernels.triton.conv1d import validate_conv1d_inputs
 from ssmbench.accept import stationary_pnat
@@ -98,8 +105,9 @@ class TritonCheckpoint(_TritonMamba2):
                 "accepted": workload.accepted, "must_write": must_write,
             }
 
-        return Chain([head.launch, precompute, main], [*CONV1D_KERNELS, *CHECKPOINT_KERNELS], outputs=outputs,
-                     restore=restore)
+        # The fused form (SPEC 7's one-kernel variant) launches only main's kernel.
+        launches = [head.launch, main] if knobs.fused else [head.launch, precompute, main]
+        return Chain(launches, [*CONV1D_KERNELS, *kernel_names(knobs)], outputs=outputs, restore=restore)
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
         s = case.shape

@@ -104,16 +104,7 @@ class TritonIntermediate(_TritonMamba2):
         _copy_into(pool, initial)
 
         def outputs() -> dict[str, Any]:
-            rows = torch.arange(b, device=dst.device)
-            real = workload.slot_idx >= 0
-            after = dequantize(pool[dst[rows, workload.accepted - 1]])
-            after[~real] = 0
-            return {
-                "conv_out": head.conv_out, "conv_state": head.conv_state,
-                "y": y.view(b, T, s.nheads, s.head_dim),
-                "start_state": dequantize(initial[workload.slot_idx.clamp(min=0)]),
-                "state_after": after, "accepted": workload.accepted,
-            }
+            return per_token_state_outputs(head, y, pool, initial, dst, workload)
 
         # Each sample starts from the same conv state; the pool needs no restore: the kernel reads
         # src slots and writes only dst slots, which nothing reads.
@@ -123,6 +114,22 @@ class TritonIntermediate(_TritonMamba2):
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
         s, n_real = case.shape, real_rows(case, workload)
         return conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real) + mamba2_intermediate_bytes(case, n_real)
+
+
+def per_token_state_outputs(head: ConvHead, y: torch.Tensor, pool: StoredState, initial: StoredState,
+                            dst: torch.Tensor, workload: Mamba2Workload) -> dict[str, Any]:
+    """What a per-token-state chain left, for `verify`: the state at the accepted token's
+    destination slot (``dst[b, k-1]``), zeros for padding rows, and the start state it read."""
+    s, b, T = workload.shape, workload.batch, workload.case.T
+    rows = torch.arange(b, device=dst.device)
+    after = dequantize(pool[dst[rows, workload.accepted - 1]])
+    after[workload.slot_idx < 0] = 0
+    return {
+        "conv_out": head.conv_out, "conv_state": head.conv_state,
+        "y": y.view(b, T, s.nheads, s.head_dim),
+        "start_state": dequantize(initial[workload.slot_idx.clamp(min=0)]),
+        "state_after": after, "accepted": workload.accepted,
+    }
 
 
 def _copy_into(dst: StoredState, src: StoredState) -> None:
