@@ -67,8 +67,10 @@ def state_tolerance(case: Case, declared: tuple[float, str] | None) -> tuple[flo
 
 
 def normalized_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |a - e| / max |e| in fp64; NaN or inf anywhere in ``actual`` gives inf."""
-    a, e = actual.to(torch.float64).cpu(), expected.to(torch.float64).cpu()
+    """max |a - e| / max |e| in fp64; NaN or inf anywhere in ``actual`` gives inf. Computed on
+    ``expected``'s device (a batch-1024 state comparison is ~1 GB in fp64: no host round trip)."""
+    e = expected.to(torch.float64)
+    a = actual.to(device=e.device, dtype=torch.float64)
     if a.shape != e.shape:
         raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(e.shape)}")
     if not torch.isfinite(a).all():
