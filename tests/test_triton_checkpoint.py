@@ -39,6 +39,7 @@ from kernels.triton.checkpoint import (  # noqa: E402
     CheckpointKnobs,
     commit,
     default_knobs,
+    kernel_names,
     make_scratch,
     replay_step,
 )
@@ -191,39 +192,52 @@ def _simulate(fmt, rounding, T, W, *, H=4, P=12, N=10, G=2, batch=3, steps=3, wi
     return seen_write, seen_nowrite
 
 
+FORMS = {
+    "fused": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3"),
+    "fused-persistent": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3", persistent=True),
+    "dot": CheckpointKnobs(dots=True, block_p=16, num_warps=4, precision="tf32x3"),
+    "dot-persistent": CheckpointKnobs(dots=True, block_p=16, num_warps=4, persistent=True),
+    "rank1": CheckpointKnobs(dots=False, block_p=4, num_warps=1),
+    "rank1-persistent": CheckpointKnobs(dots=False, block_p=4, num_warps=1, persistent=True),
+}
+"""Every kernel form (precision "tf32x3" only matters on a GPU: the interpreter computes in fp32)."""
+
+
 @pytest.mark.parametrize(
-    "fmt,rounding,window,with_z,persistent,dots",
+    "fmt,rounding,window,with_z,form",
     [
-        ("fp32", "rn", "T", True, False, True),
-        ("fp32", "sr", 16, False, True, False),
-        ("bf16", "rn", 16, True, True, True),
-        ("bf16", "sr", "T", True, False, False),
-        ("fp16", "sr", 16, True, False, True),
-        ("fp16", "rn", "T", False, True, False),
-        ("int8", "sr", 16, True, True, False),
-        ("int8", "rn", "T", True, False, True),
-        ("fp8", "sr", "T", False, True, True),
-        ("fp8", "rn", 16, True, False, False),
+        ("fp32", "rn", "T", True, "fused"),
+        ("fp32", "sr", 16, False, "rank1-persistent"),
+        ("fp32", "rn", 16, True, "dot"),
+        ("bf16", "rn", 16, True, "fused"),
+        ("bf16", "sr", "T", True, "rank1"),
+        ("fp16", "sr", 16, True, "fused-persistent"),
+        ("fp16", "rn", "T", False, "dot-persistent"),
+        ("int8", "sr", 16, True, "fused"),
+        ("int8", "rn", "T", True, "dot"),
+        ("fp8", "sr", "T", False, "fused-persistent"),
+        ("fp8", "rn", 16, True, "fused"),
     ],
 )
-def test_replay_matches_reference(fmt, rounding, window, with_z, persistent, dots) -> None:
+def test_replay_matches_reference(fmt, rounding, window, with_z, form) -> None:
     T = 3
     W = T if window == "T" else window
-    knobs = CheckpointKnobs(persistent=persistent, dots=dots, block_p=16 if dots else 4, num_warps=4 if dots else 1)
-    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, with_z=with_z, knobs=knobs,
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, with_z=with_z, knobs=FORMS[form],
                                          seed=zlib.crc32(f"{fmt}{rounding}{W}".encode()))
     assert seen_write and seen_nowrite, "the simulation must exercise both write and nowrite rows"
 
 
 def test_replay_head_dim_80_multi_tile() -> None:
-    """P = 80 (nemotron-nano): 5 P-tiles of 16, one group, no padding, W = 8."""
-    for dots, block_p in ((True, 16), (False, 32)):
+    """P = 80 (nemotron-nano): 5 P-tiles of 16 (dot) or 3 masked tiles of 32 (fused), one group,
+    no padding, W = 8."""
+    for knobs in (CheckpointKnobs(dots=True, block_p=16), CheckpointKnobs(fused=True, block_p=32)):
         _simulate("bf16", "sr", 2, 8, H=2, P=80, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],
-                  knobs=CheckpointKnobs(dots=dots, block_p=block_p))
+                  knobs=knobs)
 
 
 def test_replay_all_padding_touches_nothing() -> None:
-    for persistent in (False, True):
+    for knobs in (CheckpointKnobs(), CheckpointKnobs(persistent=True), CheckpointKnobs(fused=True),
+                  CheckpointKnobs(fused=True, persistent=True)):
         rs, slots, g = _initial(2, 2, 4, 2, 8, 8, 1, "int8", [4, 1], n_pad=2, seed=3)
         before = rs.clone()
         A, D, dt_bias = _params(g, 2)
@@ -232,7 +246,7 @@ def test_replay_all_padding_touches_nothing() -> None:
         d = lambda t: t.to(DEVICE)  # noqa: E731
         replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=8, dstate=8,
                     ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding="sr",
-                    knobs=CheckpointKnobs(persistent=persistent))
+                    knobs=knobs)
         assert (y == 0).all()
         for a, b in ((rs.ckpt.data, before.ckpt.data), (rs.ckpt.scale, before.ckpt.scale),
                      (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B), (rs.hist_dt, before.hist_dt)):
@@ -279,6 +293,10 @@ def test_commit_is_graph_safe_bookkeeping() -> None:
 def test_default_knobs_and_names() -> None:
     for batch in (1, 8, 64, 1024):
         for fmt in ("fp32", "bf16", "int8"):
-            k = default_knobs(batch, fmt, "rn", 64)
-            assert k.block_p >= (16 if k.dots else 1) and k.num_warps in (1, 2, 4, 8)
+            for window in (None, 6, 16):
+                k = default_knobs(batch, fmt, "rn", 64, window=window, T=6)
+                assert k.block_p >= (16 if k.dots or k.fused else 1) and k.num_warps in (1, 2, 4, 8)
+                assert k.precision in ("ieee", "tf32x3") and k.max_regs >= 0
     assert KERNEL_NAMES == ("replay_precompute_kernel", "replay_main_kernel")
+    assert kernel_names(CheckpointKnobs(fused=True)) == ("replay_fused_kernel",)
+    assert kernel_names(CheckpointKnobs()) == KERNEL_NAMES

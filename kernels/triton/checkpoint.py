@@ -46,6 +46,22 @@ the work list ``(row, head, P-tile)`` with a stride; rows are ordered write-firs
 computed from pnat in registers, no extra kernel), and each item branches to the write- or
 nowrite-specialized path. A CUDA graph captured once handles any write/nowrite mix.
 
+Fused form (``knobs.fused``, `replay_fused_kernel`; SPEC 7's conv1d -> main variant, the
+default on the GPU except W = T from batch 64): one program per (row, head, P-tile) computes what
+precompute would hand over itself, in registers, with history columns (W_PAD) and new-token
+columns (T_PAD) as separate blocks: processed dt and cumulative decays, ``C @ B^T`` for the
+history and the new tokens (bf16 tensor-core products, exact, fp32 sums). Before `gdc_wait` it
+loads the state tile, bookkeeping, history x/B/dt and parameters and, on write rows, folds and
+stores the checkpoint (the fold reads only the history). The fold's fp32 operands run as 3xTF32
+(``knobs.precision = "tf32x3"``, ~2^-22 relative; measured 2-3e-7 of the state's max on the
+H100 against the fp32 tolerance 2e-5). Outputs come from S_ckpt for *every* row (the rectangle:
+write rows' ``S' C_t`` expands to the same sum), so they depend neither on the fold nor on a layout
+change of its result; fp32 state and coefficient operands go to the tensor cores as a sum of two
+bf16 parts (|error| <= 2^-17 relative, far inside the act-dtype output tolerance), a bf16 state as
+itself. The program with P-tile 0 appends dt (and B for the group's first head). No scratch.
+Per-slot bases are int64 scalars, offsets inside a slot int32; ring rows use a conditional
+subtract, not a 64-bit modulo.
+
 Padding rows (slot < 0): no state / history read or write, zero outputs. Offsets are int64
 (slots cast before any multiply). Non-power-of-two P / N are masked.
 """
@@ -58,7 +74,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.dots import dot
+from kernels.triton.dots import dot, dot_precision
 from kernels.triton.intermediate import _softplus
 from kernels.triton.launch import (
     interpreting,
@@ -68,7 +84,15 @@ from kernels.triton.launch import (
     pdl_launch_dependents,
     pdl_wait,
 )
-from kernels.triton.storage import SCALED, format_code, format_of, load_state_rows, rounding_is_sr, store_state_rows
+from kernels.triton.storage import (
+    FMT_BF16,
+    SCALED,
+    format_code,
+    format_of,
+    load_state_rows,
+    rounding_is_sr,
+    store_state_rows,
+)
 from kernels.triton.validation import check_slot_range, check_unique_slots
 
 
@@ -88,16 +112,35 @@ class CheckpointKnobs:
     """Main as a persistent kernel over a device-side, write-first work list."""
     programs_per_sm: int = 4
     """Persistent form: programs per SM."""
+    fused: bool = False
+    """One kernel (`replay_fused_kernel`, SPEC 7's one-kernel variant) instead of precompute + main:
+    every (row, head, P-tile) program computes its own coefficients in registers (cheap: T x W
+    exps and a T x N x L product on the tensor cores) and the fold before `gdc_wait`."""
+    max_regs: int = 0
+    """Fused form: registers per thread cap (ptxas ``maxnreg``; 0 = the compiler's choice). Fewer
+    registers, more programs per SM (memory-level parallelism), at the price of some spills."""
+    precision: str = "ieee"
+    """`tl.dot` input precision of fp32 operands in the dot forms: "ieee" (FMA, exact products) or
+    "tf32x3" (3 TF32 tensor-core products, ~2^-22 relative: inside the fp32 state tolerance)."""
 
 
-def default_knobs(batch: int, fmt: str, rounding: str = "rn", head_dim: int = 64) -> CheckpointKnobs:
-    """Heuristic (H100, docs/checkpoint.md): the rank-1 / row-reduction form of main on 4 x N tiles
-    and one warp, as the intermediate kernel (fp32 `tl.dot`s with ieee precision run on the FMA
-    units through shared memory and were ~4x slower); one-row-per-program grid."""
-    del batch, fmt, rounding
-    if interpreting():  # CPU: the dot form runs ~3x faster in the interpreter (both are unit-tested)
-        return CheckpointKnobs(dots=True, block_p=16, num_warps=4)
-    return CheckpointKnobs(dots=False, block_p=min(4, triton.next_power_of_2(head_dim)), num_warps=1)
+def default_knobs(
+    batch: int, fmt: str, rounding: str = "rn", head_dim: int = 64, *, window: int | None = None, T: int | None = None
+) -> CheckpointKnobs:
+    """Heuristic from the H100 knob sweeps (docs/checkpoint.md, `tests/gpu/tune_checkpoint.py`):
+
+    - the fused one-kernel form, 2 warps on 32 x N tiles (16 x N up to batch 16: more programs for
+      few rows), fp32 fold products as 3xTF32: fastest at W = 16 for every batch and format, and
+      at W = T for small batches;
+    - W = T (classic replay, every row writes) from batch 64: round 1's two-kernel rank-1 form
+      (4 x N tiles, one warp) is 0-15% faster than the fused form there.
+    ``window`` / ``T`` unknown: the W = 16 choice."""
+    del rounding, fmt
+    if interpreting():  # CPU: the dot forms run fastest in the interpreter (every form is unit-tested)
+        return CheckpointKnobs(fused=True, block_p=16, num_warps=4)
+    if window is not None and window == T and batch >= 64:
+        return CheckpointKnobs(dots=False, block_p=min(4, triton.next_power_of_2(head_dim)), num_warps=1)
+    return CheckpointKnobs(fused=True, block_p=16 if batch <= 16 else 32, num_warps=2, precision="tf32x3")
 
 
 @dataclass
@@ -130,6 +173,13 @@ def make_scratch(batch: int, nheads: int, T: int, window: int, device) -> Replay
         w=torch.full((batch, nheads, l_pad), nan, device=device),
         fdec=torch.full((batch, nheads), nan, device=device),
     )
+
+
+@triton.jit
+def _ring(r, L: tl.constexpr):
+    """``r mod L`` for ``0 <= r < 2L`` (ring rows: ring_start < L plus an offset < L): an int32
+    conditional subtract instead of a 64-bit modulo."""
+    return tl.where(r >= L, r - L, r)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,8 +226,8 @@ def replay_precompute_kernel(
     slot = tl.load(slot_ptr + b).to(tl.int64)
     real = slot >= 0
     s = tl.maximum(slot, 0)
-    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int64)
-    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int64)
+    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
+    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
     mw = real & (pnat + T > W)
     A = tl.load(A_ptr + h).to(tl.float32)
     dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)
@@ -188,8 +238,7 @@ def replay_precompute_kernel(
     zero_c = cols * 0
     is_hist = cols < W
     hist_ok = is_hist & (cols < (zero_c + pnat)) & ((zero_c + slot) >= 0)
-    ring = (start + cols) % L
-    hrow = s * L + ring  # int64 ring rows of this slot
+    hrow = s * L + _ring(start + cols, L)  # int64 ring rows of this slot (valid columns: start + j < 2L)
     dt_hist = tl.load(hist_dt_ptr + hrow * H + h, mask=hist_ok, other=0.0)
     b_hist = tl.load(
         hist_B_ptr + (hrow[:, None] * G + g) * N + offs_n[None, :], mask=hist_ok[:, None] & mask_n[None, :], other=0.0
@@ -242,7 +291,7 @@ def replay_precompute_kernel(
     tl.store(fdec_ptr + bh, fdec)
 
     # History appends of this step's tokens (ring rows disjoint from the rows read above).
-    wrow = s * L + (start + pnat + tok) % L
+    wrow = s * L + _ring(start + pnat + tok, L)
     tl.store(hist_dt_ptr + wrow * H + h, dt_new, mask=new_ok)
     if h % HEADS_PER_GROUP == 0:
         tl.store(
@@ -298,6 +347,7 @@ def _main_item(
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
     USE_DOT: tl.constexpr,
+    PREC: tl.constexpr,
     WAIT: tl.constexpr,
 ):
     """One work item (row b, head h, P-tile pid_p). WAIT: call `gdc_wait` after the
@@ -307,8 +357,8 @@ def _main_item(
     slot = tl.load(slot_ptr + b).to(tl.int64)
     real = slot >= 0
     s = tl.maximum(slot, 0)
-    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int64)
-    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int64)
+    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
+    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
     mw = real & (pnat + T > W)
 
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -321,7 +371,7 @@ def _main_item(
 
     offs_j = tl.arange(0, W_PAD)
     j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
-    hrow = s * L + (start + offs_j) % L
+    hrow = s * L + _ring(start + offs_j, L)
     fold_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) != 0)  # history B: write rows only
     if USE_DOT:
         x_hist = tl.load(
@@ -365,13 +415,13 @@ def _main_item(
         if USE_DOT:  # one dot over the history columns
             w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
             xw = x_hist.to(tl.float32) * w[:, None]
-            state = dot(tl.trans(xw), b_hist.to(tl.float32), state * fdec)
+            state = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * fdec, PREC)
         else:  # rank-1 updates, history rows loaded one by one (all independent: one latency)
             state = state * fdec
             for j in tl.static_range(W):
                 ok_p = mask_p & ((offs_p * 0 + j) < pnat)
                 ok_n = mask_n & ((offs_n * 0 + j) < pnat)
-                row_j = s * L + (start + j) % L
+                row_j = s * L + _ring(start + j, L)
                 x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
                 b_j = tl.load(hist_B_ptr + (row_j * G + g) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
                 w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
@@ -382,11 +432,12 @@ def _main_item(
 
     # Outputs, transposed: Y^T (BLOCK_P, T_PAD).
     if USE_DOT:
-        yt = dot(state, tl.trans(c_new.to(tl.float32)), tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+        yt = dot_precision(state, tl.trans(c_new.to(tl.float32)), yt, PREC)
         yt = yt * cdec[None, :]
         if not mw:
-            yt = dot(tl.trans(x_hist.to(tl.float32)), tl.trans(cb_hist), yt)
-        yt = dot(xt, tl.trans(cb_new), yt)
+            yt = dot_precision(tl.trans(x_hist.to(tl.float32)), tl.trans(cb_hist), yt, PREC)
+        yt = dot_precision(xt, tl.trans(cb_new), yt, PREC)
     else:
         yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
         for t in tl.static_range(T):
@@ -398,7 +449,7 @@ def _main_item(
         if not mw:  # rectangle: history columns
             for j in tl.static_range(W):
                 ok_p = mask_p & ((offs_p * 0 + j) < pnat)
-                row_j = s * L + (start + j) % L
+                row_j = s * L + _ring(start + j, L)
                 x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
                 cb_j = tl.load(cb_t + j, mask=t_ok[:, None] & ((offs_t * 0 + j) < pnat)[:, None], other=0.0)
                 yt += x_j[:, None] * tl.sum(cb_j, axis=1)[None, :]
@@ -422,7 +473,7 @@ def _main_item(
     )
 
     # History append of x at ring rows (ring_start + pnat + i) mod L.
-    wrow = s * L + (start + pnat + offs_t) % L
+    wrow = s * L + _ring(start + pnat + offs_t, L)
     tl.store(hist_x_ptr + (wrow[:, None] * H + h) * P + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
 
 
@@ -469,6 +520,7 @@ def replay_main_kernel(
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
     USE_DOT: tl.constexpr,
+    PREC: tl.constexpr,
     PERSISTENT: tl.constexpr,
     PDL: tl.constexpr,
 ):
@@ -478,7 +530,8 @@ def replay_main_kernel(
             ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
             D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
             stride_x_row, stride_c_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PDL,
+            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PREC,
+            PDL,
         )
     else:
         # Work list: rows ordered write-first (ranked here from the bookkeeping), then heads and
@@ -504,7 +557,8 @@ def replay_main_kernel(
             ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
             D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
             stride_x_row, stride_c_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PDL,
+            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PREC,
+            PDL,
         )
         for item in range(pid + nprog, n_items, nprog):
             r = item // per_row
@@ -516,12 +570,307 @@ def replay_main_kernel(
                 D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
                 stride_x_row, stride_c_row, stride_z_row, stride_y_row,
                 T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT,
-                False,
+                PREC, False,
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# fused (one kernel: SPEC 7's conv1d -> main variant)
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _dot_bf16x2(a, b, acc):
+    """``acc + a @ b`` for fp32 ``a`` and bf16 ``b`` as two bf16 tensor-core products: a = hi + lo
+    (bf16 parts, |a - hi - lo| <= 2^-17 |a|), products exact, fp32 sums. For outputs (act-dtype
+    tolerance), not for stored states."""
+    hi = a.to(tl.bfloat16)
+    lo = (a - hi.to(tl.float32)).to(tl.bfloat16)
+    return dot(lo, b, dot(hi, b, acc))
+
+
+@triton.jit
+def _dot_bf16x2_rhs(a, b, acc):
+    """``acc + a @ b`` for bf16 ``a`` and fp32 ``b`` (split as in `_dot_bf16x2`)."""
+    hi = b.to(tl.bfloat16)
+    lo = (b - hi.to(tl.float32)).to(tl.bfloat16)
+    return dot(a, lo, dot(a, hi, acc))
+
+
+@triton.jit
+def _fused_item(
+    b,
+    h,
+    pid_p,
+    ckpt_ptr,
+    scale_ptr,
+    slot_ptr,
+    pnat_ptr,
+    rs_ptr,
+    hist_x_ptr,
+    hist_B_ptr,
+    hist_dt_ptr,
+    x_ptr,
+    b_ptr,
+    c_ptr,
+    dt_ptr,
+    z_ptr,
+    y_ptr,
+    A_ptr,
+    D_ptr,
+    dt_bias_ptr,
+    seed,
+    step,
+    stride_x_row,
+    stride_b_row,
+    stride_c_row,
+    stride_dt_row,
+    stride_z_row,
+    stride_y_row,
+    T: tl.constexpr,
+    W: tl.constexpr,
+    H: tl.constexpr,
+    P: tl.constexpr,
+    N: tl.constexpr,
+    G: tl.constexpr,
+    HEADS_PER_GROUP: tl.constexpr,
+    T_PAD: tl.constexpr,
+    W_PAD: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    FMT: tl.constexpr,
+    SR: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    PREC: tl.constexpr,
+    WAIT: tl.constexpr,
+):
+    """One work item (row b, head h, P-tile pid_p) of the one-kernel form: everything precompute
+    would hand over is computed here, history columns (W_PAD) and new-token columns (T_PAD) as
+    separate blocks. Write rows fold and store the checkpoint before `gdc_wait` (the fold reads only
+    the history, not conv1d's output). WAIT: call `gdc_wait` (only the first item of a program)."""
+    g = h // HEADS_PER_GROUP
+    L: tl.constexpr = W + T
+    slot = tl.load(slot_ptr + b)
+    real = slot >= 0
+    s = tl.maximum(slot, 0).to(tl.int64)
+
+    # Producer-independent loads: state tile first (the big one), bookkeeping, history, parameters.
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_p = offs_p < P
+    mask_n = offs_n < N
+    srow = h * P + offs_p
+    read_p = mask_p & ((offs_p * 0 + slot) >= 0)  # (vector forms of scalar masks: the interpreter needs them)
+    # Per-slot / per-row bases in int64 (scalars), offsets inside them in int32 (fewer registers).
+    ckpt_base = ckpt_ptr + s * (H * P * N)
+    scale_base = scale_ptr + s * (H * P)  # (a dummy pointer, never read, for unscaled formats)
+    state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
+    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
+    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
+    mw = real & (pnat + T > W)
+    offs_j = tl.arange(0, W_PAD)
+    j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
+    hx_base = hist_x_ptr + s * (L * H * P)
+    hb_base = hist_B_ptr + s * (L * G * N)
+    hd_base = hist_dt_ptr + s * (L * H)
+    rj = _ring(start + offs_j, L)
+    x_hist = tl.load(
+        hx_base + (rj[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
+    )
+    b_hist = tl.load(
+        hb_base + (rj[:, None] * G + g) * N + offs_n[None, :], mask=j_ok[:, None] & mask_n[None, :], other=0.0
+    )
+    dt_hist = tl.load(hd_base + rj * H + h, mask=j_ok, other=0.0)
+    A = tl.load(A_ptr + h).to(tl.float32)
+    Dh = tl.load(D_ptr + h).to(tl.float32)
+    dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)
+
+    a_hist = A * dt_hist  # invalid columns: dt = 0, an exact no-op
+    cum_hist = tl.cumsum(a_hist, axis=0)
+    cum_h = tl.sum(a_hist, axis=0)
+    if mw:
+        # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, w_j = exp(cum_h - cum_j) dt_j; stored now.
+        # S' is only stored: the outputs below come from S_ckpt (the rectangle) for every row.
+        w = tl.where(j_ok, tl.exp(cum_h - cum_hist) * dt_hist, 0.0)
+        xw = x_hist.to(tl.float32) * w[:, None]
+        folded = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * tl.exp(cum_h), PREC)
+        store_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, folded, N, FMT, SR, seed, s, step, srow)
+
+    pdl_wait(WAIT)
+
+    offs_t = tl.arange(0, T_PAD)
+    t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
+    row0 = b * T  # int64; token offsets below are int32
+    x_new = tl.load(
+        x_ptr + row0 * stride_x_row + offs_t[:, None] * stride_x_row + h * P + offs_p[None, :],
+        mask=t_ok[:, None] & mask_p[None, :],
+        other=0.0,
+    )
+    b_new = tl.load(
+        b_ptr + row0 * stride_b_row + offs_t[:, None] * stride_b_row + g * N + offs_n[None, :],
+        mask=t_ok[:, None] & mask_n[None, :],
+        other=0.0,
+    )
+    c_new = tl.load(
+        c_ptr + row0 * stride_c_row + offs_t[:, None] * stride_c_row + g * N + offs_n[None, :],
+        mask=t_ok[:, None] & mask_n[None, :],
+        other=0.0,
+    )
+    dt_raw = tl.load(dt_ptr + row0 * stride_dt_row + offs_t * stride_dt_row + h, mask=t_ok, other=0.0).to(tl.float32)
+    dt_new = tl.where(t_ok, _softplus(dt_raw + dt_bias), 0.0)
+    cl = tl.cumsum(A * dt_new, axis=0)  # cum over the new tokens only (from the fold point cum_h)
+
+    # CB of the new tokens: exp(cl_t - cl_i) dt_i (C_t . B_i), i <= t (bf16 products exact, fp32 sums).
+    cb_raw = dot(c_new, tl.trans(b_new), tl.zeros((T_PAD, T_PAD), dtype=tl.float32))
+    causal = (offs_t[None, :] <= offs_t[:, None]) & t_ok[:, None]
+    cb_new = tl.where(causal, tl.exp(tl.where(causal, cl[:, None] - cl[None, :], 0.0)) * dt_new[None, :] * cb_raw, 0.0)
+    # Outputs from S_ckpt for every row (the rectangle: write rows' S' C_t expands to the same sum),
+    # so they need neither the fold nor a layout change of its result. Y^T = (S_ckpt C^T) diag(cdec)
+    # + X_h^T CB_h^T + X_new^T CB_new^T; fp32 operands as sums of bf16 parts (C, x are bf16-exact).
+    ct = tl.trans(c_new)
+    if FMT == FMT_BF16:  # a bf16 checkpoint is bf16-exact: one product
+        yt = dot(state.to(tl.bfloat16), ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+    else:
+        yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+    yt = yt * tl.exp(cum_h + cl)[None, :]
+    cb_rh = dot(c_new, tl.trans(b_hist), tl.zeros((T_PAD, W_PAD), dtype=tl.float32))
+    keep = t_ok[:, None] & j_ok[None, :]
+    expo = tl.where(keep, cum_h + cl[:, None] - cum_hist[None, :], 0.0)
+    cb_hist = tl.where(keep, tl.exp(expo) * dt_hist[None, :] * cb_rh, 0.0)
+    yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
+    yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
+    yt = yt + Dh * tl.trans(x_new.to(tl.float32))
+    if HAS_Z:
+        zt = tl.load(
+            z_ptr + row0 * stride_z_row + offs_t[None, :] * stride_z_row + h * P + offs_p[:, None],
+            mask=mask_p[:, None] & t_ok[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        yt = yt * (zt * tl.sigmoid(zt))
+    yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
+    tl.store(
+        y_ptr + row0 * stride_y_row + offs_t[None, :] * stride_y_row + h * P + offs_p[:, None],
+        yt.to(y_ptr.dtype.element_ty),
+        mask=mask_p[:, None] & (offs_t[None, :] < T),
+    )
+
+    # History appends at ring rows (ring_start + pnat + i) mod L (disjoint from every row read).
+    wrow = _ring(start + pnat + offs_t, L)
+    tl.store(hx_base + (wrow[:, None] * H + h) * P + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
+    if pid_p == 0:
+        tl.store(hd_base + wrow * H + h, dt_new, mask=t_ok)
+        if h % HEADS_PER_GROUP == 0:
+            b_rows = hb_base + (wrow[:, None] * G + g) * N + offs_n[None, :]
+            tl.store(b_rows, b_new, mask=t_ok[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _write_first_order(slot_ptr, pnat_ptr, batch, T: tl.constexpr, W: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Position of every row in the write-first work order (computed from pnat in registers by
+    every program: no extra kernel, graph-safe for any write/nowrite mix). Returns (rows, pos)."""
+    rows = tl.arange(0, BLOCK_B)
+    rows_ok = rows < batch
+    slots = tl.load(slot_ptr + rows, mask=rows_ok, other=-1)
+    pn = tl.load(pnat_ptr + tl.maximum(slots, 0), mask=slots >= 0, other=0).to(tl.int32)
+    mw_all = ((slots >= 0) & (pn + T > W)).to(tl.int32)
+    n_writes = tl.sum(mw_all, axis=0)
+    pos = tl.where(mw_all != 0, tl.cumsum(mw_all, axis=0) - 1, n_writes + tl.cumsum(1 - mw_all, axis=0) - 1)
+    return rows, tl.where(rows_ok, pos, -1)
+
+
+@triton.jit(do_not_specialize=["seed", "step"])
+def replay_fused_kernel(
+    ckpt_ptr,
+    scale_ptr,
+    slot_ptr,
+    pnat_ptr,
+    rs_ptr,
+    hist_x_ptr,
+    hist_B_ptr,
+    hist_dt_ptr,
+    x_ptr,
+    b_ptr,
+    c_ptr,
+    dt_ptr,
+    z_ptr,
+    y_ptr,
+    A_ptr,
+    D_ptr,
+    dt_bias_ptr,
+    seed,
+    step,
+    batch,
+    stride_x_row,
+    stride_b_row,
+    stride_c_row,
+    stride_dt_row,
+    stride_z_row,
+    stride_y_row,
+    T: tl.constexpr,
+    W: tl.constexpr,
+    H: tl.constexpr,
+    P: tl.constexpr,
+    N: tl.constexpr,
+    G: tl.constexpr,
+    HEADS_PER_GROUP: tl.constexpr,
+    T_PAD: tl.constexpr,
+    W_PAD: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_B: tl.constexpr,
+    N_PTILES: tl.constexpr,
+    FMT: tl.constexpr,
+    SR: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    PREC: tl.constexpr,
+    PERSISTENT: tl.constexpr,
+    PDL: tl.constexpr,
+):
+    if not PERSISTENT:
+        _fused_item(
+            tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
+            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
+            dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
+            stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
+            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
+        )
+    else:
+        rows, pos = _write_first_order(slot_ptr, pnat_ptr, batch, T, W, BLOCK_B)
+        per_row: tl.constexpr = H * N_PTILES
+        n_items = batch * per_row
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        # First item peeled: the only gdc_wait stays outside the loop.
+        r = pid // per_row
+        rem = pid % per_row
+        _fused_item(
+            tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64), rem // N_PTILES, rem % N_PTILES,
+            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
+            dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
+            stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
+            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
+        )
+        for item in range(pid + nprog, n_items, nprog):
+            r = item // per_row
+            rem = item % per_row
+            _fused_item(
+                tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64), rem // N_PTILES, rem % N_PTILES,
+                ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr,
+                c_ptr, dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
+                stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
+                T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, False,
             )
 
 
 KERNEL_NAMES: tuple[str, ...] = (replay_precompute_kernel.fn.__name__, replay_main_kernel.fn.__name__)
 """Kernel names `replay_step` launches (precompute, main), for CUPTI attribution."""
+FUSED_KERNEL_NAME: str = replay_fused_kernel.fn.__name__
+"""The one kernel `replay_step` launches when ``knobs.fused``."""
+
+
+def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
+    """Kernel names one `replay_step` with these knobs launches, in launch order."""
+    return (FUSED_KERNEL_NAME,) if knobs.fused else KERNEL_NAMES
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,12 +985,35 @@ def replay_step(
     if batch == 0:
         return y
 
-    knobs = knobs or default_knobs(batch, fmt, rounding, P)
+    knobs = knobs or default_knobs(batch, fmt, rounding, P, window=rs.window, T=T)
     use_pdl = pdl_enabled(pdl, conv_out.device)
     x = conv_out[:, : H * P]
     Bm = conv_out[:, H * P : H * P + G * N]
     Cm = conv_out[:, H * P + G * N :]
     block_n = max(16, triton.next_power_of_2(N))
+    if knobs.fused:
+        if launch in ("both", "main"):  # launch="precompute" enqueues nothing: main does its work
+            block_p = max(16, knobs.block_p)
+            n_ptiles = triton.cdiv(P, block_p)
+            if knobs.persistent:
+                programs = knobs.programs_per_sm * _sm_count(conv_out.device)
+                grid = (max(1, min(batch * H * n_ptiles, programs)), 1, 1)
+            else:
+                grid = (n_ptiles, H, batch)
+            replay_fused_kernel[grid](
+                rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else A, slot_idx, rs.pnat, rs.ring_start,
+                rs.hist_x, rs.hist_B, rs.hist_dt, x, Bm, Cm, dt_raw, z if z is not None else dt_raw, y, A, D, dt_bias,
+                seed, step, batch,
+                x.stride(0), Bm.stride(0), Cm.stride(0), dt_raw.stride(0), z.stride(0) if z is not None else 0,
+                y.stride(0),
+                T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad,
+                BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_B=max(16, triton.next_power_of_2(batch)), N_PTILES=n_ptiles,
+                FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, PREC=knobs.precision,
+                PERSISTENT=knobs.persistent, PDL=use_pdl,
+                **launch_options(use_pdl, knobs.num_warps, 1),
+                **({"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}),
+            )
+        return y
     if launch in ("both", "precompute"):
         replay_precompute_kernel[(H, batch)](
             slot_idx, rs.pnat, rs.ring_start, rs.hist_B, rs.hist_dt, Bm, Cm, dt_raw, A, dt_bias,
@@ -665,7 +1037,8 @@ def replay_step(
             x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
             T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
             BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_B=max(16, triton.next_power_of_2(batch)), N_PTILES=n_ptiles,
-            FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, USE_DOT=knobs.dots, PERSISTENT=knobs.persistent,
+            FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, USE_DOT=knobs.dots, PREC=knobs.precision,
+            PERSISTENT=knobs.persistent,
             PDL=use_pdl,
             **launch_options(use_pdl, knobs.num_warps, 1),
         )

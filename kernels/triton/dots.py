@@ -25,3 +25,20 @@ def dot(a, b, acc):
     if a.dtype == tl.float32:
         return tl.dot(a, b, acc, input_precision="ieee")
     return tl.dot(a, b, acc)
+
+
+@triton.jit
+def dot_precision(a, b, acc, PRECISION: tl.constexpr):
+    """`dot` with the input precision of fp32 operands chosen by the caller (Triton's
+    ``input_precision``): "ieee" (as `dot`: exact products on the FMA units) or "tf32x3" (three
+    TF32 tensor-core products, big*big + big*small + small*big: fp32-accurate to about 2^-22
+    relative, at tensor-core speed). A separate function, not a default argument of `dot`:
+    Triton 3.6 does not accept string defaults on jit functions. The interpreter always computes
+    in fp32 ("ieee")."""
+    if INTERPRET:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+        return tl.dot(a, b, acc, input_precision="ieee")
+    if a.dtype == tl.float32:
+        return tl.dot(a, b, acc, input_precision=PRECISION)
+    return tl.dot(a, b, acc)

@@ -63,7 +63,7 @@ class TritonCheckpoint(_TritonMamba2):
         y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
                        device=device)  # poisoned: unwritten elements show
         scratch = make_scratch(b, s.nheads, T, case.window, device)
-        knobs = default_knobs(b, case.state_dtype, case.rounding, s.head_dim)
+        knobs = default_knobs(b, case.state_dtype, case.rounding, s.head_dim, window=case.window, T=T)
 
         def step(launch: str) -> None:
             replay_step(rs, slot_idx, head.conv_out, workload.dt_raw, workload.A, workload.D, workload.dt_bias,

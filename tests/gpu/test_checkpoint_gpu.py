@@ -5,8 +5,9 @@ shape (nemotron3-super TP8: 16 heads, head_dim 64, dstate 128, 1 group, d_conv 4
   drawn over [0, W] (write and nowrite rows mixed): conv output and the replay step against the
   fp64 references (checks of tests/test_triton_checkpoint.py: y, checkpoints within one storage
   spacing and >= 99% bit-identical codes, history rows);
-- PDL off/on x eager/CUDA-graph x grid/persistent form: all bit-identical (the bf16 `tl.dot` of
-  precompute runs on the tensor cores here, which the interpreter cannot check);
+- PDL off/on x eager/CUDA-graph x grid/persistent form (of the default knobs: fused or two-kernel):
+  all correct, and bit-identical within a form (the tensor-core dots run here, which the
+  interpreter cannot check);
 - determinism: 5 graph replays from the same inputs give bit-identical y, checkpoints and history;
 - 64-bit offsets: checkpoint and history pools whose slot offsets pass 2**31 elements.
 
@@ -86,7 +87,7 @@ def test_chain_headline(fmt, rounding, W, batch, gpu_report) -> None:
         conv1d_update(xbc, conv_state, conv_w, conv_b, slots, k_prev, T=T, out=conv_out, pdl=pdl, validate=False)
         kw = dict(nheads=H, head_dim=P, dstate=N, ngroups=G, T=T, y=y, scratch=scratch, z=z, rounding=rounding,
                   seed=SEED, step=STEP, pdl=pdl, validate=False,
-                  knobs=replace(default_knobs(batch, fmt, rounding, P), persistent=persistent))
+                  knobs=replace(default_knobs(batch, fmt, rounding, P, window=W, T=T), persistent=persistent))
         replay_step(rs, slots, conv_out, dt_raw, A, D, dt_bias, launch="precompute", **kw)
         replay_step(rs, slots, conv_out, dt_raw, A, D, dt_bias, launch="main", **kw)
 
@@ -135,8 +136,11 @@ def test_chain_headline(fmt, rounding, W, batch, gpu_report) -> None:
                         ref_bits = results[(persistent, pdl, mode)]
                         same = all(torch.equal(a, b) for a, b in zip(again, ref_bits, strict=True))
                         assert same, "graph replays differ"
-    first = results[(False, False, "eager")]
+    # Bit-identical within a form (same kernel: PDL off/on, eager/graph). The grid and persistent
+    # forms are different compiled kernels (the fused form may pick other MMA instructions and
+    # summation orders there), so across forms only the reference checks above apply.
     for key, got in results.items():
+        first = results[(key[0], False, "eager")]
         same = all(torch.equal(a, b) for a, b in zip(got, first, strict=True))
         assert same, f"bits differ for (persistent, pdl, mode)={key}"
 

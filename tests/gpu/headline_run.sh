@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The headline sweep with every impl (triton.intermediate, triton.checkpoint at W=T and W=16,
+# flashinfer.ssu, flashinfer.checkpointing) in one `ssmbench sweep` run on the GPU machine,
+# resumable across device calls: the results live in results/ (git-ignored; carry it back in),
+# and a sweep stopped by SWEEP_TIMEOUT (SIGINT: workers stop, every finished pair is logged)
+# continues with --resume on the next call. Then, if time is left, the smoke sweep's Triton impls
+# (the smoke baseline). Copies everything to $OUT.
+#   SWEEP_TIMEOUT=540 OUT=... bash tests/gpu/headline_run.sh
+set -u
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" results
+pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
+[ -d .peer ] && source tests/gpu/flashinfer_setup.sh /tmp/site
+export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+t0=$SECONDS
+RESUME=(); [ -f results/headline.jsonl ] && RESUME=(--resume)
+timeout -s INT "${SWEEP_TIMEOUT:-540}" python3 -m ssmbench sweep sweeps/nemotron3-super-tp8.yaml \
+  -o results/headline.json "${RESUME[@]}" --markdown "$OUT/headline.md" > "$OUT/headline.log" 2>&1
+echo "headline sweep rc=$? $((SECONDS - t0))s :: $(tail -n 1 "$OUT/headline.log")"
+if [ -n "${SMOKE:-}" ]; then
+  t1=$SECONDS
+  timeout -s INT "${SMOKE_TIMEOUT:-240}" python3 -m ssmbench sweep sweeps/smoke.yaml --impl triton.conv1d \
+    --impl triton.intermediate --impl triton.checkpoint --impl triton.gdn -o results/smoke.json \
+    > "$OUT/smoke.log" 2>&1
+  echo "smoke sweep rc=$? $((SECONDS - t1))s :: $(tail -n 1 "$OUT/smoke.log")"
+fi
+cp results/headline.json* results/smoke.json* "$OUT/" 2>/dev/null
+tail -n 45 "$OUT/headline.log"
