@@ -83,8 +83,32 @@ def gdn_bytes(case: Case, n_real: int) -> int:
     return conv1d_bytes(case, s.conv_dim, s.d_conv, False, n_real) + decode
 
 
+def mamba2_checkpoint_fused_bytes(case: Case, n_rows: int, pnat_real: list[int]) -> int:
+    """Checkpoint replay in one kernel (SPEC 7's conv1d -> main variant; conv1d not included): no
+    coefficients handed between kernels. Per real row: indices and bookkeeping, the checkpoint,
+    pnat history rows of x, B (per group) and processed dt (per head; every row needs them: the
+    outputs come from the old checkpoint), this step's x, B, C, dt (and z); writes the checkpoint
+    (write rows, pnat + T > W) and appends T rows of x, B and dt. y for every row (zeros for
+    padding), slot indices for every row, A, dt_bias, D once."""
+    s, act, T, W = case.shape, act_bytes(case), case.T, case.window
+    H, P, N, G = s.nheads, s.head_dim, s.dstate, s.ngroups
+    one_state = state_bytes(case.state_dtype, H * P, N)
+    x_tok, bc_tok, dt_hist = H * P * act, G * N * act, H * 4
+    total = n_rows * INDEX_BYTES + 3 * H * 4 + n_rows * T * x_tok  # slots, params, y
+    for p in pnat_real:
+        row = 2 * INDEX_BYTES + one_state + p * (x_tok + bc_tok + dt_hist)
+        row += T * (x_tok + 2 * bc_tok + H * act)  # this step's x, B, C, dt
+        row += T * (x_tok + bc_tok + dt_hist)  # history appends
+        if p + T > W:
+            row += one_state
+        if case.option("z_gate"):
+            row += T * x_tok
+        total += row
+    return total
+
+
 def mamba2_checkpoint_bytes(case: Case, n_rows: int, pnat_real: list[int]) -> int:
-    """Checkpoint replay (SPEC 5), precompute + main (conv1d not included), summed row by row
+    """Checkpoint replay (SPEC 5) in two kernels, precompute + main (conv1d not included), summed row by row
     from each real row's pnat (``pnat_real``; write rows are those with pnat + T > W).
 
     precompute, per real row: indices and bookkeeping, pnat history dt (per head) and B (per

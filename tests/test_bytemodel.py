@@ -47,3 +47,21 @@ def test_conv_window_reads_whole_sectors() -> None:
     assert conv_window_read_bytes(act=2, d_conv=4, T=1) == 6
     assert conv_window_read_bytes(act=2, d_conv=4, T=64) == 64
     assert conv_window_read_bytes(act=4, d_conv=4, T=30) == 64
+
+
+def test_checkpoint_fused_bytes_by_hand() -> None:
+    """One fused-kernel row by hand (headline shape, fp32, W=16, T=6): a nowrite row reads the
+    checkpoint and its pnat history; a write row also stores the checkpoint. The two-kernel model
+    moves more (the coefficients between precompute and main)."""
+    from ssmbench.bytemodel import INDEX_BYTES, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes
+
+    case = next(c for c in expand(load_sweep_file(SWEEPS / "nemotron3-super-tp8.yaml").sweeps[0]).cases
+                if c.batch == 64 and c.state_dtype == "fp32" and c.window == 16)
+    state = 16 * 64 * 128 * 4
+    x_tok, bc_tok, dt = 16 * 64 * 2, 128 * 2, 16 * 4
+    step = 6 * (x_tok + 2 * bc_tok + 16 * 2) + 6 * (x_tok + bc_tok + dt)
+    for p, write in ((3, False), (12, True)):
+        row = 2 * INDEX_BYTES + state + p * (x_tok + bc_tok + dt) + step + (state if write else 0)
+        assert mamba2_checkpoint_fused_bytes(case, 0, [p]) - mamba2_checkpoint_fused_bytes(case, 0, []) == row, p
+    assert mamba2_checkpoint_fused_bytes(case, 1, []) == INDEX_BYTES + 3 * 16 * 4 + 6 * x_tok  # a padding row
+    assert mamba2_checkpoint_fused_bytes(case, 64, [5] * 64) < mamba2_checkpoint_bytes(case, 64, [5] * 64)

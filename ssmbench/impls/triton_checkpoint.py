@@ -29,7 +29,7 @@ from kernels.triton.checkpoint import (
 from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
 from kernels.triton.conv1d import validate_conv1d_inputs
 from ssmbench.accept import stationary_pnat
-from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, real_rows
+from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, register
 from ssmbench.impls.reference import SR_STEP, replay_state
@@ -110,17 +110,20 @@ class TritonCheckpoint(_TritonMamba2):
         return Chain(launches, [*CONV1D_KERNELS, *kernel_names(knobs)], outputs=outputs, restore=restore)
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
+        """conv1d plus the replay form the default knobs pick for this case (one fused kernel, or
+        precompute + main with the coefficients between them)."""
         s = case.shape
         n_real = real_rows(case, workload)
         conv = conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real)
+        knobs = default_knobs(case.batch, case.state_dtype, case.rounding, s.head_dim, window=case.window, T=case.T)
+        model = mamba2_checkpoint_fused_bytes if knobs.fused else mamba2_checkpoint_bytes
         if workload is not None and workload.pnat is not None:
             pnat = workload.pnat[workload.slot_idx >= 0].tolist()
-            return conv + mamba2_checkpoint_bytes(case, case.batch, pnat)
+            return conv + model(case, case.batch, pnat)
         # No workload: every row real, pnat at its stationary distribution (expected bytes).
         probs = stationary_pnat(case.accept, case.T, case.window).tolist()
-        base = mamba2_checkpoint_bytes(case, case.batch, [])
-        per_row = sum(pr * (mamba2_checkpoint_bytes(case, 0, [p]) - mamba2_checkpoint_bytes(case, 0, []))
-                      for p, pr in enumerate(probs))
+        base = model(case, case.batch, [])
+        per_row = sum(pr * (model(case, 0, [p]) - model(case, 0, [])) for p, pr in enumerate(probs))
         return conv + base + round(case.batch * per_row)
 
 
