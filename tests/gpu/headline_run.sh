@@ -14,7 +14,8 @@ export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$SECONDS
 RESUME=(); [ -f results/headline.jsonl ] && RESUME=(--resume)
-timeout -s INT "${SWEEP_TIMEOUT:-540}" python3 -m ssmbench sweep sweeps/nemotron3-super-tp8.yaml \
+IMPL_ARGS=(); for i in ${IMPLS:-}; do IMPL_ARGS+=(--impl "$i"); done  # default: every impl of the spec
+timeout -s INT "${SWEEP_TIMEOUT:-540}" python3 -m ssmbench sweep sweeps/nemotron3-super-tp8.yaml "${IMPL_ARGS[@]}" \
   -o results/headline.json "${RESUME[@]}" --markdown "$OUT/headline.md" > "$OUT/headline.log" 2>&1
 echo "headline sweep rc=$? $((SECONDS - t0))s :: $(tail -n 1 "$OUT/headline.log")"
 if [ -n "${SMOKE:-}" ]; then
