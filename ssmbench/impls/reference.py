@@ -149,6 +149,15 @@ class IntermediateReference(_Mamba2Reference):
         return Chain([run], ["reference.intermediate"], outputs=lambda: result)
 
 
+def replay_case_reason(case: Case) -> str | None:
+    """Why a checkpoint-replay chain cannot run ``case`` (None: it can): shared by every replay impl."""
+    if case.window is None:
+        return "needs a window"
+    if case.option("tree"):
+        return "replay keeps a linear history: no draft trees"
+    return None
+
+
 class ReplayReference(_Mamba2Reference):
     """SPEC 5 checkpoint replay: checkpoint + history ring (window W, pnat from the stationary
     distribution), one step, then the bookkeeping of verification. ``formulation`` picks the
@@ -163,11 +172,7 @@ class ReplayReference(_Mamba2Reference):
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:
             return reason
-        if case.window is None:
-            return "needs a window"
-        if case.option("tree"):
-            return "replay keeps a linear history: no draft trees"
-        return None
+        return replay_case_reason(case)
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         result: dict[str, Any] = {}

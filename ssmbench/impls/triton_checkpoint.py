@@ -32,7 +32,7 @@ from ssmbench.accept import stationary_pnat
 from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, register
-from ssmbench.impls.reference import SR_STEP, replay_state
+from ssmbench.impls.reference import SR_STEP, replay_case_reason, replay_state
 from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
 from ssmbench.workload import Mamba2Workload
 
@@ -47,11 +47,7 @@ class TritonCheckpoint(_TritonMamba2):
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:
             return reason
-        if case.window is None:
-            return "needs a window"
-        if case.option("tree"):
-            return "replay keeps a linear history: no draft trees"
-        return None
+        return replay_case_reason(case)
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
