@@ -33,7 +33,7 @@ from kernels.reference.replay import (  # noqa: E402
     replay_implied_state,
 )
 from kernels.reference.replay import replay_step as ref_replay_step  # noqa: E402
-from kernels.reference.storage import dequantize, quantize  # noqa: E402
+from kernels.reference.storage import dequantize, one_step_bound, quantize  # noqa: E402
 from kernels.triton.checkpoint import (  # noqa: E402
     KERNEL_NAMES,
     CheckpointKnobs,
@@ -99,18 +99,6 @@ def _ref_views(conv_out, dt_raw, z, batch, T, H, P, N, G):
     return x, dt_raw.view(batch, T, H), B, C, None if z is None else z.view(batch, T, H, P)
 
 
-def _state_tol(fmt, ref, scale):
-    drift = 1e-5 * ref.abs().amax(-1, keepdim=True)
-    if fmt == "fp32":
-        return drift
-    if fmt == "bf16":
-        return 1.01 * 2.0**-7 * ref.abs() + drift + 1e-30
-    if fmt == "fp16":
-        return 1.01 * (2.0**-10 * ref.abs() + 2.0**-24) + drift
-    s = scale.double().unsqueeze(-1)
-    if fmt == "int8":
-        return 1.01 * s + drift
-    return 1.01 * (2.0**-3 * ref.abs() + 2.0**-9 * s) + drift
 
 
 def _clone(rs: ReplayState) -> ReplayState:
@@ -139,7 +127,7 @@ def _check_step(rs, ref_new, ref_y, ref_mw, y, slots, batch, T, H, P, fmt, rs_be
         ref = dequantize(ref_new.ckpt[written.to(DEVICE)]).cpu()
         assert not torch.isnan(got).any()
         ref_scale = None if ref_new.ckpt.scale is None else ref_new.ckpt.scale.cpu()[written]
-        bad = (got - ref).abs() > _state_tol(fmt, ref, ref_scale)
+        bad = (got - ref).abs() > one_step_bound(fmt, ref, ref_scale)
         assert not bad.any(), f"{fmt}: {int(bad.sum())} checkpoint elements off, max {(got - ref).abs().max():.3g}"
         if fmt != "fp32":
             same = (data[written].view(torch.uint8) == ref_data[written].view(torch.uint8)).double().mean()

@@ -33,7 +33,7 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else 
 on the GPU (bit-exactness of the GPU's rounding paths included)."""
 
 from kernels.reference.mamba2 import mamba2_intermediate_step  # noqa: E402
-from kernels.reference.storage import StoredState, dequantize, quantize  # noqa: E402
+from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize  # noqa: E402
 from kernels.triton.intermediate import (  # noqa: E402
     KERNEL_NAMES,
     IntermediateKnobs,
@@ -160,19 +160,6 @@ def _run_kernel(c, fmt, rounding, seed, step, knobs=None):
     return y.cpu(), StoredState(data.cpu(), None if scale is None else scale.cpu(), fmt)
 
 
-def _state_tol(fmt: str, ref: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    amax = ref.abs().amax(-1, keepdim=True)
-    drift = 1e-5 * amax
-    if fmt == "fp32":
-        return drift
-    if fmt == "bf16":
-        return 1.01 * 2.0**-7 * ref.abs() + drift + 1e-30
-    if fmt == "fp16":
-        return 1.01 * (2.0**-10 * ref.abs() + 2.0**-24) + drift
-    s = scale.double().unsqueeze(-1)
-    if fmt == "int8":
-        return 1.01 * s + drift
-    return 1.01 * (2.0**-3 * ref.abs() + 2.0**-9 * s) + drift
 
 
 def _check(c, fmt, rounding, seed=5, step=3, knobs=None):
@@ -199,7 +186,7 @@ def _check(c, fmt, rounding, seed=5, step=3, knobs=None):
     got = dequantize(pool[written])
     ref = dequantize(pool_ref[written])
     assert not torch.isnan(got).any(), "unwritten state elements"
-    tol = _state_tol(fmt, ref, None if pool_ref.scale is None else pool_ref.scale[written])
+    tol = one_step_bound(fmt, ref, None if pool_ref.scale is None else pool_ref.scale[written])
     bad = (got - ref).abs() > tol
     assert not bad.any(), (
         f"{fmt}/{rounding}: {int(bad.sum())} state elements off, max err {(got - ref).abs().max():.3g}"

@@ -183,6 +183,24 @@ def dequantize(stored: StoredState, dtype: torch.dtype = torch.float64) -> torch
     return values
 
 
+def one_step_bound(fmt: str, ref: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-element bound a kernel's stored state may differ from the fp64 reference's by: one
+    storage step of ``fmt`` at the reference value (an SR step; RN is half of it) with 1% slack,
+    plus an fp32 drift of 1e-5 of the row's max. ``scale``: the int8/fp8 row scales (decode
+    factors). The kernel unit tests judge every stored element against it (docs/design.md)."""
+    drift = 1e-5 * ref.abs().amax(-1, keepdim=True)
+    if fmt == "fp32":
+        return drift
+    if fmt == "bf16":
+        return 1.01 * 2.0**-7 * ref.abs() + drift + 1e-30
+    if fmt == "fp16":
+        return 1.01 * (2.0**-10 * ref.abs() + 2.0**-24) + drift
+    s = scale.double().unsqueeze(-1)
+    if fmt == "int8":
+        return 1.01 * s + drift
+    return 1.01 * (2.0**-3 * ref.abs() + 2.0**-9 * s) + drift
+
+
 # --------------------------------------------------------------------------------------------
 # Rounding onto a binary floating-point grid, exactly, in fp64 arithmetic.
 # --------------------------------------------------------------------------------------------

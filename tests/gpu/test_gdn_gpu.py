@@ -22,10 +22,11 @@ import sys
 
 import pytest
 import torch
+from bench_chain import time_chain  # tests/gpu/bench_chain.py: CUDA-graph replay, L2 flushed, median us
 
 from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
 from kernels.reference.gdn import gdn_decode_step, gdn_recurrence
-from kernels.reference.storage import StoredState, dequantize, quantize, sr_uniform
+from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize, sr_uniform
 from kernels.triton.conv1d import conv1d_update
 from kernels.triton.gdn import GDNKnobs, gdn_decode
 
@@ -74,9 +75,6 @@ def _conv_slots(c) -> torch.Tensor:
     return slots
 
 
-def _state_tol(fmt: str, ref: torch.Tensor) -> torch.Tensor:
-    drift = 1e-5 * ref.abs().amax(-1, keepdim=True)
-    return drift if fmt == "fp32" else drift + 1.01 * 2.0**-7 * ref.abs() + 1e-30
 
 
 def _compare_states(fmt: str, got: torch.Tensor, ref: torch.Tensor, what: str) -> dict:
@@ -84,7 +82,7 @@ def _compare_states(fmt: str, got: torch.Tensor, ref: torch.Tensor, what: str) -
     r = dequantize(StoredState(ref, None, fmt))
     assert not torch.isnan(g).any(), f"{what}: unwritten state elements"
     err = (g - r).abs()
-    ratio = (err / _state_tol(fmt, r)).max().item()
+    ratio = (err / one_step_bound(fmt, r)).max().item()
     assert ratio <= 1.0, f"{what}: max err {err.max().item():.3g} ({ratio:.2f} x tolerance)"
     same = 1.0
     if fmt != "fp32":
@@ -291,23 +289,6 @@ def test_gdn_intermediate_entries_past_2_31(gpu_report) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def _time_graph(fn, flush: torch.Tensor, reps: int = 30) -> float:
-    """Median us of a CUDA-graph replay of ``fn`` with L2 flushed before each replay."""
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(reps):
-        flush.zero_()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000)
-    return sorted(times)[len(times) // 2]
 
 
 def _tune_row(fmt: str, T: int, inter_on: bool, final: bool, batch: int, settings, flush) -> tuple[list, int]:
@@ -321,7 +302,7 @@ def _tune_row(fmt: str, T: int, inter_on: bool, final: bool, batch: int, setting
     kw = dict(num_k_heads=H, num_v_heads=HV, head_k_dim=K, head_v_dim=V, T=T, intermediate=inter,
               write_final=final, out=o, pdl=False, validate=False)
     args = (pool, c["read"], None, conv_out, c["a"], c["b"], c["A_log"], c["dt_bias"])
-    cells = [_time_graph(functools.partial(gdn_decode, *args, knobs=GDNKnobs(bv, nw), **kw), flush)
+    cells = [time_chain(functools.partial(gdn_decode, *args, knobs=GDNKnobs(bv, nw), **kw), flush, reps=30)
              for bv, nw in settings]
     return cells, batch * (1 + stores) * HV * V * K * pool.element_size()
 

@@ -23,7 +23,7 @@ import triton.language as tl
 
 from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
 from kernels.reference.mamba2 import mamba2_intermediate_step
-from kernels.reference.storage import StoredState, dequantize, quantize
+from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize
 from kernels.triton.conv1d import conv1d_update
 from kernels.triton.dots import dot
 from kernels.triton.intermediate import mamba2_intermediate
@@ -95,19 +95,6 @@ def _inputs(batch: int, fmt: str, *, seed: int = 0, n_pad: int | None = None, n_
     )
 
 
-def _state_tol(fmt: str, ref: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    """One storage spacing + fp32 drift (see tests/test_triton_intermediate.py)."""
-    drift = 1e-5 * ref.abs().amax(-1, keepdim=True)
-    if fmt == "fp32":
-        return drift
-    if fmt == "bf16":
-        return 1.01 * 2.0**-7 * ref.abs() + drift + 1e-30
-    if fmt == "fp16":
-        return 1.01 * (2.0**-10 * ref.abs() + 2.0**-24) + drift
-    s = scale.double().unsqueeze(-1)
-    if fmt == "int8":
-        return 1.01 * s + drift
-    return 1.01 * (2.0**-3 * ref.abs() + 2.0**-9 * s) + drift
 
 
 def _compare_states(fmt, got: StoredState, ref: StoredState, written: torch.Tensor) -> dict:
@@ -122,7 +109,7 @@ def _compare_states(fmt, got: StoredState, ref: StoredState, written: torch.Tens
     r = dequantize(ref[written])
     assert not torch.isnan(g).any(), "unwritten state elements"
     err = (g - r).abs()
-    tol = _state_tol(fmt, r, None if ref.scale is None else ref.scale[written])
+    tol = one_step_bound(fmt, r, None if ref.scale is None else ref.scale[written])
     same = (got.data[written].view(torch.uint8) == ref.data[written].view(torch.uint8)).double().mean().item()
     return {"state_err": err.max().item(), "state_err_over_tol": (err / tol).max().item(), "codes_same": same}
 
