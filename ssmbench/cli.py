@@ -83,9 +83,7 @@ def list_cmd() -> None:
         impls.add_column(col)
     unavailable: list[str] = []
     for name, impl in sorted(registry().items()):
-        # Peers are optional packages: say whether this machine has them (imported here, lazily).
-        availability = getattr(impl, "availability", None)
-        state = availability() if impl.kind == "peer" and availability is not None else "available"
+        state = impl.availability()  # peers import their optional package here, lazily
         if state != "available":
             unavailable.append(f"{name}: {state}")
         impls.add_row(name, impl.family, impl.kind, "yes" if impl.uses_window else "no",

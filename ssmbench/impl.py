@@ -52,6 +52,11 @@ class Impl(ABC):
     first window value of a sweep, so identical measurements are not repeated."""
     needs_gpu: bool = False
 
+    def availability(self) -> str:
+        """"available", or why this machine cannot run the impl at all (an optional package
+        missing); `ssmbench list` shows it. Only peers depend on optional packages."""
+        return "available"
+
     def supports(self, case: Case) -> str | None:
         """None when the impl can run ``case``, else the reason it cannot."""
         if case.family != self.family:

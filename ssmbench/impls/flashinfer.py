@@ -247,9 +247,7 @@ class _FlashInferMamba2(Impl):
     kind = "peer"
     needs_gpu = True
 
-    @staticmethod
-    def availability() -> str:
-        """"available" or why not (shown by `ssmbench list`)."""
+    def availability(self) -> str:
         return availability()
 
     def case_reason(self, case: Case) -> str | None:
