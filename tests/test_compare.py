@@ -271,7 +271,11 @@ def test_cli_exit_codes_and_reports(h100, tmp_path):
     faster = save(scaled(h100, 0.90), tmp_path / "faster.json")
     assert invoke("compare", faster, old).exit_code == 0
     slight = save(scaled(h100, 1.02), tmp_path / "slight.json")
-    assert invoke("compare", slight, old).exit_code == 0  # 2% < the spec's 3% band
+    # 2% < the spec's 3% band: never SLOWER. A pair whose own noise puts the interval across the
+    # band edge is AMBIGUOUS (exit 3; the stored baseline has such pairs, e.g. b4 fp8sr), not SAME.
+    gentle = invoke("compare", slight, old, "--markdown", md)
+    assert gentle.exit_code in (0, 3), gentle.output
+    assert "SLOWER" not in md.read_text()
     assert invoke("compare", slight, old, "--threshold", "1").exit_code == 1
     assert invoke("compare", slight, old, "--threshold", "0").exit_code == 2
 
