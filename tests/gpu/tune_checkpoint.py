@@ -37,6 +37,9 @@ CONFIGS = {
     # Next round's candidates (not measured yet: docs/perf-notes.md, checkpoint round 2).
     "fused p32 w2 r168": CheckpointKnobs(fused=True, block_p=32, num_warps=2, precision="tf32x3", max_regs=168),
     "fused p32 w2 r128": CheckpointKnobs(fused=True, block_p=32, num_warps=2, precision="tf32x3", max_regs=128),
+    # A probe, not a candidate: one-pass TF32 fold products (2^-11 relative, outside the fp32
+    # contract), to measure what the 3xTF32 fold costs (FlashInfer folds with bf16 operands).
+    "fused p32 w2 tf32 probe": CheckpointKnobs(fused=True, block_p=32, num_warps=2, precision="tf32"),
 }
 
 
