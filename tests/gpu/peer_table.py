@@ -1,6 +1,6 @@
 """Markdown tables for docs/perf-notes.md's FlashInfer comparison, from one sweep's results log.
 
-    python3 tests/gpu/peer_table.py results/headline.jsonl > /tmp/tables.md
+    python3 -m tests.gpu.peer_table results/headline.json > /tmp/tables.md   (or the .jsonl log)
 
 Pairs each ssmbench impl with its FlashInfer counterpart on the same case (same timer, same run):
 triton.intermediate vs flashinfer.ssu, triton.checkpoint vs flashinfer.checkpointing at W = T and
@@ -11,10 +11,11 @@ both DRAM SOLs and every kernel's median span, the material of the per-cell anal
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from pathlib import Path
+
+from ssmbench.results import CaseRecord, load_results
 
 PAIRS = [("triton.intermediate", "flashinfer.ssu"), ("triton.checkpoint", "flashinfer.checkpointing")]
 FORMATS = ["fp32", "bf16", "fp16sr", "int8sr", "fp8sr"]
@@ -22,15 +23,13 @@ FORMATS = ["fp32", "bf16", "fp16sr", "int8sr", "fp8sr"]
 Key = tuple[str, str, int, int]
 
 
-def load_ok(path: Path) -> dict[Key, dict]:
-    """(impl, format, batch, window) -> the ok result record (the last one, as --resume keeps)."""
-    records: dict[Key, dict] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("type") != "case" or record.get("status") != "ok":
-            continue
-        params = record["params"]
-        records[(record["impl"], params["format"], params["batch"], params["window"])] = record
+def load_ok(path: Path) -> dict[Key, CaseRecord]:
+    """(impl, format, batch, window) -> the ok record of that pair."""
+    records: dict[Key, CaseRecord] = {}
+    for record in load_results(path).records.values():
+        if record.status == "ok":
+            params = record.params
+            records[(record.impl, params["format"], params["batch"], params["window"])] = record
     return records
 
 
@@ -47,22 +46,22 @@ def short_kernel(name: str) -> str:
     return parts[-1] if parts else name
 
 
-def kernels(record: dict) -> str:
-    return " + ".join(f"{short_kernel(k)} {v:.1f}" for k, v in record["kernels_us"].items())
+def kernels(record: CaseRecord) -> str:
+    return " + ".join(f"{short_kernel(k)} {v:.1f}" for k, v in record.kernels_us.items())
 
 
-def ratio(theirs: dict | None, ours: dict | None) -> str:
+def ratio(theirs: CaseRecord | None, ours: CaseRecord | None) -> str:
     if not theirs or not ours:
         return "-"
-    value = theirs["median_us"] / ours["median_us"]
+    value = theirs.median_us / ours.median_us
     return f"**{value:.2f}**" if value < 1 else f"{value:.2f}"
 
 
-def us(record: dict | None) -> str:
-    return f"{record['median_us']:.1f}" if record else "-"
+def us(record: CaseRecord | None) -> str:
+    return f"{record.median_us:.1f}" if record else "-"
 
 
-def side_by_side(records: dict[Key, dict], batches: list[int], T: int) -> list[str]:
+def side_by_side(records: dict[Key, CaseRecord], batches: list[int], T: int) -> list[str]:
     lines = []
     for fmt in FORMATS:
         lines += [f"#### {fmt}", "",
@@ -79,7 +78,7 @@ def side_by_side(records: dict[Key, dict], batches: list[int], T: int) -> list[s
     return lines
 
 
-def wins(records: dict[Key, dict], batches: list[int], T: int) -> list[str]:
+def wins(records: dict[Key, CaseRecord], batches: list[int], T: int) -> list[str]:
     lines = ["| pair | fmt | W | batch | floor MB | ours us (SOL) | FlashInfer us (SOL) | fi/ours "
              "| ours kernels us | FlashInfer kernels us |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -88,21 +87,25 @@ def wins(records: dict[Key, dict], batches: list[int], T: int) -> list[str]:
             for window in ([T] if ours == "triton.intermediate" else [T, 16]):
                 for b in batches:
                     mine, peer = records.get((ours, fmt, b, window)), records.get((theirs, fmt, b, window))
-                    if not mine or not peer or peer["median_us"] >= mine["median_us"]:
+                    if not mine or not peer or peer.median_us >= mine.median_us:
                         continue
                     lines.append(
-                        f"| {theirs.split('.')[1]} | {fmt} | {window} | {b} | {mine['bytes'] / 1e6:.2f} "
-                        f"| {mine['median_us']:.1f} ({mine['sol_pct']:.0f}%) "
-                        f"| {peer['median_us']:.1f} ({peer['sol_pct']:.0f}%) | {ratio(peer, mine)} "
+                        f"| {theirs.split('.')[1]} | {fmt} | {window} | {b} | {mine.bytes / 1e6:.2f} "
+                        f"| {mine.median_us:.1f} ({mine.sol_pct:.0f}%) "
+                        f"| {peer.median_us:.1f} ({peer.sol_pct:.0f}%) | {ratio(peer, mine)} "
                         f"| {kernels(mine)} | {kernels(peer)} |")
     return lines
 
 
-def main(path: str) -> None:
-    records = load_ok(Path(path))
+def tables(path: Path) -> str:
+    records = load_ok(path)
     batches = sorted({key[2] for key in records})
     T = min(key[3] for key in records)  # the W = T cases have the smallest window
-    print("\n".join(side_by_side(records, batches, T) + ["### Cells FlashInfer wins", ""] + wins(records, batches, T)))
+    return "\n".join(side_by_side(records, batches, T) + ["### Cells FlashInfer wins", ""] + wins(records, batches, T))
+
+
+def main(path: str) -> None:
+    print(tables(Path(path)))
 
 
 if __name__ == "__main__":
