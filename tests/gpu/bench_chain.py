@@ -16,7 +16,9 @@ from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
 
 
-def time_chain(chain, flush: torch.Tensor, reps: int = 40) -> float:
+def time_chain(chain, flush: torch.Tensor, reps: int = 40, reset=None) -> float:
+    """Median us of a CUDA-graph replay of ``chain`` with L2 flushed (and ``reset()`` run, when
+    given, to put mutated buffers back) before each replay."""
     chain()  # warm (compile)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
@@ -24,6 +26,8 @@ def time_chain(chain, flush: torch.Tensor, reps: int = 40) -> float:
         chain()
     times = []
     for _ in range(reps):
+        if reset is not None:
+            reset()
         flush.zero_()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()

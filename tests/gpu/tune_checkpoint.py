@@ -21,6 +21,7 @@ from ssmbench.expand import expand
 from ssmbench.impls.reference import SR_STEP, replay_state
 from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
+from tests.gpu.bench_chain import time_chain
 
 CONFIGS = {
     "fma p4 w1 (round 1)": CheckpointKnobs(dots=False, block_p=4, num_warps=1),
@@ -96,20 +97,7 @@ def main() -> None:
                 ref = got
             y_err, st_err = _rel(got[0], ref[0]), _rel(got[1], ref[1])
             ok = y_err <= OUT_TOL[case.act_dtype] / 4 and st_err <= STATE_TOL[case.state_dtype] / 4
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                chain()
-            times = []
-            for _ in range(40):
-                reset()
-                flush.zero_()
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                graph.replay()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b) * 1000)
-            t = sorted(times)[20]
+            t = time_chain(chain, flush, reset=reset)
             cells.append(f"{t:.1f}" if ok else f"FAIL({t:.1f}; y {y_err:.1e} st {st_err:.1e})")
         print(f"| {case.batch} | {case.state_dtype} | {case.window} | " + " | ".join(cells) + " |", flush=True)
 
