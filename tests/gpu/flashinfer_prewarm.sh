@@ -6,9 +6,8 @@
 #   OUT=... bash tests/gpu/flashinfer_prewarm.sh
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
+source tests/gpu/wheels.sh
 source tests/gpu/flashinfer_setup.sh /tmp/site
-export PYTHONUNBUFFERED=1
 SPEC=sweeps/nemotron3-super-tp8.yaml
 archive() {
   rm -f "$OUT"/jit-cache.tar.xz.part*

@@ -6,13 +6,7 @@
 # baseline.txt, summary.txt; prints the summary last. About 3 x 2 min (one impl only).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}/gate; mkdir -p "$OUT"
-if [ -d .whl ]; then
-  pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
-  export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
-else
-  export PYTHONPATH=$PWD:${PYTHONPATH:-}
-fi
-export PYTHONUNBUFFERED=1
+source tests/gpu/wheels.sh
 SPEC=sweeps/nemotron3-super-tp8.yaml
 IMPL=triton.intermediate
 BASELINE=baselines/nvidia-h100-80gb-hbm3/nemotron3-super-tp8.json

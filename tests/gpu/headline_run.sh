@@ -8,9 +8,8 @@
 #   SWEEP_TIMEOUT=540 OUT=... bash tests/gpu/headline_run.sh
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" results
-pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
+source tests/gpu/wheels.sh
 [ -d .peer ] && source tests/gpu/flashinfer_setup.sh /tmp/site
-export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$SECONDS
 RESUME=(); [ -f results/headline.jsonl ] && RESUME=(--resume)

@@ -11,13 +11,7 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"; export OUT
 W=$(mktemp -d); E=$W/evidence; mkdir -p "$E"
-if [ -d .whl ]; then
-  pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
-  export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
-else
-  export PYTHONPATH=$PWD:${PYTHONPATH:-}
-fi
-export PYTHONUNBUFFERED=1
+source tests/gpu/wheels.sh
 S="python3 -m ssmbench"
 HEAD=sweeps/nemotron3-super-tp8.yaml
 GDN=sweeps/qwen35-gdn.yaml

@@ -4,12 +4,7 @@
 # Writes under $OUT (default ./out): gpu_kernel_checks.{json,md}, check-*.txt, and a summary.
 set -uo pipefail
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"; export OUT
-if [ -d .whl ]; then
-  pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl 2>&1 | tail -2
-  export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
-else
-  export PYTHONPATH=$PWD:${PYTHONPATH:-}
-fi
+source tests/gpu/wheels.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 
