@@ -74,8 +74,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton.activation import softplus_thresholded
 from kernels.triton.dots import dot, dot_precision
-from kernels.triton.intermediate import _softplus
 from kernels.triton.launch import (
     interpreting,
     is_capturing,
@@ -250,7 +250,7 @@ def replay_precompute_kernel(
     new_ok = (cols >= W) & (cols < W + T) & ((zero_c + slot) >= 0)
     trow = b * T + tok
     dt_new = tl.load(dt_ptr + trow * stride_dt_row + h, mask=new_ok, other=0.0).to(tl.float32)
-    dt_new = tl.where(new_ok, _softplus(dt_new + dt_bias), 0.0)
+    dt_new = tl.where(new_ok, softplus_thresholded(dt_new + dt_bias), 0.0)
     b_new = tl.load(
         b_ptr + trow[:, None] * stride_b_row + g * N + offs_n[None, :],
         mask=new_ok[:, None] & mask_n[None, :],
@@ -717,7 +717,7 @@ def _fused_item(
         other=0.0,
     )
     dt_raw = tl.load(dt_ptr + row0 * stride_dt_row + offs_t * stride_dt_row + h, mask=t_ok, other=0.0).to(tl.float32)
-    dt_new = tl.where(t_ok, _softplus(dt_raw + dt_bias), 0.0)
+    dt_new = tl.where(t_ok, softplus_thresholded(dt_raw + dt_bias), 0.0)
     cl = tl.cumsum(A * dt_new, axis=0)  # cum over the new tokens only (from the fold point cum_h)
 
     # CB of the new tokens: exp(cl_t - cl_i) dt_i (C_t . B_i), i <= t (bf16 products exact, fp32 sums).

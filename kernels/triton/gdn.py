@@ -39,7 +39,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.intermediate import _softplus
+from kernels.triton.activation import softplus_thresholded
 from kernels.triton.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
 from kernels.triton.storage import format_code, format_of, load_state_rows, rounding_is_sr, store_state_rows
 from kernels.triton.validation import (
@@ -150,7 +150,7 @@ def gdn_decode_kernel(
     a_all = tl.load(a_ptr + rows_t * stride_a_row + hv, mask=read_t, other=0.0).to(tl.float32)
     b_all = tl.load(b_ptr + rows_t * stride_b_row + hv, mask=read_t, other=0.0).to(tl.float32)
     # Per-token scalars and normalised q/k, vectorised over tokens.
-    decay_all = tl.exp(neg_a * _softplus(a_all + dt_bias))
+    decay_all = tl.exp(neg_a * softplus_thresholded(a_all + dt_bias))
     beta_all = tl.sigmoid(b_all)
     q_all = q_all * (scale / tl.sqrt(tl.sum(q_all * q_all, axis=1) + 1e-6))[:, None]
     k_all = k_all * (1.0 / tl.sqrt(tl.sum(k_all * k_all, axis=1) + 1e-6))[:, None]

@@ -42,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.triton.activation import softplus_thresholded
 from kernels.triton.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
 from kernels.triton.storage import (
     SCALED,
@@ -90,18 +91,6 @@ def default_knobs(
     block_p = max(1, min(512 // block_n, triton.next_power_of_2(shape.head_dim)))
     num_warps = 2 if (rounding == "sr" and batch * shape.nheads <= 32) else 1
     return IntermediateKnobs(block_p=block_p, num_warps=num_warps)
-
-
-@triton.jit
-def _softplus(u):
-    """softplus(u) = u if u > 20 else log1p(exp(u)), the branch chosen before exp (no inf*0).
-
-    log1p via Goldberg's correction (accurate for tiny exp(u); Triton has no portable log1p
-    that also runs in the interpreter)."""
-    e = tl.exp(tl.minimum(u, 20.0))
-    w = 1.0 + e
-    lp = tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
-    return tl.where(u > 20.0, u, lp)
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
@@ -191,7 +180,7 @@ def mamba2_intermediate_kernel(
     c_all = tl.load(c_ptr + rows_t[:, None] * stride_c_row + g * N + offs_n[None, :], mask=tok_n, other=0.0)
     c_all = c_all.to(tl.float32)
     dt_all = tl.load(dt_ptr + rows_t * stride_dt_row + h, mask=read_t, other=0.0).to(tl.float32)
-    dt_all = _softplus(dt_all + dt_bias)
+    dt_all = softplus_thresholded(dt_all + dt_bias)
     a_all = tl.exp(A * dt_all)
     if HAS_Z:
         z_all = tl.load(
