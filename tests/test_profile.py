@@ -137,12 +137,18 @@ def test_units():
     assert ncu.parse_number("12,345,678") == 12345678 and ncu.parse_number("") is None
 
 
+H100_L2 = 50 << 20
+"""The L2 of the H100 the recorded reports came from (devices report their own; never a default)."""
+
+
 def test_byte_model_line():
     kernels = ncu.parse_raw_csv(SYNTHETIC)[:2]
     measured = ncu.measured_dram_bytes(kernels)
-    line = ncu.byte_model_line(int(measured * 1.1), kernels)
+    line = ncu.byte_model_line(int(measured * 1.1), kernels, H100_L2)
     assert "measured DRAM 1.247 MB" in line and ": +10.0%;" in line and "model consistent (weak check" in line
-    assert "none declared" in ncu.byte_model_line(None, kernels)
+    assert "none declared" in ncu.byte_model_line(None, kernels, H100_L2)
+    unknown = ncu.byte_model_line(int(measured * 1.1), kernels, None)  # no device L2 figure: no band, weak
+    assert "L2 size unknown" in unknown and "weak check" in unknown
     assert ncu.deviation_pct(90, 100) == pytest.approx(-10.0) and ncu.deviation_pct(1, 0) is None
 
 
@@ -160,7 +166,7 @@ def test_parse_recorded_h100_csv():
     # values in base units: ns, bytes, percent
     assert 50_000 < main.get(ncu.DURATION) < 200_000  # ~87 us
     states = 64 * 6 * 16 * 64 * 128 * 4  # 64 rows x T=6 fp32 states written
-    assert states - ncu.DEFAULT_L2_BYTES <= main.get(ncu.DRAM_WRITE) <= states  # short by what L2 kept dirty
+    assert states - H100_L2 <= main.get(ncu.DRAM_WRITE) <= states  # short by what L2 kept dirty
     assert 64 * 16 * 64 * 128 * 4 <= main.get(ncu.DRAM_READ) < 1.2 * 64 * 16 * 64 * 128 * 4 + 3e6  # one state read
     assert conv.get(ncu.DRAM_WRITE) == 0  # conv1d's 2.3 MB of writes all stayed in L2
     assert 0 < main.get(ncu.DRAM_PCT) <= 100 and 0 < main.get(ncu.OCCUPANCY) <= 100
@@ -172,9 +178,9 @@ def test_byte_model_line_on_recorded_csv():
     case = resolve(Path(__file__).parent.parent / "sweeps" / "nemotron3-super-tp8.yaml",
                    "H16P64N128G1-b64-T6-fp32-pool-w6-hist-pdl-realistic", "triton.intermediate").case
     model = registry()["triton.intermediate"].bytes_moved(case, None)
-    line = ncu.byte_model_line(model, kernels)
+    line = ncu.byte_model_line(model, kernels, H100_L2)
     assert line.startswith(f"byte model {model / 1e6:.3f} MB vs measured DRAM") and "model consistent" in line
-    assert "OFF" in ncu.byte_model_line(model // 2, kernels)  # below the DRAM bytes: off whatever L2 kept
+    assert "OFF" in ncu.byte_model_line(model // 2, kernels, H100_L2)  # below the DRAM bytes: off whatever L2 kept
 
 
 # -- sanitizer output ---------------------------------------------------------------------------------

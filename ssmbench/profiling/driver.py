@@ -186,7 +186,7 @@ def profile_ncu(options: ProfileOptions, selection: Selection, console: Any) -> 
     if duration is not None:
         console.print(f"{len(kernels)} kernel(s), summed duration {duration / 1e3:.2f} us (ncu serializes "
                       "kernels: not the PDL span)", highlight=False)
-    console.print(ncu.byte_model_line(meta.get("model_bytes"), kernels, meta.get("l2_bytes") or ncu.DEFAULT_L2_BYTES),
+    console.print(ncu.byte_model_line(meta.get("model_bytes"), kernels, meta.get("l2_bytes")),
                   highlight=False)
     for note in meta.get("notes", []):
         console.print(f"[yellow]note[/]: {note}", highlight=False)

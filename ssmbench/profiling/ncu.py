@@ -35,11 +35,9 @@ GRID = "launch__grid_size"
 BLOCK = "launch__block_size"
 
 METRICS = (DURATION, DRAM_READ, DRAM_WRITE, DRAM_PCT, OCCUPANCY, REGISTERS, SMEM_STATIC, SMEM_DYNAMIC, GRID, BLOCK)
-"""Collected in one replay pass on the H100: duration, DRAM bytes read/written and % of peak,
+"""Collected in one replay pass (checked on the H100 and the H200): duration, DRAM bytes read/written and % of peak,
 achieved occupancy, registers and shared memory per kernel, launch geometry."""
 
-DEFAULT_L2_BYTES = 50 << 20
-"""The H100's L2, for reports that do not carry the device's own figure."""
 
 CACHE_CONTROLS = ("all", "none")
 RANGE_COLUMN_PREFIX = "Id:Domain:Start/Stop_Range"
@@ -194,11 +192,13 @@ class ByteCheck:
     model: float
     dram: float
     kernels: int
-    l2_bytes: float = DEFAULT_L2_BYTES
+    l2_bytes: float | None
+    """The profiled device's own L2 size (never a constant: the H100 has 50 MiB, the H200 60);
+    None when the report does not carry it, and then only the lower bound is checked."""
 
     @property
     def upper(self) -> float:
-        return self.dram + self.kernels * self.l2_bytes
+        return self.dram + self.kernels * (self.l2_bytes or 0.0)
 
     @property
     def deviation(self) -> float | None:
@@ -210,6 +210,8 @@ class ByteCheck:
         return self.model < self.dram * (1 - t) or self.model > self.upper * (1 + t)
 
     def weak(self, threshold_pct: float) -> bool:
+        if self.l2_bytes is None:
+            return True
         return self.dram <= 0 or (self.upper - self.dram) / self.dram > threshold_pct / 100.0
 
 
@@ -220,7 +222,7 @@ def deviation_pct(model: float | None, measured: float | None) -> float | None:
     return (model - measured) / measured * 100.0
 
 
-def byte_model_line(model: int | None, kernels: list[KernelRow], l2_bytes: float = DEFAULT_L2_BYTES,
+def byte_model_line(model: int | None, kernels: list[KernelRow], l2_bytes: float | None,
                     threshold_pct: float = 10.0) -> str:
     """``byte model 240.449 MB vs measured DRAM 214.238 MB (read 36.960 + write 177.278): +12.2%; with
     writes left dirty in L2 the chain moved 214.238..319.096 MB: model consistent`` (see `ByteCheck`)."""
@@ -237,6 +239,8 @@ def byte_model_line(model: int | None, kernels: list[KernelRow], l2_bytes: float
     if check.weak(threshold_pct):
         verdict += " (weak check: the band is wider than the threshold)"
     head = f"byte model {model / 1e6:.3f} MB vs {where}: " + (f"{dev:+.1f}%" if dev is not None else "n/a")
+    if l2_bytes is None:
+        return f"{head}; L2 size unknown (the report does not carry the device's): model {verdict}"
     return (f"{head}; with writes left dirty in L2 ({len(kernels)} kernel(s) x {l2_bytes / 2**20:.0f} MiB) the chain "
             f"moved {dram / 1e6:.3f}..{check.upper / 1e6:.3f} MB: model {verdict}")
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ssmbench.profiling.ncu import DEFAULT_L2_BYTES, DRAM_READ, DRAM_WRITE, ByteCheck, KernelRow, total
+from ssmbench.profiling.ncu import DRAM_READ, DRAM_WRITE, ByteCheck, KernelRow, total
 from ssmbench.profiling.target import RANGE_PREFIX, range_name
 
 THRESHOLD_PCT = 10.0
@@ -137,7 +137,7 @@ class PairResult:
     def check(self) -> ByteCheck | None:
         if self.pair.model_bytes is None or self.dram is None:
             return None
-        return ByteCheck(self.pair.model_bytes, self.dram, self.kernels, self.pair.l2_bytes or DEFAULT_L2_BYTES)
+        return ByteCheck(self.pair.model_bytes, self.dram, self.kernels, self.pair.l2_bytes)
 
     @property
     def deviation(self) -> float | None:
