@@ -49,6 +49,8 @@ from ssmbench.results import CaseRecord, case_params
 Emit = Callable[[tuple], None]
 
 TIMER_ENV = "SSMBENCH_TIMER"
+UNKNOWN_L2_FLUSH_BYTES = 512 << 20
+"""Flush size for a device that reports no L2 size: several times any L2 shipped so far."""
 """Force a timer: ``cupti`` or ``cuda-event`` (default: CUPTI when it works, else events)."""
 
 FATAL_MARKERS = (
@@ -161,11 +163,13 @@ class Session:
         torch.cuda.set_device(self.device)
         props = torch.cuda.get_device_properties(self.device)
         uuid = normalize_uuid(getattr(props, "uuid", "unknown"))
-        l2_bytes = int(getattr(props, "L2_cache_size", 0) or 50 << 20)
-        self.flusher = L2Flusher(l2_bytes, self.device)
+        l2_bytes = int(getattr(props, "L2_cache_size", 0) or 0)
+        # Read from the device, never assumed (the H100 has 50 MiB, the H200 60). A device that
+        # does not report it gets a flush far larger than any L2 shipped so far.
+        self.flusher = L2Flusher(l2_bytes or UNKNOWN_L2_FLUSH_BYTES // 2, self.device)
         self.clocks, clock_note = open_clock_monitor(uuid)
         known = config.known_devices.get(uuid, {}).get("bandwidth")
-        bandwidth = dict(known) if known else calibrate_copy(self.device, l2_bytes)
+        bandwidth = dict(known) if known else calibrate_copy(self.device, l2_bytes or UNKNOWN_L2_FLUSH_BYTES)
         bandwidth["datasheet_tbps"] = datasheet_tbps(props.name)
         self.info = {
             "index": config.gpu_index, "name": props.name, "uuid": uuid,
