@@ -2,7 +2,9 @@
 the reference `ssmbench compare` gates against (schema ``ssmbench.results/1``, env kept).
 
 A baseline must be a real, complete measurement: never the CPU test mode, never a run with the
-test slowdown knob; unless forced, never an interrupted run or one with failed/errored pairs.
+test slowdown knob, never an ok record without usable samples; unless forced, never an
+interrupted run or one with failed/errored pairs. Every file is read through the validating
+readers of `ssmbench.results`, so bad input is a `UsageError` (exit 2) naming file and field.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssmbench.errors import UsageError
-from ssmbench.results import LogContents, load_results, write_results
+from ssmbench.results import LogContents, load_results, usable_samples, write_results
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 
@@ -60,6 +62,10 @@ def problems(results: LogContents, path: Path) -> tuple[list[str], list[str]]:
         never.append(f"measured with the test slowdown knob (SSMBENCH_TEST_SLOWDOWN={results.env['test_slowdown']})")
     if not any(r.status == "ok" for r in results.records.values()):
         never.append("no pair was measured ok")
+    empty = [r for r in results.records.values() if r.status == "ok" and not usable_samples(r.samples_us)]
+    if empty:
+        never.append(f"{len(empty)} ok record(s) without usable samples (e.g. {'/'.join(empty[0].key)}); an ok "
+                     "record must carry its samples_us")
     if Path(path).suffix == ".jsonl":
         forceable.append("a JSON-lines log (the run never wrote its final JSON)")
     elif results.env.get("complete") is not True:
@@ -83,8 +89,11 @@ def save_baseline(results_path: Path, root: Path = BASELINES_DIR, force: bool = 
                          + " (--force stores it anyway)")
     target = baseline_path(results, results_path, root)
     replaced = target.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_results(target, results.env, list(results.devices.values()), list(results.records.values()))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_results(target, results.env, list(results.devices.values()), list(results.records.values()))
+    except OSError as exc:
+        raise UsageError(f"{target}: cannot write the baseline ({exc.strerror or exc})") from None
     return target, replaced
 
 
@@ -101,13 +110,15 @@ class StoredBaseline:
 
 
 def list_baselines(root: Path = BASELINES_DIR) -> list[StoredBaseline]:
-    """Every ``root/*/*.json``; an unreadable one is listed with the reason, not raised."""
+    """Every ``root/*/*.json``; an unreadable one is listed with the reason, not raised (one bad
+    file must not hide the others)."""
     found = []
     for path in sorted(Path(root).glob("*/*.json")):
         try:
             results = load_results(path)
-        except UsageError as exc:
-            found.append(StoredBaseline(path, path.parent.name, path.stem, 0, 0, "", "", f"unreadable: {exc}"))
+        except (UsageError, OSError) as exc:  # the readers turn everything else into UsageError
+            reason = str(exc).removeprefix(f"{path}: ").splitlines()[0] if str(exc) else type(exc).__name__
+            found.append(StoredBaseline(path, path.parent.name, path.stem, 0, 0, "", "", f"unreadable: {reason}"))
             continue
         names = sorted({str(d.get("name")) for d in results.devices.values() if d.get("name")})
         env = results.env

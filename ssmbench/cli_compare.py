@@ -6,26 +6,30 @@ The decisions are `ssmbench.compare`'s (pure); this module reads the files, re-m
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ssmbench.compare import (
+    CALIBRATION_HEADER,
     DEFAULT_CONFIDENCE,
     DEFAULT_THRESHOLD_PCT,
-    GATING,
     TABLE_HEADER,
     Comparison,
     Gate,
     Row,
+    calibration_rows,
     compare_results,
     decide_rerun,
     device_mismatch,
     gates_from_spec,
+    input_problem,
     sort_rows,
     summary_line,
     table_rows,
@@ -55,10 +59,14 @@ def load_gates(spec: Path | None, new: LogContents, explicit: bool) -> tuple[dic
         return {}, f"spec {path} not found: default gate"
     try:
         return gates_from_spec(load_sweep_file(path).sweeps), f"gate from {path}"
-    except UsageError as exc:
-        if explicit:
+    except (UsageError, OSError, ValueError, RecursionError) as exc:
+        # an implicit spec (named by NEW's env.spec) is optional: any failure to read it falls back
+        if explicit and isinstance(exc, UsageError):
             raise
-        return {}, f"spec {path} unreadable ({str(exc).splitlines()[0]}): default gate"
+        if explicit:
+            raise UsageError(f"--spec {path}: unreadable ({exc})") from None
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        return {}, f"spec {path} unreadable ({first}): default gate"
 
 
 def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec: Path, rounds: int,
@@ -117,18 +125,38 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
         else:
             rows.append(decide_rerun(row.sweep, row.id, row.impl, fresh[row.key], old.records[row.key].samples_us,
                                      gate))
-    return Comparison(sort_rows(rows), comparison.warnings)
+    return dataclasses.replace(comparison, rows=sort_rows(rows))
 
 
 def print_comparison(console: Console, comparison: Comparison, title: str) -> None:
-    table = Table(title=title)
+    """The verdict table, then both runs' calibration and the shift diagnosis. Every cell from a
+    file is escaped: a case id or message is never read as rich markup."""
+    table = Table(title=escape(title))
     for name in TABLE_HEADER:
         table.add_column(name, no_wrap=name in ("case id", "verdict"), overflow="fold")
     for row, cells in zip(comparison.rows, table_rows(comparison.rows), strict=True):
         style = VERDICT_STYLE.get(row.verdict, "")
+        cells = [escape(c) for c in cells]
         cells[6] = f"[{style}]{cells[6]}[/]" if style else cells[6]
-        table.add_row(*cells[:6], cells[6], cells[7].replace("[", "\\["))
+        table.add_row(*cells)
     console.print(table)
+    if comparison.calibration:
+        calibration = Table(title="Calibration (each run's GPUs, env.gpus[])")
+        for name in CALIBRATION_HEADER:
+            calibration.add_column(name, overflow="fold")
+        for cells in calibration_rows(comparison.calibration):
+            calibration.add_row(*(escape(c) for c in cells))
+        console.print(calibration)
+    console.print(f"diagnosis: {comparison.shift.text}", highlight=False, markup=False)
+
+
+def write_report(path: Path, text: str, option: str) -> None:
+    """Write a report file; a path that cannot be written is bad input (exit 2), not a traceback."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write ({exc.strerror or exc})") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -159,25 +187,33 @@ def register(app: typer.Typer) -> None:
             "--rerun-dir", help="Where --rerun writes its results (default: <NEW>.rerun/ beside NEW).")] = None,
         spec: Annotated[Path | None, typer.Option(
             "--spec", help="Sweep spec for the gate settings and --rerun (default: the one NEW records).")] = None,
+        fail_on_missing: Annotated[bool, typer.Option(
+            "--fail-on-missing", help="Exit 2 when a baseline pair is MISSING (not measured ok in NEW).",
+        )] = False,
     ) -> None:
         """Gate NEW against BASELINE from the raw samples, per (case, impl).
 
         Verdicts SLOWER, FASTER, SAME, AMBIGUOUS, NEW, MISSING, FAILED (docs/gate.md). Exit 0 ok,
-        1 SLOWER, 2 FAILED or bad input, 3 only AMBIGUOUS left.
+        1 SLOWER (only), 2 FAILED, bad or unusable input (nothing shared, an ok record without
+        samples), or MISSING with --fail-on-missing, 3 only AMBIGUOUS left.
         """
-        if threshold is not None and not 0 < threshold < 100:
+        if threshold is not None and not (0 < threshold < 100):  # also NaN
             raise UsageError(f"--threshold {threshold}: allowed 0 < PCT < 100")
         new_results, old_results = load_results(new), load_results(baseline)
         mismatch = device_mismatch(new_results, old_results)
         if mismatch and not allow_device_mismatch:
             raise UsageError(f"{mismatch}: refusing to compare different GPU models (--allow-device-mismatch "
                              "to compare anyway)")
+        problem = input_problem(new_results, old_results)
+        if problem:
+            raise UsageError(f"{new} vs {baseline}: {problem}")
         gates, gate_source = load_gates(spec, new_results, explicit=spec is not None)
         if threshold is not None:
             gates = {name: Gate(threshold, g.confidence) for name, g in gates.items()}
             gate_source += f"; --threshold {threshold:g}"
         default = Gate(threshold if threshold is not None else DEFAULT_THRESHOLD_PCT, DEFAULT_CONFIDENCE)
         comparison = compare_results(new_results, old_results, gates, default)
+        comparison.fail_on_missing = fail_on_missing
         if mismatch:
             comparison.warnings.insert(0, f"different GPU models ({mismatch}), compared as asked")
         if rerun:
@@ -189,15 +225,17 @@ def register(app: typer.Typer) -> None:
         print_comparison(console, comparison, f"{new} vs {baseline} (±{shown.threshold_pct:g}%, "
                                               f"{shown.confidence:.0%} interval; {gate_source})")
         for warning in comparison.warnings:
-            err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+            err_console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
         if markdown is not None:
-            markdown.parent.mkdir(parents=True, exist_ok=True)
-            markdown.write_text(to_markdown(comparison, str(new), str(baseline), shown))
+            write_report(markdown, to_markdown(comparison, str(new), str(baseline), shown), "--markdown")
         if junit is not None:
-            junit.parent.mkdir(parents=True, exist_ok=True)
-            junit.write_text(to_junit(comparison))
+            write_report(junit, to_junit(comparison), "--junit")
         code = comparison.exit_code
-        gating = sum(1 for r in comparison.rows if r.verdict in GATING)
+        gating = sum(1 for r in comparison.rows if r.verdict in comparison.gating)
+        missing = comparison.counts["MISSING"]
+        if fail_on_missing and missing:
+            err_console.print(f"{missing} baseline pair(s) MISSING (not measured ok in NEW): exit 2 "
+                              "(--fail-on-missing)", highlight=False, markup=False)
         console.print(f"{summary_line(comparison.rows)}; exit {code}"
                       + (f" ({gating} gating)" if gating else ""), highlight=False, markup=False)
         if code:
@@ -234,12 +272,12 @@ def register(app: typer.Typer) -> None:
         from ssmbench.baselines import list_baselines
 
         found = list_baselines(_root(root))
-        table = Table(title=f"Baselines ({_root(root)})")
+        table = Table(title=escape(f"Baselines ({_root(root)})"))
         for col in ("gpu", "sweep", "cases (ok/all)", "measured", "git sha", "file"):
             table.add_column(col, overflow="fold")
         for b in found:
             where = str(b.path) + (f" ({b.note})" if b.note else "")
-            table.add_row(b.gpu, b.sweep, f"{b.ok}/{b.cases}", b.date, b.git_sha, where)
+            table.add_row(*(escape(c) for c in (b.gpu, b.sweep, f"{b.ok}/{b.cases}", b.date, b.git_sha, where)))
         console.print(table)
         console.print(f"{len(found)} baseline(s)", highlight=False)
 

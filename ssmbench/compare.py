@@ -17,6 +17,12 @@ Verdicts, with the threshold band [1 - t, 1 + t] around a ratio of 1:
 - ``AMBIGUOUS``: anything else (the interval straddles a band edge, or too few samples);
 - ``NEW`` (no usable baseline record), ``MISSING`` (in the baseline, not measured now),
   ``FAILED`` (the new record's status is ``fail`` or ``error``: always gates).
+
+Never green on nothing: two files that share no pair measured on both sides, or an ``ok`` record
+without usable samples, are unusable input (`input_problem`, exit 2), and ``--fail-on-missing``
+makes MISSING pairs exit 2 too. Beside the verdicts, `shift_diagnosis` tells a machine-wide shift
+(every pair moved alike: another machine's clocks or bandwidth) from a regression of some pairs;
+it is information for the reader and changes no verdict.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ssmbench.measure.stats import median
-from ssmbench.results import CaseRecord, LogContents
+from ssmbench.results import CaseRecord, LogContents, usable_samples
 
 DEFAULT_THRESHOLD_PCT = 3.0
 DEFAULT_CONFIDENCE = 0.99
@@ -44,6 +50,9 @@ VERDICTS = ("FAILED", "SLOWER", "AMBIGUOUS", "MISSING", "NEW", "SAME", "FASTER")
 """Worst first: the order of the table."""
 GATING = ("FAILED", "SLOWER")
 """Verdicts that fail the gate (JUnit failures)."""
+
+COMPARED = ("SLOWER", "AMBIGUOUS", "SAME", "FASTER")
+"""Verdicts of pairs measured on both sides (the ones a shift diagnosis looks at)."""
 
 EXIT_OK, EXIT_SLOWER, EXIT_FAILED, EXIT_AMBIGUOUS = 0, 1, 2, 3
 
@@ -206,15 +215,15 @@ def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> 
     if new is not None and new.status in ("fail", "error"):
         return Row(sweep, case_id, impl, "FAILED", old_median_us=old.median_us if old else None,
                    note=f"{new.status}: {new.message}"[:300], threshold_pct=gate.threshold_pct)
-    old_ok = old is not None and old.status == "ok" and bool(old.samples_us)
-    new_ok = new is not None and new.status == "ok" and bool(new.samples_us)
+    old_ok = old is not None and old.status == "ok" and usable_samples(old.samples_us)
+    new_ok = new is not None and new.status == "ok" and usable_samples(new.samples_us)
     if new_ok and old_ok:
         return compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate)
     if new_ok:
         why = "not in the baseline" if old is None else f"baseline status {old.status}"
         return Row(sweep, case_id, impl, "NEW", new_median_us=new.median_us, new_n=len(new.samples_us),
                    note=why, threshold_pct=gate.threshold_pct)
-    if old_ok:
+    if old is not None and old.status == "ok":  # without samples too: `input_problem` refuses it if NEW has it
         why = "not in NEW" if new is None else f"now {new.status}: {new.message}"[:300]
         return Row(sweep, case_id, impl, "MISSING", old_median_us=old.median_us, old_n=len(old.samples_us),
                    note=why, threshold_pct=gate.threshold_pct)
@@ -248,6 +257,10 @@ def decide_rerun(sweep: str, case_id: str, impl: str, rounds: Sequence[Sequence[
 class Comparison:
     rows: list[Row]
     warnings: list[str] = field(default_factory=list)
+    calibration: list[DeviceCalibration] = field(default_factory=list)
+    """Both runs' GPUs as their files record them (NEW first)."""
+    fail_on_missing: bool = False
+    """``--fail-on-missing``: MISSING pairs exit 2."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -255,7 +268,58 @@ class Comparison:
 
     @property
     def exit_code(self) -> int:
-        return exit_code(self.rows)
+        return exit_code(self.rows, self.fail_on_missing)
+
+    @property
+    def gating(self) -> tuple[str, ...]:
+        return gating_verdicts(self.fail_on_missing)
+
+    @property
+    def shift(self) -> ShiftDiagnosis:
+        return shift_diagnosis(self.rows, self.calibration)
+
+
+# -- can the two files be compared at all ---------------------------------------------------
+
+
+def _pair_name(key: tuple[str, str, str]) -> str:
+    return "/".join(key)
+
+
+def _without_samples(results: LogContents, keys: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """Keys among ``keys`` whose record is ``ok`` but carries no usable samples."""
+    return [k for k in keys if results.records[k].status == "ok" and not usable_samples(results.records[k].samples_us)]
+
+
+def _describe_side(results: LogContents) -> str:
+    ok = [k for k, r in results.records.items() if r.status == "ok"]
+    sweeps = sorted({k[0] for k in results.records})
+    return (f"{len(ok)} ok pair(s) of {len(results.records)}, sweep(s) {', '.join(sweeps[:4]) or 'none'}"
+            + (", ..." if len(sweeps) > 4 else ""))
+
+
+def input_problem(new: LogContents, old: LogContents) -> str | None:
+    """Why NEW and the baseline cannot be gated against each other (exit 2), or None.
+
+    - an ``ok`` record of NEW without usable samples (an ok record must carry its samples);
+    - the same for a baseline record NEW also has (the pair would be compared on nothing);
+    - no (sweep, case id, impl) pair measured with samples on both sides and no FAILED pair:
+      the wrong baseline, or a NEW of another sweep. A gate that compared nothing is not green.
+    """
+    for label, results, keys in (("NEW", new, list(new.records)),
+                                 ("the baseline", old, [k for k in old.records if k in new.records])):
+        bad = _without_samples(results, keys)
+        if bad:
+            return (f"{label} has {len(bad)} ok record(s) without usable samples (e.g. {_pair_name(bad[0])}); "
+                    "an ok record must carry its samples_us")
+    shared = [k for k in new.records if k in old.records and new.records[k].status == "ok"
+              and old.records[k].status == "ok"]
+    failed = any(r.status in ("fail", "error") for r in new.records.values())
+    if not shared and not failed:
+        return (f"NEW and the baseline share no (sweep, case id, impl) pair measured ok on both sides "
+                f"(NEW: {_describe_side(new)}; baseline: {_describe_side(old)}): the wrong baseline, or a NEW "
+                "from another sweep?")
+    return None
 
 
 def gpu_names(results: LogContents) -> list[str]:
@@ -326,7 +390,138 @@ def compare_results(new: LogContents, old: LogContents, gates: dict[str, Gate] |
         row = compare_pair(n, o, gates.get(key[0], default))
         if row is not None:
             rows.append(row)
-    return Comparison(sort_rows(rows), environment_warnings(new, old, pairs))
+    return Comparison(sort_rows(rows), environment_warnings(new, old, pairs),
+                      device_calibrations(new, "NEW") + device_calibrations(old, "baseline"))
+
+
+# -- calibration and the shift diagnosis -----------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    """A finite number from a device field, else None (records built in code are not validated)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+@dataclass(frozen=True)
+class DeviceCalibration:
+    """One GPU of one run as its results record it (``env.gpus[]`` and ``env.hostname``)."""
+
+    run: str
+    name: str
+    uuid: str
+    hostname: str
+    copy_tbps: float | None
+    datasheet_tbps: float | None
+    max_sm_mhz: float | None
+    max_mem_mhz: float | None
+    l2_bytes: float | None
+    driver: str
+
+
+def device_calibrations(results: LogContents, run: str) -> list[DeviceCalibration]:
+    """The run's GPUs: measured copy bandwidth, datasheet bandwidth, max clocks, L2, driver."""
+    out = []
+    for device in results.devices.values():
+        bandwidth = device.get("bandwidth") if isinstance(device.get("bandwidth"), dict) else {}
+        out.append(DeviceCalibration(
+            run, _text(device.get("name")), _text(device.get("uuid")), _text(results.env.get("hostname")),
+            _number(bandwidth.get("measured_tbps")), _number(bandwidth.get("datasheet_tbps")),
+            _number(device.get("max_sm_mhz")), _number(device.get("max_mem_mhz")), _number(device.get("l2_bytes")),
+            _text(device.get("driver"))))
+    return out
+
+
+def copy_bandwidth(calibration: Iterable[DeviceCalibration], run: str) -> float | None:
+    """The median measured copy bandwidth of one run's GPUs (TB/s), None when not measured."""
+    values = [c.copy_tbps for c in calibration if c.run == run and c.copy_tbps]
+    return float(np.median(values)) if values else None
+
+
+CALIBRATION_HEADER = ["run", "GPU", "uuid", "host", "copy TB/s", "datasheet TB/s", "max SM MHz", "max mem MHz",
+                      "L2 MiB", "driver"]
+
+
+def calibration_rows(calibration: Sequence[DeviceCalibration]) -> list[list[str]]:
+    """Cells of the calibration table, one row per GPU of either run (NEW first); ``-`` = not recorded."""
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    return [[c.run, c.name or "-", c.uuid or "-", c.hostname or "-", num(c.copy_tbps, ".3f"),
+             num(c.datasheet_tbps, ".2f"), num(c.max_sm_mhz, ".0f"), num(c.max_mem_mhz, ".0f"),
+             num(None if c.l2_bytes is None else c.l2_bytes / 2**20, ".0f"), c.driver or "-"] for c in calibration]
+
+
+SHIFT_MIN_PAIRS = 3
+"""Fewer compared pairs than this: no diagnosis (a median of two says nothing about a machine)."""
+SHIFT_SAME_SIDE = 0.9
+"""A machine-wide shift moves at least this fraction of the pairs the way the median moved."""
+SHIFT_MAX_SPREAD = 0.5
+"""... and its spread (IQR of the changes) is at most this fraction of the median change."""
+
+
+@dataclass(frozen=True)
+class ShiftDiagnosis:
+    """Whether the pairs moved together (docs/gate.md, "Machine-wide shift or regression")."""
+
+    kind: str
+    """``machine-wide``, ``some-pairs``, ``none`` or ``too-few``."""
+    pairs: int
+    median_pct: float | None = None
+    spread_pct: float | None = None
+    same_side: int = 0
+    slower: int = 0
+    copy_change_pct: float | None = None
+
+    @property
+    def text(self) -> str:
+        if self.kind == "too-few":
+            return f"no shift diagnosis: {self.pairs} compared pair(s), need {SHIFT_MIN_PAIRS}"
+        moved = f"{self.median_pct:+.1f}%"
+        copy = ("copy bandwidth not recorded on both runs" if self.copy_change_pct is None
+                else f"copy bandwidth differs by {self.copy_change_pct:+.1f}%")
+        if self.kind == "machine-wide":
+            who = "all" if self.same_side == self.pairs else f"{self.same_side} of"
+            return (f"machine-wide shift: {who} {self.pairs} compared pairs moved {moved} "
+                    f"(spread {self.spread_pct:.1f}%), {copy}")
+        if self.kind == "some-pairs":
+            return (f"regression of some pairs: {self.slower} of {self.pairs} pairs SLOWER while the median "
+                    f"pair moved {moved} (spread {self.spread_pct:.1f}%)")
+        return f"no shift: the median pair moved {moved} (spread {self.spread_pct:.1f}%), {copy}"
+
+
+def shift_diagnosis(rows: Sequence[Row], calibration: Sequence[DeviceCalibration] = ()) -> ShiftDiagnosis:
+    """Machine-wide shift vs regression of some pairs, from the compared pairs' changes.
+
+    With m the median change, s the IQR of the changes and t the band (percent): a
+    **machine-wide shift** when |m| > t/2, at least 90% of the pairs changed with the sign of m,
+    and s <= |m|/2 (the pairs moved together); else a **regression of some pairs** when any pair
+    is SLOWER; else **no shift**. Information only: verdicts and exit codes do not depend on it.
+    """
+    compared = [r for r in rows if r.verdict in COMPARED and r.change_pct is not None]
+    new_copy, old_copy = copy_bandwidth(calibration, "NEW"), copy_bandwidth(calibration, "baseline")
+    copy_change = (new_copy / old_copy - 1.0) * 100.0 if new_copy and old_copy else None
+    if len(compared) < SHIFT_MIN_PAIRS:
+        return ShiftDiagnosis("too-few", len(compared), copy_change_pct=copy_change)
+    changes = np.array([r.change_pct for r in compared], dtype=np.float64)
+    m = float(np.median(changes))
+    q25, q75 = np.percentile(changes, [25, 75])
+    spread = float(q75 - q25)
+    same = int(np.sum(changes > 0)) if m > 0 else int(np.sum(changes < 0)) if m < 0 else 0
+    t = float(np.median([r.threshold_pct for r in compared]))
+    slower = sum(r.verdict == "SLOWER" for r in compared)
+    if abs(m) > t / 2 and same >= SHIFT_SAME_SIDE * len(compared) and spread <= SHIFT_MAX_SPREAD * abs(m):
+        kind = "machine-wide"
+    elif slower:
+        kind = "some-pairs"
+    else:
+        kind = "none"
+    return ShiftDiagnosis(kind, len(compared), m, spread, same, slower, copy_change)
 
 
 # -- verdicts to outcomes --------------------------------------------------------------------
@@ -348,13 +543,19 @@ def verdict_counts(rows: Iterable[Row]) -> dict[str, int]:
     return counts
 
 
-def exit_code(rows: Iterable[Row]) -> int:
-    """2 a FAILED pair, else 1 a SLOWER one, else 3 an AMBIGUOUS one, else 0 (FASTER, SAME, NEW
-    and MISSING never fail the gate). An empty comparison is unusable input: 2."""
+def gating_verdicts(fail_on_missing: bool = False) -> tuple[str, ...]:
+    """Verdicts that fail the gate: FAILED and SLOWER, and MISSING with ``--fail-on-missing``."""
+    return GATING + (("MISSING",) if fail_on_missing else ())
+
+
+def exit_code(rows: Iterable[Row], fail_on_missing: bool = False) -> int:
+    """2 a FAILED pair (or, with ``fail_on_missing``, a MISSING one), else 1 a SLOWER one, else 3 an
+    AMBIGUOUS one, else 0 (FASTER, SAME, NEW and MISSING never fail the gate). An empty comparison
+    is unusable input: 2. Exit 1 means SLOWER and nothing else."""
     counts = verdict_counts(rows)
     if not sum(counts.values()):
         return EXIT_FAILED
-    if counts["FAILED"]:
+    if counts["FAILED"] or (fail_on_missing and counts["MISSING"]):
         return EXIT_FAILED
     if counts["SLOWER"]:
         return EXIT_SLOWER
@@ -363,9 +564,16 @@ def exit_code(rows: Iterable[Row]) -> int:
     return EXIT_OK
 
 
+PRESENCE = ("MISSING", "NEW")
+"""Verdicts of pairs on one side only: always counted in the summary, also when 0."""
+
+
 def summary_line(rows: Sequence[Row]) -> str:
+    """``3 SLOWER, 52 SAME; 0 MISSING, 1 NEW``: the verdicts that occurred, then MISSING and NEW
+    always (a pair the baseline has and NEW lacks must be visible in a green run)."""
     counts = verdict_counts(rows)
-    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "nothing compared"
+    verdicts = ", ".join(f"{n} {v}" for v, n in counts.items() if n and v not in PRESENCE) or "nothing compared"
+    return verdicts + "; " + ", ".join(f"{counts[v]} {v}" for v in PRESENCE)
 
 
 def _us(value: float | None) -> str:
@@ -391,9 +599,12 @@ def to_markdown(comparison: Comparison, new_name: str, old_name: str, gate: Gate
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
+    missing = comparison.counts["MISSING"]
     lines = [f"## ssmbench compare: {summary_line(comparison.rows)}", "",
              f"NEW `{new_name}` vs baseline `{old_name}`; band ±{gate.threshold_pct:g}%, "
-             f"{gate.confidence:.0%} interval of the median ratio; exit code {comparison.exit_code}.", ""]
+             f"{gate.confidence:.0%} interval of the median ratio; exit code {comparison.exit_code}"
+             + (f" ({missing} MISSING with --fail-on-missing)" if comparison.fail_on_missing and missing else "")
+             + ".", "", f"**diagnosis**: {cell(comparison.shift.text)}", ""]
     for warning in comparison.warnings:
         lines.append(f"> **warning**: {cell(warning)}")
     if comparison.warnings:
@@ -401,30 +612,42 @@ def to_markdown(comparison: Comparison, new_name: str, old_name: str, gate: Gate
     lines.append("| " + " | ".join(TABLE_HEADER) + " |")
     lines.append("|" + "---|" * len(TABLE_HEADER))
     for cells in table_rows(comparison.rows):
-        cells[-2] = f"**{cells[-2]}**" if cells[-2].split()[0] in GATING else cells[-2]
+        cells[-2] = f"**{cells[-2]}**" if cells[-2].split()[0] in comparison.gating else cells[-2]
         lines.append("| " + " | ".join(cell(c) for c in cells) + " |")
+    if comparison.calibration:
+        lines += ["", "### Calibration (each run's GPUs, `env.gpus[]`)", ""]
+        for cells in calibration_rows(comparison.calibration):
+            lines.append(f"- **{cell(cells[0])}** " + "; ".join(
+                f"{name} {cell(value)}" for name, value in zip(CALIBRATION_HEADER[1:], cells[1:], strict=True)))
     return "\n".join(lines) + "\n"
 
 
 def to_junit(comparison: Comparison, suite: str = "ssmbench compare") -> str:
     """JUnit XML: one testcase per (case, impl); SLOWER and FAILED are failures, AMBIGUOUS and
     MISSING carry a message in system-out."""
-    failures = sum(1 for r in comparison.rows if r.verdict in GATING)
+    gating = comparison.gating
+    failures = sum(1 for r in comparison.rows if r.verdict in gating)
     root = ET.Element("testsuites", name=suite, tests=str(len(comparison.rows)), failures=str(failures))
     ts = ET.SubElement(root, "testsuite", name=suite, tests=str(len(comparison.rows)), failures=str(failures),
                        errors="0", skipped="0")
     for row in comparison.rows:
-        case = ET.SubElement(ts, "testcase", classname=f"{row.sweep}.{row.impl}", name=row.id, time="0")
-        text = (f"{row.verdict}: old {_us(row.old_median_us) or '-'} us, new {_us(row.new_median_us) or '-'} us, "
-                f"change {_change(row) or '-'}, interval {row.interval_text() or '-'}"
-                + (f"; {row.note}" if row.note else ""))
-        if row.verdict in GATING:
+        case = ET.SubElement(ts, "testcase", classname=_xml_text(f"{row.sweep}.{row.impl}"), name=_xml_text(row.id),
+                             time="0")
+        text = _xml_text(f"{row.verdict}: old {_us(row.old_median_us) or '-'} us, new {_us(row.new_median_us) or '-'} "
+                         f"us, change {_change(row) or '-'}, interval {row.interval_text() or '-'}"
+                         + (f"; {row.note}" if row.note else ""))
+        if row.verdict in gating:
             failure = ET.SubElement(case, "failure", message=text, type=row.verdict)
             failure.text = text
         else:
             ET.SubElement(case, "system-out").text = text
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _xml_text(text: str) -> str:
+    """Drop the characters XML 1.0 cannot hold (control characters in an error message)."""
+    return "".join(c for c in text if c in "\t\n\r" or (" " <= c and c not in "\ufffe\uffff"))
 
 
 def gates_from_spec(sweeps: Iterable[Any]) -> dict[str, Gate]:

@@ -15,9 +15,14 @@ import dataclasses
 import json
 import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, Literal, TextIO
+
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, TypedDict
 
 from ssmbench.case import Case
 from ssmbench.errors import UsageError
@@ -90,10 +95,11 @@ class CaseRecord:
         return _finite(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaseRecord:
-        """Tolerant of keys a newer writer added (ignored) and of missing optional ones."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+    def from_dict(cls, data: Any) -> CaseRecord:
+        """A record from its JSON object, validated (`validate_case`): tolerant of keys a newer
+        writer added (ignored) and of missing optional ones, never of wrong types. Raises
+        `ResultsFormatError` naming the field."""
+        return validate_case(data)
 
 
 def record_key(sweep: str, case_id: str, impl: str) -> tuple[str, str, str]:
@@ -118,6 +124,342 @@ def log_path(output: Path) -> Path:
         output.name + ".jsonl")
 
 
+# -- reading: one validation layer for every reader ----------------------------------------------
+#
+# Every reader (`load_results`, `read_log`, `CaseRecord.from_dict`) goes through the functions
+# below, so a results file that is not what docs/results-format.md says is one clear error naming
+# the file, the field path (``cases[12].samples_us[3]``) and what was expected: never a TypeError
+# deep inside `compare`, never a traceback. Types are pydantic's in strict mode (a bool is not a
+# number, "3" is not a number, 1.0 is not an integer); unknown keys are kept (env, devices) or
+# ignored (case records) so a newer writer can add fields within /1.
+
+MAX_RESULTS_BYTES = 512 << 20
+"""Results files larger than this are refused before reading (the largest real one, a 343-pair
+headline sweep, is 2.7 MB; parsing JSON takes ~10x its size in memory)."""
+MAX_NESTING = 32
+"""Deepest JSON nesting accepted (a real file nests 5 deep). Deeper input is refused with a clear
+error before anything recurses over it (json itself gives up near Python's recursion limit)."""
+
+
+class ResultsFormatError(UsageError, ValueError):
+    """A results file (or record) that does not match the schema: where, which field, what was
+    expected and what was there. A ValueError too, for callers that caught the old ValueError."""
+
+    def __init__(self, field: str, expected: str, got: str = "", where: str = "") -> None:
+        self.field, self.expected, self.got, self.where = field, expected, got, where
+        text = f"{field}: expected {expected}" if field else f"expected {expected}"
+        text += f", got {got}" if got else ""
+        super().__init__(f"{where}: {text}" if where else text)
+
+    def at(self, where: str, prefix: str = "") -> ResultsFormatError:
+        """The same error located in a file (``where``: ``path`` or ``path:line``), with the
+        field path below ``prefix`` (``cases[12]``)."""
+        return ResultsFormatError(join_field(prefix, self.field), self.expected, self.got, where)
+
+
+def join_field(prefix: str, field: str) -> str:
+    """``cases[3]`` + ``samples_us[1]`` -> ``cases[3].samples_us[1]``."""
+    if not prefix or not field:
+        return prefix or field
+    return prefix + field if field.startswith("[") else f"{prefix}.{field}"
+
+
+def describe(value: Any) -> str:
+    """A short rendering of a bad value for an error line (JSON spelling, truncated)."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return f"an object with {len(value)} key(s)"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _plain_text(value: str) -> str:
+    """Strings must be printable to a terminal and writable as UTF-8 (no lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _label(value: str) -> str:
+    """Identifiers (case id, impl, GPU name) also have no control characters."""
+    _plain_text(value)
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValueError("a string without control characters")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
+Label = Annotated[str, AfterValidator(_label)]
+Ident = Annotated[str, Field(min_length=1), AfterValidator(_label)]
+Number = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+Sample = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+"""One timed span in microseconds: a finite number > 0 (a bool, null, NaN, 0 is not a sample)."""
+
+_OPEN = ConfigDict(strict=True, extra="allow")
+_CLOSED = ConfigDict(strict=True, extra="ignore")
+
+
+class BandwidthFields(TypedDict, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    measured_tbps: Number | None
+    datasheet_tbps: Number | None
+    copy_bytes: Count | None
+    copy_ms: Number | None
+
+
+class DeviceFields(TypedDict, total=False):
+    """``env.gpus[]`` / a ``device`` log line (what ssmbench/measure/runner.py writes)."""
+
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    index: int | None
+    name: Label | None
+    uuid: Label | None
+    sm_count: Count | None
+    l2_bytes: Count | None
+    memory_bytes: Count | None
+    capability: Label | None
+    driver: Label | None
+    cuda_runtime: Label | None
+    timer: Label | None
+    timer_note: Text | None
+    clock_source: Label | None
+    clock_note: Text | None
+    max_sm_mhz: Number | None
+    max_mem_mhz: Number | None
+    bandwidth: BandwidthFields | None
+    test_slowdown: Number | None
+
+
+class EnvFields(TypedDict, total=False):
+    """``env`` / an ``env`` log line: the keys readers use are typed, others kept as they are."""
+
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    ssmbench: Text | None
+    git_sha: Label | None
+    git_dirty: bool | None
+    hostname: Label | None
+    spec: Text | None
+    spec_name: Label | None
+    started: Label | None
+    finished: Label | None
+    complete: bool | None
+    device_mode: Label | None
+    timer: Label | None
+    test_slowdown: Number | None
+    gpus: list[DeviceFields]
+
+
+class ClockFields(TypedDict, total=False):
+    __pydantic_config__ = _OPEN  # type: ignore[misc]
+    source: Label | None
+    sm_mhz_min: Number | None
+    sm_mhz_max: Number | None
+    max_sm_mhz: Number | None
+    throttled_samples: Count | None
+    throttle_reasons: list[Text] | None
+
+
+class CaseFields(TypedDict):
+    """A case record (`CaseRecord`); unknown keys are dropped."""
+
+    __pydantic_config__ = _CLOSED  # type: ignore[misc]
+    id: Ident
+    impl: Ident
+    sweep: Ident
+    status: Literal["ok", "fail", "error", "skip"]
+    message: NotRequired[Text]
+    params: NotRequired[dict[str, Any]]
+    samples_us: NotRequired[list[Sample]]
+    median_us: NotRequired[Number | None]
+    p10_us: NotRequired[Number | None]
+    p90_us: NotRequired[Number | None]
+    noise: NotRequired[Number | None]
+    n_samples: NotRequired[Count]
+    stop: NotRequired[Label | None]
+    kernels_us: NotRequired[dict[str, Number | None]]
+    bytes: NotRequired[Count | None]
+    tbps: NotRequired[Number | None]
+    sol_pct: NotRequired[Number | None]
+    sol_datasheet_pct: NotRequired[Number | None]
+    verify: NotRequired[dict[str, Any] | None]
+    clock: NotRequired[ClockFields | None]
+    timer: NotRequired[Label | None]
+    launch: NotRequired[Label | None]
+    gpu: NotRequired[Label | None]
+    seconds: NotRequired[Number | None]
+    notes: NotRequired[list[Text]]
+
+
+@cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    """Built once, on first use (pydantic builds a validator per type)."""
+    return TypeAdapter(kind)
+
+
+_EXPECTED = {
+    "float_type": "a number", "int_type": "an integer", "string_type": "a string", "bool_type": "true or false",
+    "dict_type": "an object", "typed_dict_type": "an object", "list_type": "a list",
+    "finite_number": "a finite number", "missing": "a value (required field)",
+    "string_too_short": "a non-empty string", "int_from_float": "an integer",
+}
+
+
+def _first_error(exc: ValidationError) -> ResultsFormatError:
+    """pydantic's first error as a field path and what was expected there."""
+    err = exc.errors(include_url=False)[0]
+    path = ""
+    for part in err["loc"]:
+        path = join_field(path, f"[{part}]" if isinstance(part, int) else str(part))
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "literal_error":
+        expected = "one of " + str(ctx.get("expected", "")).replace("'", "")
+    elif kind in ("greater_than", "greater_than_equal"):
+        expected = f"a finite number {'>' if kind == 'greater_than' else '>='} {ctx.get('gt', ctx.get('ge'))}"
+    elif kind == "value_error":
+        expected = str(ctx.get("error", err["msg"]))
+    else:
+        expected = _EXPECTED.get(kind, err["msg"].removeprefix("Input should be "))
+    got = "" if kind == "missing" else describe(err.get("input"))
+    if got == "null" and kind in ("float_type", "finite_number", "greater_than"):
+        got += " (the writer turns NaN or infinity into null)"
+    if len(exc.errors()) > 1:
+        got += f" ({len(exc.errors()) - 1} more problem(s) in this object)"
+    return ResultsFormatError(path, expected, got)
+
+
+def _validate(kind: type, data: Any, what: str) -> Any:
+    if not isinstance(data, dict):
+        raise ResultsFormatError("", f"an object ({what})", describe(data))
+    try:
+        return _adapter(kind).validate_python(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def validate_case(data: Any) -> CaseRecord:
+    """A `CaseRecord` from a JSON object, every field type-checked. ``samples_us`` is the truth:
+    ``n_samples`` is set to its length whatever the file said."""
+    fields = _validate(CaseFields, data, "a case record")
+    fields["n_samples"] = len(fields.get("samples_us", []))
+    return CaseRecord(**fields)
+
+
+def validate_device(data: Any) -> dict[str, Any]:
+    """An ``env.gpus[]`` entry or ``device`` line, type-checked; unknown keys kept."""
+    return dict(_validate(DeviceFields, data, "a GPU record"))
+
+
+def validate_env(data: Any) -> dict[str, Any]:
+    """An ``env`` object, type-checked (``gpus`` too, when present); unknown keys kept."""
+    return dict(_validate(EnvFields, data, "the env object"))
+
+
+def usable_samples(samples: Any) -> bool:
+    """Whether a record's samples can be compared: a non-empty list of finite numbers > 0 (what
+    `Sample` accepts; checked again here for records built in code rather than read)."""
+    return (isinstance(samples, list) and bool(samples)
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                    for x in samples))
+
+
+def device_key(device: dict[str, Any]) -> str:
+    return device.get("uuid") or f"index{device.get('index')}"
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a key given twice is an error (json would silently keep the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _too_deep(value: Any) -> str | None:
+    """The path of the first value nested deeper than MAX_NESTING, or None (iterative: no
+    recursion, whatever the input)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return path if len(path) <= 60 else path[:57] + "..."
+        children = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, join_field(path, f"[{key}]" if isinstance(key, int) else str(key)), depth + 1))
+    return None
+
+
+class _NotJson(ValueError):
+    """Text that does not parse as JSON (a torn log line is one)."""
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON with the checks json leaves out: duplicate keys, nesting depth. Raises `_NotJson` for
+    a syntax error (the caller words it) and `UsageError` for the rest."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise UsageError(f"{where}: duplicate key {exc.args[0]!r} in one JSON object (which value counts would "
+                         "be a guess)") from None
+    except RecursionError:
+        raise UsageError(f"{where}: JSON nested too deeply to read (more than {MAX_NESTING} levels are "
+                         "refused)") from None
+    except json.JSONDecodeError as exc:
+        raise _NotJson(f"line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise _NotJson(str(exc)) from None
+    if isinstance(data, (dict, list)):
+        deep = _too_deep(data)
+        if deep is not None:
+            raise UsageError(f"{where}: {deep}: nested more than {MAX_NESTING} levels deep; not a results file")
+    return data
+
+
+_MAGIC = {b"\x1f\x8b": "gzip-compressed; gunzip it first", b"PK\x03\x04": "a zip archive; unzip it first",
+          b"\x28\xb5\x2f\xfd": "zstd-compressed; decompress it first", b"BZh": "bzip2-compressed; decompress it first",
+          b"\xfd7zXZ\x00": "xz-compressed; decompress it first"}
+
+
+def read_results_text(path: Path) -> str:
+    """A results file's text: a regular file, at most MAX_RESULTS_BYTES, not compressed, UTF-8
+    (a leading BOM is dropped), no NUL bytes. Compressed files are refused, not unpacked: the
+    size limit then holds for what is parsed."""
+    if not path.is_file():
+        raise UsageError(f"{path}: {'not a regular file' if path.exists() else 'no such results file'}")
+    try:
+        size = path.stat().st_size
+        if size > MAX_RESULTS_BYTES:
+            raise UsageError(f"{path}: {size / 2**20:.0f} MiB; results files over {MAX_RESULTS_BYTES >> 20} MiB "
+                             "are refused (split the sweep, e.g. with --shard or --filter)")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    for magic, what in _MAGIC.items():
+        if raw.startswith(magic):
+            raise UsageError(f"{path}: {what} (results are read as plain JSON)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); a results "
+                         "file is JSON") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise UsageError(f"{path}: binary data (a NUL byte at offset {nul}); a results file is JSON text")
+    return text
+
+
 @dataclass
 class LogContents:
     env: dict[str, Any] = field(default_factory=dict)
@@ -128,56 +470,94 @@ class LogContents:
         return {k for k, r in self.records.items() if r.status in DONE_STATUSES}
 
 
+LOG_TYPES = ("env", "device", "case")
+
+
 def read_log(path: Path) -> LogContents:
     """Read a JSON-lines log; for a record written twice the last one wins. A torn last line (the
-    run was killed mid-write) is dropped; a bad line elsewhere is an error naming it."""
+    run was killed mid-write: not JSON) is dropped; any other bad line is an error naming the line
+    and field. An empty log is empty contents (a run that died before its first line)."""
+    path = Path(path)
+    return parse_log(read_results_text(path), path)
+
+
+def parse_log(text: str, path: Path) -> LogContents:
     contents = LogContents()
-    lines = Path(path).read_text().splitlines()
+    lines = text.split("\n")
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
-            item = json.loads(line)
-            kind = item.pop("type")
-        except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-            if number == len(lines):
+            item = parse_json(line, where)
+        except _NotJson as exc:
+            if number == last:
                 break
-            raise UsageError(f"{path}:{number}: not a ssmbench results log line") from None
-        if kind == "env":
-            contents.env = item
-        elif kind == "device":
-            contents.devices[item.get("uuid") or f"index{item.get('index')}"] = item
-        elif kind == "case":
-            try:
-                record = CaseRecord.from_dict(item)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"{path}:{number}: bad case record: {exc}") from None
-            contents.records[record.key] = record
+            raise UsageError(f"{where}: not JSON ({exc}); each log line is one JSON object") from None
+        if not isinstance(item, dict):
+            raise UsageError(f"{where}: expected a JSON object with a \"type\", got {describe(item)}")
+        kind = item.pop("type", None)
+        if kind not in LOG_TYPES:
+            raise ResultsFormatError("type", "one of " + ", ".join(LOG_TYPES), describe(kind), where)
+        try:
+            if kind == "env":
+                contents.env = validate_env(item)
+            elif kind == "device":
+                device = validate_device(item)
+                contents.devices[device_key(device)] = device
+            else:
+                record = validate_case(item)
+                contents.records[record.key] = record
+        except ResultsFormatError as exc:
+            raise exc.at(where) from None
     return contents
 
 
 def load_results(path: Path) -> LogContents:
-    """Read a final results JSON (or, for a run that never finished, its JSON-lines log)."""
+    """Read a final results JSON (or, for a run that never finished, its JSON-lines log: a
+    ``.jsonl`` path), validated throughout. Bad input raises `UsageError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such results file")
+    text = read_results_text(path)
+    if not text.strip():
+        raise UsageError(f"{path}: empty file; not a results file")
     if path.suffix == ".jsonl":
-        return read_log(path)
+        return parse_log(text, path)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise UsageError(f"{path}: schema {got!r}; expected {SCHEMA!r}")
-    env = dict(data.get("env") or {})
-    devices = {d.get("uuid") or f"index{d.get('index')}": d for d in env.pop("gpus", [])}
+        data = parse_json(text, str(path))
+    except _NotJson as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+    return parse_final(data, path)
+
+
+def parse_final(data: Any, path: Path) -> LogContents:
+    """The final JSON's object: schema, ``env`` (with ``gpus``) and ``cases``, each validated; a
+    (sweep, id, impl) given twice is an error (the writer writes each pair once)."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object with \"schema\": {SCHEMA!r}, got {describe(data)}")
+    if data.get("schema") != SCHEMA:
+        raise UsageError(f"{path}: schema {describe(data.get('schema'))}; expected {SCHEMA!r}")
+    for key, what in (("env", "an object"), ("cases", "a list of case records")):
+        if key not in data:
+            raise ResultsFormatError(key, what, "nothing (missing)", str(path))
+    if not isinstance(data["cases"], list):
+        raise ResultsFormatError("cases", "a list of case records", describe(data["cases"]), str(path))
+    try:
+        env = validate_env(data["env"])
+    except ResultsFormatError as exc:
+        raise exc.at(str(path), "env") from None
+    devices = {device_key(d): dict(d) for d in env.pop("gpus", [])}
     records: dict[tuple[str, str, str], CaseRecord] = {}
-    for i, item in enumerate(data.get("cases") or []):
+    first: dict[tuple[str, str, str], int] = {}
+    for i, item in enumerate(data["cases"]):
         try:
-            record = CaseRecord.from_dict(item)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{path}: cases[{i}]: {exc}") from None
+            record = validate_case(item)
+        except ResultsFormatError as exc:
+            raise exc.at(str(path), f"cases[{i}]") from None
+        if record.key in first:
+            raise UsageError(f"{path}: cases[{i}]: the pair {'/'.join(record.key)} is also cases[{first[record.key]}] "
+                             "(a final JSON holds each pair once)")
+        first[record.key] = i
         records[record.key] = record
     return LogContents(env, devices, records)
 

@@ -261,7 +261,7 @@ def test_cli_exit_codes_and_reports(h100, tmp_path):
     old = save(h100, tmp_path / "old.json")
     same = invoke("compare", old, old)
     assert same.exit_code == 0, same.output
-    assert f"{ok_pairs(h100)} SAME; exit 0" in same.output
+    assert f"{ok_pairs(h100)} SAME; 0 MISSING, 0 NEW; exit 0" in same.output  # MISSING/NEW always shown
     slower = save(scaled(h100, 1.10), tmp_path / "slower.json")
     md, xml = tmp_path / "out" / "summary.md", tmp_path / "out" / "junit.xml"
     result = invoke("compare", slower, old, "--markdown", md, "--junit", xml)
