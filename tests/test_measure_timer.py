@@ -223,12 +223,12 @@ def test_clock_monitor_with_fake_nvml(monkeypatch) -> None:
     fake = types.SimpleNamespace(
         NVMLError=NVMLError, nvmlInit=lambda: None,
         nvmlDeviceGetHandleByUUID=lambda uuid: f"handle:{uuid}",
-        nvmlDeviceGetMaxClockInfo=lambda h, clock: 1980,
+        nvmlDeviceGetMaxClockInfo=lambda h, clock: {1: 1980, 2: 3201}[clock],
         nvmlDeviceGetClockInfo=lambda h, clock: 1755,
         nvmlDeviceGetCurrentClocksThrottleReasons=lambda h: 0x20,
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monitor, why = open_clock_monitor("GPU-abc")
-    assert why == "" and monitor is not None and monitor.max_sm_mhz == 1980
+    assert why == "" and monitor is not None and monitor.max_sm_mhz == 1980 and monitor.max_mem_mhz == 3201
     reading = monitor.read()
     assert reading == ClockReading(1755, 0x20) and reading.throttled

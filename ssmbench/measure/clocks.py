@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 NVML_CLOCK_SM = 1
+NVML_CLOCK_MEM = 2
 THROTTLE_REASONS: dict[int, str] = {
     0x4: "sw_power_cap",
     0x8: "hw_slowdown",
@@ -47,6 +48,11 @@ class ClockMonitor:
     def __init__(self, nvml: Any, handle: Any) -> None:
         self._nvml, self._handle = nvml, handle
         self.max_sm_mhz = int(nvml.nvmlDeviceGetMaxClockInfo(handle, NVML_CLOCK_SM))
+        # The memory clock bounds a memory-bound chain: recorded so two machines' runs can be told apart.
+        try:
+            self.max_mem_mhz: int | None = int(nvml.nvmlDeviceGetMaxClockInfo(handle, NVML_CLOCK_MEM))
+        except Exception:  # noqa: BLE001 - optional: an unknown memory clock is not a failed start
+            self.max_mem_mhz = None
         # Renamed in newer NVML; the old name is kept as an alias there.
         self._reasons = (getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
                          or nvml.nvmlDeviceGetCurrentClocksThrottleReasons)

@@ -177,7 +177,8 @@ class Session:
             "capability": f"{props.major}.{props.minor}", "driver": driver_version(),
             "cuda_runtime": torch.version.cuda, "timer": self.timer.name, "timer_note": timer_note,
             "clock_source": self.clocks.source if self.clocks else None, "clock_note": clock_note,
-            "max_sm_mhz": self.clocks.max_sm_mhz if self.clocks else None, "bandwidth": bandwidth,
+            "max_sm_mhz": self.clocks.max_sm_mhz if self.clocks else None,
+            "max_mem_mhz": self.clocks.max_mem_mhz if self.clocks else None, "bandwidth": bandwidth,
         }
         if slowdown_fraction() is not None:
             self.info["test_slowdown"] = slowdown_fraction()
