@@ -1,13 +1,15 @@
 """`ssmbench check`: run every (case, impl) pair of a spec once and verify it against the reference.
 
-A failing pair (wrong result, exception, bad config) is reported and the run goes on; the
-count of passes and failures is what the command ends with.
+A failing pair (wrong result) or an erroring one (exception, bad config, a workload that cannot
+be built) is reported and the run goes on; the command ends with ``N passed, M failed, K errors``.
+On a machine without CUDA, Triton kernels run in Triton's interpreter (`prepare_device`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import torch
@@ -15,13 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ssmbench.case import Case
 from ssmbench.errors import UsageError
 from ssmbench.expand import expand, select_cases
-from ssmbench.impl import registry
+from ssmbench.impl import Impl, registry
+from ssmbench.measure.runner import describe_exception
 from ssmbench.planning import impl_plan
+from ssmbench.report import PairProgress
 from ssmbench.spec import SweepFile
 from ssmbench.verify import Comparison, verify
 from ssmbench.workload import make_workload
+
+INTERPRET_ENV = "TRITON_INTERPRET"
 
 
 @dataclass
@@ -41,7 +48,33 @@ def resolve_device(device: str) -> torch.device:
         raise UsageError("--device cuda asked for, but torch sees no CUDA device")
     if device != "cpu" and not device.startswith("cuda"):
         raise UsageError(f"--device {device!r}: allowed: auto, cpu, cuda, cuda:N")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device!r}: allowed: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get(INTERPRET_ENV, "0") not in ("", "0")
+
+
+def prepare_device(device: str) -> tuple[torch.device, str]:
+    """The device to check on, and a note to print once ("" for none). On a CPU, Triton kernels
+    can only run in Triton's interpreter, which Triton picks when ``@triton.jit`` decorates, so
+    the variable is set here, before any impl imports its kernels (call this before loading the
+    spec: that builds the registry). With ``--device cuda`` nothing changes."""
+    dev = resolve_device(device)
+    if dev.type != "cpu" or triton_interpreted():
+        return dev, ""
+    why = "no CUDA device" if device == "auto" else f"--device {device}"
+    if any(name.startswith("kernels.triton") for name in sys.modules):
+        return dev, (f"{why}: the Triton kernels were imported before {INTERPRET_ENV}=1 could be set; they will "
+                     f"error on the CPU (set {INTERPRET_ENV}=1 to run them in Triton's interpreter)")
+    os.environ[INTERPRET_ENV] = "1"
+    return dev, f"{why}: Triton kernels run in Triton's interpreter (slow)"
 
 
 def check_pair(case, impl, workload) -> CheckResult:
@@ -58,48 +91,88 @@ def check_pair(case, impl, workload) -> CheckResult:
         status = "ok" if all(c.ok for c in comparisons) else "fail"
         return CheckResult(case.id, impl.name, status, comparisons, seconds=time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - a failing case is recorded, the run goes on
-        tb = traceback.extract_tb(exc.__traceback__)[-1]
-        message = f"{type(exc).__name__}: {exc} ({tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})"
-        return CheckResult(case.id, impl.name, "error", message=message, seconds=time.perf_counter() - start)
+        return CheckResult(case.id, impl.name, "error", message=describe_exception(exc),
+                           seconds=time.perf_counter() - start)
 
 
 def workload_device(workload) -> torch.device:
     return workload.start_state.device
 
 
-def run_check(sweep_file: SweepFile, impl_names: list[str] | None, case_glob: str | None, device: str,
-              console: Console, verbose: bool = False) -> tuple[int, int]:
-    """Check every selected (case, impl) pair; print failures (all pairs with ``verbose``)."""
-    dev = resolve_device(device)
+@dataclass
+class CheckCounts:
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    """A pair that could not be run (exception, workload not built) is an error, not a failure."""
+
+    def line(self) -> str:
+        """The closing line CI parses: ``N passed, M failed, K errors``."""
+        return f"{self.passed} passed, {self.failed} failed, {self.errors} errors"
+
+
+def plan_check(sweep_file: SweepFile, impl_names: list[str] | None,
+               case_glob: str | None) -> list[tuple[Case, list[Impl]]]:
+    """The cases to check, each with the impls that run it; a bad ``--impl`` or a ``--case``
+    matching nothing is a usage error, before any work."""
     impls = registry()
     if impl_names:
         unknown = [n for n in impl_names if n not in impls]
         if unknown:
             raise UsageError(f"--impl {', '.join(unknown)}: unknown; allowed: {', '.join(sorted(impls))}")
-    results: list[CheckResult] = []
+    planned: list[tuple[Case, list[Impl]]] = []
+    matched = 0
     for sweep in sweep_file.sweeps:
         names = [n for n in sweep.spec.impls if not impl_names or n in impl_names]
         names += [n for n in (impl_names or []) if n not in names and impls[n].family == sweep.family]
-        for case in select_cases(expand(sweep).cases, case_glob):
+        cases = select_cases(expand(sweep).cases, case_glob)
+        matched += len(cases)
+        for case in cases:
             runnable = [impls[n] for n in names if impl_plan(impls[n], case, sweep) is None]
-            if not runnable:
-                continue
+            if runnable:
+                planned.append((case, runnable))
+    if case_glob and not matched:
+        raise UsageError(f"--case {case_glob!r}: matches no case id of {sweep_file.path} "
+                         "(`ssmbench plan SPEC` lists them)")
+    if not planned:
+        raise UsageError("no (case, impl) pair matched: nothing was checked")
+    return planned
+
+
+def run_check(sweep_file: SweepFile, impl_names: list[str] | None, case_glob: str | None,
+              device: str | torch.device, console: Console, verbose: bool = False) -> CheckCounts:
+    """Check every selected (case, impl) pair; print failures (all pairs with ``verbose``), a
+    case whose workload cannot be built once, with why."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    planned = plan_check(sweep_file, impl_names, case_glob)
+    results: list[CheckResult] = []
+    with PairProgress(console, "check", sum(len(runnable) for _, runnable in planned)) as progress:
+        for case, runnable in planned:
+            progress.describe(case.id)
             try:
                 workload = make_workload(case, dev)
-            except Exception as exc:  # noqa: BLE001
-                results += [CheckResult(case.id, i.name, "error", message=f"workload: {exc}") for i in runnable]
+            except Exception as exc:  # noqa: BLE001 - recorded for each impl, said once for the case
+                reason = describe_exception(exc)
+                progress.print(f"[red]ERROR[/] {case.id}: the workload could not be built, {len(runnable)} impl(s) "
+                               f"not checked: {escape(reason)}", highlight=False)
+                for impl in runnable:
+                    results.append(CheckResult(case.id, impl.name, "error", message=f"workload: {reason}"))
+                    progress.advance("error")
                 continue
             for impl in runnable:
+                progress.describe(f"{impl.name} {case.id}")
                 result = check_pair(case, impl, workload)
                 results.append(result)
+                progress.advance("fail" if result.status == "fail" else result.status)
                 if verbose or result.status != "ok":
-                    _print_result(console, result)
+                    _print_result(progress, result)
+            del workload
     _print_summary(console, results)
-    passed = sum(r.status == "ok" for r in results)
-    return passed, len(results) - passed
+    return CheckCounts(passed=sum(r.status == "ok" for r in results), failed=sum(r.status == "fail" for r in results),
+                       errors=sum(r.status == "error" for r in results))
 
 
-def _print_result(console: Console, r: CheckResult) -> None:
+def _print_result(console: Console | PairProgress, r: CheckResult) -> None:
     colour = {"ok": "green", "fail": "red", "error": "red"}[r.status]
     detail = r.message or "; ".join(c.describe() for c in r.comparisons)
     console.print(f"[{colour}]{r.status.upper():5}[/] {r.impl:28} {r.case_id}  {escape(detail)}", highlight=False)

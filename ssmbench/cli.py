@@ -4,6 +4,7 @@ bad input becomes a message and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ssmbench import __version__
@@ -32,7 +34,10 @@ SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 
 
 def friendly_errors(func: F) -> F:
-    """Turn UsageError (bad spec, option, file) into a readable message and exit code 2."""
+    """Every way a command can fail becomes one clear line on stderr, never a traceback: a
+    UsageError (bad spec, option, file) exits 2; any other exception is a bug, reported as
+    ``error: internal error in <command>: ...; please report``, also exit 2 (1 is a verdict:
+    SLOWER for compare, failed pairs for check and sweep); Ctrl-C exits 130."""
 
     @wraps(func)
     def wrapper(*args, **kwargs):
@@ -44,17 +49,46 @@ def friendly_errors(func: F) -> F:
                 err_console.print(f"  {e}", markup=False, highlight=False)
             raise typer.Exit(2) from None
         except UsageError as exc:
-            err_console.print(f"[bold red]error[/]: {exc}", highlight=False)
+            err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # typer's own: an exit code chosen by the command, or a bad option (exit 2)
+        except KeyboardInterrupt:
+            err_console.print("interrupted", highlight=False)
+            raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the catch-all: a bug must still be one line and exit 2
+            err_console.print(internal_error(command_name(func), exc), highlight=False, markup=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
-def _load(spec: Path):
-    from ssmbench.impl import registry
-    from ssmbench.spec import load_sweep_file
+def command_name(func: Callable) -> str:
+    """The command as typed (``list``, ``baseline save``), else the function's name."""
+    try:
+        from typer._click.globals import get_current_context  # typer vendors click
 
-    return load_sweep_file(spec, impl_names=list(registry()))
+        ctx = get_current_context(silent=True)
+    except ImportError:
+        ctx = None
+    if ctx is None:
+        return func.__name__.removesuffix("_cmd").replace("_", "-")
+    root = ctx.find_root().info_name or ""
+    return ctx.command_path.removeprefix(root).strip() or func.__name__
+
+
+def internal_error(command: str, exc: BaseException) -> str:
+    """``error: internal error in sweep: KeyError: 'x' (sweeping.py:42); please report``: one line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+    message = " ".join(str(exc).split())[:500]
+    return f"error: internal error in {command}: {type(exc).__name__}: {message}{where}; please report"
+
+
+def _load(spec: Path):
+    from ssmbench.sweeping import load_spec
+
+    return load_spec(spec)
 
 
 @app.callback(invoke_without_command=True)
@@ -79,15 +113,15 @@ def list_cmd() -> None:
     console.print(presets)
 
     impls = Table(title="Impls")
-    for col in ("name", "family", "kind", "window axis", "needs GPU", "available"):
+    for col in ("name", "family", "kind", "window axis", "runs on", "available"):
         impls.add_column(col)
     unavailable: list[str] = []
     for name, impl in sorted(registry().items()):
         state = impl.availability()  # peers import their optional package here, lazily
         if state != "available":
             unavailable.append(f"{name}: {state}")
-        impls.add_row(name, impl.family, impl.kind, "yes" if impl.uses_window else "no",
-                      "yes" if impl.needs_gpu else "no", "yes" if state == "available" else "no")
+        impls.add_row(name, impl.family, impl.kind, "yes" if impl.uses_window else "no", runs_on(impl),
+                      "yes" if state == "available" else "no")
     console.print(impls)
     for line in unavailable:
         console.print(f"  {line}", highlight=False, markup=False)
@@ -106,6 +140,16 @@ def list_cmd() -> None:
     console.print(sweeps)
 
 
+def runs_on(impl) -> str:
+    """Where an impl can run: CUDA-only peers need a GPU; Triton kernels run on a GPU, or on a
+    CPU in Triton's interpreter (`check` turns it on there); the references run anywhere."""
+    if impl.needs_gpu:
+        return "GPU only"
+    if impl.kind == "triton":
+        return "GPU; CPU in Triton's interpreter"
+    return "CPU or GPU"
+
+
 @app.command()
 @friendly_errors
 def plan(
@@ -113,8 +157,6 @@ def plan(
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
-    from rich.markup import escape
-
     from ssmbench.expand import expand, select_cases
     from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
@@ -144,6 +186,8 @@ def plan(
         notes += [f"{n} dropped ({why})" for why, n in expansion.dropped.items()]
         console.print("  " + ", ".join(notes), highlight=False)
     console.print(f"[bold]{total} case(s)[/] in {spec}", highlight=False)
+    if case and not total:
+        raise UsageError(f"--case {case!r}: matches no case id of {spec}")
 
 
 @app.command()
@@ -155,26 +199,27 @@ def check(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available).")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every comparison.")] = False,
 ) -> None:
-    """Verify impls against the references, case by case; ends with `N passed, M failed`."""
-    from ssmbench.checking import run_check
+    """Verify impls against the references, case by case; ends with `N passed, M failed, K errors`.
 
+    Exit 0 all passed, 1 a pair failed or errored, 2 bad input or nothing to check."""
+    from ssmbench.checking import prepare_device, run_check
+
+    dev, note = prepare_device(device)  # before the impls import their Triton kernels
+    if note:
+        err_console.print(note, highlight=False, markup=False)
     sweep_file = _load(spec)
-    passed, failed = run_check(sweep_file, impl_names=impl, case_glob=case, device=device,
-                               console=console, verbose=verbose)
-    console.print(f"{passed} passed, {failed} failed", highlight=False, markup=False)
-    if failed:
+    counts = run_check(sweep_file, impl_names=impl, case_glob=case, device=dev, console=console, verbose=verbose)
+    console.print(counts.line(), highlight=False, markup=False)
+    if counts.failed or counts.errors:
         raise typer.Exit(1)
-    if passed == 0:
-        err_console.print("no (case, impl) pair matched: nothing was checked")
-        raise typer.Exit(2)
 
 
 @app.command()
 @friendly_errors
 def sweep(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Results JSON (default: <spec name>.results.json); its .jsonl log is kept "
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="Results JSON file (default: <spec name>.results.json); its .jsonl log is kept "
         "beside it.",
     )] = None,
     impl: Annotated[list[str] | None, typer.Option("--impl", help="Only these impls (repeatable).")] = None,
@@ -187,15 +232,22 @@ def sweep(
     shard: Annotated[str | None, typer.Option(
         "--shard", help="Run only shard i of n (i/n, 0 <= i < n), by a hash of the case id.")] = None,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue the run logged beside --output; done pairs are not re-measured.")] = False,
-    markdown: Annotated[Path | None, typer.Option(
+        "--resume", help="Continue the run logged beside --output; pairs done with the same parameters are "
+        "not re-measured.")] = False,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", "--overwrite", help="Start over, replacing the results at --output and their log even when "
+        "that run is unfinished (a plain re-run refuses to).")] = False,
+    markdown: Annotated[str | None, typer.Option(
         "--markdown", help="Also write the tables as Markdown (CI summaries).")] = None,
 ) -> None:
-    """Time every (case, impl) on the GPU: verify first, then CUPTI spans; results JSON and tables."""
+    """Time every (case, impl) on the GPU: verify first, then CUPTI spans; results JSON and tables.
+
+    Exit 0 all ok, 1 a pair failed or errored, 2 bad input (no file touched), 130/143/129 stopped
+    by SIGINT/SIGTERM/SIGHUP (results so far kept; continue with --resume)."""
     from ssmbench.sweeping import SweepOptions, run_sweep
 
     options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
-                           shard=shard, resume=resume, markdown=markdown, argv=sys.argv[1:])
+                           shard=shard, resume=resume, fresh=fresh, markdown=markdown, argv=sys.argv[1:])
     code = run_sweep(options, console=console, err_console=err_console)
     if code:
         raise typer.Exit(code)

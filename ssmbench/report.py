@@ -8,14 +8,84 @@ value of the other varying axes), else the impl (one table per value of the othe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ssmbench.results import CaseRecord
+
+PLAIN_INTERVAL_S = {"check": 5.0, "sweep": 10.0}
+"""Seconds between progress lines when the output is not a terminal (a CI log), per command."""
+
+
+class PairProgress:
+    """Progress over (case, impl) pairs, for `check` and `sweep`: a live bar on a terminal; in
+    a log (not a terminal), where a bar shows nothing, one plain line every few seconds, e.g.
+    ``check: 120/422 pairs, 3 failed, 0 errors, 45 s``. Use as a context manager."""
+
+    def __init__(self, console: Console, label: str, total: int) -> None:
+        self.console, self.label, self.total = console, label, total
+        self.done, self.failed, self.errors = 0, 0, 0
+        self.start = self.last = time.monotonic()
+        self.interval_s = PLAIN_INTERVAL_S.get(label, 10.0)
+        self.live = console.is_terminal
+        self.bar: Progress | None = None
+        if self.live:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+            self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self) -> PairProgress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def line(self) -> str:
+        return (f"{self.label}: {self.done}/{self.total} pairs, {self.failed} failed, {self.errors} errors, "
+                f"{time.monotonic() - self.start:.0f} s")
+
+    def advance(self, status: str) -> None:
+        """One pair finished with ``status`` (ok, fail, error, skip)."""
+        self.done += 1
+        self.failed += status == "fail"
+        self.errors += status == "error"
+        if self.bar is not None:
+            self.bar.advance(self.task)
+        self.tick()
+
+    def describe(self, text: str) -> None:
+        """What is running now (the bar's text; a log only gets the periodic line)."""
+        if self.bar is not None:
+            self.bar.update(self.task, description=text[:110])
+        self.tick()
+
+    def tick(self) -> None:
+        """In a log: the plain line, when ``interval_s`` has passed since the last one."""
+        now = time.monotonic()
+        if self.bar is None and now - self.last >= self.interval_s:
+            self.last = now
+            self.console.print(self.line(), highlight=False, markup=False)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """Print above the bar (or plainly in a log)."""
+        (self.bar.console if self.bar is not None else self.console).print(*args, **kwargs)
+
 
 GROUP_AXES = ("T", "format", "pool", "accept", "window", "pdl", "l2", "act_dtype")
 """Axes (besides batch and the column axis) that split a sweep's results into tables."""

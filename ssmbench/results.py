@@ -563,28 +563,64 @@ def parse_final(data: Any, path: Path) -> LogContents:
 
 
 class ResultsLog:
-    """The append-only log of a running sweep. With ``resume`` the existing log (or, if only the
-    final JSON is there, that) is read first and kept; otherwise a fresh log is started."""
+    """The append-only log of a running sweep. Opened only once the plan is known, so a bad
+    option never touches an earlier run's files. With ``resume`` (or an explicit ``previous``,
+    read beforehand with `read_previous`) the earlier records are kept: appended to after
+    cutting a torn last line, or copied into a new log when only the final JSON is left;
+    otherwise a fresh log replaces any old one."""
 
-    def __init__(self, output: Path, resume: bool = False) -> None:
+    def __init__(self, output: Path, resume: bool = False, previous: LogContents | None = None) -> None:
         self.output = Path(output)
         self.path = log_path(self.output)
-        self.previous = LogContents()
-        if resume:
-            if self.path.is_file():
-                self.previous = read_log(self.path)
-            elif self.output.is_file():
-                self.previous = load_results(self.output)
+        if resume and previous is None:
+            previous = self.read_previous(self.output)
+        self.previous = previous if previous is not None else LogContents()
+        self.repaired = ""
+        """What was cut from a torn last line before appending ("" when nothing was)."""
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        carried = resume and self.path.is_file()
+        carried = previous is not None and self.path.is_file()
+        if carried:
+            self.repaired = self.cut_torn_tail(self.path)
         self._file: TextIO = open(self.path, "a" if carried else "w")  # noqa: SIM115 - closed in close()
-        if resume and not carried:  # rebuilding the log from a final JSON: copy its records in
+        if previous is not None and not carried:  # rebuilding the log from a final JSON: copy its records in
             for device in self.previous.devices.values():
                 self._write({"type": "device", **device})
             for record in self.previous.records.values():
                 self._write({"type": "case", **record.to_dict()})
         self.devices: dict[str, dict[str, Any]] = dict(self.previous.devices)
         self.records: dict[tuple[str, str, str], CaseRecord] = dict(self.previous.records)
+
+    @staticmethod
+    def read_previous(output: Path) -> LogContents | None:
+        """An earlier run's results, read only (the log, else the final JSON); None if neither exists."""
+        output = Path(output)
+        if log_path(output).is_file():
+            return read_log(log_path(output))
+        if output.is_file():
+            return load_results(output)
+        return None
+
+    @staticmethod
+    def cut_torn_tail(path: Path) -> str:
+        """Make ``path`` end with a newline before anything is appended to it. A run killed
+        mid-write leaves half a line: it is cut (records are whole lines, and the pair is
+        measured again). A last line that is a whole record but lacks its newline gets one.
+        Returns a note of what was done ("" when the file was fine)."""
+        with open(path, "rb+") as f:
+            data = f.read()
+            if not data or data.endswith(b"\n"):
+                return ""
+            cut = data.rfind(b"\n") + 1
+            fragment = data[cut:]
+            try:
+                whole = isinstance(json.loads(fragment), dict)
+            except ValueError:
+                whole = False
+            if whole:
+                f.write(b"\n")
+                return f"{path}: its last line lacked a newline; added one"
+            f.truncate(cut)
+        return f"{path}: cut a torn last line ({len(fragment)} bytes; the run was killed mid-write)"
 
     def _write(self, item: dict[str, Any]) -> None:
         self._file.write(json.dumps(_finite(item)) + "\n")
@@ -604,6 +640,12 @@ class ResultsLog:
         self.records[record.key] = record
         self._write({"type": "case", **record.to_dict()})
 
+    def forget(self, keys: set[tuple[str, str, str]]) -> None:
+        """Drop earlier records from what this run reports (they stay in the log): records
+        measured with other parameters than the pair now has, and measured again."""
+        for key in keys:
+            self.records.pop(key, None)
+
     def close(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -611,9 +653,13 @@ class ResultsLog:
 
 def write_results(output: Path, env: dict[str, Any], devices: list[dict[str, Any]],
                   records: list[CaseRecord]) -> None:
-    """The final JSON, written to a temporary file and renamed (never half a file)."""
+    """The final JSON, written to a temporary file, synced and renamed (never half a file, even
+    when the machine goes down right after)."""
     output = Path(output)
     data = {"schema": SCHEMA, "env": {**env, "gpus": devices}, "cases": [r.to_dict() for r in records]}
     tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=1) + "\n")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(_finite(data), indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, output)

@@ -22,15 +22,19 @@ import dataclasses
 import fnmatch
 import hashlib
 import itertools
+import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
@@ -38,20 +42,23 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ssmbench.errors import UsageError
 from ssmbench.impl import PLUGINS_ENV, import_plugins, plugins_from_env  # noqa: F401 (PLUGINS_ENV re-exported)
 from ssmbench.measure.runner import Task, WorkerConfig, describe_exception
 from ssmbench.measure.slowdown import slowdown_fraction
-from ssmbench.results import CaseRecord, ResultsLog, case_params, log_path, record_key, write_results
+from ssmbench.results import (
+    DONE_STATUSES,
+    CaseRecord,
+    LogContents,
+    ResultsLog,
+    case_params,
+    load_results,
+    log_path,
+    read_log,
+    record_key,
+    write_results,
+)
 
 DEVICE_ENV = "SSMBENCH_SWEEP_DEVICE"
 NO_GPU_MESSAGE = (
@@ -62,6 +69,9 @@ FILTER_KEYS = ("sweep", "case", "batch", "T", "state_dtype", "rounding", "format
                "pdl", "l2")
 MAX_START_FAILURES = 2
 """A GPU whose worker fails to start this many times in a row gets no more workers."""
+WORKER_DIR_PREFIX = "ssmbench-workers-"
+"""Worker logs live in ``<tmp>/ssmbench-workers-<parent pid>-<random>``; the pid lets a later
+sweep remove the directory of a parent that was killed (-9) before it could."""
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -70,13 +80,16 @@ MAX_START_FAILURES = 2
 @dataclass
 class SweepOptions:
     spec: Path
-    output: Path | None = None
+    output: Path | str | None = None
+    """A file path; a str keeps a trailing ``/`` (a directory, refused) that a Path would drop."""
     impls: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
     gpus: str | None = None
     shard: str | None = None
     resume: bool = False
-    markdown: Path | None = None
+    fresh: bool = False
+    """Start over: replace the results at ``output`` and its log even when that run is unfinished."""
+    markdown: Path | str | None = None
     setup_timeout_s: float = 300.0
     grace_s: float = 60.0
     start_timeout_s: float = 600.0
@@ -135,6 +148,56 @@ def parse_filters(items: list[str]) -> dict[str, set[str]]:
     return filters
 
 
+def check_output_path(raw: Path | str, flag: str) -> Path:
+    """A path the command will write a file to, checked before anything is measured: not a
+    directory (nor spelled like one), its parent a writable directory (or creatable under
+    one), and writable itself when it exists. No file or directory is left behind."""
+    text = str(raw)
+    if not text.strip():
+        raise UsageError(f"{flag}: an empty path; give a file path")
+    if text.endswith(("/", os.sep)) or Path(text).is_dir():
+        raise UsageError(f"{flag} {text}: is a directory; give a file path, e.g. {Path(text) / 'results.json'}")
+    path = Path(text)
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{flag} {text}: exists and is not a regular file")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{flag} {text}: {ancestor} is a file, not a directory")
+    if not can_create_in(ancestor) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {text}: not writable here")
+    return path
+
+
+def can_create_in(directory: Path) -> bool:
+    """Whether a file can be created in ``directory``, found by trying (permission bits say
+    nothing for root, nor about a read-only mount or /proc); the probe is removed at once."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".ssmbench-probe-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def load_spec(path: Path) -> Any:
+    """The spec, validated against the registered impls; an unreadable file is a usage error."""
+    from ssmbench.impl import registry
+    from ssmbench.spec import load_sweep_file
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; give a sweep spec file (YAML)")
+    try:
+        return load_sweep_file(path, impl_names=list(registry()))
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (a sweep spec is YAML)") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def matches(sweep_name: str, case: Any, filters: dict[str, set[str]]) -> bool:
     if not filters:
         return True
@@ -163,11 +226,24 @@ class Plan:
     baselines: dict[str, str | None]
     pairs: int
     """(case, impl) pairs to measure."""
+    reused: int = 0
+    """Planned pairs an earlier run (``--resume``) already did, with these parameters."""
+    stale: set[tuple[str, str, str]] = field(default_factory=set)
+    """Planned pairs whose earlier record was measured with other parameters: measured again."""
+
+
+def same_params(record: CaseRecord, case: Any) -> bool:
+    """Whether an earlier record measured this very workload: its whole parameter dict (shape,
+    acceptance law, seed, options...) equals the case's, compared as the log stores it (JSON)."""
+    return record.params == json.loads(json.dumps(case_params(case)))
 
 
 def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str]],
-              shard: tuple[int, int] | None, done: set[tuple[str, str, str]]) -> Plan:
-    """Which pairs run (grouped per case, so a case's workload is built once), which skip and why."""
+              shard: tuple[int, int] | None,
+              done: Mapping[tuple[str, str, str], CaseRecord] | set[tuple[str, str, str]]) -> Plan:
+    """Which pairs run (grouped per case, so a case's workload is built once), which skip and why.
+    ``done``: an earlier run's records (``--resume``); one counts as done only when its status is
+    final and its parameters are the case's. (A set of keys counts as done as it is.)"""
     from ssmbench.expand import expand
     from ssmbench.impl import registry
     from ssmbench.measure.stopping import StopRule
@@ -194,7 +270,15 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
             for name in names:
                 key = record_key(sweep.name, case.id, name)
                 plan.order.append(key)
-                if key in done:
+                if isinstance(done, Mapping):
+                    earlier = done.get(key)
+                    if earlier is not None and earlier.status in DONE_STATUSES:
+                        if same_params(earlier, case):
+                            plan.reused += 1
+                            continue
+                        plan.stale.add(key)
+                elif key in done:
+                    plan.reused += 1
                     continue
                 reason = impl_plan(impls[name], case, sweep)
                 if reason is not None:
@@ -208,13 +292,64 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
     return plan
 
 
+def why_empty(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str]],
+              shard: tuple[int, int] | None) -> str:
+    """Which option left no (case, impl) pair, naming the values the spec does have."""
+    from ssmbench.expand import expand
+
+    everything = [(sweep, case) for sweep in sweep_file.sweeps for case in expand(sweep).cases]
+    if not everything:
+        return f"{sweep_file.path}: the spec expands to no case"
+    families = {sweep.family for sweep in sweep_file.sweeps}
+    if impl_names:
+        from ssmbench.impl import registry
+
+        impls = registry()
+        runnable = [n for n in impl_names if any(n in s.spec.impls or impls[n].family == s.family
+                                                 for s in sweep_file.sweeps)]
+        if not runnable:
+            return (f"--impl {', '.join(impl_names)}: no sweep of {sweep_file.path} runs it "
+                    f"(its families: {', '.join(sorted(families))})")
+    for key, wanted in filters.items():
+        if key == "case":
+            if not any(fnmatch.fnmatchcase(c.id, p) for _, c in everything for p in wanted):
+                return f"--filter case={','.join(sorted(wanted))}: matches no case id (`ssmbench plan SPEC` lists them)"
+            continue
+        have = sorted({s.name if key == "sweep" else str(case_params(c)[key]) for s, c in everything})
+        if not wanted & set(have):
+            return f"--filter {key}={','.join(sorted(wanted))}: no case has it; {key} values here: {', '.join(have)}"
+    selected = [c for s, c in everything if matches(s.name, c, filters)]
+    if not selected:
+        return "--filter: no case matches all the filters together"
+    if shard is not None:
+        return f"--shard {shard[0]}/{shard[1]}: none of the {len(selected)} selected case(s) falls in this shard"
+    return "no (case, impl) pair matched the spec, --impl, --filter and --shard"
+
+
 # -- the worker process ----------------------------------------------------------------------
 
 
-def worker_main(conn: Any, config: WorkerConfig, log_file: str) -> None:
+def die_with_parent(parent_pid: int | None) -> None:
+    """Never outlive the parent: a parent killed with SIGKILL cannot stop its workers, so on
+    Linux the kernel is asked to SIGKILL this worker when the parent dies (PR_SET_PDEATHSIG);
+    a parent already gone by then means exit now."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent_pid is not None and os.getppid() != parent_pid:
+        _exit(0)
+
+
+def worker_main(conn: Any, config: WorkerConfig, log_file: str, parent_pid: int | None = None) -> None:
     """A worker's whole life: redirect output to its log, set up a `Session`, then measure tasks
     until told to stop. Exits hard (os._exit) so CUDA/CUPTI teardown can never hang it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the workers
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C and a hang-up are the parent's: it stops the workers
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -316,8 +451,11 @@ class WorkerPool:
 
     def __init__(self, configs: list[WorkerConfig], log_dir: Path, on_device: Callable[[dict], None],
                  on_record: Callable[[CaseRecord], None],
-                 on_phase: Callable[[Task, str | None, str], None], start_timeout_s: float = 600.0) -> None:
+                 on_phase: Callable[[Task, str | None, str], None], start_timeout_s: float = 600.0,
+                 poll_stop: Callable[[], None] = lambda: None) -> None:
         self.ctx = mp.get_context("spawn")
+        self.poll_stop = poll_stop
+        """Called once per loop turn; raises (`Interrupted`) to stop the run at a safe point."""
         self.start_timeout_s = start_timeout_s
         self.slots = [Slot(i, c) for i, c in enumerate(configs)]
         self.log_dir = log_dir
@@ -332,7 +470,7 @@ class WorkerPool:
         slot.log = str(self.log_dir / f"worker{slot.number}-{slot.spawned}.log")
         config = dataclasses.replace(slot.config, known_devices=dict(self.known_devices))
         parent, child = self.ctx.Pipe()
-        proc = self.ctx.Process(target=worker_main, args=(child, config, slot.log), daemon=True,
+        proc = self.ctx.Process(target=worker_main, args=(child, config, slot.log, os.getpid()), daemon=True,
                                 name=f"ssmbench-worker{slot.number}")
         proc.start()
         child.close()
@@ -435,6 +573,7 @@ class WorkerPool:
         queue: deque[Task] = deque(tasks)
         try:
             while queue or any(s.task is not None for s in self.slots):
+                self.poll_stop()
                 for slot in self.slots:
                     if slot.proc is None and not slot.disabled and queue:
                         self._start(slot)
@@ -454,6 +593,7 @@ class WorkerPool:
                     break
                 live = [s for s in self.slots if s.proc is not None]
                 mp_wait([s.conn for s in live] + [s.proc.sentinel for s in live], timeout=0.2)
+                self.poll_stop()  # before looking at dead workers: a SIGTERM to the group is no crash
                 for slot in live:
                     self._drain(slot)
                     if not slot.proc.is_alive():
@@ -549,90 +689,237 @@ def sweep_device() -> str:
     return "cuda"
 
 
+def unfinished_run(output: Path) -> str | None:
+    """Why the files at ``output`` hold a run that a plain re-run would lose (None: nothing would
+    be lost: no log, an empty one, or a log whose run wrote its complete final JSON). A finished
+    run may be replaced: that is the nightly case."""
+    log = log_path(output)
+    final = None
+    if output.exists():
+        try:
+            final = load_results(output)
+        except UsageError as exc:
+            return f"{output} exists and is not a finished ssmbench results file ({exc})"
+    if not log.exists():
+        return None
+    try:
+        logged = read_log(log)
+    except UsageError as exc:
+        return f"{log} cannot be read ({exc})"
+    if not logged.records:
+        return None
+    if final is None:
+        return f"{log} holds {len(logged.records)} record(s) of a run that never wrote {output}"
+    if final.env.get("complete") is False:
+        return f"{output} is from an interrupted run (complete: false)"
+    if any(final.env.get(k) != v for k, v in logged.env.items()):
+        return f"{log} holds a later run than {output}, one that never finished"
+    return None
+
+
+def previous_results(output: Path, options: SweepOptions, spec_name: str) -> LogContents | None:
+    """What an earlier run left at ``output``, read only: its records with ``--resume`` (from a
+    run of this spec only), None to start afresh (``--fresh``, or nothing unfinished there)."""
+    if options.fresh:
+        return None
+    if not options.resume:
+        why = unfinished_run(output)
+        if why:
+            raise UsageError(f"{why}. A plain re-run would overwrite it: continue it with --resume, or "
+                             f"start over with --fresh (discards it)")
+        return None
+    previous = ResultsLog.read_previous(output)
+    if previous is None:
+        return None
+    earlier = previous.env.get("spec_name")
+    if earlier is not None and earlier != spec_name:
+        raise UsageError(f"--resume: {output} holds a run of spec {earlier!r} ({previous.env.get('spec')}), not "
+                         f"{spec_name!r}; give another -o, or --fresh to replace it")
+    return previous
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def remove_stale_worker_dirs() -> None:
+    """Remove the worker-log directories of sweeps whose parent is gone (killed with SIGKILL,
+    so it could not clean up); a directory of a live sweep is left alone."""
+    for path in Path(tempfile.gettempdir()).glob(WORKER_DIR_PREFIX + "*"):
+        pid = path.name[len(WORKER_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and path.is_dir() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def worker_dir() -> Iterator[Path]:
+    """A directory for this sweep's worker logs, removed on every way out but SIGKILL (whose
+    leftovers the next sweep removes: the name carries this process's pid)."""
+    remove_stale_worker_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{WORKER_DIR_PREFIX}{os.getpid()}-") as path:
+        yield Path(path)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for by a signal (SIGINT, SIGTERM, SIGHUP): handled like Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopSignals:
+    """While measuring, SIGINT, SIGTERM and SIGHUP only note the stop; the pool's loop raises
+    `Interrupted` at its next turn (a safe point: no half-written record, and a worker killed by
+    the same signal is not taken for a crash). A second signal raises at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise Interrupted(signum)
+        self.signum = signum
+
+    def poll(self) -> None:
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old.clear()
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the signal's number, as shells report it: SIGINT 130, SIGTERM 143, SIGHUP 129."""
+    return 128 + (exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT))
+
+
 def run_sweep(options: SweepOptions, console: Console, err_console: Console | None = None) -> int:
-    """The whole command. Returns the exit code: 0 all measured ok, 1 a pair failed or errored."""
-    from ssmbench.impl import registry
-    from ssmbench.report import markdown, pivot, print_tables, status_counts
-    from ssmbench.spec import load_sweep_file
+    """The whole command: check every option, plan, and only then open the log; measure; write
+    the final JSON and tables. Returns the exit code: 0 all measured ok, 1 a pair failed or
+    errored, 128 + signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129)."""
+    from ssmbench.report import PairProgress
 
     err_console = err_console or console
+    # 1. options, the spec, the device: all checked before any file is touched
+    if options.resume and options.fresh:
+        raise UsageError("--resume and --fresh contradict each other: continue the earlier run, or replace it")
     gpus = parse_gpus(options.gpus)
     shard = parse_shard(options.shard)
     filters = parse_filters(options.filters)
+    output = check_output_path(options.output, "-o") if options.output is not None else None
+    md_path = check_output_path(options.markdown, "--markdown") if options.markdown is not None else None
     plugins = plugins_from_env()
     import_plugins(plugins)
     slowdown = slowdown_fraction()  # the test-only knob: a bad value is a usage error before any work
-    sweep_file = load_sweep_file(options.spec, impl_names=list(registry()))
+    sweep_file = load_spec(options.spec)
     device = sweep_device()
     configs = worker_configs(device, gpus, options.setup_timeout_s, options.grace_s, plugins)
-    output = Path(options.output or f"{sweep_file.name}.results.json")
-    if options.markdown is not None and options.markdown.is_dir():
-        raise UsageError(f"--markdown {options.markdown}: is a directory")
+    output = output or check_output_path(f"{sweep_file.name}.results.json", "-o")
+    if md_path is not None and md_path.resolve() in (output.resolve(), log_path(output).resolve()):
+        raise UsageError(f"--markdown {md_path}: the results file or its log; give another path")
 
-    results = ResultsLog(output, resume=options.resume)
-    plan = make_plan(sweep_file, options.impls, filters, shard, results.previous.done_keys())
+    # 2. the plan (an earlier run's files are only read)
+    previous = previous_results(output, options, sweep_file.name)
+    plan = make_plan(sweep_file, options.impls, filters, shard, previous.records if previous else {})
     if not plan.order:
-        results.close()
-        raise UsageError("no (case, impl) pair matched the spec, --impl, --filter and --shard")
+        raise UsageError(why_empty(sweep_file, options.impls, filters, shard))
     env = host_env(options.spec, sweep_file.name, options.argv)
     env.update({"device_mode": device, "shard": options.shard, "filters": options.filters,
-                "resumed": bool(results.previous.records)})
+                "resumed": bool(previous and previous.records)})
     if slowdown is not None:  # TEST ONLY: recorded so a slowed run is never taken for a real one
         env["test_slowdown"] = slowdown
-    results.env(env)
-    for record in plan.skips:
-        results.case(record)
-    if results.previous.records:
-        console.print(f"resuming: {len(results.previous.done_keys())} pair(s) already done in {results.path}",
-                      highlight=False)
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
-    bar = progress.add_task("starting workers", total=plan.pairs)
+    # 3. the log, then the workers
+    results = ResultsLog(output, previous=previous)
+    if results.repaired:
+        err_console.print(results.repaired, highlight=False, markup=False)
+    results.forget(plan.stale)
+    if previous is not None and previous.records:
+        console.print(f"resuming: {plan.reused} pair(s) already done in {results.path}", highlight=False)
+    if plan.stale:
+        console.print(f"{len(plan.stale)} record(s) in the log were measured with other parameters and are "
+                      "re-measured", highlight=False)
+    interrupted: KeyboardInterrupt | None = None
+    progress = PairProgress(console, "sweep", plan.pairs)
 
     def on_record(record: CaseRecord) -> None:
         results.case(record)
-        progress.advance(bar)
+        progress.advance(record.status)
         if record.status in ("fail", "error"):
-            progress.console.print(f"[red]{record.status.upper():5}[/] {record.impl} {record.id}: "
-                                   f"{escape(record.message or '')}", highlight=False)
+            progress.print(f"[red]{record.status.upper():5}[/] {record.impl} {record.id}: "
+                           f"{escape(record.message or '')}", highlight=False)
 
     def on_phase(task: Task, impl: str | None, phase: str) -> None:
-        progress.update(bar, description=f"{phase:8} {impl or ''} {task.case.id}"[:110])
+        progress.describe(f"{phase:8} {impl or ''} {task.case.id}")
 
-    interrupted = False
-    with tempfile.TemporaryDirectory(prefix="ssmbench-workers-") as log_dir:
-        pool = WorkerPool(configs, Path(log_dir), results.device, on_record, on_phase,
-                          start_timeout_s=options.start_timeout_s)
-        try:
+    try:
+        with StopSignals() as stop, worker_dir() as log_dir:
+            results.env(env)
+            for record in plan.skips:
+                results.case(record)
+            pool = WorkerPool(configs, log_dir, results.device, on_record, on_phase,
+                              start_timeout_s=options.start_timeout_s, poll_stop=stop.poll)
+            progress.describe("starting workers")
             with progress:
                 pool.run(plan.tasks)
-        except KeyboardInterrupt:
-            interrupted = True
-            err_console.print(f"interrupted: results so far are in {results.path}; continue with --resume")
-        finally:
-            results.close()
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+    finally:
+        results.close()
+    return finish_sweep(options, output, md_path, env, plan, results, interrupted, console, err_console)
 
+
+def finish_sweep(options: SweepOptions, output: Path, md_path: Path | None, env: dict[str, Any], plan: Plan,
+                 results: ResultsLog, interrupted: KeyboardInterrupt | None, console: Console,
+                 err_console: Console) -> int:
+    """The final JSON (``complete: false`` when interrupted), the tables, the summary line."""
     from datetime import datetime, timezone
+
+    from ssmbench.report import markdown, pivot, print_tables, status_counts
 
     timers = sorted({str(d.get("timer")) for d in results.devices.values()})
     env.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "complete": not interrupted, "timer": ", ".join(timers) or None})
+                "complete": interrupted is None, "timer": ", ".join(timers) or None})
     planned_keys = set(plan.order)
     planned = [results.records[k] for k in plan.order if k in results.records]
     extra = [r for k, r in results.records.items() if k not in planned_keys]
-    ordered = planned + extra
     devices = list(results.devices.values())
-    write_results(output, env, devices, ordered)
+    write_results(output, env, devices, planned + extra)
 
     tables = pivot(planned, plan.baselines)
     print_tables(console, tables)
-    if options.markdown is not None:
-        options.markdown.parent.mkdir(parents=True, exist_ok=True)
-        options.markdown.write_text(markdown(tables, planned, env, devices))
+    if md_path is not None:
+        md_path.parent.mkdir(parents=True, exist_ok=True)
+        md_path.write_text(markdown(tables, planned, env, devices))
     counts = status_counts(planned)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     console.print(f"{summary}; results: {output} (log: {log_path(output)})", highlight=False, markup=False)
-    if interrupted:
-        return 130
+    if interrupted is not None:
+        name = interrupted.args[0] if isinstance(interrupted, Interrupted) else "SIGINT"
+        err_console.print(f"interrupted ({name}): the results so far are in {output} (complete: false); continue "
+                          f"with: ssmbench sweep {options.spec} -o {output} --resume", highlight=False, markup=False)
+        return interrupt_exit_code(interrupted)
     return 1 if counts["fail"] or counts["error"] else 0

@@ -93,7 +93,7 @@ def test_cli_check_line_and_exit_code() -> None:
     result = CliRunner().invoke(app, ["check", str(SMOKE), "--case", "*T4-bf16-*-w4-*",
                                       "--impl", "reference.intermediate", "--impl", "reference.replay"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == "4 passed, 0 failed"
+    assert result.output.strip().splitlines()[-1] == "4 passed, 0 failed, 0 errors"
     bad = CliRunner().invoke(app, ["check", str(SMOKE), "--impl", "reference.nope"])
     assert bad.exit_code == 2 and "unknown" in bad.output
 

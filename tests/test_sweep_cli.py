@@ -41,6 +41,7 @@ from ssmbench.sweeping import (
     run_sweep,
     shard_of,
     sweep_device,
+    unfinished_run,
     worker_configs,
 )
 
@@ -224,12 +225,17 @@ def test_exit_reasons_and_log_tail(tmp_path: Path) -> None:
 # -- real workers (CPU test mode) --------------------------------------------------------------
 
 
-def test_sweep_end_to_end_then_resume(tmp_path: Path, cpu_mode) -> None:
+def test_sweep_end_to_end_then_resume(tmp_path: Path, cpu_mode, monkeypatch) -> None:
+    import ssmbench.report
+
+    monkeypatch.setitem(ssmbench.report.PLAIN_INTERVAL_S, "sweep", 0.0)  # a progress line per pair
     spec = tiny_spec(tmp_path, ["reference.sequential", "reference.intermediate"], batch="[1, 2]")
     out, md = tmp_path / "r.json", tmp_path / "r.md"
     runner = CliRunner()
     result = runner.invoke(app, ["sweep", str(spec), "-o", str(out), "--markdown", str(md)])
     assert result.exit_code == 0, result.output
+    assert "sweep: 1/4 pairs, 0 failed, 0 errors, " in result.output  # not a terminal: plain lines
+    assert unfinished_run(out) is None  # finished: a plain re-run may replace it
     data = json.loads(out.read_text())
     assert data["schema"] == "ssmbench.results/1" and data["env"]["complete"] is True
     assert data["env"]["gpus"][0]["uuid"] == "cpu" and data["env"]["timer"] == "wall-cpu"
@@ -247,6 +253,21 @@ def test_sweep_end_to_end_then_resume(tmp_path: Path, cpu_mode) -> None:
     assert log_path(out).read_text().count('"type": "case"') == lines_before  # nothing re-measured
     resumed = json.loads(out.read_text())
     assert [c["samples_us"] for c in resumed["cases"]] == [c["samples_us"] for c in data["cases"]]
+
+    # a record measured with other parameters (here: another seed) is not reused
+    log = log_path(out)
+    lines = log.read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if '"type": "case"' in line)
+    record = json.loads(lines[first])
+    record["params"]["seed"] = 987654
+    lines[first] = json.dumps(record) + "\n"
+    log.write_text("".join(lines) + lines[first][:25])  # and a torn last line, as a kill leaves
+    stale = runner.invoke(app, ["sweep", str(spec), "-o", str(out), "--resume"])
+    assert stale.exit_code == 0, stale.output
+    assert "1 record(s) in the log were measured with other parameters and are re-measured" in stale.output
+    assert "cut a torn last line" in stale.output
+    assert log.read_text().count('"type": "case"') == lines_before + 1
+    assert all(c["params"]["seed"] != 987654 for c in json.loads(out.read_text())["cases"])
 
 
 def test_faults_cost_only_their_own_pair(tmp_path: Path, cpu_mode) -> None:
