@@ -74,7 +74,7 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
                err_console: Console) -> Comparison:
     """Re-measure the SLOWER and AMBIGUOUS pairs ``rounds`` times, each round a separate sweep run
     of just those pairs (fresh workers), and decide them on the fresh samples (docs/gate.md)."""
-    from ssmbench.sweeping import DEVICE_ENV, SweepOptions, run_sweep
+    from ssmbench.sweeping import DEVICE_ENV, INTERRUPTED_CODES, SweepOptions, run_sweep
 
     flagged = [r for r in comparison.rows if r.verdict in ("SLOWER", "AMBIGUOUS")
                and r.key in new.records and r.key in old.records]
@@ -98,9 +98,11 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
     for i in range(rounds):
         output = out_dir / f"round{i + 1}.json"
         console.print(f"--rerun round {i + 1}/{rounds}: {len(flagged)} pair(s) -> {output}", highlight=False)
-        run_sweep(SweepOptions(spec=spec, output=output, impls=impls, filters=filters,
-                               argv=["sweep", str(spec), "-o", str(output), "(compare --rerun)"]),
-                  console=console, err_console=err_console)
+        code = run_sweep(SweepOptions(spec=spec, output=output, impls=impls, filters=filters, fresh=True,
+                                      argv=["sweep", str(spec), "-o", str(output), "(compare --rerun)"]),
+                         console=console, err_console=err_console)
+        if code in INTERRUPTED_CODES:  # stopped by a signal: no verdict from a partial round
+            raise KeyboardInterrupt
         got = load_results(output)
         mismatch = device_mismatch(got, old)
         if mismatch:

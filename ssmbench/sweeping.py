@@ -529,7 +529,14 @@ class WorkerPool:
             if slot.task is not None:
                 self.on_phase(slot.task, impl, phase)
         elif kind == "result":
-            record = CaseRecord.from_dict(message[1])
+            try:
+                record = CaseRecord.from_dict(message[1])
+            except UsageError as exc:  # a worker's bad record (a bug, or a 0/NaN sample) costs its pair only
+                data = message[1] if isinstance(message[1], dict) else {}
+                if slot.task is None or data.get("impl") not in slot.pending:
+                    return
+                record = self._error_record(slot.task, data["impl"], f"the worker sent an invalid record: {exc}",
+                                            slot.uuid)
             if record.impl in slot.pending:
                 slot.pending.remove(record.impl)
             self.on_record(record)
@@ -779,6 +786,8 @@ class Interrupted(KeyboardInterrupt):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+INTERRUPTED_CODES = tuple(128 + int(sig) for sig in STOP_SIGNALS)
+"""`run_sweep`'s exit codes for a run stopped by one of STOP_SIGNALS."""
 
 
 class StopSignals:

@@ -295,3 +295,23 @@ def test_a_bad_spec_leaves_earlier_files_byte_identical(tmp_path: Path, cpu_mode
         result = CliRunner().invoke(app, ["sweep", str(path), "-o", str(out), *mode])
         assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert snapshot(tmp_path) == before
+
+
+def test_a_workers_invalid_record_costs_only_its_pair(tmp_path: Path) -> None:
+    """A result message the readers' validation refuses (here a 0 us sample) becomes an ``error``
+    record for that pair, not an exception that stops the sweep."""
+    from ssmbench.expand import expand
+    from ssmbench.measure.runner import Task, WorkerConfig
+    from ssmbench.results import case_params
+
+    case = expand(load_sweep_file(tiny_spec(tmp_path, ["reference.sequential"])).sweeps[0]).cases[0]
+    got: list[CaseRecord] = []
+    pool = sweeping.WorkerPool([WorkerConfig(device="cpu", gpu_index=0)], tmp_path, lambda info: None,
+                               got.append, lambda task, impl, phase: None)
+    slot = pool.slots[0]
+    slot.task, slot.pending = Task(0, case.sweep, case, ["reference.sequential"], {}), ["reference.sequential"]
+    bad = {"id": case.id, "impl": "reference.sequential", "sweep": case.sweep, "status": "ok",
+           "params": case_params(case), "samples_us": [1.0, 0.0], "median_us": 0.5}
+    pool._handle(slot, ("result", bad))
+    assert len(got) == 1 and got[0].status == "error" and "invalid record" in got[0].message
+    assert slot.pending == []  # recorded: not recorded again as lost if the worker dies next
