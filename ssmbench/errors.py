@@ -25,7 +25,8 @@ class SpecError(UsageError):
         where = f"{file}:{line}" if line is not None else file
         text = f"{where}: {field or '<top level>'}: {message}"
         if value is not None:
-            text += f" (got {value!r})"
+            shown = repr(value)
+            text += f" (got {shown if len(shown) <= 120 else shown[:100] + '...'})"
         if allowed:
             text += f"; allowed: {allowed}"
         super().__init__(text)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_D_CONV = 4
+"""The conv width of every preset; case ids name ``d_conv`` only when it differs."""
+
 
 @dataclass(frozen=True)
 class Mamba2Shape:

@@ -40,14 +40,20 @@ def format_label(state_dtype: str, rounding: str) -> str:
 
 
 def case_params(case: Case) -> dict[str, Any]:
-    """The case's parameters as plain JSON values (what tables pivot on and filters match)."""
+    """The case's parameters as plain JSON values: what tables pivot on and filters match
+    (``format``, ``accept`` as its readable label, ...), plus the full workload (``dims``: the
+    per-rank shape with d_conv, ``accept_law``: the law's kind and values, ``seed``, ``options``,
+    ``act_dtype``), so a stored record can be checked against a case by equality: the result
+    equals itself after a JSON round trip (lists, not tuples)."""
     from ssmbench.expand import shape_tag
 
     return {
         "family": case.family, "preset": case.preset, "tp": case.tp, "shape": shape_tag(case.shape),
+        "dims": dataclasses.asdict(case.shape),
         "batch": case.batch, "T": case.T, "state_dtype": case.state_dtype, "rounding": case.rounding,
         "format": format_label(case.state_dtype, case.rounding), "pool": case.pool,
-        "accept": case.accept.label(), "window": case.window, "pdl": "on" if case.pdl else "off",
+        "accept": case.accept.label(), "accept_law": {"kind": case.accept.kind, "values": list(case.accept.values)},
+        "window": case.window, "pdl": "on" if case.pdl else "off",
         "l2": case.l2, "act_dtype": case.act_dtype, "seed": case.seed,
         "options": {k: v for k, v in case.extras},
     }

@@ -2,22 +2,26 @@
 
 Validation is pydantic's (typed fields, ``extra="forbid"`` so a typo in a key is an error);
 this module maps its errors back to the YAML file and line, with the allowed values and a
-"did you mean" hint, so a bad spec never ends in a traceback. The format is documented in
-``docs/spec-format.md``.
+"did you mean" hint, so a bad spec never ends in a traceback. Types are strict (no bool for an
+int, no NaN or infinity), names are safe file names, and a grid is counted against a limit before
+it is built. The format is documented in ``docs/spec-format.md``.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kernels.reference.storage import FORMATS, ROUNDINGS
-from ssmbench.case import DEFAULT_ACCEPT, L2_MODES, POOL_MODES, AcceptLaw
-from ssmbench.errors import SpecError, SpecErrors
+from ssmbench.case import L2_MODES, MEASURED, POOL_MODES, AcceptLaw
+from ssmbench.errors import SpecError, SpecErrors, UsageError
 from ssmbench.presets import PRESETS, GDNShape, Mamba2Shape
 from ssmbench.yamlpos import line_of, load_documents
 
@@ -30,10 +34,24 @@ assert typing.get_args(StateDtype) == FORMATS and typing.get_args(Rounding) == R
 assert typing.get_args(PoolMode) == POOL_MODES and typing.get_args(L2Mode) == L2_MODES
 
 MAX_T = 16
+MAX_WINDOW = 64
+MAX_BATCH = 65536
+MAX_EXCLUDE_RULES = 256
+MAX_REPORTED = 50
+"""Problems reported per document (a 100000-value list of bad values is one mistake, not 100000)."""
+DEFAULT_MAX_CASES = 20_000
+"""Grid points (before exclude and drop rules) one spec file may expand to, unless raised with
+``max_cases:`` in the spec or the SSMBENCH_MAX_CASES environment variable."""
+MAX_CASES_ENV = "SSMBENCH_MAX_CASES"
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+"""Sweep names become output and baseline file names: no '/', no leading '.', at most 64 chars."""
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Typed strictly: no bool where an int is expected, no "5" for 5, no 1.0 for 1, and no
+    NaN or infinity in any float."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _as_list(value: Any) -> Any:
@@ -41,43 +59,49 @@ def _as_list(value: Any) -> Any:
     return value if isinstance(value, list) else [value]
 
 
+def _number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def parse_accept(value: Any) -> AcceptLaw:
-    """``histogram`` (SPEC 10's T=6 counts), ``{histogram: [counts for k=1..T]}``,
-    ``{rate: p}`` (i.i.d. per-draft acceptance) or ``{fixed: [pnat, ...]}``."""
+    """``histogram`` (SPEC 10's measured law, at any T: `measured_law`), ``{histogram: [counts for
+    k=1..T]}``, ``{rate: p}`` (i.i.d. per-draft acceptance) or ``{fixed: [pnat, ...]}``."""
     if value == "histogram":
-        return DEFAULT_ACCEPT
+        return MEASURED
     if isinstance(value, AcceptLaw):
         return value
     if not (isinstance(value, dict) and len(value) == 1):
         raise ValueError("an acceptance law is 'histogram', {histogram: [counts]}, {rate: p} or {fixed: [pnat]}")
     (kind, arg), = value.items()
     if kind == "histogram":
-        if not (isinstance(arg, list) and arg and all(isinstance(c, (int, float)) and c >= 0 for c in arg)
-                and sum(arg) > 0):
-            raise ValueError("histogram needs a list of non-negative counts for k = 1..T")
+        if not (isinstance(arg, list) and 1 <= len(arg) <= MAX_T and all(_number(c) and c >= 0 for c in arg)
+                and 0 < math.fsum(arg) < math.inf):
+            raise ValueError(f"histogram needs a list of 1..{MAX_T} finite non-negative counts (k = 1..T), "
+                             "not all zero")
         return AcceptLaw("histogram", tuple(float(c) for c in arg))
     if kind == "rate":
-        if not (isinstance(arg, (int, float)) and 0 <= arg <= 1):
-            raise ValueError("rate is a per-draft acceptance probability in [0, 1]")
+        if not (_number(arg) and 0 <= arg <= 1):
+            raise ValueError("rate is a per-draft acceptance probability, a number in [0, 1]")
         return AcceptLaw("rate", (float(arg),))
     if kind == "fixed":
         arg = _as_list(arg)
-        if not (arg and all(isinstance(c, int) and c >= 0 for c in arg)):
-            raise ValueError("fixed needs a list of pnat values (integers >= 0)")
+        if not (arg and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_WINDOW for c in arg)):
+            raise ValueError(f"fixed needs a list of pnat values (integers 0..{MAX_WINDOW})")
         return AcceptLaw("fixed", tuple(float(c) for c in arg))
-    raise ValueError(f"unknown acceptance law {kind!r}; allowed: histogram, rate, fixed")
+    raise ValueError(f"unknown acceptance law {str(kind)[:40]!r}; allowed: histogram, rate, fixed")
 
 
 class Axes(_Strict):
     """The grid. Every axis is a list (a scalar means a one-element list)."""
 
-    batch: list[Annotated[int, Field(ge=1, le=65536)]] = [1]
+    batch: list[Annotated[int, Field(ge=1, le=MAX_BATCH)]] = [1]
     T: list[Annotated[int, Field(ge=1, le=MAX_T)]] = [1]
     state_dtype: list[StateDtype] = ["fp32"]
     rounding: list[Rounding] = ["rn"]
     pool: list[PoolMode] = ["pool"]
-    accept: list[Any] = Field(default_factory=lambda: [DEFAULT_ACCEPT])
-    window: list[Annotated[int, Field(ge=1, le=64)] | Literal["T"]] = ["T"]
+    accept: list[Annotated[Any, AfterValidator(parse_accept)]] = Field(default_factory=lambda: [MEASURED])
+    window: list[Annotated[int, Field(ge=1, le=MAX_WINDOW)] | Literal["T"]] = ["T"]
     pdl: list[OnOff] = ["on"]
     l2: list[L2Mode] = ["realistic"]
 
@@ -94,11 +118,6 @@ class Axes(_Strict):
     def _pdl_bools(cls, value: Any) -> Any:
         return ["on" if v is True else "off" if v is False else v for v in value]
 
-    @field_validator("accept")
-    @classmethod
-    def _accept(cls, value: list[Any]) -> list[AcceptLaw]:
-        return [parse_accept(v) for v in value]
-
 
 AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)
 
@@ -106,12 +125,12 @@ AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)
 class Measure(_Strict):
     """How each case is timed (SPEC 10; used by `ssmbench sweep`)."""
 
-    warmup: Annotated[int, Field(ge=0)] = 5
-    min_samples: Annotated[int, Field(ge=5)] = 30
-    max_samples: Annotated[int, Field(ge=5)] = 2000
+    warmup: Annotated[int, Field(ge=0, le=100_000)] = 5
+    min_samples: Annotated[int, Field(ge=5, le=1_000_000)] = 30
+    max_samples: Annotated[int, Field(ge=5, le=1_000_000)] = 2000
     max_noise: Annotated[float, Field(gt=0, lt=1)] = 0.02
-    min_time_s: Annotated[float, Field(ge=0)] = 0.2
-    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    min_time_s: Annotated[float, Field(ge=0, le=3600)] = 0.2
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
 
     @model_validator(mode="after")
     def _order(self) -> Measure:
@@ -139,22 +158,25 @@ class GDNOptions(_Strict):
 
     intermediate: bool = False
     write_final: bool = True
-    scale: float | None = None
+    scale: Annotated[float, Field(gt=0, le=1e6)] | None = None
+
+
+Dim = Annotated[int, Field(ge=1, le=65536)]
 
 
 class Mamba2ShapeSpec(_Strict):
-    nheads: Annotated[int, Field(ge=1)]
-    head_dim: Annotated[int, Field(ge=1)]
-    dstate: Annotated[int, Field(ge=1)]
-    ngroups: Annotated[int, Field(ge=1)]
+    nheads: Dim
+    head_dim: Dim
+    dstate: Dim
+    ngroups: Dim
     d_conv: Annotated[int, Field(ge=2, le=4)] = 4
 
 
 class GDNShapeSpec(_Strict):
-    num_k_heads: Annotated[int, Field(ge=1)]
-    num_v_heads: Annotated[int, Field(ge=1)]
-    head_k_dim: Annotated[int, Field(ge=1)]
-    head_v_dim: Annotated[int, Field(ge=1)]
+    num_k_heads: Dim
+    num_v_heads: Dim
+    head_k_dim: Dim
+    head_v_dim: Dim
     d_conv: Annotated[int, Field(ge=2, le=4)] = 4
 
 
@@ -166,16 +188,25 @@ class SweepSpec(_Strict):
     family: Literal["mamba2", "gdn"]
     model: str | None = None
     shape: dict[str, Any] | None = None
-    tp: Annotated[int, Field(ge=1)] = 1
+    tp: Annotated[int, Field(ge=1, le=1024)] = 1
     act_dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     impls: list[str]
     baseline: str | None = None
     axes: Axes = Axes()
-    exclude: list[dict[str, Any]] = []
+    exclude: Annotated[list[dict[str, Any]], Field(max_length=MAX_EXCLUDE_RULES)] = []
     options: dict[str, Any] = {}
     measure: Measure = Measure()
     gate: Gate = Gate()
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    max_cases: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and not NAME_RE.fullmatch(value):
+            raise ValueError("a name is 1-64 of A-Z a-z 0-9 . _ - and does not start with '.' "
+                             "(it names result and baseline files)")
+        return value
 
     @field_validator("impls", mode="before")
     @classmethod
@@ -197,7 +228,14 @@ class Sweep:
         self.spec, self.path, self.lines = spec, path, lines
         self.name = spec.name or path.stem
         self.shape = resolve_shape(spec, str(path), lines)
-        self.options = OPTION_SPECS[spec.family](**spec.options)
+        self.options = OPTION_SPECS[spec.family].model_validate(spec.options)
+        self._expansion: Any = None
+        """expand()'s result, computed once (loading checks ids across documents with it)."""
+
+    @property
+    def grid_points(self) -> int:
+        """Points of the full grid, before exclude and drop rules (an upper bound on cases)."""
+        return math.prod(len(getattr(self.spec.axes, name)) for name in AXIS_NAMES)
 
     @property
     def family(self) -> str:
@@ -209,7 +247,7 @@ def resolve_shape(spec: SweepSpec, file: str, lines: dict) -> Mamba2Shape | GDNS
     if spec.model is not None:
         full = PRESETS[spec.model]
     else:
-        fields = SHAPE_SPECS[spec.family](**spec.shape).model_dump()
+        fields = SHAPE_SPECS[spec.family].model_validate(spec.shape).model_dump()
         full = Mamba2Shape(**fields) if spec.family == "mamba2" else GDNShape(**fields)
     try:
         shape = full.tp_slice(spec.tp)
@@ -278,9 +316,13 @@ def _is_union_tag(part: object) -> bool:
 def _errors_from_pydantic(
     exc: ValidationError, model: type[BaseModel], file: str, lines: dict, prefix: tuple = ()
 ) -> list[SpecError]:
-    out = []
+    out: list[SpecError] = []
     seen: set[str] = set()
-    for err in exc.errors():
+    errors = exc.errors()
+    for n, err in enumerate(errors):
+        if len(out) >= MAX_REPORTED:
+            out.append(SpecError(file, ".".join(map(str, prefix)), f"... and up to {len(errors) - n} more problems"))
+            break
         union_member = any(_is_union_tag(p) for p in err["loc"])
         loc = prefix + tuple(p for p in err["loc"] if not _is_union_tag(p))
         field = ".".join(str(p) for p in loc)
@@ -325,14 +367,32 @@ class SweepFile:
 
 
 def load_sweep_file(path: str | Path, impl_names: list[str] | None = None) -> SweepFile:
-    """Read and validate a spec file. Raises SpecErrors listing every problem found."""
+    """Read and validate a spec file. Raises SpecError(s) listing every problem found: whatever
+    the bytes, nothing else escapes (a bad spec is exit code 2 with file and line, never a
+    traceback)."""
     path = Path(path)
     file = str(path)
-    if not path.is_file():
-        raise SpecError(file, "", "no such file")
+    try:
+        regular, exists = path.is_file(), path.exists()
+    except (OSError, ValueError) as exc:  # a name too long, a NUL in the name
+        raise SpecError(file, "", f"cannot open the file: {exc}") from None
+    if not regular:
+        raise SpecError(file, "", "no such file" if not exists else "not a regular file")
+    try:
+        return _load_file(path, impl_names)
+    except UsageError:
+        raise
+    except OSError as exc:
+        raise SpecError(file, "", f"cannot read the file: {exc.strerror or exc}") from None
+    except (RecursionError, MemoryError):
+        raise SpecError(file, "", "the spec is too large or too deeply nested to read") from None
+
+
+def _load_file(path: Path, impl_names: list[str] | None) -> SweepFile:
+    file = str(path)
     documents = load_documents(path)
     if not documents:
-        raise SpecError(file, "", "the file holds no sweep")
+        raise SpecError(file, "", "the file holds no sweep (only comments or empty documents)")
     sweeps, errors = [], []
     for data, lines in documents:
         try:
@@ -346,15 +406,64 @@ def load_sweep_file(path: str | Path, impl_names: list[str] | None = None) -> Sw
     names = [s.name for s in sweeps]
     if len(set(names)) != len(names):
         raise SpecError(file, "name", "each document of a spec file needs its own name", value=names)
+    _check_grid_size(sweeps, file)
+    _check_unique_ids(sweeps, file)
     return SweepFile(path, sweeps)
+
+
+def _max_cases_default(file: str) -> int:
+    """DEFAULT_MAX_CASES, or SSMBENCH_MAX_CASES when set."""
+    raw = os.environ.get(MAX_CASES_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_CASES
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 12 and int(raw) >= 1):
+        raise SpecError(file, MAX_CASES_ENV, "the environment variable must be an integer >= 1", value=raw[:40])
+    return int(raw)
+
+
+def _check_grid_size(sweeps: list[Sweep], file: str) -> None:
+    """Refuse a grid too big to expand before expanding it: per document, and for the file. A
+    document's ``max_cases`` sets its own limit (and, the largest of them, the file's)."""
+    default = _max_cases_default(file)
+    how = f"raise the limit with 'max_cases: N' in the spec or {MAX_CASES_ENV}=N"
+    errors = []
+    for sweep in sweeps:
+        limit = sweep.spec.max_cases or default
+        if sweep.grid_points > limit:
+            axes = " x ".join(str(len(getattr(sweep.spec.axes, n))) for n in AXIS_NAMES)
+            errors.append(SpecError(file, "axes", f"document {sweep.name!r}: the grid has {sweep.grid_points} points "
+                                    f"({axes} over {', '.join(AXIS_NAMES)}), more than the limit of {limit}; {how}",
+                                    line=line_of(sweep.lines, ("axes",))))
+    if errors:
+        raise SpecErrors(errors)
+    total, limit = sum(s.grid_points for s in sweeps), max([default] + [s.spec.max_cases or 0 for s in sweeps])
+    if total > limit:
+        raise SpecError(file, "", f"the file's documents have {total} grid points in all, more than the limit "
+                        f"of {limit}; {how}")
+
+
+def _check_unique_ids(sweeps: list[Sweep], file: str) -> None:
+    """Two documents of one file must not produce the same case id (records and baselines would
+    be matched to the wrong workload)."""
+    from ssmbench.expand import expand
+
+    owner: dict[str, str] = {}
+    for sweep in sweeps:
+        for case in expand(sweep).cases:
+            first = owner.setdefault(case.id, sweep.name)
+            if first != sweep.name:
+                raise SpecError(file, "name", f"documents {first!r} and {sweep.name!r} both produce case "
+                                f"{case.id!r}; make their grids differ (or merge them)",
+                                line=line_of(sweep.lines, ("name",)))
 
 
 def _load_document(data: object, lines: dict, path: Path, impl_names: list[str] | None) -> Sweep:
     file = str(path)
     if not isinstance(data, dict):
         raise SpecError(file, "", "a sweep spec is a YAML mapping", line=line_of(lines, ()))
+    data = {k: v for k, v in data.items() if not k.startswith("x-")}  # anchor holders, see docs
     try:
-        spec = SweepSpec(**data)
+        spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecErrors(_errors_from_pydantic(exc, SweepSpec, file, lines)) from None
     errors = _semantic_errors(spec, file, lines, impl_names)
@@ -383,11 +492,11 @@ def _semantic_errors(spec: SweepSpec, file: str, lines: dict, impl_names: list[s
             spec.model, ", ".join(family_presets))
     elif spec.shape is not None:
         try:
-            SHAPE_SPECS[spec.family](**spec.shape)
+            SHAPE_SPECS[spec.family].model_validate(spec.shape)
         except ValidationError as exc:
             errs.extend(_errors_from_pydantic(exc, SHAPE_SPECS[spec.family], file, lines, ("shape",)))
     try:
-        OPTION_SPECS[spec.family](**spec.options)
+        OPTION_SPECS[spec.family].model_validate(spec.options)
     except ValidationError as exc:
         errs.extend(_errors_from_pydantic(exc, OPTION_SPECS[spec.family], file, lines, ("options",)))
 
@@ -419,7 +528,7 @@ def _semantic_errors(spec: SweepSpec, file: str, lines: dict, impl_names: list[s
                     allowed=", ".join(axes))
                 continue
             try:
-                Axes(**{key: value})
+                Axes.model_validate({key: value})
             except ValidationError as exc:
                 errs.extend(_errors_from_pydantic(exc, Axes, file, lines, ("exclude", r)))
     return errs

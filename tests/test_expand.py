@@ -74,3 +74,27 @@ def test_plan_cli_prints_grid(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "110 case(s)" in result.output
     assert "window does not apply" in result.output
+
+
+def test_plain_histogram_applies_at_every_T_and_explicit_ones_only_at_their_length(tmp_path: Path) -> None:
+    """`histogram` is SPEC 10's measured law at whatever T (plain `hist` in the id); an explicit
+    histogram applies where its length is T, and its id carries a hash of its counts."""
+    (tmp_path / "s.yaml").write_text("""\
+family: mamba2
+shape: {nheads: 4, head_dim: 8, dstate: 8, ngroups: 1}
+impls: [reference.intermediate]
+axes:
+  T: [2, 4, 6]
+  accept: [histogram, {histogram: [1, 1, 1, 1]}, {histogram: [1, 2, 3, 4]}]
+""")
+    exp = expand(load_sweep_file(tmp_path / "s.yaml").sweeps[0])
+    labels = {(c.T, c.accept.label()) for c in exp.cases}
+    assert {(2, "hist"), (4, "hist"), (6, "hist")} <= labels and len(labels) == 5
+    assert len({c.id for c in exp.cases}) == 5 and exp.dropped == {"accept histogram length != T": 4}
+
+
+def test_seed_options_and_act_dtype_are_in_the_id(tmp_path: Path) -> None:
+    text = HEADLINE.read_text().replace("seed: 0", "seed: 5").replace("act_dtype: bf16", "act_dtype: fp16")
+    (tmp_path / "h.yaml").write_text(text + "options: {z_gate: true}\n")
+    ids = {c.id for c in expand(load_sweep_file(tmp_path / "h.yaml").sweeps[0]).cases}
+    assert "H16P64N128G1-b64-T6-fp32-pool-w6-hist-pdl-realistic-actfp16-zgate-s5" in ids

@@ -25,7 +25,7 @@ from ssmbench.profiling.target import build_target, range_name, resolve
 
 DATA = Path(__file__).parent / "data"
 SMOKE = Path(__file__).parent.parent / "sweeps" / "smoke.yaml"
-CASE = "H4P12N16G2-b3-T4-fp32-direct-w4-rate0.6-nopdl-hot"
+CASE = "H4P12N16G2-b3-T4-fp32-direct-w4-rate0.6-nopdl-hot-zgate-s1"
 runner = CliRunner()
 
 

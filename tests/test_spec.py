@@ -129,11 +129,13 @@ def test_cli_bad_spec_exits_2_with_message(tmp_path: Path) -> None:
 
 
 def test_defaults_are_parsed(tmp_path: Path) -> None:
-    """Axes left out get their parsed defaults (the default acceptance law is a law, not a string)."""
-    from ssmbench.case import DEFAULT_ACCEPT
+    """Axes left out get their parsed defaults (the default acceptance law is a law, not a string),
+    and the defaults give a case: SPEC 10's measured law applies at every T (folded to T=1 here)."""
+    from ssmbench.case import MEASURED, measured_law
     from ssmbench.expand import expand
 
     text = "family: mamba2\nshape: {nheads: 2, head_dim: 4, dstate: 4, ngroups: 1}\nimpls: [reference.sequential]\n"
     sweep = load_sweep_file(write(tmp_path, text)).sweeps[0]
-    assert sweep.spec.axes.accept == [DEFAULT_ACCEPT]
-    assert expand(sweep).dropped  # T=1 vs the 6-bin histogram: dropped, not a crash
+    assert sweep.spec.axes.accept == [MEASURED]
+    (case,) = expand(sweep).cases
+    assert case.T == 1 and case.accept == measured_law(1) and not expand(sweep).dropped

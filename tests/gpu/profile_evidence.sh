@@ -22,7 +22,7 @@ IMPLS=${IMPLS:-$(python3 -c "from ssmbench.impl import registry; print(' '.join(
 # case <impl> <batch> <fmt>: the spec and case id of a headline case for that impl
 case_of() {
   local impl=$1 b=$2 fmt=$3
-  if [ "$impl" = triton.gdn ]; then echo "$GDN H16HV64K128V128-b$b-T4-${fmt%sr}-pool-rate0.7-pdl-realistic"
+  if [ "$impl" = triton.gdn ]; then echo "$GDN H16HV64K128V128-b$b-T4-${fmt%sr}-pool-rate0.7-pdl-realistic-inter-nofinal"
   elif [ "$impl" = triton.checkpoint ]; then echo "$HEAD H16P64N128G1-b$b-T6-$fmt-pool-w16-hist-pdl-realistic"
   else echo "$HEAD H16P64N128G1-b$b-T6-$fmt-pool-w6-hist-pdl-realistic"; fi
 }
