@@ -24,14 +24,14 @@ log "== phase $PHASE $(date -u +%FT%TZ) $(hostname)"
 log "$(nvidia-smi --query-gpu=name,uuid,driver_version,clocks.sm,clocks.max.sm,clocks.max.mem --format=csv,noheader)"
 
 prewarm() {  # compile every kernel the sweeps will launch, on all CPU cores (one check per batch)
-  local t0=$SECONDS i=0
-  for b in 1 2 4 8 16 32 64 128 256 512 1024; do
+  local t0=$SECONDS
+  for b in 1 2 4 8 16 32 64 128 256 512 1024; do  # (the log name is fixed before '&': a background job's i++ is lost)
     python3 -m ssmbench check "$HEADLINE" --device cuda --impl triton.intermediate --impl triton.checkpoint \
-      --case "*-b$b-*" > "$R/prewarm-$((i++)).txt" 2>&1 &
+      --case "*-b$b-*" > "$R/prewarm-headline-b$b.txt" 2>&1 &
   done
   if [ "${1:-}" = all ]; then
-    python3 -m ssmbench check sweeps/smoke.yaml --device cuda "${SMOKE_IMPLS[@]}" > "$R/prewarm-$((i++)).txt" 2>&1 &
-    python3 -m ssmbench check sweeps/qwen35-gdn.yaml --device cuda --impl triton.gdn > "$R/prewarm-$((i++)).txt" 2>&1 &
+    python3 -m ssmbench check sweeps/smoke.yaml --device cuda "${SMOKE_IMPLS[@]}" > "$R/prewarm-smoke.txt" 2>&1 &
+    python3 -m ssmbench check sweeps/qwen35-gdn.yaml --device cuda --impl triton.gdn > "$R/prewarm-qwen.txt" 2>&1 &
   fi
   wait
   log "prewarm $((SECONDS - t0))s: $(grep -h ' passed, ' "$R"/prewarm-*.txt | tr '\n' ';')"
