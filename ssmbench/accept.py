@@ -1,5 +1,5 @@
-"""Acceptance laws (SPEC 10): the distribution of accepted tokens k per step, and the stationary
-distribution of pnat that the checkpoint-replay bookkeeping (SPEC 5) settles into under it.
+"""Acceptance laws (docs/spec.md §10): the distribution of accepted tokens k per step, and the stationary
+distribution of pnat that the checkpoint-replay bookkeeping (docs/spec.md §5) settles into under it.
 
 A benchmark that always starts from pnat = 0 measures a step that production rarely runs; the
 workload draws pnat from the long-run distribution instead.

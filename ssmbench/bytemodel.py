@@ -1,4 +1,4 @@
-"""Byte models (SPEC 10): the unique bytes a kernel of a chain must move, per case.
+"""Byte models (docs/spec.md §10): the unique bytes a kernel of a chain must move, per case.
 
 Every tensor region a kernel reads or writes counts once per kernel that touches it; parameters
 broadcast to all rows count once; padding rows read no state and write zero outputs. The models
@@ -68,7 +68,7 @@ def mamba2_intermediate_bytes(case: Case, n_real: int) -> int:
 
 
 def gdn_bytes(case: Case, n_real: int) -> int:
-    """GDN chain (SPEC 9): conv1d (no bias) then the decode kernel, which per real row reads one
+    """GDN chain (docs/spec.md §9): conv1d (no bias) then the decode kernel, which per real row reads one
     state and writes T per-token states (``intermediate``) and/or one final state
     (``write_final``), and reads its q, k, v, a, b; writes o for every row (zeros for padding);
     A_log and dt_bias once; read (and write) indices for every row."""
@@ -84,7 +84,7 @@ def gdn_bytes(case: Case, n_real: int) -> int:
 
 
 def mamba2_checkpoint_fused_bytes(case: Case, n_rows: int, pnat_real: list[int]) -> int:
-    """Checkpoint replay in one kernel (SPEC 7's conv1d -> main variant; conv1d not included): no
+    """Checkpoint replay in one kernel (docs/spec.md §7's conv1d -> main variant; conv1d not included): no
     coefficients handed between kernels. Per real row: indices and bookkeeping, the checkpoint,
     pnat history rows of x, B (per group) and processed dt (per head; every row needs them: the
     outputs come from the old checkpoint), this step's x, B, C, dt (and z); writes the checkpoint
@@ -108,7 +108,7 @@ def mamba2_checkpoint_fused_bytes(case: Case, n_rows: int, pnat_real: list[int])
 
 
 def mamba2_checkpoint_bytes(case: Case, n_rows: int, pnat_real: list[int]) -> int:
-    """Checkpoint replay (SPEC 5) in two kernels, precompute + main (conv1d not included), summed row by row
+    """Checkpoint replay (docs/spec.md §5) in two kernels, precompute + main (conv1d not included), summed row by row
     from each real row's pnat (``pnat_real``; write rows are those with pnat + T > W).
 
     precompute, per real row: indices and bookkeeping, pnat history dt (per head) and B (per

@@ -26,18 +26,18 @@ def num_token(x: float) -> str:
 
 @dataclass(frozen=True)
 class AcceptLaw:
-    """How many of the T tokens are accepted per step (SPEC 10).
+    """How many of the T tokens are accepted per step (docs/spec.md §10).
 
     ``histogram``: relative counts for k = 1..len(values); ``rate``: i.i.d. per-draft acceptance
     probability values[0]; ``fixed``: the pnat values to cycle through over the batch rows;
-    ``measured`` (no values): SPEC 10's law at any T, resolved by `measured_law` on expansion.
+    ``measured`` (no values): docs/spec.md §10's law at any T, resolved by `measured_law` on expansion.
     """
 
     kind: str
     values: tuple[float, ...]
 
     def label(self, T: int | None = None) -> str:
-        """The law's token in case ids: ``hist`` (SPEC 10's measured law, at ``T`` tokens when
+        """The law's token in case ids: ``hist`` (docs/spec.md §10's measured law, at ``T`` tokens when
         given), ``hist-3fa2c1`` (any other histogram: a hash of its counts), ``rate0.6`` (full
         precision), ``pnat0-3-5``."""
         if self.kind == "rate":
@@ -52,18 +52,18 @@ class AcceptLaw:
 
 
 SPEC10_HISTOGRAM: tuple[float, ...] = (539622.0, 329144.0, 336224.0, 495832.0, 444398.0, 1007008.0)
-"""SPEC 10's measured counts of accepted tokens k = 1..6 at T = 6."""
+"""docs/spec.md §10's measured counts of accepted tokens k = 1..6 at T = 6."""
 
 DEFAULT_ACCEPT = AcceptLaw("histogram", SPEC10_HISTOGRAM)
-"""The measured T=6 histogram of SPEC 10."""
+"""The measured T=6 histogram of docs/spec.md §10."""
 
 MEASURED = AcceptLaw("measured", ())
-"""What plain ``histogram`` (the default) means in a spec: SPEC 10's measured law at whatever T
+"""What plain ``histogram`` (the default) means in a spec: docs/spec.md §10's measured law at whatever T
 the grid point has; expansion turns it into ``measured_law(T)``, so a case never holds it."""
 
 
 def measured_law(T: int) -> AcceptLaw:
-    """SPEC 10's measured acceptance as a histogram over k = 1..T.
+    """docs/spec.md §10's measured acceptance as a histogram over k = 1..T.
 
     T = 6: the measured histogram itself. T < 6: folded, k = min(k6, T) (acceptance is a prefix:
     a request that accepts k6 >= T tokens of 6 accepts all T of T). T > 6: the measured bins

@@ -105,7 +105,7 @@ def list_cmd() -> None:
     from ssmbench.impl import registry
     from ssmbench.presets import PRESET_NOTES, PRESETS
 
-    presets = Table(title="Model presets (SPEC 2, full layer; TP divides heads)")
+    presets = Table(title="Model presets (docs/spec.md §2, full layer; TP divides heads)")
     for col in ("preset", "family", "shape", "note"):
         presets.add_column(col)
     for name, shape in PRESETS.items():

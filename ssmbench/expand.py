@@ -170,7 +170,7 @@ def _expand(sweep: Sweep) -> Expansion:
             if seen[case.id] != case:  # cannot happen unless two histograms' hashes collide
                 raise SpecError(str(sweep.path), "axes", f"two different grid points get the case id {case.id!r}",
                                 line=line_of(sweep.lines, ("axes",)))
-            # e.g. window: [T, 6] with T=6, or accept: [histogram, {histogram: <SPEC 10 counts>}]
+            # e.g. window: [T, 6] with T=6, or accept: [histogram, {histogram: <docs/spec.md §10 counts>}]
             result.dropped["duplicate of another grid point"] = result.dropped.get(
                 "duplicate of another grid point", 0) + 1
             continue

@@ -68,7 +68,7 @@ class Impl(ABC):
         """Allocate this impl's buffers for ``workload`` and return its launch chain."""
 
     def bytes_moved(self, case: Case, workload: Any = None) -> int | None:
-        """The bytes the chain must move for ``case`` (SPEC 10): every tensor region it reads or
+        """The bytes the chain must move for ``case`` (docs/spec.md §10): every tensor region it reads or
         writes, once per kernel that touches it (stride-0 broadcasts once; state written only on
         write steps). ``workload`` gives what the case alone does not (e.g. how many rows are
         padding). None = unknown: the results then carry no TB/s or SOL."""

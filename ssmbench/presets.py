@@ -1,4 +1,4 @@
-"""Model layer shapes (SPEC 2) and their tensor-parallel slices."""
+"""Model layer shapes (docs/spec.md §2) and their tensor-parallel slices."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ PRESETS: dict[str, Shape] = {
     "qwen3.5-397b-a17b": GDNShape(num_k_heads=16, num_v_heads=64, head_k_dim=128, head_v_dim=128, d_conv=4),
     "qwen3-next-80b-a3b": GDNShape(num_k_heads=16, num_v_heads=32, head_k_dim=128, head_v_dim=128, d_conv=4),
 }
-"""SPEC 2 presets, full (TP=1) layer shapes."""
+"""docs/spec.md §2 presets, full (TP=1) layer shapes."""
 
 PRESET_NOTES: dict[str, str] = {
     "nemotron3-super": "120B-A12B; TP=8 gives the headline shape (16 heads, 1 group)",

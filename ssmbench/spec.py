@@ -65,7 +65,7 @@ def _number(value: Any) -> bool:
 
 
 def parse_accept(value: Any) -> AcceptLaw:
-    """``histogram`` (SPEC 10's measured law, at any T: `measured_law`), ``{histogram: [counts for
+    """``histogram`` (docs/spec.md §10's measured law, at any T: `measured_law`), ``{histogram: [counts for
     k=1..T]}``, ``{rate: p}`` (i.i.d. per-draft acceptance) or ``{fixed: [pnat, ...]}``."""
     if value == "histogram":
         return MEASURED
@@ -123,7 +123,7 @@ AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)
 
 
 class Measure(_Strict):
-    """How each case is timed (SPEC 10; used by `ssmbench sweep`)."""
+    """How each case is timed (docs/spec.md §10; used by `ssmbench sweep`)."""
 
     warmup: Annotated[int, Field(ge=0, le=100_000)] = 5
     min_samples: Annotated[int, Field(ge=5, le=1_000_000)] = 30
@@ -154,7 +154,7 @@ class Mamba2Options(_Strict):
 
 
 class GDNOptions(_Strict):
-    """GDN family options that are not axes (SPEC 9)."""
+    """GDN family options that are not axes (docs/spec.md §9)."""
 
     intermediate: bool = False
     write_final: bool = True

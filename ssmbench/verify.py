@@ -81,7 +81,7 @@ def normalized_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 def reference_conv(workload: Mamba2Workload | GDNWorkload) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conv1d step (SPEC 6): output as a (batch*T, conv_dim) act-dtype tensor, and the new
+    """The conv1d step (docs/spec.md §6): output as a (batch*T, conv_dim) act-dtype tensor, and the new
     conv state pool."""
     bias = getattr(workload, "conv_bias", None)
     out, new_state = conv1d_update(workload.conv_input(), workload.conv_state, workload.conv_weight, bias,

@@ -1,4 +1,4 @@
-"""Workloads: the inputs of one decode step of a case, in production form (SPEC 6 layout).
+"""Workloads: the inputs of one decode step of a case, in production form (docs/spec.md §6 layout).
 
 A workload holds what every impl of the case shares: the in_proj outputs, layer parameters,
 slot indices, the conv state pool, the true starting state of every row and the acceptance
@@ -42,7 +42,7 @@ def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
 
 
 def draw_slots(case: Case, gen: torch.Generator, n_rows: int | None = None) -> tuple[torch.Tensor, int]:
-    """Read slots (batch,) int64 and the pool size for the case's pool mode (SPEC 3).
+    """Read slots (batch,) int64 and the pool size for the case's pool mode (docs/spec.md §3).
 
     direct: slot = row; pool / split: a random injection into a pool POOL_FACTOR x the batch;
     padded: as pool, with about a quarter of the rows (at least one when batch > 1) set to -1.
@@ -61,7 +61,7 @@ def draw_slots(case: Case, gen: torch.Generator, n_rows: int | None = None) -> t
 
 @dataclass
 class Mamba2Workload:
-    """One Mamba-2 decode step (SPEC 4-6). Activations are (batch*T, ...) row-major, token-minor
+    """One Mamba-2 decode step (docs/spec.md §4-6). Activations are (batch*T, ...) row-major, token-minor
     within a request, exactly as in_proj writes them."""
 
     case: Case
@@ -108,7 +108,7 @@ class Mamba2Workload:
 
 @dataclass
 class GDNWorkload:
-    """One Gated DeltaNet decode step (SPEC 9)."""
+    """One Gated DeltaNet decode step (docs/spec.md §9)."""
 
     case: Case
     shape: GDNShape

@@ -1,4 +1,4 @@
-"""Acceptance laws: k distributions and the stationary pnat distribution (SPEC 10)."""
+"""Acceptance laws: k distributions and the stationary pnat distribution (docs/spec.md §10)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ssmbench.case import DEFAULT_ACCEPT, AcceptLaw
 
 
 def simulate_pnat(law: AcceptLaw, T: int, window: int, steps: int, seed: int = 0) -> torch.Tensor:
-    """Monte Carlo of the SPEC 5 bookkeeping, an independent path to the same distribution."""
+    """Monte Carlo of the docs/spec.md §5 bookkeeping, an independent path to the same distribution."""
     gen = torch.Generator().manual_seed(seed)
     ks = torch.multinomial(k_distribution(law, T), steps, replacement=True, generator=gen) + 1
     counts = torch.zeros(window + 1, dtype=torch.float64)

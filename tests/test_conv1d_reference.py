@@ -1,4 +1,4 @@
-"""Conv1d decode update reference (SPEC 6, padding/slots SPEC 3) against a plain causal conv of
+"""Conv1d decode update reference (docs/spec.md §6, padding/slots docs/spec.md §3) against a plain causal conv of
 the accepted token history."""
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def test_plan_cli_prints_grid(tmp_path) -> None:
 
 
 def test_plain_histogram_applies_at_every_T_and_explicit_ones_only_at_their_length(tmp_path: Path) -> None:
-    """`histogram` is SPEC 10's measured law at whatever T (plain `hist` in the id); an explicit
+    """`histogram` is docs/spec.md §10's measured law at whatever T (plain `hist` in the id); an explicit
     histogram applies where its length is T, and its id carries a hash of its counts."""
     (tmp_path / "s.yaml").write_text("""\
 family: mamba2

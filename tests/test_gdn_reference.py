@@ -1,4 +1,4 @@
-"""Tests for the Gated DeltaNet decode reference (SPEC 9; pools and padding per SPEC 3, storage SPEC 8)."""
+"""Tests for the Gated DeltaNet decode reference (docs/spec.md §9; pools and padding per §3, storage per §8)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def slots(seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def naive_gdn(state0, q, k, v, a, b, A_log, dt_bias, scale=None):
-    """Per-token, per-head scalar loops over Python floats: an independent code path for SPEC 9."""
+    """Per-token, per-head scalar loops over Python floats: an independent code path for docs/spec.md §9."""
     s0, q, k, v, a, b = (x.tolist() for x in (state0, q, k, v, a, b))
     A_log, dt_bias = A_log.tolist(), dt_bias.tolist()
     nb, nt, nh, nk = len(q), len(q[0]), len(q[0][0]), len(q[0][0][0])

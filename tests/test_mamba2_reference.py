@@ -1,5 +1,5 @@
 """Tests for the Mamba-2 sequential reference and the intermediate (per-token states) mode
-(SPEC 4, 5; padding and slots per SPEC 3, storage per SPEC 8)."""
+(docs/spec.md §4, §5; padding and slots per docs/spec.md §3, storage per docs/spec.md §8)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def random_states(n: int, seed: int, h: int = H) -> torch.Tensor:
 
 
 def naive_mamba2(state0, x, dt_raw, A, B, C, D, dt_bias, z=None):
-    """Per-(row, head, token) loops over Python floats: an independent code path for SPEC 4."""
+    """Per-(row, head, token) loops over Python floats: an independent code path for docs/spec.md §4."""
     nb, nt, nh, npp = x.shape
     ng, nn = B.shape[2], B.shape[3]
     y = torch.zeros(nb, nt, nh, npp, dtype=F64)
@@ -90,7 +90,7 @@ def test_recurrence_matches_naive_loops(groups: int, with_z: bool) -> None:
 
 
 def test_recurrence_matches_spec4_closed_form() -> None:
-    """The unrolled SPEC 4 form (CB matrix) from S_ref agrees with the token loop."""
+    """The unrolled docs/spec.md §4 form (CB matrix) from S_ref agrees with the token loop."""
     prm = make_params(4)
     T = 6
     tok = make_tokens(3, T, torch.Generator().manual_seed(5), z=False)
@@ -177,7 +177,7 @@ def test_parent_out_of_range_raises(bad: tuple[int, int]) -> None:
 
 
 def test_softplus_branch_no_nan() -> None:
-    """dt_raw + dt_bias = 1000: dt = 1000, decay exp(-A*1000) underflows to 0, no NaN (SPEC 4)."""
+    """dt_raw + dt_bias = 1000: dt = 1000, decay exp(-A*1000) underflows to 0, no NaN (docs/spec.md §4)."""
     prm = make_params(3)
     tok = make_tokens(2, 3, torch.Generator().manual_seed(3))
     tok["dt_raw"] = 1000.0 - prm["dt_bias"].expand(2, 3, H)

@@ -1,6 +1,6 @@
-"""Property tests for the checkpoint-replay reference (SPEC 5): for any acceptance sequence the
-outputs of every step and the implied state equal the sequential reference (SPEC 4) within
-storage rounding (SPEC 8); padding and slots per SPEC 3."""
+"""Property tests for the checkpoint-replay reference (docs/spec.md §5): for any acceptance sequence the
+outputs of every step and the implied state equal the sequential reference (docs/spec.md §4) within
+storage rounding (docs/spec.md §8); padding and slots per docs/spec.md §3."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_replay_bf16_checkpoint_error_bounded(T: int, W: int) -> None:
 
 def test_softplus_branch_no_nan_in_replay() -> None:
     """dt_raw + dt_bias = 1000 on every token: finite outputs and states, equal to the sequential
-    reference (SPEC 4 branch select before exp)."""
+    reference (docs/spec.md §4 branch select before exp)."""
     prm = make_params(1)
     T, W = 3, 4
     init = initial_states(2)

@@ -130,7 +130,7 @@ def test_cli_bad_spec_exits_2_with_message(tmp_path: Path) -> None:
 
 def test_defaults_are_parsed(tmp_path: Path) -> None:
     """Axes left out get their parsed defaults (the default acceptance law is a law, not a string),
-    and the defaults give a case: SPEC 10's measured law applies at every T (folded to T=1 here)."""
+    and the defaults give a case: docs/spec.md §10's measured law applies at every T (folded to T=1 here)."""
     from ssmbench.case import MEASURED, measured_law
     from ssmbench.expand import expand
 

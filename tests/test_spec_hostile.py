@@ -248,7 +248,7 @@ MINIMAL = b"family: mamba2\nshape: {nheads: 2, head_dim: 4, dstate: 4, ngroups: 
 
 
 def test_defaults_give_cases(tmp_path: Path) -> None:
-    """No axes at all: T=1 under SPEC 10's law (folded to one token), not an empty grid."""
+    """No axes at all: T=1 under docs/spec.md §10's law (folded to one token), not an empty grid."""
     cases = expand(load_sweep_file(write(tmp_path, MINIMAL)).sweeps[0]).cases
     assert len(cases) == 1 and cases[0].T == 1 and cases[0].accept.label() == "hist"
     many = MINIMAL + b"axes: {T: [1, 2, 4, 6, 8, 16], window: [16]}\n"

@@ -1,4 +1,4 @@
-"""Storage formats (SPEC 8): exact RN, unbiased reproducible SR, per-row scales, Philox == Triton."""
+"""Storage formats (docs/spec.md §8): exact RN, unbiased reproducible SR, per-row scales, Philox == Triton."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Triton checkpoint replay (SPEC 5) against `kernels.reference.replay`, in the CPU interpreter
+"""Triton checkpoint replay (docs/spec.md §5) against `kernels.reference.replay`, in the CPU interpreter
 (on a GPU machine the same checks run on the GPU): multi-step simulations with random
 acceptance, W = T and W = 16, every storage format x RN/SR, z on/off, padding rows, permuted
 pool slots, non-power-of-two head_dim and dstate, both kernel forms (grid and persistent), and

@@ -1,4 +1,4 @@
-"""Triton conv1d update (SPEC 6) against `kernels.reference.conv1d.conv1d_update`, in the CPU
+"""Triton conv1d update (docs/spec.md §6) against `kernels.reference.conv1d.conv1d_update`, in the CPU
 interpreter: production strided input, widths 2..4, bias on/off, padding rows, permuted slots,
 partial acceptance offsets, a channel-last state pool, poisoned outputs.
 

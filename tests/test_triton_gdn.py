@@ -1,4 +1,4 @@
-"""Triton GDN decode (SPEC 9) against `gdn_decode_step`, in the CPU interpreter: fp32 and bf16
+"""Triton GDN decode (docs/spec.md §9) against `gdn_decode_step`, in the CPU interpreter: fp32 and bf16
 state, RN and SR, T in {1, 2, 5}, pools with permuted slots, split pools, padding rows, GVA
 (HV = 2H and 4H), intermediate states on/off, final write on/off, a custom scale, non-power-of-two
 K and V (masked), poisoned outputs, pool slots and intermediate entries.

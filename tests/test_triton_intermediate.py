@@ -1,4 +1,4 @@
-"""Triton Mamba-2 intermediate kernel (SPEC 5) against `mamba2_intermediate_step`, in the CPU
+"""Triton Mamba-2 intermediate kernel (docs/spec.md §5) against `mamba2_intermediate_step`, in the CPU
 interpreter: every storage format x RN/SR, linear chain and random trees, z on/off, padding rows,
 permuted pool slots, non-power-of-two head_dim and dstate, poisoned outputs and dst slots.
 

@@ -1,4 +1,4 @@
-"""Triton storage helpers (SPEC 8) against the reference `quantize` / `dequantize` / `sr_uniform`.
+"""Triton storage helpers (docs/spec.md §8) against the reference `quantize` / `dequantize` / `sr_uniform`.
 
 A tiny kernel that only stores (and reads back) a tile of given fp32 values: with identical fp32
 inputs and identical Philox uniforms the stored bits and scales must be *identical* to the

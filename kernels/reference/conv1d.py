@@ -1,4 +1,4 @@
-"""Causal conv1d decode update with a draft-tolerant state (SPEC 6), the front of the chain.
+"""Causal conv1d decode update with a draft-tolerant state (docs/spec.md §6), the front of the chain.
 
 ``conv_state[slot]`` keeps the last ``d_conv - 2 + T`` input columns of the previous step, so a
 partial acceptance (k of T tokens) needs no copy: the next step starts its window at
@@ -48,7 +48,7 @@ def conv1d_update(
     activation: str | None = "silu",
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One speculative decode step of the causal conv1d (SPEC 6; padding and slots: SPEC 3).
+    """One speculative decode step of the causal conv1d (docs/spec.md §6; padding and slots: docs/spec.md §3).
 
     Shapes: ``x`` (batch, conv_dim, T), any strides (production: a contiguous (batch*T, conv_dim)
     in_proj output viewed as (batch, T, conv_dim).transpose(1, 2)); ``conv_state`` pool
@@ -125,7 +125,7 @@ def conv1d_full_history(
     *,
     compute_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """Causal conv1d over a whole token history with zero left padding (SPEC 6 ground truth).
+    """Causal conv1d over a whole token history with zero left padding (docs/spec.md §6 ground truth).
 
     ``x_hist`` (..., conv_dim, L), ``weight`` (conv_dim, d_conv), ``bias`` (conv_dim,) or None;
     returns (..., conv_dim, L) in ``compute_dtype``: ``out[:, t] = act(bias + sum_j weight[:, j] *

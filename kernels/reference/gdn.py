@@ -1,11 +1,11 @@
-"""Gated DeltaNet decode reference (SPEC 9): the recurrence every GDN kernel is tested against.
+"""Gated DeltaNet decode reference (docs/spec.md §9): the recurrence every GDN kernel is tested against.
 
 Two layers:
 - `gdn_recurrence` is the pure math on dequantized states (no pools, no rounding);
-- `gdn_decode_step` adds the pool semantics of a decode step (SPEC 3, 8, 9): read slots, split
+- `gdn_decode_step` adds the pool semantics of a decode step (docs/spec.md §3, §8, §9): read slots, split
   write slots, padding rows, the batch-scoped intermediate buffer and storage rounding.
 
-Rounding happens only when a state is stored (SPEC 8): the T tokens of one step run on the
+Rounding happens only when a state is stored (docs/spec.md §8): the T tokens of one step run on the
 unrounded compute-dtype state, and the pool write / intermediate entries are rounded copies.
 
 SR uniforms (documented contract, kernels must draw the same numbers):
@@ -32,12 +32,12 @@ from kernels.reference.storage import (
 )
 
 L2_EPS = 1e-6
-"""Added to sum(x^2) inside the sqrt of the q/k normalization (SPEC 9)."""
+"""Added to sum(x^2) inside the sqrt of the q/k normalization (docs/spec.md §9)."""
 
 
 @dataclass
 class GDNStepResult:
-    """What one pool-mode decode step produces (SPEC 9).
+    """What one pool-mode decode step produces (docs/spec.md §9).
 
     o: (batch, T, HV, V) in the compute dtype, zero on padding rows.
     pool: the new pool (a copy; the input pool is never mutated).
@@ -50,7 +50,7 @@ class GDNStepResult:
 
 
 def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """x / sqrt(sum x^2 + 1e-6) over the last dim (SPEC 9); eps inside the sqrt, as kernels do."""
+    """x / sqrt(sum x^2 + 1e-6) over the last dim (docs/spec.md §9); eps inside the sqrt, as kernels do."""
     return x / torch.sqrt((x * x).sum(dim=-1, keepdim=True) + L2_EPS)
 
 
@@ -63,7 +63,7 @@ def _check_shapes(
     A_log: torch.Tensor,
     dt_bias: torch.Tensor,
 ) -> tuple[int, int, int, int, int, int, int]:
-    """Validate the SPEC 9 shapes; returns (batch, T, H, HV, K, V, group)."""
+    """Validate the docs/spec.md §9 shapes; returns (batch, T, H, HV, K, V, group)."""
     if q.dim() != 4 or k.shape != q.shape:
         raise ValueError(f"q, k must both be (batch, T, H, K); got {tuple(q.shape)}, {tuple(k.shape)}")
     batch, T, H, K = q.shape
@@ -94,7 +94,7 @@ def gdn_recurrence(
     scale: float | None = None,
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the GDN recurrence over T tokens from dequantized states (SPEC 9), no storage rounding.
+    """Run the GDN recurrence over T tokens from dequantized states (docs/spec.md §9), no storage rounding.
 
     Shapes: state0 (batch, HV, V, K) ("K-last": S is V x K); q, k (batch, T, H, K);
     v (batch, T, HV, V); a, b (batch, T, HV); A_log, dt_bias (HV,).
@@ -112,7 +112,7 @@ def gdn_recurrence(
     qh = _l2_normalize(q.to(cd).index_select(2, head_of)) * scale
     kh = _l2_normalize(k.to(cd).index_select(2, head_of))
     vv = v.to(cd)
-    # Gates per (batch, T, HV); softplus branch selected before exp (SPEC 4/9).
+    # Gates per (batch, T, HV); softplus branch selected before exp (docs/spec.md §4/§9).
     g = -torch.exp(A_log.to(cd)) * softplus_thresholded(a.to(cd) + dt_bias.to(cd))
     decay = torch.exp(g)
     beta = torch.sigmoid(b.to(cd))
@@ -132,7 +132,7 @@ def gdn_recurrence(
 
 
 def _as_index(idx: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    """Slot indices as int64 (SPEC 9: offsets are 64-bit)."""
+    """Slot indices as int64 (docs/spec.md §9: offsets are 64-bit)."""
     if not isinstance(idx, torch.Tensor):
         idx = torch.as_tensor(idx)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool:
@@ -162,8 +162,8 @@ def gdn_decode_step(
     step: int = 0,
     compute_dtype: torch.dtype = torch.float64,
 ) -> GDNStepResult:
-    """One pool-mode GDN decode step of T tokens per row (SPEC 9, padding and slots per SPEC 3,
-    storage per SPEC 8).
+    """One pool-mode GDN decode step of T tokens per row (docs/spec.md §9, padding and slots per docs/spec.md §3,
+    storage per docs/spec.md §8).
 
     Shapes: pool (n_slots, HV, V, K) in fp64 / fp32 / bf16 (any storage format is accepted);
     q, k (batch, T, H, K); v (batch, T, HV, V); a, b (batch, T, HV); A_log, dt_bias (HV,);

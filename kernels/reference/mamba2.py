@@ -1,17 +1,17 @@
-"""Mamba-2 decode reference (SPEC 4, 5): the sequential recurrence every Mamba-2 kernel is judged against.
+"""Mamba-2 decode reference (docs/spec.md §4, §5): the sequential recurrence every Mamba-2 kernel is judged against.
 
 Three layers:
 - `mamba2_recurrence` is the pure math on dequantized states (no pools, no rounding), with
-  optional tree parents (SPEC 5);
-- `mamba2_mtp_step` reads a pool (SPEC 3 padding and slot rules) and returns every per-token
+  optional tree parents (docs/spec.md §5);
+- `mamba2_mtp_step` reads a pool (docs/spec.md §3 padding and slot rules) and returns every per-token
   state: the sequential reference of a speculative step;
-- `mamba2_intermediate_step` is SPEC 5 "intermediate": every per-token state S_t is stored into
-  its own pool slot ``dst[b, t]`` in the pool's storage format (SPEC 8).
+- `mamba2_intermediate_step` is docs/spec.md §5 "intermediate": every per-token state S_t is stored into
+  its own pool slot ``dst[b, t]`` in the pool's storage format (docs/spec.md §8).
 
-Rounding happens only when a state is stored (SPEC 8): the T tokens of a step run on the
+Rounding happens only when a state is stored (docs/spec.md §8): the T tokens of a step run on the
 unrounded compute-dtype state; the stored per-token states are rounded copies.
 
-Tree parents (SPEC 5): ``parent[b, t]`` lies in [-1, t). Token 0 always continues from the read
+Tree parents (docs/spec.md §5): ``parent[b, t]`` lies in [-1, t). Token 0 always continues from the read
 state, so ``parent[b, 0]`` must be -1. For t >= 1 a parent p >= 0 continues from S_p, and -1
 continues from S_{t-1} (so "parent = t-1 or -1 is the linear chain").
 
@@ -44,7 +44,7 @@ def _check_shapes(
     dt_bias: torch.Tensor,
     z: torch.Tensor | None,
 ) -> tuple[int, int, int, int, int, int]:
-    """Validate the SPEC 2/4 shapes; returns (batch, T, H, P, G, N)."""
+    """Validate the docs/spec.md §2/§4 shapes; returns (batch, T, H, P, G, N)."""
     if x.dim() != 4:
         raise ValueError(f"x must be (batch, T, H, P); got {tuple(x.shape)}")
     batch, T, H, P = x.shape
@@ -66,12 +66,12 @@ def _check_shapes(
 
 
 def _group_of_head(H: int, G: int, device: torch.device) -> torch.Tensor:
-    """Index h -> h // (H // G) (SPEC 2), to expand per-group B / C to per-head."""
+    """Index h -> h // (H // G) (docs/spec.md §2), to expand per-group B / C to per-head."""
     return torch.arange(H, device=device) // (H // G)
 
 
 def _as_index(idx: torch.Tensor, shape: tuple[int, ...], name: str, device: torch.device) -> torch.Tensor:
-    """Integer index tensor of exactly ``shape`` as int64 on ``device`` (64-bit offsets, SPEC 9)."""
+    """Integer index tensor of exactly ``shape`` as int64 on ``device`` (64-bit offsets, docs/spec.md §9)."""
     if not isinstance(idx, torch.Tensor):
         idx = torch.as_tensor(idx)
     if idx.dtype.is_floating_point or idx.dtype == torch.bool:
@@ -82,19 +82,19 @@ def _as_index(idx: torch.Tensor, shape: tuple[int, ...], name: str, device: torc
 
 
 def _check_slots_in_pool(slot_idx: torch.Tensor, n_slots: int, name: str) -> None:
-    """Distinct real slots (SPEC 3) that exist in the pool."""
+    """Distinct real slots (docs/spec.md §3) that exist in the pool."""
     check_slots(slot_idx, name)
     if bool((slot_idx >= n_slots).any()):
         raise ValueError(f"{name}: slot out of range for a pool of {n_slots} slots")
 
 
 def _check_parent(parent: torch.Tensor, T: int) -> None:
-    """SPEC 5: parent[b, t] in [-1, t) for every t (so parent[b, 0] == -1)."""
+    """docs/spec.md §5: parent[b, t] in [-1, t) for every t (so parent[b, 0] == -1)."""
     t = torch.arange(T, device=parent.device)
     bad = (parent < -1) | (parent >= t)
     if bool(bad.any()):
         b, tt = bad.nonzero()[0].tolist()
-        raise ValueError(f"parent[{b}, {tt}] = {int(parent[b, tt])} is outside [-1, {tt}) (SPEC 5)")
+        raise ValueError(f"parent[{b}, {tt}] = {int(parent[b, tt])} is outside [-1, {tt}) (docs/spec.md §5)")
 
 
 def _check_pool(pool: StoredState, H: int, P: int, N: int) -> int:
@@ -119,11 +119,11 @@ def mamba2_recurrence(
     *,
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the Mamba-2 recurrence token by token from dequantized states (SPEC 4), no rounding.
+    """Run the Mamba-2 recurrence token by token from dequantized states (docs/spec.md §4), no rounding.
 
     Shapes: state0 (batch, H, P, N); x (batch, T, H, P); dt_raw (batch, T, H); B, C
     (batch, T, G, N); A, D, dt_bias (H,); z (batch, T, H, P) or None; parent (batch, T) integer
-    or None (SPEC 5 tree: parent[b, t] in [-1, t); t >= 1 with p >= 0 continues from S_p, -1 from
+    or None (docs/spec.md §5 tree: parent[b, t] in [-1, t); t >= 1 with p >= 0 continues from S_p, -1 from
     S_{t-1}; token 0 from state0). Returns y (batch, T, H, P) and every per-token state
     S_t (batch, T, H, P, N), both in ``compute_dtype``.
     """
@@ -139,7 +139,7 @@ def mamba2_recurrence(
     xx = x.to(device=dev, dtype=cd)
     Bh = B.to(device=dev, dtype=cd).index_select(2, hg)  # (batch, T, H, N)
     Ch = C.to(device=dev, dtype=cd).index_select(2, hg)
-    # Branch select before exp (SPEC 4): a huge dt_raw + dt_bias never produces inf * 0.
+    # Branch select before exp (docs/spec.md §4): a huge dt_raw + dt_bias never produces inf * 0.
     dt = softplus_thresholded(dt_raw.to(device=dev, dtype=cd) + dt_bias.to(device=dev, dtype=cd))
     a = torch.exp(A.to(device=dev, dtype=cd) * dt)  # (batch, T, H)
 
@@ -215,8 +215,8 @@ def mamba2_mtp_step(
     *,
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One speculative step of T tokens per row from pool states (SPEC 3, 4): the sequential
-    reference that intermediate and replay (SPEC 5) are judged against. Stores nothing.
+    """One speculative step of T tokens per row from pool states (docs/spec.md §3, §4): the sequential
+    reference that intermediate and replay (docs/spec.md §5) are judged against. Stores nothing.
 
     Shapes: pool (n_slots, H, P, N) any storage format; slot_idx (batch,) integer, negative =
     padding; x (batch, T, H, P); dt_raw (batch, T, H); B, C (batch, T, G, N); A, D, dt_bias
@@ -252,8 +252,8 @@ def mamba2_intermediate_step(
     step: int = 0,
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, StoredState]:
-    """SPEC 5 "intermediate": run the step from pool[src_idx[b]] and store every per-token state
-    S_t into pool slot dst_idx[b, t] (rounded into pool.fmt per SPEC 8); the next step reads
+    """docs/spec.md §5 "intermediate": run the step from pool[src_idx[b]] and store every per-token state
+    S_t into pool slot dst_idx[b, t] (rounded into pool.fmt per docs/spec.md §8); the next step reads
     dst_idx[b, k-1] (or the accepted leaf's slot for trees).
 
     Shapes: pool (n_slots, H, P, N); src_idx (batch,); dst_idx (batch, T); other inputs as in

@@ -1,10 +1,10 @@
-"""Checkpoint-replay reference for Mamba-2 (SPEC 5): a state checkpoint plus a history ring.
+"""Checkpoint-replay reference for Mamba-2 (docs/spec.md §5): a state checkpoint plus a history ring.
 
 Per slot the true current state is the checkpoint S_ckpt followed by the ``pnat`` history tokens
 (history token j lives at ring row ``(ring_start + j) mod L``, ring length ``L = W + T``). A step
 with T new tokens either folds the history into a new checkpoint ("write", when
 ``pnat + T > W``) or computes its outputs straight from S_ckpt over history + new tokens
-("nowrite", the "rectangle"). Both are closed forms of the SPEC 4 recurrence and must equal the
+("nowrite", the "rectangle"). Both are closed forms of the docs/spec.md §4 recurrence and must equal the
 sequential reference (`kernels.reference.mamba2.mamba2_mtp_step`) for any acceptance sequence.
 
 Reference decisions (documented contract):
@@ -12,7 +12,7 @@ Reference decisions (documented contract):
   of this step and every later fold see the same values (in production x, B arrive in the act
   dtype and dt is computed in fp32, so this rounding is the identity there).
 - Outputs of write rows come from the UNROUNDED fold S'; the stored checkpoint is the rounded
-  copy (SPEC 8: rounding happens only when a state is stored).
+  copy (docs/spec.md §8: rounding happens only when a state is stored).
 - SR uniforms for the checkpoint of slot s at step ``step``: ``sr_uniform(seed, s, step, (H, P, N))``.
 - ``formulation``: "auto" (production: write rows fold then output, nowrite rows rectangle),
   "fold" (every row folds, then outputs from S' over the new tokens; only write rows store) or
@@ -42,7 +42,7 @@ FORMULATIONS: tuple[str, ...] = ("auto", "fold", "rectangle")
 
 @dataclass
 class ReplayState:
-    """Everything checkpoint replay keeps per slot (SPEC 5).
+    """Everything checkpoint replay keeps per slot (docs/spec.md §5).
 
     ckpt: StoredState (n_slots, H, P, N) in the state storage format.
     hist_x: (n_slots, L, H, P) act dtype; hist_B: (n_slots, L, G, N) act dtype;
@@ -79,7 +79,7 @@ class ReplayState:
         )
 
     def validate(self) -> None:
-        """Raise ValueError when the shapes or the bookkeeping break the SPEC 5 invariants
+        """Raise ValueError when the shapes or the bookkeeping break the docs/spec.md §5 invariants
         (W >= T >= 1, 0 <= pnat <= W, 0 <= ring_start < L)."""
         if self.ckpt.fmt not in REFERENCE_FORMATS:
             raise ValueError(f"unknown storage format {self.ckpt.fmt!r}")
@@ -120,7 +120,7 @@ def new_replay_state(
     dt_dtype: torch.dtype = torch.float64,
 ) -> ReplayState:
     """A replay state around the checkpoint pool ``ckpt`` (n_slots, H, P, N) (adopted, not copied)
-    with empty history: ring L = window + T rows, ring_start = pnat = 0 (SPEC 5).
+    with empty history: ring L = window + T rows, ring_start = pnat = 0 (docs/spec.md §5).
 
     History: hist_x (n_slots, L, H, P) and hist_B (n_slots, L, ngroups, N) in ``act_dtype``;
     hist_dt (n_slots, L, H) in ``dt_dtype`` (production: bf16 act, fp32 dt).
@@ -150,7 +150,7 @@ def new_replay_state(
 def _fold(
     S0: torch.Tensor, xs: torch.Tensor, Bs: torch.Tensor, dts: torch.Tensor, A: torch.Tensor
 ) -> torch.Tensor:
-    """S' = exp(cum_h) S0 + X^T diag(w) B with w_j = exp(cum_h - cum_j) dt_j (SPEC 5 write).
+    """S' = exp(cum_h) S0 + X^T diag(w) B with w_j = exp(cum_h - cum_j) dt_j (docs/spec.md §5 write).
 
     S0 (n, H, P, N); xs (n, J, H, P); Bs (n, J, H, N) per head; dts (n, J, H) with invalid
     tokens already zeroed (dt = 0 is an exact no-op token: decay 1, no input).
@@ -170,7 +170,7 @@ def _cb_outputs(
     Cn: torch.Tensor,
     A: torch.Tensor,
 ) -> torch.Tensor:
-    """Outputs (without D x and z) of the last T tokens of a J-token run after S_ref, in the SPEC 4
+    """Outputs (without D x and z) of the last T tokens of a J-token run after S_ref, in the docs/spec.md §4
     CB matrix form: y_m = exp(cum_m) S_ref C_m + sum_{j <= m} CB[m, j] x_j.
 
     S_ref (n, H, P, N); xs (n, J, H, P); Bs (n, J, H, N); dts (n, J, H) (invalid tokens zeroed);
@@ -231,8 +231,8 @@ def replay_step(
     formulation: str = "auto",
     compute_dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor, ReplayState]:
-    """One checkpoint-replay step of T tokens per row (SPEC 5; padding and slots per SPEC 3,
-    checkpoint storage per SPEC 8).
+    """One checkpoint-replay step of T tokens per row (docs/spec.md §5; padding and slots per docs/spec.md §3,
+    checkpoint storage per docs/spec.md §8).
 
     Shapes: slot_idx (batch,) integer, negative = padding; x (batch, T, H, P); dt_raw
     (batch, T, H); B, C (batch, T, G, N); A, D, dt_bias (H,); z (batch, T, H, P) or None; T must
@@ -323,7 +323,7 @@ def replay_step(
 def replay_commit(
     rs: ReplayState, slot_idx: torch.Tensor, accepted: torch.Tensor, must_write: torch.Tensor
 ) -> ReplayState:
-    """Bookkeeping after verification (SPEC 5): write rows ring_start = (ring_start + pnat) mod L,
+    """Bookkeeping after verification (docs/spec.md §5): write rows ring_start = (ring_start + pnat) mod L,
     pnat = k; nowrite rows pnat += k. Padding rows untouched.
 
     Shapes: slot_idx (batch,); accepted (batch,) integer k in [1, T] for real rows (ignored on
@@ -358,7 +358,7 @@ def replay_commit(
 def replay_implied_state(
     rs: ReplayState, slot_idx: torch.Tensor, A: torch.Tensor, *, compute_dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """The true current state of each row's slot (SPEC 5): dequantized S_ckpt followed by the
+    """The true current state of each row's slot (docs/spec.md §5): dequantized S_ckpt followed by the
     pnat history tokens (a fold, no rounding).
 
     Shapes: slot_idx (batch,) (negative = padding); A (H,). Returns (batch, H, P, N) in

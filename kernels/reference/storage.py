@@ -1,4 +1,4 @@
-"""State storage formats (SPEC 8): how a state is rounded when it is stored and read back.
+"""State storage formats (docs/spec.md §8): how a state is rounded when it is stored and read back.
 
 Every reference that stores a state goes through `quantize` / `dequantize` here, and every
 Triton kernel's storage helper is tested against them.
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import torch
 
 FORMATS: tuple[str, ...] = ("fp32", "bf16", "fp16", "int8", "fp8")
-"""Storage formats a sweep can ask for (SPEC 8). ``fp8`` is e4m3."""
+"""Storage formats a sweep can ask for (docs/spec.md §8). ``fp8`` is e4m3."""
 REFERENCE_FORMATS: tuple[str, ...] = ("fp64",) + FORMATS
 ROUNDINGS: tuple[str, ...] = ("rn", "sr")
 QMAX: dict[str, float] = {"int8": 127.0, "fp8": 448.0}
@@ -67,7 +67,7 @@ _TORCH_DTYPE: dict[str, torch.dtype] = {
 
 
 def storage_dtype(fmt: str) -> torch.dtype:
-    """The torch dtype a pool of this format is allocated with (SPEC 8)."""
+    """The torch dtype a pool of this format is allocated with (docs/spec.md §8)."""
     try:
         return _TORCH_DTYPE[fmt]
     except KeyError:
@@ -75,7 +75,7 @@ def storage_dtype(fmt: str) -> torch.dtype:
 
 
 def bytes_per_element(fmt: str) -> int:
-    """Bytes of one stored element of ``fmt`` (SPEC 8), scales not included (they are per row)."""
+    """Bytes of one stored element of ``fmt`` (docs/spec.md §8), scales not included (they are per row)."""
     return torch.empty((), dtype=storage_dtype(fmt)).element_size()
 
 
@@ -109,7 +109,7 @@ class StoredState:
 
 
 def empty_pool(shape: tuple[int, ...], fmt: str, device: torch.device | str = "cpu") -> StoredState:
-    """A zero-filled pool of states of ``shape`` (last dim = row) in ``fmt`` (SPEC 8); int8/fp8
+    """A zero-filled pool of states of ``shape`` (last dim = row) in ``fmt`` (docs/spec.md §8); int8/fp8
     pools get fp32 scales of ``shape[:-1]`` set to 1."""
     data = torch.zeros(shape, dtype=storage_dtype(fmt), device=device)
     scale = torch.ones(shape[:-1], dtype=torch.float32, device=device) if fmt in SCALED_FORMATS else None
@@ -122,7 +122,7 @@ def quantize(
     rounding: str = "rn",
     uniform: torch.Tensor | None = None,
 ) -> StoredState:
-    """Round ``values`` (any float dtype, shape ``(..., row)``) into ``fmt`` (SPEC 8).
+    """Round ``values`` (any float dtype, shape ``(..., row)``) into ``fmt`` (docs/spec.md §8).
 
     ``rounding`` is ``"rn"`` (nearest even) or ``"sr"`` (stochastic: ``hi if u < (v - lo) / (hi - lo)
     else lo`` with ``u = uniform``, a float tensor of ``values.shape`` in [0, 1), e.g. from
@@ -175,7 +175,7 @@ def quantize(
 
 
 def dequantize(stored: StoredState, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Read states back as ``dtype`` (SPEC 8): ``data`` for float formats, ``q * scale`` (scale
+    """Read states back as ``dtype`` (docs/spec.md §8): ``data`` for float formats, ``q * scale`` (scale
     broadcast over the last dim) for int8/fp8. Shape ``stored.shape``."""
     values = stored.data.to(dtype)
     if stored.scale is not None:
@@ -289,7 +289,7 @@ def philox4x32(
     c3: torch.Tensor | int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Philox4x32-10 of counter (c0, c1, c2, c3) under key (seed lo 32 bits, seed hi 32 bits)
-    (SPEC 8), bit-identical to Triton's ``tl.philox(seed, c0, c1, c2, c3)`` with 32-bit counters
+    (docs/spec.md §8), bit-identical to Triton's ``tl.philox(seed, c0, c1, c2, c3)`` with 32-bit counters
     (and to Random123's philox4x32_10).
 
     ``seed``: Python int in [-2**63, 2**64) (negative seeds are taken as their 64-bit two's
@@ -315,7 +315,7 @@ def philox4x32(
 
 
 def sr_uniform(seed: int, slot: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
-    """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot`` (SPEC 8).
+    """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot`` (docs/spec.md §8).
 
     ``slot``: int64 tensor of any shape S; ``row_shape = (..., N)``: one slot's state (e.g.
     ``(H, P, N)``); returns float64 of shape ``S + row_shape``. Rows are every leading index

@@ -1,6 +1,6 @@
-"""Mamba-2 checkpoint replay (SPEC 5): conv1d -> **precompute** -> **main**, PDL-linked (SPEC 7).
+"""Mamba-2 checkpoint replay (docs/spec.md §5): conv1d -> **precompute** -> **main**, PDL-linked (docs/spec.md §7).
 
-Per slot: a checkpoint state ``ckpt`` (storage format of SPEC 8, fp32 scales beside int8/fp8)
+Per slot: a checkpoint state ``ckpt`` (storage format of docs/spec.md §8, fp32 scales beside int8/fp8)
 and a history ring of ``L = W + T`` rows (x act dtype per head, B act dtype per group, processed
 dt fp32 per head); ``ring_start`` and ``pnat`` per slot. The buffers have exactly the layout of
 `kernels.reference.replay.ReplayState`, so a `ReplayState` holds them and the reference reads
@@ -38,7 +38,7 @@ main (grid ``(cdiv(P, BLOCK_P), H, batch)``, or persistent: see below)
 PDL: precompute calls `gdc_launch_dependents()` first; both kernels load indices, bookkeeping,
 checkpoint tile, history and parameters before `gdc_wait()` and the conv output / dt / z /
 precompute's coefficients after it. The persistent form peels its first work item so that its
-only `gdc_wait` is outside the loop (SPEC 7, triton-lang/triton#11905).
+only `gdc_wait` is outside the loop (docs/spec.md §7, triton-lang/triton#11905).
 
 Persistent form (``knobs.persistent``): a fixed grid of ``min(items, programs)`` programs walks
 the work list ``(row, head, P-tile)`` with a stride; rows are ordered write-first on the device
@@ -46,7 +46,7 @@ the work list ``(row, head, P-tile)`` with a stride; rows are ordered write-firs
 computed from pnat in registers, no extra kernel), and each item branches to the write- or
 nowrite-specialized path. A CUDA graph captured once handles any write/nowrite mix.
 
-Fused form (``knobs.fused``, `replay_fused_kernel`; SPEC 7's conv1d -> main variant, the
+Fused form (``knobs.fused``, `replay_fused_kernel`; docs/spec.md §7's conv1d -> main variant, the
 default on the GPU except W = T from batch 64): one program per (row, head, P-tile) computes what
 precompute would hand over itself, in registers, with history columns (W_PAD) and new-token
 columns (T_PAD) as separate blocks: processed dt and cumulative decays, ``C @ B^T`` for the
@@ -113,7 +113,7 @@ class CheckpointKnobs:
     programs_per_sm: int = 4
     """Persistent form: programs per SM."""
     fused: bool = False
-    """One kernel (`replay_fused_kernel`, SPEC 7's one-kernel variant) instead of precompute + main:
+    """One kernel (`replay_fused_kernel`, docs/spec.md §7's one-kernel variant) instead of precompute + main:
     every (row, head, P-tile) program computes its own coefficients in registers (cheap: T x W
     exps and a T x N x L product on the tensor cores) and the fold before `gdc_wait`."""
     max_regs: int = 0
@@ -575,7 +575,7 @@ def replay_main_kernel(
 
 
 # --------------------------------------------------------------------------------------------
-# fused (one kernel: SPEC 7's conv1d -> main variant)
+# fused (one kernel: docs/spec.md §7's conv1d -> main variant)
 # --------------------------------------------------------------------------------------------
 
 
@@ -879,7 +879,7 @@ def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
 
 
 def validate_replay_inputs(rs, slot_idx: torch.Tensor, T: int) -> None:
-    """Host-side checks that read values (one device sync; SPEC 3, 5): distinct real slots in
+    """Host-side checks that read values (one device sync; docs/spec.md §3, §5): distinct real slots in
     range, ``0 <= pnat <= W`` and ``0 <= ring_start < L`` on the rows' slots. ValueError."""
     check_unique_slots(slot_idx, "slot_idx")
     check_slot_range(slot_idx, rs.ckpt.data.shape[0], "slot_idx")
@@ -943,7 +943,7 @@ def replay_step(
     validate: bool = True,
     launch: str = "both",
 ) -> torch.Tensor:
-    """One checkpoint-replay step (SPEC 5) of T tokens per row: precompute then main.
+    """One checkpoint-replay step (docs/spec.md §5) of T tokens per row: precompute then main.
 
     rs: a `kernels.reference.replay.ReplayState` of device buffers (mutated in place: write rows'
     checkpoints, the history rows of the new tokens; ring_start / pnat are only read: the
@@ -1052,7 +1052,7 @@ def _sm_count(device: torch.device) -> int:
 
 
 def commit(rs, slot_idx: torch.Tensor, accepted: torch.Tensor, T: int) -> None:
-    """Bookkeeping after verification (SPEC 5), in place and graph-safe (torch ops only, no
+    """Bookkeeping after verification (docs/spec.md §5), in place and graph-safe (torch ops only, no
     host sync): write rows (pnat + T > W) ring_start = (ring_start + pnat) mod L, pnat = k;
     nowrite rows pnat += k; padding rows untouched. Must run after the step and before the next.
 

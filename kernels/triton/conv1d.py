@@ -1,4 +1,4 @@
-"""Causal conv1d update for speculative decode (SPEC 6), the front of the PDL chain (SPEC 7).
+"""Causal conv1d update for speculative decode (docs/spec.md §6), the front of the PDL chain (docs/spec.md §7).
 
 Layouts
 -------

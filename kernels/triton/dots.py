@@ -1,10 +1,11 @@
 """The one `tl.dot` helper every ssmbench Triton kernel goes through.
 
 Why: the Triton interpreter (``TRITON_INTERPRET=1``, used by CI on CPU) multiplies the raw bit
-patterns of bf16 operands in ``tl.dot`` (triton-lang/triton#11584; see shared/GPU.md), which
-silently produces garbage. Under the interpreter the operands are upcast to fp32 first (exact:
-every bf16/fp16 value is an fp32 value), so CPU results equal the GPU's fp32-accumulated MMA up
-to summation order. On the GPU the operands go to the tensor cores untouched.
+patterns of bf16 operands in ``tl.dot`` (triton-lang/triton#11584; upstream: bf16 is unsupported
+there), which silently produces garbage. Under the interpreter the operands are upcast to fp32
+first (exact: every bf16/fp16 value is an fp32 value), so CPU results equal the GPU's
+fp32-accumulated MMA up to summation order. On the GPU the operands go to the tensor cores
+untouched.
 """
 
 from __future__ import annotations

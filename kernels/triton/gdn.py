@@ -1,4 +1,4 @@
-"""Gated DeltaNet decode (SPEC 9): one launch after conv1d runs all T tokens of every row, in
+"""Gated DeltaNet decode (docs/spec.md §9): one launch after conv1d runs all T tokens of every row, in
 pool mode, with optional per-token states and an optional final pool write.
 
 Design
@@ -15,7 +15,7 @@ Design
   q and k L2-normalised in-kernel (eps 1e-6 inside the sqrt, q times ``scale``), value head hv
   reads q/k head ``hv // (HV // H)`` (GVA). ``S = exp(g) S; v' = beta (v - S k); S += v' k^T;
   o = S q``. The two matrix-vector products are row reductions over K inside the tile.
-- Storage (SPEC 8) through `kernels.triton.storage`: loads dequantize fp32 / bf16, stores round
+- Storage (docs/spec.md §8) through `kernels.triton.storage`: loads dequantize fp32 / bf16, stores round
   RN or SR with the reference's Philox keying: final write counter slot = ``write_idx[b]``,
   intermediate entry (b, t) counter slot = ``b * T + t``; row inside the slot ``hv * V + v``.
   The T tokens run on the unrounded fp32 state (rounding only when stored, as the reference).
@@ -50,9 +50,9 @@ from kernels.triton.validation import (
 )
 
 GDN_FORMATS = ("fp32", "bf16")
-"""State storage formats of the GDN kernel (SPEC 9)."""
+"""State storage formats of the GDN kernel (docs/spec.md §9)."""
 L2_EPS = 1e-6
-"""Added to sum(x^2) inside the sqrt of the q/k normalisation (SPEC 9)."""
+"""Added to sum(x^2) inside the sqrt of the q/k normalisation (docs/spec.md §9)."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ KERNEL_NAMES: tuple[str, ...] = (gdn_decode_kernel.fn.__name__,)
 
 
 def validate_gdn_inputs(read_idx: torch.Tensor, write_idx: torch.Tensor | None, n_slots: int) -> None:
-    """Host-side checks that read index values (one device sync; SPEC 3, 9), the reference's rules:
+    """Host-side checks that read index values (one device sync; docs/spec.md §3, §9), the reference's rules:
     real read slots distinct and in range; with a final write, real rows' write slots
     non-negative, distinct, in range and never another row's read slot. Raises ValueError."""
     check_unique_slots(read_idx, "read_idx")
@@ -271,7 +271,7 @@ def gdn_decode(
     knobs: GDNKnobs | None = None,
     validate: bool = True,
 ) -> torch.Tensor:
-    """Run one GDN decode step of T tokens per row (SPEC 9); returns ``out`` (batch*T, HV*V).
+    """Run one GDN decode step of T tokens per row (docs/spec.md §9); returns ``out`` (batch*T, HV*V).
 
     pool_data: contiguous ``(n_slots, HV, V, K)`` fp32 or bf16 state pool, updated in place at the
     write slots. read_idx ``(batch,)``: slot read per row (< 0: padding row); write_idx

@@ -1,4 +1,4 @@
-"""Mamba-2 "intermediate" state update (SPEC 5): one launch after conv1d runs all T tokens of
+"""Mamba-2 "intermediate" state update (docs/spec.md §5): one launch after conv1d runs all T tokens of
 every row and stores each per-token state S_t into ``pool[dst_idx[b, t]]`` in the storage format.
 
 Design
@@ -21,7 +21,7 @@ Design
   ``S_t = (prod a) S_in + sum_j (prod of a after j) dt_j x_j B_j^T`` -- exactly the reference's
   math in another association order (fp32 differences only), O(T * depth) rank-1 updates on
   the prefetched x/B/dt (no extra memory traffic). ``parent[b, t] = -1`` (t >= 1)
-  means t - 1, as SPEC 5 says; a parent >= t is treated as t - 1 too (never loops forever).
+  means t - 1, as docs/spec.md §5 says; a parent >= t is treated as t - 1 too (never loops forever).
 - Padding rows (``src_idx[b] < 0``) write zeros to y for all T tokens and touch no state.
   A real row's ``dst_idx[b, t] < 0`` skips that token's store.
 - PDL: indices (src, all dst, parents), the state tile and A/D/dt_bias are loaded before
@@ -252,7 +252,7 @@ KERNEL_NAMES: tuple[str, ...] = (mamba2_intermediate_kernel.fn.__name__,)
 def validate_intermediate_inputs(
     src_idx: torch.Tensor, dst_idx: torch.Tensor, parent: torch.Tensor | None, n_slots: int, T: int
 ) -> None:
-    """Host-side checks that read index values (one device sync; SPEC 3, 5), the same rules
+    """Host-side checks that read index values (one device sync; docs/spec.md §3, §5), the same rules
     as the reference: real src slots distinct; real rows' dst slots non-negative, distinct
     (across rows and tokens) and never another row's src; all in range; parents in [-1, t).
     Raises ValueError."""

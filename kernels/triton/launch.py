@@ -1,4 +1,4 @@
-"""Launch plumbing shared by the Triton kernels: interpreter detection and PDL (SPEC 7).
+"""Launch plumbing shared by the Triton kernels: interpreter detection and PDL (docs/spec.md §7).
 
 Why a module of its own: the PDL intrinsics (`gdc_wait`, `gdc_launch_dependents`) do not run
 under the Triton interpreter (3.9 raises "`_semantic` argument must be provided"), and

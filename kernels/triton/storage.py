@@ -1,4 +1,4 @@
-"""Triton storage helpers (SPEC 8): round / quantize a state tile when it is stored, dequantize
+"""Triton storage helpers (docs/spec.md §8): round / quantize a state tile when it is stored, dequantize
 it when it is loaded. Every ssmbench kernel that keeps state (Mamba-2 intermediate, GDN, replay)
 stores and loads through `store_state_rows` / `load_state_rows`, so all of them round the same
 way as the reference `kernels.reference.storage.quantize`.
@@ -44,7 +44,7 @@ FMT_INT8 = tl.constexpr(3)
 FMT_FP8 = tl.constexpr(4)
 
 FORMAT_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3, "fp8": 4}
-"""Storage format name (SPEC 8, `kernels.reference.storage.FORMATS`) -> the kernels' FMT constexpr."""
+"""Storage format name (docs/spec.md §8, `kernels.reference.storage.FORMATS`) -> the kernels' FMT constexpr."""
 
 STORAGE_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

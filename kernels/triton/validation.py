@@ -1,4 +1,4 @@
-"""Host-side input checks of the Triton wrappers (SPEC 3).
+"""Host-side input checks of the Triton wrappers (docs/spec.md §3).
 
 They read index values, so each one syncs with the device: the wrappers run them only when asked
 (``validate=True``) and never during CUDA-graph capture. Duplicated real slots are a caller bug
@@ -33,7 +33,7 @@ def check_k_prev(k_prev: torch.Tensor, slot_idx: torch.Tensor, T: int) -> None:
 
 
 def check_parents(parent: torch.Tensor, batch: int, T: int) -> None:
-    """ValueError unless ``parent`` is (batch, T) with ``-1 <= parent[b, t] < t`` (SPEC 5; so
+    """ValueError unless ``parent`` is (batch, T) with ``-1 <= parent[b, t] < t`` (docs/spec.md §5; so
     ``parent[b, 0] == -1``, as the reference requires)."""
     if parent.shape != (batch, T):
         raise ValueError(f"parent must be ({batch}, {T}), got {tuple(parent.shape)}")

@@ -92,7 +92,7 @@ def _common_reason(case: Case) -> str | None:
     if case.option("tree"):
         return "FlashInfer's Mamba kernels take no draft-tree parents (linear chains only)"
     if case.pool == "padded":
-        return ("FlashInfer does not write zero outputs for padding rows (slot -1) as SPEC 3 asks: "
+        return ("FlashInfer does not write zero outputs for padding rows (slot -1) as docs/spec.md §3 asks: "
                 "selective_state_update computes them from a zero state, checkpointing_ssu leaves them unwritten")
     if not 2 <= s.d_conv <= 4:
         return "conv widths 2..4 (ssmbench's conv1d head)"
@@ -190,7 +190,7 @@ def ssu_arguments(case: Case, workload: Mamba2Workload, *, conv_out: torch.Tenso
 
 
 def flashinfer_ring(rs: ReplayState) -> dict[str, torch.Tensor]:
-    """ssmbench's ring (SPEC 5 layout: hist_x (n, L, H, P), hist_B (n, L, G, N), hist_dt (n, L, H),
+    """ssmbench's ring (docs/spec.md §5 layout: hist_x (n, L, H, P), hist_B (n, L, G, N), hist_dt (n, L, H),
     int64 ring_start/pnat) in checkpointing_ssu's layout: head-major x_cache (n, H, L, P), B_cache
     (n, G, L, N), fp32 dt_cache (n, H, L), int32 ring_start and prev_num_accepted_tokens. Same
     row semantics: history token j of a slot at ring row (ring_start + j) mod L, L = W + T."""
@@ -218,7 +218,7 @@ def checkpointing_arguments(case: Case, workload: Mamba2Workload, *, conv_out: t
     """Keyword arguments of `flashinfer.mamba.checkpointing_ssu` for one step of ``case``.
 
     ``ckpt`` is the checkpoint pool in the case's format (int8/fp8 with its (n, H, P) fp32
-    decode scales, SPEC 8's per-row scale), ``ring`` from `flashinfer_ring`; dt goes in the act
+    decode scales, docs/spec.md §8's per-row scale), ``ring`` from `flashinfer_ring`; dt goes in the act
     dtype (the kernel converts), D and dt_bias as fp32 tie_hdim views. ``scratch`` (cb_scaled,
     cumAdt_vec, cb_old) makes the two-kernel path available; the auto algorithm picks it when
     batch * nheads fills the GPU. PDL (``enable_pdl``) follows the case.

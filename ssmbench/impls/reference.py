@@ -1,4 +1,4 @@
-"""The references driven as impls: the fp64 PyTorch chains (conv1d -> state update) of SPEC 4-9.
+"""The references driven as impls: the fp64 PyTorch chains (conv1d -> state update) of docs/spec.md §4-9.
 
 They run on any device, and `ssmbench check` cross-checks them against each other through the
 same verifier the kernels face (sequential vs intermediate vs the replay formulations).
@@ -67,7 +67,7 @@ def _tokens(t: torch.Tensor | None, workload: Mamba2Workload, *tail: int) -> tor
 
 
 def intermediate_pool(case: Case, workload: Mamba2Workload) -> tuple[StoredState, torch.Tensor]:
-    """The SPEC 5 intermediate representation shared by every intermediate impl: a pool of
+    """The docs/spec.md §5 intermediate representation shared by every intermediate impl: a pool of
     ``n_slots + batch*T`` random states with each row's start state stored at its read slot, and
     per-token destination slots dst (batch, T) drawn from the extra region."""
     s, b, T = workload.shape, workload.batch, case.T
@@ -99,7 +99,7 @@ class _Mamba2Reference(Impl):
 
 
 class SequentialReference(_Mamba2Reference):
-    """SPEC 4 token by token from a pool slot; the accepted state is stored (rounded) like a
+    """docs/spec.md §4 token by token from a pool slot; the accepted state is stored (rounded) like a
     kernel that wrote exactly the state it needs."""
 
     name = "reference.sequential"
@@ -125,7 +125,7 @@ class SequentialReference(_Mamba2Reference):
 
 
 class IntermediateReference(_Mamba2Reference):
-    """SPEC 5 intermediate: every per-token state stored to its own pool slot dst[b, t]."""
+    """docs/spec.md §5 intermediate: every per-token state stored to its own pool slot dst[b, t]."""
 
     name = "reference.intermediate"
 
@@ -159,7 +159,7 @@ def replay_case_reason(case: Case) -> str | None:
 
 
 class ReplayReference(_Mamba2Reference):
-    """SPEC 5 checkpoint replay: checkpoint + history ring (window W, pnat from the stationary
+    """docs/spec.md §5 checkpoint replay: checkpoint + history ring (window W, pnat from the stationary
     distribution), one step, then the bookkeeping of verification. ``formulation`` picks the
     production mix (auto), fold-then-output everywhere, or the rectangle everywhere."""
 
@@ -192,7 +192,7 @@ class ReplayReference(_Mamba2Reference):
 
 
 def replay_state(case: Case, workload: Mamba2Workload) -> ReplayState:
-    """The SPEC 5 replay representation shared by every replay impl: a checkpoint pool of random
+    """The docs/spec.md §5 replay representation shared by every replay impl: a checkpoint pool of random
     states in the case's format with each row's start state stored at its slot, and a history
     ring (L = W + T rows; x, B in the act dtype, processed dt fp32) holding the workload's pnat
     tokens per row from a random ring start. The implied state of a row is therefore its stored
@@ -222,7 +222,7 @@ def fill_history(rs: ReplayState, slots: torch.Tensor, pnat: torch.Tensor, case:
 
 
 class GDNReference(Impl):
-    """SPEC 9 pool-mode GDN decode (reads read_idx, writes write_idx, optional per-token states)."""
+    """docs/spec.md §9 pool-mode GDN decode (reads read_idx, writes write_idx, optional per-token states)."""
 
     name = "reference.gdn"
     family = "gdn"
@@ -232,7 +232,7 @@ class GDNReference(Impl):
         if (reason := super().supports(case)) is not None:
             return reason
         if case.state_dtype not in ("fp32", "bf16"):
-            return "GDN state is stored in fp32 or bf16 (SPEC 9)"
+            return "GDN state is stored in fp32 or bf16 (docs/spec.md §9)"
         return None
 
     def build(self, case: Case, workload: GDNWorkload) -> Chain:

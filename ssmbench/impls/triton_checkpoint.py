@@ -1,6 +1,6 @@
-"""`triton.checkpoint`: the Triton checkpoint-replay chain (SPEC 5), conv1d -> precompute -> main,
-or conv1d -> fused (SPEC 7's one-kernel variant, `CheckpointKnobs.fused`: the default on the GPU),
-PDL-linked when the case asks (SPEC 7). The window axis is a case parameter: W = T is classic
+"""`triton.checkpoint`: the Triton checkpoint-replay chain (docs/spec.md §5), conv1d -> precompute -> main,
+or conv1d -> fused (docs/spec.md §7's one-kernel variant, `CheckpointKnobs.fused`: the default on the GPU),
+PDL-linked when the case asks (docs/spec.md §7). The window axis is a case parameter: W = T is classic
 replay, W = 16 the checkpointing variant.
 
 The chain starts from exactly the reference's replay state (`ssmbench.impls.reference.replay_state`:
@@ -38,8 +38,8 @@ from ssmbench.workload import Mamba2Workload
 
 
 class TritonCheckpoint(_TritonMamba2):
-    """SPEC 5 checkpoint replay: conv1d -> precompute (dt, decays, CB, B/dt appends) -> main (fold
-    and checkpoint store on write rows, outputs by dots, x append); every storage format of SPEC 8."""
+    """docs/spec.md §5 checkpoint replay: conv1d -> precompute (dt, decays, CB, B/dt appends) -> main (fold
+    and checkpoint store on write rows, outputs by dots, x append); every storage format of docs/spec.md §8."""
 
     name = "triton.checkpoint"
     uses_window = True
@@ -101,7 +101,7 @@ class TritonCheckpoint(_TritonMamba2):
                 "accepted": workload.accepted, "must_write": must_write,
             }
 
-        # The fused form (SPEC 7's one-kernel variant) launches only main's kernel.
+        # The fused form (docs/spec.md §7's one-kernel variant) launches only main's kernel.
         launches = [head.launch, main] if knobs.fused else [head.launch, precompute, main]
         return Chain(launches, [*CONV1D_KERNELS, *kernel_names(knobs)], outputs=outputs, restore=restore)
 

@@ -1,5 +1,5 @@
 """The Triton Gated DeltaNet chain as an impl: `triton.gdn` = conv1d (shared kernel, no bias) ->
-GDN decode (SPEC 9), PDL-linked when the case asks.
+GDN decode (docs/spec.md §9), PDL-linked when the case asks.
 
 Buffers are allocated once in `build`; the launches only enqueue kernels (no allocation, no host
 sync), so the chain can be captured in a CUDA graph. Outputs and the intermediate buffer are
@@ -37,7 +37,7 @@ def restore_rows(tensor: torch.Tensor, rows: torch.Tensor) -> Callable[[], None]
 
 
 class TritonGDN(Impl):
-    """SPEC 9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
+    """docs/spec.md §9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
     per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16
     state (RN / SR), in-kernel gates, q/k L2 norm and GVA."""
 
@@ -49,7 +49,7 @@ class TritonGDN(Impl):
         if (reason := super().supports(case)) is not None:
             return reason
         if case.state_dtype not in GDN_FORMATS:
-            return "GDN state is stored in fp32 or bf16 (SPEC 9)"
+            return "GDN state is stored in fp32 or bf16 (docs/spec.md §9)"
         if not 2 <= case.shape.d_conv <= 4:
             return "conv widths 2..4"
         if not (case.option("intermediate", False) or case.option("write_final", True)):

@@ -56,7 +56,7 @@ class _TritonMamba2(Impl):
 
 
 class TritonConv1d(_TritonMamba2):
-    """SPEC 6 conv1d update alone (the head of every chain)."""
+    """docs/spec.md §6 conv1d update alone (the head of every chain)."""
 
     name = "triton.conv1d"
 
@@ -76,8 +76,8 @@ class TritonConv1d(_TritonMamba2):
 
 
 class TritonIntermediate(_TritonMamba2):
-    """SPEC 5 intermediate: conv1d -> one launch over all T tokens storing every per-token state
-    (storage formats of SPEC 8, SR in software), tree parents when the sweep asks for trees."""
+    """docs/spec.md §5 intermediate: conv1d -> one launch over all T tokens storing every per-token state
+    (storage formats of docs/spec.md §8, SR in software), tree parents when the sweep asks for trees."""
 
     name = "triton.intermediate"
 

@@ -1,4 +1,4 @@
-"""The measurement engine behind `ssmbench sweep` (SPEC 10).
+"""The measurement engine behind `ssmbench sweep` (docs/spec.md §10).
 
 One module per job, data flowing one way:
 

@@ -1,4 +1,4 @@
-"""DRAM speed-of-light (SPEC 10): the copy-bandwidth ceiling, the datasheet figure, and the
+"""DRAM speed-of-light (docs/spec.md §10): the copy-bandwidth ceiling, the datasheet figure, and the
 arithmetic from bytes and a span to TB/s and SOL %.
 
 The ceiling is measured, not assumed: a device-to-device copy far larger than L2 (>= 4x), bytes

@@ -1,4 +1,4 @@
-"""L2 conditions before each sample (SPEC 10), applied outside the measured span.
+"""L2 conditions before each sample (docs/spec.md §10), applied outside the measured span.
 
 - ``cold``: flush: write a buffer twice the L2 size, so no input of the chain is left in L2;
 - ``hot``: nothing (whatever the previous sample left there stays);

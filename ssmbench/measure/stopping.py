@@ -1,4 +1,4 @@
-"""Adaptive stopping (SPEC 10 / the spec's ``measure:`` block): how many samples a case gets.
+"""Adaptive stopping (docs/spec.md §10 / the spec's ``measure:`` block): how many samples a case gets.
 
 A case takes at least ``min_samples``; it stops as soon as the noise (IQR / median) is under
 ``max_noise`` *and* ``min_time_s`` of sampling has passed ("converged"), or at ``max_samples``,

@@ -1,4 +1,4 @@
-"""Timers: turn "prepare, then run the chain" into per-sample spans (SPEC 10).
+"""Timers: turn "prepare, then run the chain" into per-sample spans (docs/spec.md §10).
 
 - `CuptiTimer` (the real one): CUPTI activity records of kind CONCURRENT_KERNEL. Each sample is
   bracketed by host timestamps taken after a device synchronize (CUPTI stamps kernel records in

@@ -171,7 +171,7 @@ def total(kernels: list[KernelRow], metric: str) -> float | None:
 
 
 def measured_dram_bytes(kernels: list[KernelRow]) -> float | None:
-    """SPEC 10's check: dram__bytes_read.sum + dram__bytes_write.sum over the kernels."""
+    """docs/spec.md §10's check: dram__bytes_read.sum + dram__bytes_write.sum over the kernels."""
     r, w = total(kernels, DRAM_READ), total(kernels, DRAM_WRITE)
     return None if r is None or w is None else r + w
 
@@ -202,7 +202,7 @@ class ByteCheck:
 
     @property
     def deviation(self) -> float | None:
-        """SPEC 10's comparison: the model vs dram__bytes_read.sum + dram__bytes_write.sum (%)."""
+        """docs/spec.md §10's comparison: the model vs dram__bytes_read.sum + dram__bytes_write.sum (%)."""
         return deviation_pct(self.model, self.dram)
 
     def off(self, threshold_pct: float) -> bool:

@@ -1,4 +1,4 @@
-"""`ssmbench validate-bytes`: every impl's byte model (SPEC 10) against the DRAM bytes ncu
+"""`ssmbench validate-bytes`: every impl's byte model (docs/spec.md §10) against the DRAM bytes ncu
 measures, over the cases of a (small) sweep.
 
 One ncu process covers every pair: the inner process builds each case's workload once, builds and
@@ -8,7 +8,7 @@ and the CSV's range column assigns each kernel to its pair. The inner process wr
 (JSON) of the pairs with their byte models and verification status.
 
 Which L2 state the comparison assumes: the byte model counts unique bytes, every region once per
-kernel that touches it (SPEC 10), i.e. each kernel starting with a cold L2. ncu's default
+kernel that touches it (docs/spec.md §10), i.e. each kernel starting with a cold L2. ncu's default
 ``--cache-control all`` writes back and invalidates the caches before every kernel, which is that
 condition (the case's own L2 mode is a timing condition and does not apply here). Reads then all
 reach DRAM; writes still dirty in L2 when a kernel ends do not (`ssmbench.profiling.ncu.ByteCheck`):
@@ -141,7 +141,7 @@ class PairResult:
 
     @property
     def deviation(self) -> float | None:
-        """The model vs the DRAM bytes (SPEC 10's comparison), in %."""
+        """The model vs the DRAM bytes (docs/spec.md §10's comparison), in %."""
         return None if self.check is None else self.check.deviation
 
 
