@@ -1,13 +1,28 @@
-"""The FlashInfer side-by-side tables (tests/gpu/peer_table.py) on the stored H100 headline baseline."""
+"""The FlashInfer side-by-side tables (tools/gpu/peer_table.py) on the stored H100 headline baseline."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 from ssmbench.results import load_results
-from tests.gpu.peer_table import PAIRS, load_ok, tables
 
-BASELINE = Path(__file__).parent.parent / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = ROOT / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"
+
+
+def _load_tool(name: str):
+    """A module of tools/gpu/ by file path (tools/ is scripts, not an installed package)."""
+    spec = importlib.util.spec_from_file_location(f"tools_gpu_{name}", ROOT / "tools" / "gpu" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_peer_table = _load_tool("peer_table")
+PAIRS, load_ok, tables = _peer_table.PAIRS, _peer_table.load_ok, _peer_table.tables
 
 
 def test_win_rows_are_exactly_the_cells_flashinfer_is_faster() -> None:

@@ -290,7 +290,7 @@ def test_byte_check_band():
 
 
 def test_validate_report_from_recorded_h100_run():
-    """The recorded validate-bytes run (tests/gpu/validate-bytes.yaml, shipped impls): every pair
+    """The recorded validate-bytes run (tools/gpu/validate-bytes.yaml, shipped impls): every pair
     finds its kernels by range name; no shipped model is off; small chains are weak checks."""
     pairs = vb.read_manifest(DATA / "validate-bytes.manifest.json")
     kernels = ncu.parse_raw_csv((DATA / "validate-bytes.csv").read_text())

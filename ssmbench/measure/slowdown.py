@@ -1,5 +1,5 @@
 """TEST ONLY: a knob that makes every measured chain slower by a set fraction, so the regression
-gate's detection can be shown on a GPU (docs/gate.md, tests/gpu/gate_evidence.sh).
+gate's detection can be shown on a GPU (docs/gate.md, tools/gpu/gate_evidence.sh).
 
 ``SSMBENCH_TEST_SLOWDOWN=0.05`` appends one launch of a spin kernel to each chain after it was
 verified. The spin kernel busy-waits on the GPU's nanosecond ``%globaltimer`` for a time read

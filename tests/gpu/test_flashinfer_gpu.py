@@ -1,6 +1,6 @@
 """GPU checks of the FlashInfer peers on the headline shape (nemotron3-super TP8: 16 heads,
 head_dim 64, dstate 128, 1 group, T=6, W=16), skipped without flashinfer
-(tests/gpu/flashinfer_setup.sh installs the trimmed package offline).
+(tools/gpu/flashinfer_setup.sh installs the trimmed package offline).
 
 Each chain is built, run eagerly, verified against ssmbench's references, then captured in a
 CUDA graph, restored and replayed: the replay must reproduce the eager results bit for bit

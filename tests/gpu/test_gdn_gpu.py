@@ -11,24 +11,20 @@
 Tolerances are those of tests/test_triton_gdn.py (module docstring there). Errors per case go
 to ``$OUT/gpu_kernel_checks.{json,md}`` (tests/gpu/conftest.py).
 
-Run as a script it is the knob sweep behind `default_gdn_knobs` (docs/gdn.md):
-``python3 tests/gpu/test_gdn_gpu.py tune > $OUT/gdn_knobs.md``.
+The knob sweep behind `default_gdn_knobs` (docs/gdn.md) is tools/gpu/tune_gdn.py:
+``python3 -m tools.gpu.tune_gdn > $OUT/gdn_knobs.md``.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
-
 import pytest
 import torch
-from bench_chain import time_chain  # tests/gpu/bench_chain.py: CUDA-graph replay, L2 flushed, median us
 
 from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
 from kernels.reference.gdn import gdn_decode_step, gdn_recurrence
 from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize, sr_uniform
 from kernels.triton.conv1d import conv1d_update
-from kernels.triton.gdn import GDNKnobs, gdn_decode
+from kernels.triton.gdn import gdn_decode
 
 H, HV, K, V, D_CONV = 16, 64, 128, 128, 4
 CONV_DIM = 2 * H * K + HV * V
@@ -282,52 +278,3 @@ def test_gdn_intermediate_entries_past_2_31(gpu_report) -> None:
     gpu_report.add(**row)
     del inter
     torch.cuda.empty_cache()
-
-
-# ------------------------------------------------------------------------------------------
-# knob sweep (script mode)
-# ------------------------------------------------------------------------------------------
-
-
-
-
-def _tune_row(fmt: str, T: int, inter_on: bool, final: bool, batch: int, settings, flush) -> tuple[list, int]:
-    """Median us of the kernel per knob setting for one case, and the state bytes it moves."""
-    c = _inputs(batch, T, fmt, seed=1, n_pad=0, n_slots=batch)
-    pool = c["pool"].data
-    conv_out = c["qkv"].clone()
-    o = torch.empty(batch * T, HV * V, dtype=torch.bfloat16, device=DEV)
-    inter = torch.empty(batch, T, HV, V, K, dtype=pool.dtype, device=DEV) if inter_on else None
-    stores = (T if inter_on else 0) + (1 if final else 0)
-    kw = dict(num_k_heads=H, num_v_heads=HV, head_k_dim=K, head_v_dim=V, T=T, intermediate=inter,
-              write_final=final, out=o, pdl=False, validate=False)
-    args = (pool, c["read"], None, conv_out, c["a"], c["b"], c["A_log"], c["dt_bias"])
-    cells = [time_chain(functools.partial(gdn_decode, *args, knobs=GDNKnobs(bv, nw), **kw), flush, reps=30)
-             for bv, nw in settings]
-    return cells, batch * (1 + stores) * HV * V * K * pool.element_size()
-
-
-def tune() -> None:
-    """GDN kernel alone (no conv1d), median us per knob setting; state bytes / time as TB/s."""
-    flush = torch.empty(200 * 2**20, dtype=torch.uint8, device=DEV)
-    settings = [(bv, nw) for bv in (4, 8, 16, 32) for nw in (2, 4, 8)]
-    configs = [  # fmt, T, intermediate, write_final, batches
-        ("bf16", 1, False, True, (8, 64, 512)),
-        ("fp32", 1, False, True, (64, 512)),
-        ("bf16", 4, True, False, (64, 256)),
-    ]
-    print(f"GDN decode kernel alone, CUDA-graph replay, L2 flushed, median of 30, us ({torch.cuda.get_device_name()})")
-    print("| fmt | T | inter | batch | " + " | ".join(f"v{bv}w{nw}" for bv, nw in settings) + " | best |")
-    print("|" + "---|" * (5 + len(settings)))
-    for fmt, T, inter_on, final, batches in configs:
-        for batch in batches:
-            cells, state_bytes = _tune_row(fmt, T, inter_on, final, batch, settings, flush)
-            best = min(range(len(cells)), key=cells.__getitem__)
-            tb = state_bytes / cells[best] / 1e6
-            print(f"| {fmt} | {T} | {inter_on} | {batch} | " + " | ".join(f"{t:.1f}" for t in cells)
-                  + f" | v{settings[best][0]}w{settings[best][1]} ({tb:.2f} TB/s state) |", flush=True)
-            torch.cuda.empty_cache()
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["tune"]:
-    tune()

@@ -4,7 +4,7 @@
 # verify them, and bring the JIT cache back under $OUT (<= 16 MiB parts) for .peer/.
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-source tests/gpu/flashinfer_setup.sh /tmp/site
+source tools/gpu/flashinfer_setup.sh /tmp/site
 python3 -m ssmbench list 2>&1 | grep -i "flashinfer" | tee "$OUT/list.txt"
 archive() {
   (cd "$HOME/.cache" && tar -cf - flashinfer 2>/dev/null | xz -T0 -1 | split -b 15m - "$OUT/jit-cache.tar.xz.part")
@@ -15,7 +15,7 @@ pids=()
 for impl in flashinfer.ssu flashinfer.checkpointing; do
   for fmt in fp32 bf16; do
     log="$OUT/check-$impl-$fmt.log"
-    timeout "${CHECK_TIMEOUT:-420}" python3 -m ssmbench check tests/gpu/flashinfer.yaml --impl "$impl" \
+    timeout "${CHECK_TIMEOUT:-420}" python3 -m ssmbench check tools/gpu/flashinfer.yaml --impl "$impl" \
       --case "*-$fmt-*" -v >"$log" 2>&1 &
     pids+=($!)
   done

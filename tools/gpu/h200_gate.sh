@@ -4,16 +4,16 @@
 # time limit continues with --resume on the next call to the same warm machine; everything is
 # also packed into $OUT/h200-<phase>.tar.gz (the device tool brings back at most 8 files).
 #
-#   PHASE=a bash tests/gpu/h200_gate.sh   # prewarm (parallel compiles), headline a1 and a2 (A/A, one machine)
-#   PHASE=b bash tests/gpu/h200_gate.sh   # headline b with the +5% knob, smoke and qwen35-gdn sweeps
-#   PHASE=c bash tests/gpu/h200_gate.sh   # on a freshly started machine: prewarm, headline c1 (A/A across machines)
+#   PHASE=a bash tools/gpu/h200_gate.sh   # prewarm (parallel compiles), headline a1 and a2 (A/A, one machine)
+#   PHASE=b bash tools/gpu/h200_gate.sh   # headline b with the +5% knob, smoke and qwen35-gdn sweeps
+#   PHASE=c bash tools/gpu/h200_gate.sh   # on a freshly started machine: prewarm, headline c1 (A/A across machines)
 #
 # The headline sweep runs with every impl of the spec (the nightly job's impl set): without
 # FlashInfer installed its two peers are recorded as skipped, so the gate covers the two Triton impls.
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" results/h200
 R=results/h200
-source tests/gpu/wheels.sh
+source tools/gpu/wheels.sh
 PHASE=${PHASE:?PHASE=a, b or c}
 HEADLINE=sweeps/nemotron3-super-tp8.yaml
 SMOKE_IMPLS=(--impl triton.conv1d --impl triton.intermediate --impl triton.checkpoint --impl triton.gdn)

@@ -1,6 +1,6 @@
 """Markdown tables for docs/perf-notes.md's FlashInfer comparison, from one sweep's results log.
 
-    python3 -m tests.gpu.peer_table results/headline.json > /tmp/tables.md   (or the .jsonl log)
+    python3 -m tools.gpu.peer_table results/headline.json > /tmp/tables.md   (or the .jsonl log)
 
 Pairs each ssmbench impl with its FlashInfer counterpart on the same case (same timer, same run):
 triton.intermediate vs flashinfer.ssu, triton.checkpoint vs flashinfer.checkpointing at W = T and

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session: install the carried wheels, run every GPU check, and record the results.
-# Usage on the GPU machine (repo root, wheels in .whl/): bash tests/gpu/run_all.sh
+# Usage on the GPU machine (repo root, wheels in .whl/): bash tools/gpu/run_all.sh
 # Writes under $OUT (default ./out): gpu_kernel_checks.{json,md}, check-*.txt, and a summary.
 set -uo pipefail
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"; export OUT
-source tests/gpu/wheels.sh
+source tools/gpu/wheels.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 

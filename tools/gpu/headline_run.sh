@@ -5,11 +5,11 @@
 # and a sweep stopped by SWEEP_TIMEOUT (SIGINT: workers stop, every finished pair is logged)
 # continues with --resume on the next call. Then, if time is left, the smoke sweep's Triton impls
 # (the smoke baseline). Copies everything to $OUT.
-#   SWEEP_TIMEOUT=540 OUT=... bash tests/gpu/headline_run.sh
+#   SWEEP_TIMEOUT=540 OUT=... bash tools/gpu/headline_run.sh
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" results
-source tests/gpu/wheels.sh
-[ -d .peer ] && source tests/gpu/flashinfer_setup.sh /tmp/site
+source tools/gpu/wheels.sh
+[ -d .peer ] && source tools/gpu/flashinfer_setup.sh /tmp/site
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 t0=$SECONDS
 RESUME=(); [ -f results/headline.jsonl ] && RESUME=(--resume)

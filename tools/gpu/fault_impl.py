@@ -1,6 +1,6 @@
 """Test-only impl with a planted out-of-bounds access, for the sweep's isolation check on a GPU.
 
-    SSMBENCH_PLUGINS=tests.gpu.fault_impl ssmbench sweep tests/gpu/fault.yaml
+    SSMBENCH_PLUGINS=tools.gpu.fault_impl ssmbench sweep tools/gpu/fault.yaml
 
 `test.oob` runs the real Triton chain, then a kernel that writes far past the end of its buffer
 (an illegal address): the sweep must record that pair as error and finish every other pair.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the (offline) GPU machine: install the trimmed FlashInfer from .peer/ into a --target site
 # folder and restore a JIT cache archive when one is there. Source it, so the exports stay:
-#   source tests/gpu/flashinfer_setup.sh [SITE]      (default SITE=/tmp/site)
+#   source tools/gpu/flashinfer_setup.sh [SITE]      (default SITE=/tmp/site)
 # Then: python3 -m ssmbench list   ->  flashinfer.ssu ... available
 # Sourcing it again on the same machine only re-exports (the install and the cache stay).
 SITE="${1:-/tmp/site}"

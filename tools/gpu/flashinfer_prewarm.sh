@@ -3,11 +3,11 @@
 # in parallel (one `ssmbench check` process per configuration, batch 8 then 256 so both
 # checkpointing modes load), verify them, and bring the whole JIT cache back under $OUT as
 # <= 15 MiB parts (copy them over .peer/jit-cache.tar.xz.part*). docs/flashinfer.md.
-#   OUT=... bash tests/gpu/flashinfer_prewarm.sh
+#   OUT=... bash tools/gpu/flashinfer_prewarm.sh
 set -u
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-source tests/gpu/wheels.sh
-source tests/gpu/flashinfer_setup.sh /tmp/site
+source tools/gpu/wheels.sh
+source tools/gpu/flashinfer_setup.sh /tmp/site
 SPEC=sweeps/nemotron3-super-tp8.yaml
 archive() {
   rm -f "$OUT"/jit-cache.tar.xz.part*

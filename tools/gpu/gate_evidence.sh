@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The regression gate's evidence on the GPU (docs/gate.md): A/A (two independent headline sweeps
 # with the same code) and A/B (a third sweep with the TEST slowdown knob, +5% per chain).
-# Usage on the GPU machine (repo root, wheels in .whl/): bash tests/gpu/gate_evidence.sh
+# Usage on the GPU machine (repo root, wheels in .whl/): bash tools/gpu/gate_evidence.sh
 # Writes under $OUT (default ./out/gate): a1/a2/b{.json,.md,.log}, aa/ab{.txt,.md,.xml},
 # baseline.txt, summary.txt; prints the summary last. About 3 x 2 min (one impl only).
 set -uo pipefail
 OUT=${OUT:-$PWD/out}/gate; mkdir -p "$OUT"
-source tests/gpu/wheels.sh
+source tools/gpu/wheels.sh
 SPEC=sweeps/nemotron3-super-tp8.yaml
 IMPL=triton.intermediate
 BASELINE=baselines/nvidia-h100-80gb-hbm3/nemotron3-super-tp8.json

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU evidence for `ssmbench profile` / `ssmbench validate-bytes` (issue 7), one command:
-#   bash tests/gpu/profile_evidence.sh            (repo root, wheels in .whl/, on the GPU machine)
+#   bash tools/gpu/profile_evidence.sh            (repo root, wheels in .whl/, on the GPU machine)
 # Env: IMPLS (Triton impls to profile; default: every triton.* impl registered),
-#      VB_IMPLS (impls for validate-bytes; default: all of tests/gpu/validate-bytes.yaml),
+#      VB_IMPLS (impls for validate-bytes; default: all of tools/gpu/validate-bytes.yaml),
 #      PHASES (default "A B": A = sanitizer, determinism, nsys; B = ncu, validate-bytes),
 #      OUT (default ./out). Writes $OUT/summary.txt and $OUT/profile-evidence.tar.gz (every log,
 #      CSV and table; .ncu-rep reports only with KEEP_REPORTS=1, they are large).
@@ -11,11 +11,11 @@
 set -uo pipefail
 OUT=${OUT:-$PWD/out}; mkdir -p "$OUT"; export OUT
 W=$(mktemp -d); E=$W/evidence; mkdir -p "$E"
-source tests/gpu/wheels.sh
+source tools/gpu/wheels.sh
 S="python3 -m ssmbench"
 HEAD=sweeps/nemotron3-super-tp8.yaml
 GDN=sweeps/qwen35-gdn.yaml
-IMPLS=${IMPLS:-$(python3 -c "from ssmbench.impl import registry; print(' '.join(n for n in sorted(registry()) if n.startswith('triton.')))")}
+IMPLS=${IMPLS:-$(python3 -c "from ssmbench.registry import registry; print(' '.join(n for n in sorted(registry()) if n.startswith('triton.')))")}
 (nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; ncu --version | tail -1
  compute-sanitizer --version | tail -1; echo "impls: $IMPLS") > "$E/versions.txt" 2>&1
 
@@ -43,7 +43,7 @@ for impl in $IMPLS; do
   set -- $(case_of "$impl" 64 "$fmt")
   step "determinism-$impl" $S profile "$1" --case "$2" --impl "$impl" --determinism 5 &
 done
-SSMBENCH_PLUGINS=tests.gpu.fault_impl step sanitizer-test.oob $S profile tests/gpu/fault.yaml \
+SSMBENCH_PLUGINS=tools.gpu.fault_impl step sanitizer-test.oob $S profile tools/gpu/fault.yaml \
   --case 'H16P64N128G1-b1-T6-fp32-pool-w6-hist-pdl-realistic' --impl test.oob --tool sanitizer \
   -o "$E/sanitizer-oob" &
 wait
@@ -57,7 +57,7 @@ for impl in $IMPLS; do
   step "ncu-$impl" $S profile "$1" --case "$2" --impl "$impl" --tool ncu -o "$E/ncu"
 done
 VB_ARGS=(); for i in ${VB_IMPLS:-}; do VB_ARGS+=(--impl "$i"); done
-step validate-bytes $S validate-bytes tests/gpu/validate-bytes.yaml "${VB_ARGS[@]}" -o "$E/validate-bytes"
+step validate-bytes $S validate-bytes tools/gpu/validate-bytes.yaml "${VB_ARGS[@]}" -o "$E/validate-bytes"
 fi
 
 [ "${KEEP_REPORTS:-0}" = 1 ] || find "$E" -name '*.ncu-rep' -delete

@@ -3,8 +3,8 @@ out) on the headline shape: CUDA-graph replay, L2 flushed before each replay (co
 around the graph (they include the graph launch, ~1-2 us, so use the table to rank configs; the
 numbers to quote come from `ssmbench sweep`). Prints one markdown row per case, median us.
 
-    python3 tests/gpu/tune_checkpoint.py 8,64,256 fp32,bf16 16,6 [name-substring,...] > $OUT/tune.md
-    python3 tests/gpu/tune_checkpoint.py 64,256 fp32,bf16 16 "round 1,p32 w2" > $OUT/tune.md   # a subset
+    python3 -m tools.gpu.tune_checkpoint 8,64,256 fp32,bf16 16,6 [name-substring,...] > $OUT/tune.md
+    python3 -m tools.gpu.tune_checkpoint 64,256 fp32,bf16 16 "round 1,p32 w2" > $OUT/tune.md   # a subset
 
 Each config is checked against the fp64 reference's outputs first (y and the written checkpoints,
 the `ssmbench.verify` tolerances); a config that fails prints FAIL instead of a time.
@@ -19,9 +19,10 @@ import torch
 from kernels.triton.checkpoint import CheckpointKnobs, make_scratch, replay_step
 from ssmbench.expand import expand
 from ssmbench.impls.reference import SR_STEP, replay_state
+from ssmbench.measure.stats import median
+from ssmbench.measure.timer import CudaEventTimer
 from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
-from tests.gpu.bench_chain import time_chain
 
 CONFIGS = {
     "fma p4 w1 (round 1)": CheckpointKnobs(dots=False, block_p=4, num_warps=1),
@@ -42,6 +43,25 @@ CONFIGS = {
     # contract), to measure what the 3xTF32 fold costs (FlashInfer folds with bf16 operands).
     "fused p32 w2 tf32 probe": CheckpointKnobs(fused=True, block_p=32, num_warps=2, precision="tf32"),
 }
+
+
+def time_chain(chain, flush: torch.Tensor, reps: int = 40, reset=None) -> float:
+    """Median us of a CUDA-graph replay of ``chain``, timed by the harness's CUDA-event timer
+    (`ssmbench.measure.timer.CudaEventTimer`), with L2 flushed (and ``reset()`` run, when given, to
+    put mutated buffers back) before each replay. Also used by tools/gpu/tune_gdn.py."""
+    chain()  # warm (compile)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        chain()
+
+    def prepare() -> None:
+        if reset is not None:
+            reset()
+        flush.zero_()
+
+    samples = CudaEventTimer(flush.device).measure(graph.replay, prepare, reps)
+    return median([s.span_us for s in samples])
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
