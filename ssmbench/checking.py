@@ -20,9 +20,10 @@ from rich.table import Table
 from ssmbench.case import Case
 from ssmbench.errors import UsageError
 from ssmbench.expand import expand, select_cases
-from ssmbench.impl import Impl, registry
+from ssmbench.impl import Impl
 from ssmbench.measure.runner import describe_exception
 from ssmbench.planning import impl_plan
+from ssmbench.registry import registry
 from ssmbench.report import PairProgress
 from ssmbench.spec import SweepFile
 from ssmbench.verify import Comparison, verify

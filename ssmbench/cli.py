@@ -4,19 +4,16 @@ bad input becomes a message and exit code 2, never a traceback."""
 from __future__ import annotations
 
 import sys
-import traceback
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ssmbench import __version__
-from ssmbench.errors import SpecErrors, UsageError
+from ssmbench import __version__, cli_compare, cli_profile
+from ssmbench.cli_common import console, err_console, friendly_errors, load_spec
+from ssmbench.errors import UsageError
 
 app = typer.Typer(
     name="ssmbench",
@@ -25,70 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, soft_wrap=True)
-
-F = TypeVar("F", bound=Callable)
-
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
-
-
-def friendly_errors(func: F) -> F:
-    """Every way a command can fail becomes one clear line on stderr, never a traceback: a
-    UsageError (bad spec, option, file) exits 2; any other exception is a bug, reported as
-    ``error: internal error in <command>: ...; please report``, also exit 2 (1 is a verdict:
-    SLOWER for compare, failed pairs for check and sweep); Ctrl-C exits 130."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except SpecErrors as exc:
-            err_console.print(f"[bold red]invalid spec[/]: {len(exc.errors)} problem(s)", highlight=False)
-            for e in exc.errors:
-                err_console.print(f"  {e}", markup=False, highlight=False)
-            raise typer.Exit(2) from None
-        except UsageError as exc:
-            err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
-            raise  # typer's own: an exit code chosen by the command, or a bad option (exit 2)
-        except KeyboardInterrupt:
-            err_console.print("interrupted", highlight=False)
-            raise typer.Exit(130) from None
-        except Exception as exc:  # noqa: BLE001 - the catch-all: a bug must still be one line and exit 2
-            err_console.print(internal_error(command_name(func), exc), highlight=False, markup=False)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def command_name(func: Callable) -> str:
-    """The command as typed (``list``, ``baseline save``), else the function's name."""
-    try:
-        from typer._click.globals import get_current_context  # typer vendors click
-
-        ctx = get_current_context(silent=True)
-    except ImportError:
-        ctx = None
-    if ctx is None:
-        return func.__name__.removesuffix("_cmd").replace("_", "-")
-    root = ctx.find_root().info_name or ""
-    return ctx.command_path.removeprefix(root).strip() or func.__name__
-
-
-def internal_error(command: str, exc: BaseException) -> str:
-    """``error: internal error in sweep: KeyError: 'x' (sweeping.py:42); please report``: one line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    message = " ".join(str(exc).split())[:500]
-    return f"error: internal error in {command}: {type(exc).__name__}: {message}{where}; please report"
-
-
-def _load(spec: Path):
-    from ssmbench.sweeping import load_spec
-
-    return load_spec(spec)
 
 
 @app.callback(invoke_without_command=True)
@@ -102,8 +36,8 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 @friendly_errors
 def list_cmd() -> None:
     """List model presets, impls and the shipped sweeps."""
-    from ssmbench.impl import registry
     from ssmbench.presets import PRESET_NOTES, PRESETS
+    from ssmbench.registry import registry
 
     presets = Table(title="Model presets (docs/spec.md §2, full layer; TP divides heads)")
     for col in ("preset", "family", "shape", "note"):
@@ -158,10 +92,10 @@ def plan(
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
     from ssmbench.expand import expand, select_cases
-    from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
+    from ssmbench.registry import registry
 
-    sweep_file = _load(spec)
+    sweep_file = load_spec(spec)
     impls = registry()
     total = 0
     for sweep in sweep_file.sweeps:
@@ -207,7 +141,7 @@ def check(
     dev, note = prepare_device(device)  # before the impls import their Triton kernels
     if note:
         err_console.print(note, highlight=False, markup=False)
-    sweep_file = _load(spec)
+    sweep_file = load_spec(spec)
     counts = run_check(sweep_file, impl_names=impl, case_glob=case, device=dev, console=console, verbose=verbose)
     console.print(counts.line(), highlight=False, markup=False)
     if counts.failed or counts.errors:
@@ -255,8 +189,6 @@ def sweep(
 
 def _register_command_modules() -> None:
     """Commands that live in their own modules (compare/baseline, profile/validate-bytes)."""
-    from ssmbench import cli_compare, cli_profile
-
     for module in (cli_compare, cli_profile):
         module.register(app)
 

@@ -163,7 +163,7 @@ def write_report(path: Path, text: str, option: str) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `compare` and the `baseline` sub-app to the `ssmbench` app."""
-    from ssmbench.cli import console, err_console, friendly_errors
+    from ssmbench.cli_common import console, err_console, friendly_errors
 
     @app.command()
     @friendly_errors

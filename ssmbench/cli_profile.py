@@ -13,7 +13,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add `profile` and `validate-bytes` to the `ssmbench` app."""
-    from ssmbench.cli import _load, console, friendly_errors
+    from ssmbench.cli_common import console, friendly_errors, load_spec
 
     @app.command()
     @friendly_errors
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
 
         options = ValidateOptions(spec=spec, impls=impl or [], filters=filters or [], out_dir=output,
                                   threshold=threshold, device=device, force=force)
-        sweep_file = _load(spec)
+        sweep_file = load_spec(spec)
         if inner:
             if info is None:
                 raise UsageError("--inner needs --info")

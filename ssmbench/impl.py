@@ -1,4 +1,5 @@
-"""The uniform interface every kernel family implements, and the registry the harness drives.
+"""The uniform interface every kernel family implements (and the store impls register into;
+`ssmbench.registry` fills it with the shipped impls and plugins and hands it to the harness).
 
 An impl turns (case, workload) into a `Chain`: an ordered list of launches, each enqueuing one
 kernel on the current CUDA stream (so the chain can be captured in a CUDA graph), with the
@@ -8,8 +9,6 @@ what it produced so the verifier can compare it with the reference.
 
 from __future__ import annotations
 
-import importlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,28 +96,7 @@ def register(impl: Impl) -> Impl:
     return impl
 
 
-PLUGINS_ENV = "SSMBENCH_PLUGINS"
-"""Comma-separated modules imported by `registry` (and in every sweep worker) that register
-extra impls: test-only faulty impls, or a team's own kernels, without editing ssmbench."""
-
-
-def plugins_from_env() -> list[str]:
-    return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
-
-
-def import_plugins(names: list[str]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001
-            from ssmbench.errors import UsageError
-
-            raise UsageError(f"{PLUGINS_ENV}: cannot import {name!r}: {exc}") from None
-
-
-def registry() -> dict[str, Impl]:
-    """All impls: the shipped ones and those of the modules named in $SSMBENCH_PLUGINS."""
-    from ssmbench import impls  # noqa: F401  (registers everything)
-
-    import_plugins(plugins_from_env())
+def registered() -> dict[str, Impl]:
+    """The impls registered so far, in registration order (`ssmbench.registry.registry` first
+    imports the shipped impls and the plugins)."""
     return dict(_REGISTRY)

@@ -44,9 +44,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssmbench.errors import UsageError
-from ssmbench.impl import PLUGINS_ENV, import_plugins, plugins_from_env  # noqa: F401 (PLUGINS_ENV re-exported)
 from ssmbench.measure.runner import Task, WorkerConfig, describe_exception
 from ssmbench.measure.slowdown import slowdown_fraction
+from ssmbench.registry import PLUGINS_ENV, import_plugins, plugins_from_env  # noqa: F401 (PLUGINS_ENV re-exported)
 from ssmbench.results import (
     DONE_STATUSES,
     CaseRecord,
@@ -184,7 +184,7 @@ def can_create_in(directory: Path) -> bool:
 
 def load_spec(path: Path) -> Any:
     """The spec, validated against the registered impls; an unreadable file is a usage error."""
-    from ssmbench.impl import registry
+    from ssmbench.registry import registry
     from ssmbench.spec import load_sweep_file
 
     path = Path(path)
@@ -245,9 +245,9 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
     ``done``: an earlier run's records (``--resume``); one counts as done only when its status is
     final and its parameters are the case's. (A set of keys counts as done as it is.)"""
     from ssmbench.expand import expand
-    from ssmbench.impl import registry
     from ssmbench.measure.stopping import StopRule
     from ssmbench.planning import impl_plan
+    from ssmbench.registry import registry
 
     impls = registry()
     unknown = [n for n in impl_names if n not in impls]
@@ -302,7 +302,7 @@ def why_empty(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
         return f"{sweep_file.path}: the spec expands to no case"
     families = {sweep.family for sweep in sweep_file.sweeps}
     if impl_names:
-        from ssmbench.impl import registry
+        from ssmbench.registry import registry
 
         impls = registry()
         runnable = [n for n in impl_names if any(n in s.spec.impls or impls[n].family == s.family

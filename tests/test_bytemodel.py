@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ssmbench.bytemodel import conv_window_read_bytes, state_bytes
 from ssmbench.expand import expand
-from ssmbench.impl import registry
+from ssmbench.registry import registry
 from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.expand import expand
-from ssmbench.impl import registry
 from ssmbench.planning import impl_plan
+from ssmbench.registry import registry
 from ssmbench.spec import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 from kernels.reference.storage import StoredState, dequantize, quantize
 from ssmbench.case import AcceptLaw, Case
 from ssmbench.cli import app
-from ssmbench.impl import registry
 from ssmbench.impls import flashinfer as fi
 from ssmbench.presets import Mamba2Shape
+from ssmbench.registry import registry
 from ssmbench.sweeping import DEVICE_ENV
 from ssmbench.verify import verify
 from ssmbench.workload import make_mamba2_workload
@@ -70,7 +70,7 @@ def test_absent_flashinfer_is_reported_not_raised(absent) -> None:
 
 
 def test_importing_ssmbench_does_not_import_flashinfer() -> None:
-    code = "import sys, ssmbench.impls; from ssmbench.impl import registry; registry(); " \
+    code = "import sys, ssmbench.impls; from ssmbench.registry import registry; registry(); " \
            "assert 'flashinfer' not in sys.modules, 'imported eagerly'"
     import subprocess
 

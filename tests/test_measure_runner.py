@@ -121,7 +121,7 @@ def session(monkeypatch):
     planted = (Raising("test.raise", "planted bug"),
                Raising("test.fault", "CUDA error: an illegal memory access was encountered"))
     impls = {i.name: i for i in (SequentialReference(), Counting(), Wrong(), *planted)}
-    monkeypatch.setattr("ssmbench.impl.registry", lambda: impls)
+    monkeypatch.setattr("ssmbench.registry.registry", lambda: impls)
     s = Session(WorkerConfig(device="cpu"))
     s.impls = impls
     return s

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.impl import Chain, registry
+from ssmbench.impl import Chain
 from ssmbench.profiling import ncu, nsys, sanitizer
 from ssmbench.profiling import validate_bytes as vb
 from ssmbench.profiling.determinism import chain_tensors, check_determinism, first_difference
 from ssmbench.profiling.driver import ProfileOptions, inner_argv, tool_env
 from ssmbench.profiling.target import build_target, range_name, resolve
+from ssmbench.registry import registry
 
 DATA = Path(__file__).parent / "data"
 SMOKE = Path(__file__).parent.parent / "sweeps" / "smoke.yaml"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import SpecError, SpecErrors
-from ssmbench.impl import registry
+from ssmbench.registry import registry
 from ssmbench.spec import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"

@@ -15,7 +15,7 @@ from ssmbench.case import DEFAULT_ACCEPT, measured_law
 from ssmbench.cli import app
 from ssmbench.errors import SpecError, SpecErrors, UsageError
 from ssmbench.expand import expand
-from ssmbench.impl import registry
+from ssmbench.registry import registry
 from ssmbench.spec import DEFAULT_MAX_CASES, MAX_CASES_ENV, load_sweep_file
 from ssmbench.yamlpos import MAX_DEPTH, MAX_SPEC_BYTES
 

@@ -23,8 +23,9 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.impl import Chain, register, registry
+from ssmbench.impl import Chain, register
 from ssmbench.impls.reference import SequentialReference
+from ssmbench.registry import registry
 from ssmbench.results import load_results, log_path
 from ssmbench.spec import load_sweep_file
 from ssmbench.sweeping import (

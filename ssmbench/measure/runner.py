@@ -221,7 +221,7 @@ class Session:
     def run(self, task: Task, emit: Emit) -> bool:
         """Measure every impl of the task, emitting phases and one result each. Returns False when
         the worker must exit (a CUDA fault left the context unusable)."""
-        from ssmbench.impl import registry
+        from ssmbench.registry import registry
         from ssmbench.workload import make_workload
 
         impls = registry()

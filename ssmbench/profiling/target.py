@@ -71,8 +71,8 @@ def find_case(sweep_file: Any, case_id: str) -> tuple[Any, Any]:
 def pick_impl(sweep: Any, case: Any, impl_name: str | None) -> Any:
     """The named impl (it must run the case), else the sweep's baseline when it runs the case,
     else the first of the sweep's impls that does."""
-    from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
+    from ssmbench.registry import registry
 
     impls = registry()
     if impl_name is not None:
@@ -94,7 +94,7 @@ def pick_impl(sweep: Any, case: Any, impl_name: str | None) -> Any:
 
 
 def resolve(spec: Path, case_id: str, impl_name: str | None) -> Selection:
-    from ssmbench.impl import registry
+    from ssmbench.registry import registry
     from ssmbench.spec import load_sweep_file
 
     sweep_file = load_sweep_file(spec, impl_names=list(registry()))

@@ -53,8 +53,8 @@ def plan_pairs(sweep_file: Any, impl_names: list[str], filters: list[str]) -> tu
     and declare a byte model; and a note per impl left out for having none."""
     from ssmbench.errors import UsageError
     from ssmbench.expand import expand
-    from ssmbench.impl import registry
     from ssmbench.planning import impl_plan
+    from ssmbench.registry import registry
     from ssmbench.sweeping import matches, parse_filters
 
     impls = registry()

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from ssmbench.case import DEFAULT_ACCEPT, Case
-from ssmbench.impl import registry
 from ssmbench.impls import flashinfer as fi
 from ssmbench.presets import Mamba2Shape
+from ssmbench.registry import registry
 from ssmbench.verify import verify
 from ssmbench.workload import make_mamba2_workload
 
