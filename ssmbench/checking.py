@@ -21,12 +21,12 @@ from ssmbench.case import Case
 from ssmbench.errors import UsageError
 from ssmbench.expand import expand, select_cases
 from ssmbench.impl import Impl
-from ssmbench.measure.runner import describe_exception
-from ssmbench.planning import impl_plan
+from ssmbench.measure.target import attempt, describe_exception, resolve_device
+from ssmbench.planning import impl_plan, select_impls
 from ssmbench.registry import registry
 from ssmbench.report import PairProgress
 from ssmbench.spec import SweepFile
-from ssmbench.verify import Comparison, verify
+from ssmbench.verify import Comparison
 from ssmbench.workload import make_workload
 
 INTERPRET_ENV = "TRITON_INTERPRET"
@@ -40,22 +40,6 @@ class CheckResult:
     comparisons: list[Comparison] = field(default_factory=list)
     message: str = ""
     seconds: float = 0.0
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda asked for, but torch sees no CUDA device")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UsageError(f"--device {device!r}: allowed: auto, cpu, cuda, cuda:N")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device {device!r}: allowed: auto, cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 def triton_interpreted() -> bool:
@@ -79,25 +63,12 @@ def prepare_device(device: str) -> tuple[torch.device, str]:
 
 
 def check_pair(case, impl, workload) -> CheckResult:
-    """Build, run once and verify one impl on one case; never raises."""
+    """Build, run once and verify one impl on one case (`ssmbench.measure.target.attempt`); never raises."""
     start = time.perf_counter()
-    try:
-        chain = impl.build(case, workload)
-        chain()
-        if workload_device(workload).type == "cuda":
-            torch.cuda.synchronize()
-        comparisons = verify(case, workload, chain.outputs())
-        if not comparisons:
-            return CheckResult(case.id, impl.name, "error", message="the impl returned nothing to verify")
-        status = "ok" if all(c.ok for c in comparisons) else "fail"
-        return CheckResult(case.id, impl.name, status, comparisons, seconds=time.perf_counter() - start)
-    except Exception as exc:  # noqa: BLE001 - a failing case is recorded, the run goes on
-        return CheckResult(case.id, impl.name, "error", message=describe_exception(exc),
-                           seconds=time.perf_counter() - start)
-
-
-def workload_device(workload) -> torch.device:
-    return workload.start_state.device
+    result = attempt(case, impl, workload)
+    seconds = time.perf_counter() - start if result.status != "error" or result.raised else 0.0
+    return CheckResult(case.id, impl.name, result.status, result.comparisons, message=result.message,
+                       seconds=seconds)
 
 
 @dataclass
@@ -117,15 +88,10 @@ def plan_check(sweep_file: SweepFile, impl_names: list[str] | None,
     """The cases to check, each with the impls that run it; a bad ``--impl`` or a ``--case``
     matching nothing is a usage error, before any work."""
     impls = registry()
-    if impl_names:
-        unknown = [n for n in impl_names if n not in impls]
-        if unknown:
-            raise UsageError(f"--impl {', '.join(unknown)}: unknown; allowed: {', '.join(sorted(impls))}")
     planned: list[tuple[Case, list[Impl]]] = []
     matched = 0
     for sweep in sweep_file.sweeps:
-        names = [n for n in sweep.spec.impls if not impl_names or n in impl_names]
-        names += [n for n in (impl_names or []) if n not in names and impls[n].family == sweep.family]
+        names = select_impls(sweep, impl_names, impls)
         cases = select_cases(expand(sweep).cases, case_glob)
         matched += len(cases)
         for case in cases:

@@ -178,7 +178,8 @@ def sweep(
 
     Exit 0 all ok, 1 a pair failed or errored, 2 bad input (no file touched), 130/143/129 stopped
     by SIGINT/SIGTERM/SIGHUP (results so far kept; continue with --resume)."""
-    from ssmbench.sweeping import SweepOptions, run_sweep
+    from ssmbench.sweep.options import SweepOptions
+    from ssmbench.sweep.run import run_sweep
 
     options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
                            shard=shard, resume=resume, fresh=fresh, markdown=markdown, argv=sys.argv[1:])

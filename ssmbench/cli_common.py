@@ -68,7 +68,7 @@ def command_name(func: Callable) -> str:
 
 
 def internal_error(command: str, exc: BaseException) -> str:
-    """``error: internal error in sweep: KeyError: 'x' (sweeping.py:42); please report``: one line."""
+    """``error: internal error in sweep: KeyError: 'x' (run.py:42); please report``: one line."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     message = " ".join(str(exc).split())[:500]
@@ -76,7 +76,7 @@ def internal_error(command: str, exc: BaseException) -> str:
 
 
 def load_spec(spec: Path):
-    """The sweep file at ``spec``, loaded and checked (`ssmbench.sweeping.load_spec`)."""
-    from ssmbench.sweeping import load_spec as load  # at call time: tests replace it there
+    """The sweep file at ``spec``, loaded and checked (`ssmbench.sweep.options.load_spec`)."""
+    from ssmbench.sweep.options import load_spec as load  # at call time: tests replace it there
 
     return load(spec)

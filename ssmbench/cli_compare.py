@@ -74,7 +74,9 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
                err_console: Console) -> Comparison:
     """Re-measure the SLOWER and AMBIGUOUS pairs ``rounds`` times, each round a separate sweep run
     of just those pairs (fresh workers), and decide them on the fresh samples (docs/gate.md)."""
-    from ssmbench.sweeping import DEVICE_ENV, INTERRUPTED_CODES, SweepOptions, run_sweep
+    from ssmbench.sweep.options import SweepOptions
+    from ssmbench.sweep.pool import INTERRUPTED_CODES
+    from ssmbench.sweep.run import DEVICE_ENV, run_sweep
 
     flagged = [r for r in comparison.rows if r.verdict in ("SLOWER", "AMBIGUOUS")
                and r.key in new.records and r.key in old.records]

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 import ssmbench.checking
-import ssmbench.sweeping
+import ssmbench.sweep.options
+import ssmbench.sweep.run
 from ssmbench.cli import app, friendly_errors
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.yaml"
@@ -32,9 +33,9 @@ def test_every_command_goes_through_friendly_errors() -> None:
 
 
 @pytest.mark.parametrize("command, target, attribute", [
-    (["sweep", str(SMOKE)], ssmbench.sweeping, "run_sweep"),
+    (["sweep", str(SMOKE)], ssmbench.sweep.run, "run_sweep"),
     (["check", str(SMOKE)], ssmbench.checking, "run_check"),
-    (["plan", str(SMOKE)], ssmbench.sweeping, "load_spec"),
+    (["plan", str(SMOKE)], ssmbench.sweep.options, "load_spec"),
 ])
 def test_an_unexpected_exception_is_one_line_and_exit_2(monkeypatch, command, target, attribute) -> None:
     def broken(*args, **kwargs):

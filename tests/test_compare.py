@@ -329,7 +329,8 @@ def test_rerun_and_slowdown_knob_end_to_end_cpu_mode(tmp_path, monkeypatch):
     """Real sweep workers in the CPU test mode: the baseline run, then `compare --rerun` whose
     fresh round runs with the slowdown knob at 100%: the rerun must see it (SLOWER, decided on
     the fresh round) and the round's results must carry the knob."""
-    from ssmbench.sweeping import SweepOptions, run_sweep
+    from ssmbench.sweep.options import SweepOptions
+    from ssmbench.sweep.run import run_sweep
 
     monkeypatch.setenv("SSMBENCH_SWEEP_DEVICE", "cpu")
     monkeypatch.delenv(SLOWDOWN_ENV, raising=False)

@@ -30,7 +30,7 @@ from ssmbench.cli import app
 from ssmbench.impls import flashinfer as fi
 from ssmbench.presets import Mamba2Shape
 from ssmbench.registry import registry
-from ssmbench.sweeping import DEVICE_ENV
+from ssmbench.sweep.run import DEVICE_ENV
 from ssmbench.verify import verify
 from ssmbench.workload import make_mamba2_workload
 

@@ -17,9 +17,9 @@ from ssmbench.measure.runner import (
     Task,
     WorkerConfig,
     classify_error,
-    describe_exception,
     verify_summary,
 )
+from ssmbench.measure.target import describe_exception
 from ssmbench.spec import load_sweep_file
 from ssmbench.verify import Comparison
 from ssmbench.workload import POOL_FACTOR, make_workload

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
 from ssmbench.impl import Chain
+from ssmbench.measure.target import prepared_target, range_name
 from ssmbench.profiling import ncu, nsys, sanitizer
 from ssmbench.profiling import validate_bytes as vb
 from ssmbench.profiling.determinism import chain_tensors, check_determinism, first_difference
 from ssmbench.profiling.driver import ProfileOptions, inner_argv, tool_env
-from ssmbench.profiling.target import build_target, range_name, resolve
+from ssmbench.profiling.target import resolve
 from ssmbench.registry import registry
 
 DATA = Path(__file__).parent / "data"
@@ -219,7 +220,8 @@ def test_sanitizer_recorded_h100_outputs():
 
 
 def test_determinism_of_a_reference_chain_on_cpu():
-    target = build_target(resolve(SMOKE, CASE, "reference.intermediate"), torch.device("cpu"))
+    selection = resolve(SMOKE, CASE, "reference.intermediate")
+    target = prepared_target(selection.case, selection.impl, torch.device("cpu"))
     result = check_determinism(target.chain, 3)
     assert result.identical and result.tensors > 3, result.describe()
     assert any("pool" in name for name in chain_tensors(target.chain))  # the stored state, not only outputs

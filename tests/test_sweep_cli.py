@@ -25,26 +25,13 @@ from ssmbench.cli import app
 from ssmbench.errors import UsageError
 from ssmbench.impl import Chain, register
 from ssmbench.impls.reference import SequentialReference
-from ssmbench.registry import registry
+from ssmbench.registry import PLUGINS_ENV, registry
 from ssmbench.results import load_results, log_path
 from ssmbench.spec import load_sweep_file
-from ssmbench.sweeping import (
-    DEVICE_ENV,
-    NO_GPU_MESSAGE,
-    PLUGINS_ENV,
-    SweepOptions,
-    exit_reason,
-    log_tail,
-    make_plan,
-    parse_filters,
-    parse_gpus,
-    parse_shard,
-    run_sweep,
-    shard_of,
-    sweep_device,
-    unfinished_run,
-    worker_configs,
-)
+from ssmbench.sweep.options import SweepOptions, parse_filters, parse_gpus, parse_shard, unfinished_run
+from ssmbench.sweep.plan import make_plan, shard_of
+from ssmbench.sweep.pool import exit_reason, log_tail
+from ssmbench.sweep.run import DEVICE_ENV, NO_GPU_MESSAGE, run_sweep, sweep_device, worker_configs
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "sweeps" / "smoke.yaml"

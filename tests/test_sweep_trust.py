@@ -21,22 +21,22 @@ from rich.console import Console
 from test_sweep_cli import cpu_mode, tiny_spec  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 
-import ssmbench.sweeping as sweeping
 from ssmbench.cli import app
-from ssmbench.results import CaseRecord, ResultsLog, log_path, read_log, write_results
+from ssmbench.registry import PLUGINS_ENV
+from ssmbench.results import CaseRecord, ResultsLog, case_params, log_path, read_log, write_results
 from ssmbench.spec import load_sweep_file
-from ssmbench.sweeping import (
+from ssmbench.sweep.options import SweepOptions, unfinished_run
+from ssmbench.sweep.plan import make_plan
+from ssmbench.sweep.pool import (
     WORKER_DIR_PREFIX,
     Interrupted,
     StopSignals,
-    SweepOptions,
+    WorkerPool,
     interrupt_exit_code,
-    make_plan,
     pid_alive,
     remove_stale_worker_dirs,
-    run_sweep,
-    unfinished_run,
 )
+from ssmbench.sweep.run import DEVICE_ENV, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -161,7 +161,7 @@ def test_resume_counts_a_record_done_only_with_the_same_parameters(tmp_path: Pat
     fresh = make_plan(sweep_file, [], {}, None, {})
     task = fresh.tasks[0]
     same = CaseRecord(id=task.case.id, impl="reference.sequential", sweep="tiny", status="ok",
-                      params=json.loads(json.dumps(sweeping.case_params(task.case))))
+                      params=json.loads(json.dumps(case_params(task.case))))
     other = CaseRecord(id=task.case.id, impl="reference.intermediate", sweep="tiny", status="ok",
                        params={**same.params, "seed": 12345})
     plan = make_plan(sweep_file, [], {}, None, {same.key: same, other.key: other})
@@ -199,7 +199,7 @@ def test_every_way_out_removes_the_worker_dir_and_keeps_results(tmp_path: Path, 
         assert list(private_tmp.glob(WORKER_DIR_PREFIX + f"{os.getpid()}-*"))
         raise raised
 
-    monkeypatch.setattr(sweeping.WorkerPool, "run", run)
+    monkeypatch.setattr(WorkerPool, "run", run)
     out = tmp_path / "r.json"
     options = SweepOptions(spec=tiny_spec(tmp_path, ["reference.sequential"]), output=out)
     err = io.StringIO()
@@ -241,7 +241,7 @@ def wait_for(predicate, timeout: float = 60.0) -> bool:
 
 
 def start_sweep(spec: Path, out: Path, tmp: Path) -> subprocess.Popen:
-    env = {**os.environ, "TMPDIR": str(tmp), sweeping.DEVICE_ENV: "cpu", sweeping.PLUGINS_ENV: "test_sweep_cli",
+    env = {**os.environ, "TMPDIR": str(tmp), DEVICE_ENV: "cpu", PLUGINS_ENV: "test_sweep_cli",
            "PYTHONPATH": os.pathsep.join([str(TESTS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
     return subprocess.Popen([sys.executable, "-m", "ssmbench", "sweep", str(spec), "-o", str(out)], env=env,
                             cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -306,7 +306,7 @@ def test_a_workers_invalid_record_costs_only_its_pair(tmp_path: Path) -> None:
 
     case = expand(load_sweep_file(tiny_spec(tmp_path, ["reference.sequential"])).sweeps[0]).cases[0]
     got: list[CaseRecord] = []
-    pool = sweeping.WorkerPool([WorkerConfig(device="cpu", gpu_index=0)], tmp_path, lambda info: None,
+    pool = WorkerPool([WorkerConfig(device="cpu", gpu_index=0)], tmp_path, lambda info: None,
                                got.append, lambda task, impl, phase: None)
     slot = pool.slots[0]
     slot.task, slot.pending = Task(0, case.sweep, case, ["reference.sequential"], {}), ["reference.sequential"]

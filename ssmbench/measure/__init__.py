@@ -9,6 +9,8 @@ One module per job, data flowing one way:
 - ``l2``: the L2 condition applied before each sample (cold / hot / realistic);
 - ``bandwidth``: copy-bandwidth calibration, the datasheet table, bytes -> TB/s -> SOL %;
 - ``clocks``: NVML SM clock and throttle reasons per measuring round;
+- ``target``: one (case, impl) on a device: build -> run once -> verify -> prepare (restore, L2
+  mode); also used by `check` and the profilers;
 - ``runner``: one worker's session: workload -> correctness gate -> graph capture -> timed samples
   -> one results record per (case, impl).
 

@@ -1,6 +1,7 @@
 """One worker's measuring session: (case, impls) tasks in, one `CaseRecord` per impl out.
 
-Per case the workload is built once on the device; per impl:
+Per case the workload is built once on the device; per impl (the build, verify and L2
+preparation steps are `ssmbench.measure.target`'s, shared with `check` and the profilers):
 
 1. **build** the chain (Triton compiles on first use; the worker process lives across cases, so a
    kernel compiled for one case is reused by the next);
@@ -23,7 +24,6 @@ from __future__ import annotations
 import gc
 import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,10 +31,11 @@ from typing import Any
 from ssmbench.case import Case
 from ssmbench.measure.bandwidth import calibrate_copy, datasheet_tbps, sol_pct, tbps
 from ssmbench.measure.clocks import ClockMonitor, driver_version, open_clock_monitor, summarize_clocks
-from ssmbench.measure.l2 import L2Flusher, compose, in_proj_outputs, l2_action
+from ssmbench.measure.l2 import L2Flusher
 from ssmbench.measure.slowdown import slow_down, slowdown_fraction
 from ssmbench.measure.stats import summarize
 from ssmbench.measure.stopping import Stopper, StopRule, run_until_stopped
+from ssmbench.measure.target import Target, describe_exception
 from ssmbench.measure.timer import (
     CudaEventTimer,
     CuptiTimer,
@@ -108,14 +109,6 @@ def classify_error(exc: BaseException) -> str:
     if any(marker in text for marker in FATAL_MARKERS):
         return "fatal"
     return "error"
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message (file:line)`` of the innermost frame, first line of the message only."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno})" if frames else ""
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}{where}"
 
 
 def verify_summary(comparisons: list) -> dict[str, Any]:
@@ -267,41 +260,36 @@ class Session:
                           **fields)
 
     def _measure(self, task: Task, impl: Any, workload: Any, emit: Emit) -> CaseRecord:
-        from ssmbench.verify import verify
-
         case, setup = task.case, self.config.setup_timeout_s
-        chain = impl.build(case, workload)
+        target = Target(case, impl, workload, self.device)
+        target.build()
         emit(("phase", impl.name, "verify", setup))
-        chain()
-        self.sync()
-        comparisons = verify(case, workload, chain.outputs())
-        if not comparisons:
-            return self._record(task, impl.name, "error", "the impl returned nothing to verify")
-        checked = verify_summary(comparisons)
-        if not all(c.ok for c in comparisons):
-            bad = "; ".join(c.describe() for c in comparisons if not c.ok)
-            return self._record(task, impl.name, "fail", f"verification failed: {bad}", verify=checked)
+        verdict = target.verify()
+        if verdict.status == "error":
+            return self._record(task, impl.name, "error", verdict.message)
+        checked = verify_summary(verdict.comparisons)
+        if verdict.status == "fail":
+            return self._record(task, impl.name, "fail", f"verification failed: {verdict.message}", verify=checked)
 
         emit(("phase", impl.name, "capture", setup))
-        notes: list[str] = [f"{c.name} verified at {c.tolerance:.0e} ({c.note})" for c in comparisons if c.note]
-        if chain.restore is not None:
-            chain.restore()
+        notes: list[str] = verdict.notes
+        target.restore()
+        chain = target.chain
         run, launch, note = self._capture(chain)
         notes += [note] if note else []
         if launch == "graph" and chain.restore is not None:
             chain.restore()
             run()
             self.sync()
-            replayed = verify(case, workload, chain.outputs())
-            if not all(c.ok for c in replayed):
-                bad = "; ".join(c.describe() for c in replayed if not c.ok)
+            replayed = target.compare()
+            if replayed.status == "fail":
                 return self._record(task, impl.name, "fail", f"graph replay differs from the eager run: "
-                                    f"{bad}", verify=verify_summary(replayed), launch=launch)
+                                    f"{replayed.message}", verify=verify_summary(replayed.comparisons),
+                                    launch=launch)
 
         rule = StopRule.from_measure(task.measure)
         emit(("phase", impl.name, "time", rule.timeout_s + self.config.grace_s))
-        hot = chain.hot if chain.hot is not None else in_proj_outputs(workload)
-        prepare = compose(chain.restore, l2_action(case.l2, self.flusher, hot))
+        prepare = target.ready(self.flusher)
         fraction = slowdown_fraction()
         if fraction is not None:  # TEST ONLY (measure/slowdown.py): a chain made slower on purpose
             run, launch, note = slow_down(chain, run, self._capture, lambda r: self._span_us(r, prepare), fraction,
@@ -318,7 +306,7 @@ class Session:
             self.info["timer"] = self.timer.name
             notes.append(f"CUPTI failed ({exc}); this worker switched to CUDA events")
             samples, rounds, stop = self._sample(run, prepare, rule)
-        del run, chain
+        del run, chain, target
         return self._ok_record(task, impl, workload, samples, rounds, stop, rule, checked, launch, notes)
 
     def _capture(self, chain: Any) -> tuple[Callable[[], None], str, str]:

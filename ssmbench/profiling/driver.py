@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssmbench.measure.target import VerificationFailed, prepared_target, range_name, resolve_device
 from ssmbench.profiling import ncu, nsys, sanitizer
-from ssmbench.profiling.target import Selection, VerificationFailed, build_target, resolve_device, run_in_range
+from ssmbench.profiling.target import Selection, run_in_range
 
 TOOLS = ("ncu", "nsys", "sanitizer")
 EXECUTABLES = {"ncu": "ncu", "nsys": "nsys", "sanitizer": "compute-sanitizer"}
@@ -84,9 +85,9 @@ def _tail(log: Path, lines: int = 15) -> str:
 
 def inner_main(selection: Selection, tool: str, device: str, force: bool, info: Path | None, console: Any) -> int:
     """In the process under the tool: build, verify, warm up, one chain launch inside the range."""
-    dev = resolve_device(device)
+    dev = resolve_device(device, indexed=True)  # cuda:0, as the sweep's worker: set as current, recorded
     try:
-        target = build_target(selection, dev, force=force)
+        target = prepared_target(selection.case, selection.impl, dev, force=force)
     except VerificationFailed as exc:
         console.print(f"[bold red]refusing to profile[/]: {exc} (--force profiles it anyway)", highlight=False)
         return 1
@@ -128,9 +129,9 @@ def profile_main(options: ProfileOptions, selection: Selection, console: Any) ->
 def determinism_main(options: ProfileOptions, selection: Selection, console: Any) -> int:
     from ssmbench.profiling.determinism import check_determinism
 
-    dev = resolve_device(options.device)
+    dev = resolve_device(options.device, indexed=True)
     try:
-        target = build_target(selection, dev, force=options.force)
+        target = prepared_target(selection.case, selection.impl, dev, force=options.force)
     except VerificationFailed as exc:
         console.print(f"[bold red]refusing to check determinism[/]: {exc} (--force checks it anyway)", highlight=False)
         return 1
@@ -156,8 +157,6 @@ def _read_info(path: Path) -> dict[str, Any]:
 
 
 def profile_ncu(options: ProfileOptions, selection: Selection, console: Any) -> int:
-    from ssmbench.profiling.target import range_name
-
     stem, info = _stems(options, selection)
     nvtx = range_name(selection.impl.name, selection.case.id)
     cmd = ncu.ncu_command(inner_argv(options, selection.impl.name, info), stem, nvtx, metric_set=options.metric_set,
@@ -271,7 +270,7 @@ def validate_inner(options: ValidateOptions, sweep_file: Any, manifest: Path) ->
     from ssmbench.profiling.validate_bytes import plan_pairs, run_pairs_inner
 
     triples, _ = plan_pairs(sweep_file, options.impls, options.filters)
-    run_pairs_inner(triples, resolve_device(options.device), manifest, force=options.force)
+    run_pairs_inner(triples, resolve_device(options.device, indexed=True), manifest, force=options.force)
     return 0
 
 

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ssmbench.measure.target import RANGE_PREFIX, range_name
 from ssmbench.profiling.ncu import DRAM_READ, DRAM_WRITE, ByteCheck, KernelRow, total
-from ssmbench.profiling.target import RANGE_PREFIX, range_name
 
 THRESHOLD_PCT = 10.0
 NVTX_INCLUDE = f"regex:{RANGE_PREFIX} "
@@ -51,21 +51,16 @@ def plan_pairs(sweep_file: Any, impl_names: list[str], filters: list[str]) -> tu
                                                                                     list[str]]:
     """(sweep, case, impl) triples to measure: the sweep's impls (or ``impl_names``) that run the case
     and declare a byte model; and a note per impl left out for having none."""
-    from ssmbench.errors import UsageError
     from ssmbench.expand import expand
-    from ssmbench.planning import impl_plan
-    from ssmbench.registry import registry
-    from ssmbench.sweeping import matches, parse_filters
+    from ssmbench.planning import check_impl_names, impl_plan, select_impls
+    from ssmbench.sweep.options import parse_filters
+    from ssmbench.sweep.plan import matches
 
-    impls = registry()
-    unknown = [n for n in impl_names if n not in impls]
-    if unknown:
-        raise UsageError(f"--impl {', '.join(unknown)}: unknown; allowed: {', '.join(sorted(impls))}")
+    impls = check_impl_names(impl_names)
     wanted = parse_filters(filters)
     triples, no_model = [], set()
     for sweep in sweep_file.sweeps:
-        names = [n for n in sweep.spec.impls if not impl_names or n in impl_names]
-        names += [n for n in impl_names if n not in names and impls[n].family == sweep.family]
+        names = select_impls(sweep, impl_names, impls)
         for case in expand(sweep).cases:
             if not matches(sweep.name, case, wanted):
                 continue
@@ -85,8 +80,8 @@ def run_pairs_inner(triples: list[tuple[Any, Any, Any]], device: Any, manifest: 
     """In the process ncu profiles: per case one workload, per impl build + verify + one chain run
     inside its range. Failures are recorded in the manifest and the run goes on (a CUDA fault
     ends the process; the manifest written so far says which pair it was on)."""
-    from ssmbench.measure.runner import describe_exception
-    from ssmbench.profiling.target import Selection, VerificationFailed, build_target, run_in_range
+    from ssmbench.measure.target import VerificationFailed, describe_exception, prepared_target
+    from ssmbench.profiling.target import run_in_range
     from ssmbench.workload import make_workload
 
     pairs: list[Pair] = []
@@ -103,7 +98,7 @@ def run_pairs_inner(triples: list[tuple[Any, Any, Any]], device: Any, manifest: 
             if case.id not in workloads:
                 workloads.clear()
                 workloads[case.id] = make_workload(case, device)
-            target = build_target(Selection(sweep, case, impl), device, force=force, workload=workloads[case.id])
+            target = prepared_target(case, impl, device, force=force, workload=workloads[case.id])
             pair.model_bytes = target.byte_model()
             pair.l2_bytes = target.l2_bytes
             target.warm_up(1)
