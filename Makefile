@@ -35,4 +35,4 @@ sweep: install
 	fi
 
 lint: install-dev
-	$(PYTHON) -m ruff check ssmbench kernels tests tools
+	$(PYTHON) -m ruff check ssmbench kernels tests tools setup.py

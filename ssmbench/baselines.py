@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ssmbench import resources
 from ssmbench.errors import UsageError
 from ssmbench.results import LogContents, load_results, usable_samples, write_results
 
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_DIR = resources.BASELINES_DIR
 
 
 def gpu_slug(name: str) -> str:

@@ -9,9 +9,9 @@ are narrower than a sector: see `conv1d_bytes`.
 
 from __future__ import annotations
 
-from kernels.reference.storage import SCALED_FORMATS, bytes_per_element
 from ssmbench.case import Case
 from ssmbench.workload import ACT_DTYPES
+from ssmbench_kernels.storage.reference import SCALED_FORMATS, bytes_per_element
 
 INDEX_BYTES = 8
 DRAM_SECTOR_BYTES = 32

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ssmbench import __version__, cli_compare, cli_profile
+from ssmbench import __version__, cli_compare, cli_profile, resources
 from ssmbench.cli_common import console, err_console, friendly_errors, load_spec
 from ssmbench.errors import UsageError
 
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+SWEEPS_DIR = resources.SWEEPS_DIR
 
 
 @app.callback(invoke_without_command=True)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ssmbench import resources
 from ssmbench.errors import SpecErrors, UsageError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -76,7 +77,8 @@ def internal_error(command: str, exc: BaseException) -> str:
 
 
 def load_spec(spec: Path):
-    """The sweep file at ``spec``, loaded and checked (`ssmbench.sweep.options.load_spec`)."""
+    """The sweep file at ``spec``, loaded and checked (`ssmbench.sweep.options.load_spec`); a bare name
+    that is no file here (``smoke``, ``smoke.yaml``) is a shipped sweep (`ssmbench.resources`)."""
     from ssmbench.sweep.options import load_spec as load  # at call time: tests replace it there
 
-    return load(spec)
+    return load(resources.sweep_path(spec))

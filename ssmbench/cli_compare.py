@@ -42,7 +42,8 @@ from ssmbench.results import LogContents, load_results
 VERDICT_STYLE = {"FAILED": "bold red", "SLOWER": "red", "AMBIGUOUS": "yellow", "MISSING": "magenta",
                  "NEW": "cyan", "SAME": "", "FASTER": "green"}
 DEFAULT_RERUN_ROUNDS = 3
-RootOption = Annotated[Path | None, typer.Option("--dir", help="Baselines directory (default: the repo's baselines/).")]
+RootOption = Annotated[Path | None, typer.Option(
+    "--dir", help="Baselines directory (default: the checkout's baselines/, else the copies shipped with ssmbench).")]
 
 
 def load_gates(spec: Path | None, new: LogContents, explicit: bool) -> tuple[dict[str, Gate], str]:
@@ -253,6 +254,19 @@ def register(app: typer.Typer) -> None:
 
         return root if root is not None else BASELINES_DIR
 
+    def check_default_writable() -> None:
+        """`baseline save` without --dir writes into the checkout's baselines/ (kept in git); an
+        installed ssmbench has only read-only copies, so it needs --dir."""
+        from ssmbench import resources
+        from ssmbench.baselines import BASELINES_DIR
+
+        if not resources.IN_CHECKOUT:
+            raise UsageError(f"baseline save: this ssmbench is installed, not run from a checkout; {BASELINES_DIR} "
+                             "holds the copies shipped with it: pass --dir DIR to store the baseline in DIR")
+        probe = BASELINES_DIR if BASELINES_DIR.is_dir() else BASELINES_DIR.parent
+        if not os.access(probe, os.W_OK):
+            raise UsageError(f"baseline save: {probe} is not writable: pass --dir DIR to store the baseline in DIR")
+
     @baseline_app.command("save")
     @friendly_errors
     def baseline_save(
@@ -264,6 +278,8 @@ def register(app: typer.Typer) -> None:
         """Store RESULTS as the baseline of its GPU model and sweep."""
         from ssmbench.baselines import save_baseline
 
+        if root is None:
+            check_default_writable()
         target, replaced = save_baseline(results, _root(root), force=force)
         console.print(f"{'replaced' if replaced else 'stored'} baseline {target}", highlight=False, markup=False)
 

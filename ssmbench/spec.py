@@ -19,11 +19,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kernels.reference.storage import FORMATS, ROUNDINGS
 from ssmbench.case import L2_MODES, MEASURED, POOL_MODES, AcceptLaw
 from ssmbench.errors import SpecError, SpecErrors, UsageError
 from ssmbench.presets import PRESETS, GDNShape, Mamba2Shape
 from ssmbench.yamlpos import line_of, load_documents
+from ssmbench_kernels.storage.reference import FORMATS, ROUNDINGS
 
 StateDtype = Literal["fp32", "bf16", "fp16", "int8", "fp8"]
 Rounding = Literal["rn", "sr"]

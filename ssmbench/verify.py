@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from kernels.reference.conv1d import conv1d_update
-from kernels.reference.gdn import gdn_recurrence
-from kernels.reference.mamba2 import mamba2_recurrence
 from ssmbench.case import Case
 from ssmbench.workload import ACT_DTYPES, GDNWorkload, Mamba2Workload
+from ssmbench_kernels.conv1d.reference import conv1d_update
+from ssmbench_kernels.gdn.reference import gdn_recurrence
+from ssmbench_kernels.mamba2_states.reference import mamba2_recurrence
 
 STATE_TOL: dict[str, float] = {
     "fp64": 1e-12,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference.conv1d import conv1d_full_history, conv1d_update
+from ssmbench_kernels.conv1d.reference import conv1d_full_history, conv1d_update
 
 CONFIGS = [  # (T, d_conv, bias, activation)
     (1, 4, True, "silu"),

@@ -24,7 +24,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from kernels.reference.storage import StoredState, dequantize, quantize
 from ssmbench.case import AcceptLaw, Case
 from ssmbench.cli import app
 from ssmbench.impls import flashinfer as fi
@@ -33,6 +32,7 @@ from ssmbench.registry import registry
 from ssmbench.sweep.run import DEVICE_ENV
 from ssmbench.verify import verify
 from ssmbench.workload import make_mamba2_workload
+from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize
 
 SSU, CKPT = "flashinfer.ssu", "flashinfer.checkpointing"
 
@@ -127,7 +127,8 @@ def test_sweep_without_flashinfer_skips_it_and_goes_on(tmp_path: Path, monkeypat
     (tmp_path / "flashinfer").mkdir()
     (tmp_path / "flashinfer" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'flashinfer'\","
                                                          " name='flashinfer')\n")
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).resolve().parent.parent}")
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{root}:{root / 'kernels'}")
     spec, out = tmp_path / "tiny.yaml", tmp_path / "r.json"
     spec.write_text(TINY)
     result = CliRunner().invoke(app, ["sweep", str(spec), "-o", str(out)])

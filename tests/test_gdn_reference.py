@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from kernels.reference.gdn import GDNStepResult, gdn_decode_step, gdn_recurrence
-from kernels.reference.storage import StoredState, dequantize, quantize, sr_uniform
+from ssmbench_kernels.gdn.reference import GDNStepResult, gdn_decode_step, gdn_recurrence
+from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize, sr_uniform
 
 H, HV, K, V = 2, 4, 8, 16
 BATCH, T = 5, 3

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from kernels.reference.mamba2 import mamba2_intermediate_step, mamba2_mtp_step, mamba2_recurrence
-from kernels.reference.storage import dequantize, quantize, sr_uniform
+from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step, mamba2_mtp_step, mamba2_recurrence
+from ssmbench_kernels.storage.reference import dequantize, quantize, sr_uniform
 
 H, G, P, N = 4, 2, 8, 16
 F64 = torch.float64

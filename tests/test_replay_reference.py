@@ -7,15 +7,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference.mamba2 import mamba2_mtp_step
-from kernels.reference.replay import (
+from ssmbench_kernels.mamba2_replay.reference import (
     ReplayState,
     new_replay_state,
     replay_commit,
     replay_implied_state,
     replay_step,
 )
-from kernels.reference.storage import dequantize, quantize, sr_uniform
+from ssmbench_kernels.mamba2_states.reference import mamba2_mtp_step
+from ssmbench_kernels.storage.reference import dequantize, quantize, sr_uniform
 
 H, G, P, N = 4, 2, 8, 16
 F64 = torch.float64

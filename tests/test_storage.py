@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernels.reference.storage import (
+from ssmbench_kernels.storage.reference import (
     FORMATS,
     QMAX,
     REFERENCE_FORMATS,

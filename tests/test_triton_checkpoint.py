@@ -1,4 +1,4 @@
-"""Triton checkpoint replay (docs/spec.md §5) against `kernels.reference.replay`, in the CPU interpreter
+"""Triton checkpoint replay (docs/spec.md §5) against `ssmbench_kernels.mamba2_replay.reference`, in the CPU interpreter
 (on a GPU machine the same checks run on the GPU): multi-step simulations with random
 acceptance, W = T and W = 16, every storage format x RN/SR, z on/off, padding rows, permuted
 pool slots, non-power-of-two head_dim and dstate, both kernel forms (grid and persistent), and
@@ -26,15 +26,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else "cuda"
 
-from kernels.reference.replay import (  # noqa: E402
-    ReplayState,
-    new_replay_state,
-    replay_commit,
-    replay_implied_state,
-)
-from kernels.reference.replay import replay_step as ref_replay_step  # noqa: E402
-from kernels.reference.storage import dequantize, one_step_bound, quantize  # noqa: E402
-from kernels.triton.checkpoint import (  # noqa: E402
+from ssmbench.verify import STATE_TOL  # noqa: E402
+from ssmbench_kernels.mamba2_replay.kernel import (  # noqa: E402
     KERNEL_NAMES,
     CheckpointKnobs,
     commit,
@@ -43,7 +36,14 @@ from kernels.triton.checkpoint import (  # noqa: E402
     make_scratch,
     replay_step,
 )
-from ssmbench.verify import STATE_TOL  # noqa: E402
+from ssmbench_kernels.mamba2_replay.reference import (  # noqa: E402
+    ReplayState,
+    new_replay_state,
+    replay_commit,
+    replay_implied_state,
+)
+from ssmbench_kernels.mamba2_replay.reference import replay_step as ref_replay_step  # noqa: E402
+from ssmbench_kernels.storage.reference import dequantize, one_step_bound, quantize  # noqa: E402
 
 SCALED = ("int8", "fp8")
 

@@ -1,4 +1,4 @@
-"""Triton conv1d update (docs/spec.md §6) against `kernels.reference.conv1d.conv1d_update`, in the CPU
+"""Triton conv1d update (docs/spec.md §6) against `ssmbench_kernels.conv1d.reference.conv1d_update`, in the CPU
 interpreter: production strided input, widths 2..4, bias on/off, padding rows, permuted slots,
 partial acceptance offsets, a channel-last state pool, poisoned outputs.
 
@@ -21,8 +21,8 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else 
 """Where the kernels run: the interpreter on CPU machines; on a GPU machine the same checks run
 on the GPU (bit-exactness of the GPU's rounding paths included)."""
 
-from kernels.reference.conv1d import conv1d_update as ref_conv1d_update  # noqa: E402
-from kernels.triton.conv1d import KERNEL_NAMES, Conv1dKnobs, conv1d_update  # noqa: E402
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES, Conv1dKnobs, conv1d_update  # noqa: E402
+from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update  # noqa: E402
 
 TOL = {torch.bfloat16: {"atol": 1e-2, "rtol": 2.0**-7}, torch.float32: {"atol": 1e-5, "rtol": 1e-5}}
 

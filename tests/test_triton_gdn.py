@@ -29,9 +29,9 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else 
 """Where the kernels run: the interpreter on CPU machines; on a GPU machine the same checks run
 on the GPU (bit-exactness of the GPU's rounding paths included)."""
 
-from kernels.reference.gdn import gdn_decode_step  # noqa: E402
-from kernels.reference.storage import StoredState, dequantize, quantize  # noqa: E402
-from kernels.triton.gdn import KERNEL_NAMES, GDNKnobs, gdn_decode  # noqa: E402
+from ssmbench_kernels.gdn.kernel import KERNEL_NAMES, GDNKnobs, gdn_decode  # noqa: E402
+from ssmbench_kernels.gdn.reference import gdn_decode_step  # noqa: E402
+from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize  # noqa: E402
 
 
 def _make(batch, T, H, HV, K, V, fmt, *, pool="pool", n_pad=1, seed=0):

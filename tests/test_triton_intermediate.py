@@ -32,15 +32,15 @@ DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else 
 """Where the kernels run: the interpreter on CPU machines; on a GPU machine the same checks run
 on the GPU (bit-exactness of the GPU's rounding paths included)."""
 
-from kernels.reference.mamba2 import mamba2_intermediate_step  # noqa: E402
-from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize  # noqa: E402
-from kernels.triton.intermediate import (  # noqa: E402
+from ssmbench_kernels.mamba2_states.kernel import (  # noqa: E402
     KERNEL_NAMES,
     IntermediateKnobs,
     default_knobs,
     mamba2_intermediate,
 )
-from kernels.triton.storage import STORAGE_DTYPES  # noqa: E402
+from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step  # noqa: E402
+from ssmbench_kernels.storage.kernel import STORAGE_DTYPES  # noqa: E402
+from ssmbench_kernels.storage.reference import StoredState, dequantize, one_step_bound, quantize  # noqa: E402
 
 SCALED = ("int8", "fp8")
 

@@ -22,15 +22,15 @@ on the GPU (bit-exactness of the GPU's rounding paths included)."""
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from kernels.reference.storage import dequantize, quantize, sr_uniform  # noqa: E402
-from kernels.triton.dots import dot  # noqa: E402
-from kernels.triton.storage import (  # noqa: E402
+from ssmbench_kernels.common.dots import dot  # noqa: E402
+from ssmbench_kernels.storage.kernel import (  # noqa: E402
     STORAGE_DTYPES,
     format_code,
     load_state_rows,
     sr_bits,
     store_state_rows,
 )
+from ssmbench_kernels.storage.reference import dequantize, quantize, sr_uniform  # noqa: E402
 
 R, C, RB, BC = 6, 12, 8, 16  # rows per slot, row length (both non-pow2: masked), padded blocks
 SEED, STEP = 0x1234_5678_9ABC, 7

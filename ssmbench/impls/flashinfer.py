@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
-from kernels.reference.replay import ReplayState, replay_commit, replay_implied_state
-from kernels.reference.storage import StoredState
-from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench.bytemodel import act_bytes, conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, Impl, register, snapshot
 from ssmbench.impls.reference import intermediate_pool, replay_state
 from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
 from ssmbench.workload import Mamba2Workload
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
+from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_commit, replay_implied_state
+from ssmbench_kernels.storage.reference import StoredState
 
 FLASHINFER_VERSION = "0.7.2.post1"
 INSTALL_HINT = "pip install 'ssmbench[flashinfer]'"

@@ -11,10 +11,20 @@ from typing import Any
 
 import torch
 
-from kernels.reference.gdn import gdn_decode_step
-from kernels.reference.mamba2 import mamba2_intermediate_step, mamba2_mtp_step
-from kernels.reference.replay import ReplayState, new_replay_state, replay_commit, replay_implied_state, replay_step
-from kernels.reference.storage import (
+from ssmbench.case import Case
+from ssmbench.impl import Chain, Impl, register
+from ssmbench.verify import reference_conv
+from ssmbench.workload import GDNWorkload, Mamba2Workload, case_generator
+from ssmbench_kernels.gdn.reference import gdn_decode_step
+from ssmbench_kernels.mamba2_replay.reference import (
+    ReplayState,
+    new_replay_state,
+    replay_commit,
+    replay_implied_state,
+    replay_step,
+)
+from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step, mamba2_mtp_step
+from ssmbench_kernels.storage.reference import (
     QMAX,
     SCALED_FORMATS,
     StoredState,
@@ -23,10 +33,6 @@ from kernels.reference.storage import (
     sr_uniform,
     storage_dtype,
 )
-from ssmbench.case import Case
-from ssmbench.impl import Chain, Impl, register
-from ssmbench.verify import reference_conv
-from ssmbench.workload import GDNWorkload, Mamba2Workload, case_generator
 
 SR_STEP = 1
 """The decode step number a checked case's stochastic rounding is keyed by."""

@@ -6,7 +6,7 @@ replay, W = 16 the checkpointing variant.
 The chain starts from exactly the reference's replay state (`ssmbench.impls.reference.replay_state`:
 same checkpoint pool, ring starts, pnat and history), held in device buffers the kernels update
 in place. Buffers are allocated once in `build`; the launches only enqueue kernels, so the chain
-is captured in a CUDA graph. The bookkeeping of verification (`kernels.triton.checkpoint.commit`)
+is captured in a CUDA graph. The bookkeeping of verification (`ssmbench_kernels.mamba2_replay.kernel.commit`)
 is not part of the timed chain: `outputs` applies it to copies to get the implied state after
 accepting the workload's k tokens.
 """
@@ -17,17 +17,6 @@ from typing import Any
 
 import torch
 
-from kernels.reference.replay import ReplayState, replay_implied_state
-from kernels.triton.checkpoint import (
-    commit,
-    default_knobs,
-    kernel_names,
-    make_scratch,
-    replay_step,
-    validate_replay_inputs,
-)
-from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
-from kernels.triton.conv1d import validate_conv1d_inputs
 from ssmbench.accept import stationary_pnat
 from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes, real_rows
 from ssmbench.case import Case
@@ -35,6 +24,17 @@ from ssmbench.impl import Chain, register
 from ssmbench.impls.reference import SR_STEP, replay_case_reason, replay_state
 from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
 from ssmbench.workload import Mamba2Workload
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
+from ssmbench_kernels.conv1d.kernel import validate_conv1d_inputs
+from ssmbench_kernels.mamba2_replay.kernel import (
+    commit,
+    default_knobs,
+    kernel_names,
+    make_scratch,
+    replay_step,
+    validate_replay_inputs,
+)
+from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_implied_state
 
 
 class TritonCheckpoint(_TritonMamba2):

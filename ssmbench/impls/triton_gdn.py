@@ -13,16 +13,16 @@ from typing import Any
 
 import torch
 
-from kernels.reference.storage import StoredState, dequantize
-from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
-from kernels.triton.conv1d import conv1d_update, default_conv1d_knobs
-from kernels.triton.gdn import GDN_FORMATS, default_gdn_knobs, gdn_decode
-from kernels.triton.gdn import KERNEL_NAMES as GDN_KERNELS
 from ssmbench.bytemodel import gdn_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, Impl, register
 from ssmbench.impls.reference import SR_STEP, random_pool, store_states
 from ssmbench.workload import GDNWorkload
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
+from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode
+from ssmbench_kernels.gdn.kernel import KERNEL_NAMES as GDN_KERNELS
+from ssmbench_kernels.storage.reference import StoredState, dequantize
 
 
 def restore_rows(tensor: torch.Tensor, rows: torch.Tensor) -> Callable[[], None]:

@@ -11,16 +11,16 @@ from typing import Any
 
 import torch
 
-from kernels.reference.storage import StoredState, dequantize
-from kernels.triton.conv1d import KERNEL_NAMES as CONV1D_KERNELS
-from kernels.triton.conv1d import conv1d_update, default_conv1d_knobs
-from kernels.triton.intermediate import KERNEL_NAMES as INTERMEDIATE_KERNELS
-from kernels.triton.intermediate import default_knobs, mamba2_intermediate
 from ssmbench.bytemodel import conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
 from ssmbench.impl import Chain, Impl, register, snapshot
 from ssmbench.impls.reference import SR_STEP, intermediate_pool
 from ssmbench.workload import Mamba2Workload
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
+from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.mamba2_states.kernel import KERNEL_NAMES as INTERMEDIATE_KERNELS
+from ssmbench_kernels.mamba2_states.kernel import default_knobs, mamba2_intermediate
+from ssmbench_kernels.storage.reference import StoredState, dequantize
 
 
 class ConvHead:

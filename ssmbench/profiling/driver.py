@@ -58,10 +58,13 @@ def inner_argv(options: ProfileOptions, impl_name: str, info: Path) -> list[str]
 
 
 def tool_env() -> dict[str, str]:
-    """The inner process imports this checkout's ssmbench whatever its working directory."""
+    """The inner process imports this checkout's ssmbench (and its ssmbench_kernels, under
+    kernels/) whatever its working directory."""
     root = str(Path(__file__).resolve().parents[2])
+    kernels = [str(Path(root) / "kernels")] if (Path(root) / "kernels" / "ssmbench_kernels").is_dir() else []
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *kernels, *rest])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -21,12 +21,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
-from kernels.reference.replay import ReplayState, new_replay_state
-from kernels.reference.replay import replay_step as ref_replay_step
-from kernels.reference.storage import StoredState, dequantize, quantize
-from kernels.triton.checkpoint import default_knobs, make_scratch, replay_step
-from kernels.triton.conv1d import conv1d_update
+from ssmbench_kernels.conv1d.kernel import conv1d_update
+from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update
+from ssmbench_kernels.mamba2_replay.kernel import default_knobs, make_scratch, replay_step
+from ssmbench_kernels.mamba2_replay.reference import ReplayState, new_replay_state
+from ssmbench_kernels.mamba2_replay.reference import replay_step as ref_replay_step
+from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize
 from tests.test_triton_checkpoint import _check_step, _initial, _params
 
 H, P, N, G, T, D_CONV = 16, 64, 128, 1, 6, 4

@@ -20,11 +20,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
-from kernels.reference.gdn import gdn_decode_step, gdn_recurrence
-from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize, sr_uniform
-from kernels.triton.conv1d import conv1d_update
-from kernels.triton.gdn import gdn_decode
+from ssmbench_kernels.conv1d.kernel import conv1d_update
+from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update
+from ssmbench_kernels.gdn.kernel import gdn_decode
+from ssmbench_kernels.gdn.reference import gdn_decode_step, gdn_recurrence
+from ssmbench_kernels.storage.reference import StoredState, dequantize, one_step_bound, quantize, sr_uniform
 
 H, HV, K, V, D_CONV = 16, 64, 128, 128, 4
 CONV_DIM = 2 * H * K + HV * V

@@ -21,13 +21,13 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.reference.conv1d import conv1d_update as ref_conv1d_update
-from kernels.reference.mamba2 import mamba2_intermediate_step
-from kernels.reference.storage import StoredState, dequantize, one_step_bound, quantize
-from kernels.triton.conv1d import conv1d_update
-from kernels.triton.dots import dot
-from kernels.triton.intermediate import mamba2_intermediate
-from kernels.triton.storage import format_code, store_state_rows
+from ssmbench_kernels.common.dots import dot
+from ssmbench_kernels.conv1d.kernel import conv1d_update
+from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update
+from ssmbench_kernels.mamba2_states.kernel import mamba2_intermediate
+from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step
+from ssmbench_kernels.storage.kernel import format_code, store_state_rows
+from ssmbench_kernels.storage.reference import StoredState, dequantize, one_step_bound, quantize
 
 H, P, N, G, T, D_CONV = 16, 64, 128, 1, 6, 4
 CONV_DIM = H * P + 2 * G * N

@@ -19,7 +19,7 @@ if [ ! -f "$SITE/.flashinfer-installed" ]; then
   find "$SITE/tvm_ffi" "$SITE/flashinfer" -exec touch -h -d '2000-01-01 00:00:00' {} + 2>/dev/null
   touch "$SITE/.flashinfer-installed"
 fi
-export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$SITE:$ROOT:$ROOT/kernels${PYTHONPATH:+:$PYTHONPATH}"
 export FLASHINFER_CUDA_ARCH_LIST="${FLASHINFER_CUDA_ARCH_LIST:-9.0a}"
 # JIT cache: FlashInfer builds each kernel configuration on first use (~35 s per
 # selective_state_update config, ~5 min per checkpointing_ssu config) under ~/.cache/flashinfer.

@@ -16,13 +16,13 @@ import sys
 
 import torch
 
-from kernels.triton.checkpoint import CheckpointKnobs, make_scratch, replay_step
 from ssmbench.expand import expand
 from ssmbench.impls.reference import SR_STEP, replay_state
 from ssmbench.measure.stats import median
 from ssmbench.measure.timer import CudaEventTimer
 from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
+from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, make_scratch, replay_step
 
 CONFIGS = {
     "fma p4 w1 (round 1)": CheckpointKnobs(dots=False, block_p=4, num_warps=1),

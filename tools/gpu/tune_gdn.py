@@ -12,7 +12,7 @@ import functools
 
 import torch
 
-from kernels.triton.gdn import GDNKnobs, gdn_decode
+from ssmbench_kernels.gdn.kernel import GDNKnobs, gdn_decode
 from tests.gpu.test_gdn_gpu import DEV, HV, H, K, V, _inputs
 from tools.gpu.tune_checkpoint import time_chain
 

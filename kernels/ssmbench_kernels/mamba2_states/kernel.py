@@ -9,7 +9,7 @@ Design
   `default_knobs`). The P-tile index varies fastest so programs that share a row's B/C run
   together.
 - State read from ``pool[src_idx[b]]`` (dequantized), each S_t stored with
-  `kernels.triton.storage.store_state_rows` (RN or SR, Philox counter ``(row, n // 4, dst
+  `ssmbench_kernels.storage.kernel.store_state_rows` (RN or SR, Philox counter ``(row, n // 4, dst
   slot, step)`` with row ``h*P + p``, one call per 4 columns, as the reference's `sr_uniform`).
 - Inputs come straight from the conv1d output ``(batch*T, conv_dim)``: x, B, C are column slices
   (head h uses group ``h // (H // G)``); dt_raw ``(batch*T, H)`` and z ``(batch*T, H*P)`` bypass
@@ -42,22 +42,22 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.activation import softplus_thresholded
-from kernels.triton.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
-from kernels.triton.storage import (
+from ssmbench_kernels.common.activation import softplus_thresholded
+from ssmbench_kernels.common.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
+from ssmbench_kernels.common.validation import (
+    check_dst_not_other_src,
+    check_parents,
+    check_real_dst,
+    check_slot_range,
+    check_unique_slots,
+)
+from ssmbench_kernels.storage.kernel import (
     SCALED,
     format_code,
     format_of,
     load_state_rows,
     rounding_is_sr,
     store_state_rows,
-)
-from kernels.triton.validation import (
-    check_dst_not_other_src,
-    check_parents,
-    check_real_dst,
-    check_slot_range,
-    check_unique_slots,
 )
 
 

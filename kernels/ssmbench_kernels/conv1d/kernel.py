@@ -31,14 +31,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import (
+from ssmbench_kernels.common.launch import (
     is_capturing,
     launch_options,
     pdl_enabled,
     pdl_launch_dependents,
     pdl_wait,
 )
-from kernels.triton.validation import check_k_prev, check_slot_range, check_unique_slots
+from ssmbench_kernels.common.validation import check_k_prev, check_slot_range, check_unique_slots
 
 
 @dataclass(frozen=True)

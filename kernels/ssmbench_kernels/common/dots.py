@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import INTERPRET
+from ssmbench_kernels.common.launch import INTERPRET
 
 
 @triton.jit

@@ -15,7 +15,7 @@ Design
   q and k L2-normalised in-kernel (eps 1e-6 inside the sqrt, q times ``scale``), value head hv
   reads q/k head ``hv // (HV // H)`` (GVA). ``S = exp(g) S; v' = beta (v - S k); S += v' k^T;
   o = S q``. The two matrix-vector products are row reductions over K inside the tile.
-- Storage (docs/spec.md §8) through `kernels.triton.storage`: loads dequantize fp32 / bf16, stores round
+- Storage (docs/spec.md §8) through `ssmbench_kernels.storage.kernel`: loads dequantize fp32 / bf16, stores round
   RN or SR with the reference's Philox keying: final write counter slot = ``write_idx[b]``,
   intermediate entry (b, t) counter slot = ``b * T + t``; row inside the slot ``hv * V + v``.
   The T tokens run on the unrounded fp32 state (rounding only when stored, as the reference).
@@ -39,15 +39,15 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.activation import softplus_thresholded
-from kernels.triton.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
-from kernels.triton.storage import format_code, format_of, load_state_rows, rounding_is_sr, store_state_rows
-from kernels.triton.validation import (
+from ssmbench_kernels.common.activation import softplus_thresholded
+from ssmbench_kernels.common.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
+from ssmbench_kernels.common.validation import (
     check_dst_not_other_src,
     check_real_dst,
     check_slot_range,
     check_unique_slots,
 )
+from ssmbench_kernels.storage.kernel import format_code, format_of, load_state_rows, rounding_is_sr, store_state_rows
 
 GDN_FORMATS = ("fp32", "bf16")
 """State storage formats of the GDN kernel (docs/spec.md §9)."""

@@ -5,7 +5,7 @@ Per slot the true current state is the checkpoint S_ckpt followed by the ``pnat`
 with T new tokens either folds the history into a new checkpoint ("write", when
 ``pnat + T > W``) or computes its outputs straight from S_ckpt over history + new tokens
 ("nowrite", the "rectangle"). Both are closed forms of the docs/spec.md §4 recurrence and must equal the
-sequential reference (`kernels.reference.mamba2.mamba2_mtp_step`) for any acceptance sequence.
+sequential reference (`ssmbench_kernels.mamba2_states.reference.mamba2_mtp_step`) for any acceptance sequence.
 
 Reference decisions (documented contract):
 - New tokens' x, B and processed dt are rounded to the history dtypes before use, so the outputs
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.reference.common import softplus_thresholded
-from kernels.reference.mamba2 import _as_index, _check_shapes, _check_slots_in_pool, _group_of_head
-from kernels.reference.storage import (
+from ssmbench_kernels.common.reference import softplus_thresholded
+from ssmbench_kernels.mamba2_states.reference import _as_index, _check_shapes, _check_slots_in_pool, _group_of_head
+from ssmbench_kernels.storage.reference import (
     REFERENCE_FORMATS,
     ROUNDINGS,
     StoredState,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.reference.common import check_slots, softplus_thresholded
-from kernels.reference.storage import (
+from ssmbench_kernels.common.reference import check_slots, softplus_thresholded
+from ssmbench_kernels.storage.reference import (
     REFERENCE_FORMATS,
     ROUNDINGS,
     StoredState,

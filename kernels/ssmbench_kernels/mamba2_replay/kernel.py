@@ -3,7 +3,7 @@
 Per slot: a checkpoint state ``ckpt`` (storage format of docs/spec.md §8, fp32 scales beside int8/fp8)
 and a history ring of ``L = W + T`` rows (x act dtype per head, B act dtype per group, processed
 dt fp32 per head); ``ring_start`` and ``pnat`` per slot. The buffers have exactly the layout of
-`kernels.reference.replay.ReplayState`, so a `ReplayState` holds them and the reference reads
+`ssmbench_kernels.mamba2_replay.reference.ReplayState`, so a `ReplayState` holds them and the reference reads
 them back. A row is a *write* row when ``pnat + T > W``.
 
 Sequence columns
@@ -27,7 +27,7 @@ precompute (grid ``(H, batch)``, one program per head and row)
     ``(ring_start + pnat + i) mod L``.
 main (grid ``(cdiv(P, BLOCK_P), H, batch)``, or persistent: see below)
   - write rows: ``S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h`` (one `tl.dot`, K = history
-    columns), stored as the new checkpoint (RN / SR via `kernels.triton.storage`; SR counter
+    columns), stored as the new checkpoint (RN / SR via `ssmbench_kernels.storage.kernel`; SR counter
     ``(h*P + p, n // 4, slot, step)``);
   - outputs ``Y^T = (S_ref @ C^T) * cdec + X_h^T @ CB_h^T + X_new^T @ CB_new^T`` (three
     `tl.dot`s) with S_ref = S' (unrounded, as the reference) or S_ckpt, then ``+ D x``, z gate;
@@ -74,9 +74,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.activation import softplus_thresholded
-from kernels.triton.dots import dot, dot_precision
-from kernels.triton.launch import (
+from ssmbench_kernels.common.activation import softplus_thresholded
+from ssmbench_kernels.common.dots import dot, dot_precision
+from ssmbench_kernels.common.launch import (
     interpreting,
     is_capturing,
     launch_options,
@@ -84,7 +84,8 @@ from kernels.triton.launch import (
     pdl_launch_dependents,
     pdl_wait,
 )
-from kernels.triton.storage import (
+from ssmbench_kernels.common.validation import check_slot_range, check_unique_slots
+from ssmbench_kernels.storage.kernel import (
     FMT_BF16,
     SCALED,
     format_code,
@@ -93,7 +94,6 @@ from kernels.triton.storage import (
     rounding_is_sr,
     store_state_rows,
 )
-from kernels.triton.validation import check_slot_range, check_unique_slots
 
 
 @dataclass(frozen=True)
@@ -945,7 +945,7 @@ def replay_step(
 ) -> torch.Tensor:
     """One checkpoint-replay step (docs/spec.md §5) of T tokens per row: precompute then main.
 
-    rs: a `kernels.reference.replay.ReplayState` of device buffers (mutated in place: write rows'
+    rs: a `ssmbench_kernels.mamba2_replay.reference.ReplayState` of device buffers (mutated in place: write rows'
     checkpoints, the history rows of the new tokens; ring_start / pnat are only read: the
     bookkeeping is `commit`). slot_idx (batch,) int (< 0: padding). conv_out (batch*T, conv_dim)
     unit column stride (x | B | C); dt_raw (batch*T, H), z (batch*T, H*P) or None (unit column

@@ -9,7 +9,7 @@ import triton.language as tl
 @triton.jit
 def softplus_thresholded(u):
     """softplus(u) = u if u > 20 else log1p(exp(u)) (docs/spec.md §4's threshold 20, as the reference
-    `kernels.reference.common.softplus_thresholded`), the branch chosen before exp (no inf*0).
+    `ssmbench_kernels.common.reference.softplus_thresholded`), the branch chosen before exp (no inf*0).
 
     log1p via Goldberg's correction (accurate for tiny exp(u); Triton has no portable log1p
     that also runs in the interpreter)."""

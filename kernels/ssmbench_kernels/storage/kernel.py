@@ -1,7 +1,7 @@
 """Triton storage helpers (docs/spec.md §8): round / quantize a state tile when it is stored, dequantize
 it when it is loaded. Every ssmbench kernel that keeps state (Mamba-2 intermediate, GDN, replay)
 stores and loads through `store_state_rows` / `load_state_rows`, so all of them round the same
-way as the reference `kernels.reference.storage.quantize`.
+way as the reference `ssmbench_kernels.storage.reference.quantize`.
 
 Addressing is by *row*: a pool of ``(n_slots, ..., ROW)`` states is viewed as ``(n_rows, ROW)``
 with ``row = slot * rows_per_slot + index_inside_slot`` (int64), element ``row * ROW_STRIDE + n``;
@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton.launch import INTERPRET
+from ssmbench_kernels.common.launch import INTERPRET
 
 FMT_FP32 = tl.constexpr(0)
 FMT_BF16 = tl.constexpr(1)
@@ -44,7 +44,7 @@ FMT_INT8 = tl.constexpr(3)
 FMT_FP8 = tl.constexpr(4)
 
 FORMAT_CODES: dict[str, int] = {"fp32": 0, "bf16": 1, "fp16": 2, "int8": 3, "fp8": 4}
-"""Storage format name (docs/spec.md §8, `kernels.reference.storage.FORMATS`) -> the kernels' FMT constexpr."""
+"""Storage format name (docs/spec.md §8, `ssmbench_kernels.storage.reference.FORMATS`) -> the kernels' FMT constexpr."""
 
 STORAGE_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.reference.common import check_slots
+from ssmbench_kernels.common.reference import check_slots
 
 ACTIVATIONS: tuple[str | None, ...] = (None, "silu")
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.reference.common import check_slots, softplus_thresholded
-from kernels.reference.storage import (
+from ssmbench_kernels.common.reference import check_slots, softplus_thresholded
+from ssmbench_kernels.storage.reference import (
     REFERENCE_FORMATS,
     ROUNDINGS,
     StoredState,

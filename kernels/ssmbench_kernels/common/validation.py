@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.reference.common import check_slots
+from ssmbench_kernels.common.reference import check_slots
 
 
 def check_unique_slots(slot_idx: torch.Tensor, name: str) -> None:
