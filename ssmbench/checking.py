@@ -55,11 +55,22 @@ def prepare_device(device: str) -> tuple[torch.device, str]:
     if dev.type != "cpu" or triton_interpreted():
         return dev, ""
     why = "no CUDA device" if device == "auto" else f"--device {device}"
-    if any(name.startswith("kernels.triton") for name in sys.modules):
+    if any(is_triton_module(name) for name in sys.modules):
         return dev, (f"{why}: the Triton kernels were imported before {INTERPRET_ENV}=1 could be set; they will "
                      f"error on the CPU (set {INTERPRET_ENV}=1 to run them in Triton's interpreter)")
     os.environ[INTERPRET_ENV] = "1"
     return dev, f"{why}: Triton kernels run in Triton's interpreter (slow)"
+
+
+def is_triton_module(name: str) -> bool:
+    """Whether module ``name`` holds ``@triton.jit`` kernels: each family's ``kernel`` module and the
+    shared Triton helpers (the references import no Triton)."""
+    if not name.startswith("ssmbench_kernels."):
+        return False
+    return name.endswith(".kernel") or name in TRITON_HELPER_MODULES
+
+
+TRITON_HELPER_MODULES = frozenset(f"ssmbench_kernels.common.{m}" for m in ("activation", "dots", "launch"))
 
 
 def check_pair(case, impl, workload) -> CheckResult:

@@ -108,3 +108,19 @@ def test_list_says_where_triton_impls_run() -> None:
     assert "needs GPU" not in result.output
     line = next(line for line in result.output.splitlines() if "triton.intermediate" in line)
     assert "Triton's interpreter" in line
+
+
+def test_triton_modules_are_told_from_references() -> None:
+    """The warning that kernels were imported before the interpreter could be set looks for the
+    modules that hold ``@triton.jit`` kernels: every family's kernel module and the shared Triton
+    helpers, never a reference (so it fires exactly when it should after the family move)."""
+    from pathlib import Path
+
+    from ssmbench.checking import is_triton_module
+
+    root = Path(__file__).resolve().parent.parent / "kernels"
+    for path in root.glob("ssmbench_kernels/*/*.py"):
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        has_jit = "import triton" in path.read_text()
+        assert is_triton_module(name) == has_jit, name
+    assert not is_triton_module("kernels.triton.conv1d")
