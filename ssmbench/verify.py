@@ -4,6 +4,9 @@ Truth for a case is computed from the impl's own starting state (each representa
 slot, a checkpoint plus history — stores it with its own rounding) and from the impl's own conv
 output (itself checked against the reference conv rounded to the activation dtype). So the tolerances below cover only
 what one step of that impl may legitimately differ by: its output dtype and its storage format.
+
+Nothing here knows a family: the reference conv and step come from the case's family module
+(`ssmbench.families`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,8 @@ from typing import Any
 import torch
 
 from ssmbench.case import Case
-from ssmbench.workload import ACT_DTYPES, GDNWorkload, Mamba2Workload
-from ssmbench_kernels.conv1d.reference import conv1d_update
-from ssmbench_kernels.gdn.reference import gdn_recurrence
-from ssmbench_kernels.mamba2_states.reference import mamba2_recurrence
+from ssmbench.families import reference_step
+from ssmbench.families.common import Workload, reference_conv
 
 STATE_TOL: dict[str, float] = {
     "fp64": 1e-12,
@@ -80,42 +81,7 @@ def normalized_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return diff / scale if scale > 0 else diff
 
 
-def reference_conv(workload: Mamba2Workload | GDNWorkload) -> tuple[torch.Tensor, torch.Tensor]:
-    """The conv1d step (docs/spec.md §6): output as a (batch*T, conv_dim) act-dtype tensor, and the new
-    conv state pool."""
-    bias = getattr(workload, "conv_bias", None)
-    out, new_state = conv1d_update(workload.conv_input(), workload.conv_state, workload.conv_weight, bias,
-                                   workload.read_slots, workload.k_prev)
-    act = ACT_DTYPES[workload.case.act_dtype]
-    flat = out.transpose(1, 2).reshape(workload.batch * workload.case.T, -1).to(act)
-    return flat, new_state
-
-
-def reference_step(workload: Mamba2Workload | GDNWorkload, conv_out: torch.Tensor,
-                   start_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp64 outputs (batch, T, heads, dim) and per-token states (batch, T, ...) from ``start_state``;
-    padding rows are zero."""
-    case = workload.case
-    if isinstance(workload, Mamba2Workload):
-        x, B, C = workload.views(conv_out)
-        z = None if workload.z is None else workload.z.unflatten(0, (workload.batch, case.T)).unflatten(
-            -1, (workload.shape.nheads, workload.shape.head_dim))
-        dt = workload.dt_raw.unflatten(0, (workload.batch, case.T))
-        y, states = mamba2_recurrence(start_state, x, dt, workload.A, B, C, workload.D, workload.dt_bias,
-                                      z=z, parent=workload.parent)
-    else:
-        q, k, v = workload.views(conv_out)
-        a = workload.a.unflatten(0, (workload.batch, case.T))
-        b = workload.b.unflatten(0, (workload.batch, case.T))
-        y, states = gdn_recurrence(start_state, q, k, v, a, b, workload.A_log, workload.dt_bias,
-                                   scale=case.option("scale"))
-    pad = workload.read_slots < 0
-    y[pad] = 0
-    states[pad] = 0
-    return y, states
-
-
-def verify(case: Case, workload: Mamba2Workload | GDNWorkload, outputs: dict[str, Any]) -> list[Comparison]:
+def verify(case: Case, workload: Workload, outputs: dict[str, Any]) -> list[Comparison]:
     """Compare an impl's outputs with the reference. Keys an impl may return:
 
     ``conv_out`` (batch*T, conv_dim), ``conv_state`` (n_slots, conv_dim, S), ``y`` (batch, T, heads,

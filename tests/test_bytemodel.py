@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssmbench.bytemodel import conv_window_read_bytes, state_bytes
 from ssmbench.expand import expand
+from ssmbench.families.common import conv_window_read_bytes, state_bytes
 from ssmbench.registry import registry
 from ssmbench.spec import load_sweep_file
 from ssmbench.workload import make_workload
@@ -53,7 +53,8 @@ def test_checkpoint_fused_bytes_by_hand() -> None:
     """One fused-kernel row by hand (headline shape, fp32, W=16, T=6): a nowrite row reads the
     checkpoint and its pnat history; a write row also stores the checkpoint. The two-kernel model
     moves more (the coefficients between precompute and main)."""
-    from ssmbench.bytemodel import INDEX_BYTES, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes
+    from ssmbench.families.common import INDEX_BYTES
+    from ssmbench.families.mamba2 import mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes
 
     case = next(c for c in expand(load_sweep_file(SWEEPS / "nemotron3-super-tp8.yaml").sweeps[0]).cases
                 if c.batch == 64 and c.state_dtype == "fp32" and c.window == 16)

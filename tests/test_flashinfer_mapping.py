@@ -26,12 +26,12 @@ from typer.testing import CliRunner
 
 from ssmbench.case import AcceptLaw, Case
 from ssmbench.cli import app
+from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
 from ssmbench.presets import Mamba2Shape
 from ssmbench.registry import registry
 from ssmbench.sweep.run import DEVICE_ENV
 from ssmbench.verify import verify
-from ssmbench.workload import make_mamba2_workload
 from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize
 
 SSU, CKPT = "flashinfer.ssu", "flashinfer.checkpointing"
@@ -220,7 +220,7 @@ def test_checkpointing_arguments_layouts() -> None:
                                                                              ngroups=2, d_conv=4), T=3, window=5,
                        pdl=True)
     wl = make_mamba2_workload(case)
-    from ssmbench.impls.reference import replay_state
+    from ssmbench.families.mamba2 import replay_state
 
     rs = replay_state(case, wl)
     ring = fi.flashinfer_ring(rs)

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from ssmbench.expand import expand
+from ssmbench.families import make_workload
+from ssmbench.families.common import POOL_FACTOR
 from ssmbench.impl import Chain, snapshot
 from ssmbench.impls.reference import IntermediateReference, SequentialReference
 from ssmbench.measure.l2 import in_proj_outputs
@@ -22,7 +24,6 @@ from ssmbench.measure.runner import (
 from ssmbench.measure.target import describe_exception
 from ssmbench.spec import load_sweep_file
 from ssmbench.verify import Comparison
-from ssmbench.workload import POOL_FACTOR, make_workload
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 MEASURE = {"warmup": 2, "min_samples": 5, "max_samples": 8, "max_noise": 0.5, "min_time_s": 0.0,

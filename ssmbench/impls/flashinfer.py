@@ -24,12 +24,17 @@ from typing import Any
 
 import torch
 
-from ssmbench.bytemodel import act_bytes, conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
+from ssmbench.families.common import act_bytes
+from ssmbench.families.mamba2 import (
+    Mamba2Workload,
+    checkpoint_chain_bytes,
+    intermediate_chain_bytes,
+    intermediate_pool,
+    replay_state,
+)
 from ssmbench.impl import Chain, Impl, register, snapshot
-from ssmbench.impls.reference import intermediate_pool, replay_state
 from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
-from ssmbench.workload import Mamba2Workload
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_commit, replay_implied_state
 from ssmbench_kernels.storage.reference import StoredState
@@ -308,10 +313,8 @@ class FlashInferSSU(_FlashInferMamba2):
                      restore=snapshot(head.conv_state))
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
-        s, n_real = case.shape, real_rows(case, workload)
-        dt_fp32_extra = case.batch * case.T * s.nheads * (4 - act_bytes(case))  # dt is read as fp32
-        return (conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real) + mamba2_intermediate_bytes(case, n_real)
-                + dt_fp32_extra)
+        dt_fp32_extra = case.batch * case.T * case.shape.nheads * (4 - act_bytes(case))  # dt is read as fp32
+        return intermediate_chain_bytes(case, workload) + dt_fp32_extra
 
 
 class FlashInferCheckpointing(_FlashInferMamba2):
@@ -372,13 +375,14 @@ class FlashInferCheckpointing(_FlashInferMamba2):
                      restore=restore)
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int | None:
-        """ssmbench's checkpoint-replay byte model, the one `triton.checkpoint` reports, so TB/s and
-        SOL compare like for like (it counts the necessary traffic, not either impl's scratch)."""
+        """ssmbench's checkpoint-replay byte model (`mamba2.checkpoint_chain_bytes`, the one
+        `triton.checkpoint` reports), so TB/s and SOL compare like for like (it counts the
+        necessary traffic, not either impl's scratch). None where the replay kernel module, whose
+        default knobs pick the form, cannot be imported (no Triton)."""
         try:
-            from ssmbench.impls.triton_checkpoint import TritonCheckpoint
+            return checkpoint_chain_bytes(case, workload)
         except ImportError:
             return None
-        return TritonCheckpoint.bytes_moved(self, case, workload)
 
 
 for _impl in (FlashInferSSU(), FlashInferCheckpointing()):

@@ -3,7 +3,7 @@ or conv1d -> fused (docs/spec.md §7's one-kernel variant, `CheckpointKnobs.fuse
 PDL-linked when the case asks (docs/spec.md §7). The window axis is a case parameter: W = T is classic
 replay, W = 16 the checkpointing variant.
 
-The chain starts from exactly the reference's replay state (`ssmbench.impls.reference.replay_state`:
+The chain starts from exactly the reference's replay state (`ssmbench.families.mamba2.replay_state`:
 same checkpoint pool, ring starts, pnat and history), held in device buffers the kernels update
 in place. Buffers are allocated once in `build`; the launches only enqueue kernels, so the chain
 is captured in a CUDA graph. The bookkeeping of verification (`ssmbench_kernels.mamba2_replay.kernel.commit`)
@@ -17,13 +17,11 @@ from typing import Any
 
 import torch
 
-from ssmbench.accept import stationary_pnat
-from ssmbench.bytemodel import conv1d_bytes, mamba2_checkpoint_bytes, mamba2_checkpoint_fused_bytes, real_rows
 from ssmbench.case import Case
+from ssmbench.families.common import SR_STEP
+from ssmbench.families.mamba2 import Mamba2Workload, checkpoint_chain_bytes, replay_case_reason, replay_state
 from ssmbench.impl import Chain, register
-from ssmbench.impls.reference import SR_STEP, replay_case_reason, replay_state
 from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
-from ssmbench.workload import Mamba2Workload
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import validate_conv1d_inputs
 from ssmbench_kernels.mamba2_replay.kernel import (
@@ -107,20 +105,8 @@ class TritonCheckpoint(_TritonMamba2):
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
         """conv1d plus the replay form the default knobs pick for this case (one fused kernel, or
-        precompute + main with the coefficients between them)."""
-        s = case.shape
-        n_real = real_rows(case, workload)
-        conv = conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real)
-        knobs = default_knobs(case.batch, case.state_dtype, case.rounding, s.head_dim, window=case.window, T=case.T)
-        model = mamba2_checkpoint_fused_bytes if knobs.fused else mamba2_checkpoint_bytes
-        if workload is not None and workload.pnat is not None:
-            pnat = workload.pnat[workload.slot_idx >= 0].tolist()
-            return conv + model(case, case.batch, pnat)
-        # No workload: every row real, pnat at its stationary distribution (expected bytes).
-        probs = stationary_pnat(case.accept, case.T, case.window).tolist()
-        base = model(case, case.batch, [])
-        per_row = sum(pr * (model(case, 0, [p]) - model(case, 0, [])) for p, pr in enumerate(probs))
-        return conv + base + round(case.batch * per_row)
+        precompute + main with the coefficients between them): `mamba2.checkpoint_chain_bytes`."""
+        return checkpoint_chain_bytes(case, workload)
 
 
 register(TritonCheckpoint())

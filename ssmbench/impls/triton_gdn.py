@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from ssmbench.bytemodel import gdn_bytes, real_rows
 from ssmbench.case import Case
+from ssmbench.families import gdn
+from ssmbench.families.common import SR_STEP
+from ssmbench.families.gdn import GDNWorkload
 from ssmbench.impl import Chain, Impl, register
-from ssmbench.impls.reference import SR_STEP, random_pool, store_states
-from ssmbench.workload import GDNWorkload
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode
@@ -63,8 +63,7 @@ class TritonGDN(Impl):
         write_final = bool(case.option("write_final", True))
         real = workload.read_idx >= 0
 
-        pool = random_pool(workload.n_slots, (s.num_v_heads, s.head_v_dim, s.head_k_dim), case, device, "pool")
-        pool[workload.read_idx[real]] = store_states(workload.start_state[real], workload.read_idx[real], case)
+        pool = gdn.state_pool(case, workload)
         start_rows = pool.data.index_select(0, workload.read_idx.clamp(min=0))
         inter = None
         if intermediate:  # poisoned: an unwritten per-token state shows
@@ -125,7 +124,7 @@ class TritonGDN(Impl):
         return Chain([conv, decode], [*CONV1D_KERNELS, *GDN_KERNELS], outputs=outputs, restore=restore)
 
     def bytes_moved(self, case: Case, workload: GDNWorkload | None = None) -> int:
-        return gdn_bytes(case, real_rows(case, workload))
+        return gdn.chain_bytes(case, workload)
 
 
 register(TritonGDN())

@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 
-from ssmbench.bytemodel import conv1d_bytes, mamba2_intermediate_bytes, real_rows
 from ssmbench.case import Case
+from ssmbench.families.common import SR_STEP
+from ssmbench.families.mamba2 import Mamba2Workload, conv_chain_bytes, intermediate_chain_bytes, intermediate_pool
 from ssmbench.impl import Chain, Impl, register, snapshot
-from ssmbench.impls.reference import SR_STEP, intermediate_pool
-from ssmbench.workload import Mamba2Workload
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.mamba2_states.kernel import KERNEL_NAMES as INTERMEDIATE_KERNELS
@@ -71,8 +70,7 @@ class TritonConv1d(_TritonMamba2):
         return Chain([head.launch], list(CONV1D_KERNELS), outputs=outputs, restore=snapshot(head.conv_state))
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
-        s = case.shape
-        return conv1d_bytes(case, s.conv_dim, s.d_conv, True, real_rows(case, workload))
+        return conv_chain_bytes(case, workload)
 
 
 class TritonIntermediate(_TritonMamba2):
@@ -112,8 +110,7 @@ class TritonIntermediate(_TritonMamba2):
                      restore=snapshot(head.conv_state))
 
     def bytes_moved(self, case: Case, workload: Mamba2Workload | None = None) -> int:
-        s, n_real = case.shape, real_rows(case, workload)
-        return conv1d_bytes(case, s.conv_dim, s.d_conv, True, n_real) + mamba2_intermediate_bytes(case, n_real)
+        return intermediate_chain_bytes(case, workload)
 
 
 def per_token_state_outputs(head: ConvHead, y: torch.Tensor, pool: StoredState, initial: StoredState,

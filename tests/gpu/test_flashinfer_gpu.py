@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from ssmbench.case import DEFAULT_ACCEPT, Case
+from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
 from ssmbench.presets import Mamba2Shape
 from ssmbench.registry import registry
 from ssmbench.verify import verify
-from ssmbench.workload import make_mamba2_workload
 
 pytestmark = pytest.mark.skipif(fi.availability() != fi.AVAILABLE, reason=fi.availability())
 

@@ -17,7 +17,8 @@ import sys
 import torch
 
 from ssmbench.expand import expand
-from ssmbench.impls.reference import SR_STEP, replay_state
+from ssmbench.families.common import SR_STEP
+from ssmbench.families.mamba2 import replay_state
 from ssmbench.measure.stats import median
 from ssmbench.measure.timer import CudaEventTimer
 from ssmbench.spec import load_sweep_file
