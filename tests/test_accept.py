@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ssmbench.accept import k_distribution, stationary_pnat
-from ssmbench.case import DEFAULT_ACCEPT, AcceptLaw
+from ssmbench.spec.accept import k_distribution, stationary_pnat
+from ssmbench.spec.case import DEFAULT_ACCEPT, AcceptLaw
 
 
 def simulate_pnat(law: AcceptLaw, T: int, window: int, steps: int, seed: int = 0) -> torch.Tensor:

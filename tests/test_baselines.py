@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ssmbench.baselines import baseline_path, gpu_slug, list_baselines, save_baseline
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.results import SCHEMA, LogContents, load_results, write_results
+from ssmbench.output.baselines import baseline_path, gpu_slug, list_baselines, save_baseline
+from ssmbench.output.results import SCHEMA, LogContents, load_results, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 H100 = ROOT / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"

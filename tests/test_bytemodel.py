@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssmbench.expand import expand
+from ssmbench.families import make_workload
 from ssmbench.families.common import conv_window_read_bytes, state_bytes
-from ssmbench.registry import registry
-from ssmbench.spec import load_sweep_file
-from ssmbench.workload import make_workload
+from ssmbench.impls.registry import registry
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ssmbench.checking import check_pair
 from ssmbench.cli import app
-from ssmbench.expand import expand
-from ssmbench.impl import Chain
+from ssmbench.families import make_workload
+from ssmbench.impls.base import Chain
 from ssmbench.impls.reference import GDNReference, IntermediateReference, ReplayReference
-from ssmbench.spec import load_sweep_file
-from ssmbench.workload import make_workload
+from ssmbench.runs.check import check_pair
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.yaml"
 
@@ -107,7 +107,7 @@ def test_workload_reproducible() -> None:
 def test_declared_state_tolerance_loosens_only_within_bounds_and_is_flagged() -> None:
     """A peer may declare a looser state tolerance (documented arithmetic), never a tighter one or
     one that would hide a wrong row; the comparison carries the note, so reports flag it."""
-    from ssmbench.verify import STATE_TOL, state_tolerance, verify
+    from ssmbench.measure.verify import STATE_TOL, state_tolerance, verify
 
     case = smoke_case(0, "T4-fp32-pool-w4")
     assert state_tolerance(case, None) == (STATE_TOL["fp32"], "")

@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import ssmbench.checking
-import ssmbench.report
+import ssmbench.output.report
+import ssmbench.runs.check
 from ssmbench.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +46,7 @@ def test_a_workload_that_cannot_be_built_is_said_once_per_case(monkeypatch) -> N
     def too_big(case, device=None):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 600 TB")
 
-    monkeypatch.setattr(ssmbench.checking, "make_workload", too_big)
+    monkeypatch.setattr(ssmbench.runs.check, "make_workload", too_big)
     result = CliRunner().invoke(app, ["check", str(SMOKE), "--case", ONE_CASE, "--impl", "reference.intermediate",
                                       "--impl", "reference.replay"])
     assert result.exit_code == 1, result.output
@@ -55,7 +55,7 @@ def test_a_workload_that_cannot_be_built_is_said_once_per_case(monkeypatch) -> N
 
 
 def test_fail_and_error_are_counted_apart(monkeypatch) -> None:
-    real = ssmbench.checking.check_pair
+    real = ssmbench.runs.check.check_pair
 
     def one_of_each(case, impl, workload):
         result = real(case, impl, workload)
@@ -65,7 +65,7 @@ def test_fail_and_error_are_counted_apart(monkeypatch) -> None:
             result.status = "fail"
         return result
 
-    monkeypatch.setattr(ssmbench.checking, "check_pair", one_of_each)
+    monkeypatch.setattr(ssmbench.runs.check, "check_pair", one_of_each)
     result = CliRunner().invoke(app, ["check", str(SMOKE), "--case", ONE_CASE, "--impl", "reference.intermediate",
                                       "--impl", "reference.replay", "--impl", "reference.sequential"])
     assert result.exit_code == 1
@@ -73,7 +73,7 @@ def test_fail_and_error_are_counted_apart(monkeypatch) -> None:
 
 
 def test_progress_lines_when_not_a_terminal(monkeypatch) -> None:
-    monkeypatch.setitem(ssmbench.report.PLAIN_INTERVAL_S, "check", 0.0)
+    monkeypatch.setitem(ssmbench.output.report.PLAIN_INTERVAL_S, "check", 0.0)
     result = CliRunner().invoke(app, ["check", str(SMOKE), "--case", ONE_CASE, "--impl", "reference.intermediate",
                                       "--impl", "reference.replay"])
     assert result.exit_code == 0, result.output
@@ -116,7 +116,7 @@ def test_triton_modules_are_told_from_references() -> None:
     helpers, never a reference (so it fires exactly when it should after the family move)."""
     from pathlib import Path
 
-    from ssmbench.checking import is_triton_module
+    from ssmbench.runs.check import is_triton_module
 
     root = Path(__file__).resolve().parent.parent / "kernels"
     for path in root.glob("ssmbench_kernels/*/*.py"):

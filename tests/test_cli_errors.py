@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import ssmbench.checking
-import ssmbench.sweep.options
-import ssmbench.sweep.run
+import ssmbench.runs.check
+import ssmbench.runs.sweep.options
+import ssmbench.runs.sweep.run
 from ssmbench.cli import app, friendly_errors
 
 SMOKE = Path(__file__).resolve().parent.parent / "sweeps" / "smoke.yaml"
@@ -33,9 +33,9 @@ def test_every_command_goes_through_friendly_errors() -> None:
 
 
 @pytest.mark.parametrize("command, target, attribute", [
-    (["sweep", str(SMOKE)], ssmbench.sweep.run, "run_sweep"),
-    (["check", str(SMOKE)], ssmbench.checking, "run_check"),
-    (["plan", str(SMOKE)], ssmbench.sweep.options, "load_spec"),
+    (["sweep", str(SMOKE)], ssmbench.runs.sweep.run, "run_sweep"),
+    (["check", str(SMOKE)], ssmbench.runs.check, "run_check"),
+    (["plan", str(SMOKE)], ssmbench.runs.sweep.options, "load_spec"),
 ])
 def test_an_unexpected_exception_is_one_line_and_exit_2(monkeypatch, command, target, attribute) -> None:
     def broken(*args, **kwargs):
@@ -54,7 +54,7 @@ def test_ctrl_c_outside_a_sweep_exits_130(monkeypatch) -> None:
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ssmbench.checking, "run_check", interrupted)
+    monkeypatch.setattr(ssmbench.runs.check, "run_check", interrupted)
     result = CliRunner().invoke(app, ["check", str(SMOKE)])
     assert result.exit_code == 130 and "interrupted" in result.output
 

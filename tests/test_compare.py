@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
-from ssmbench.compare import (
+from ssmbench.errors import UsageError
+from ssmbench.measure.slowdown import SLOWDOWN_ENV, SPIN_KERNEL, slow_down, slowdown_fraction, spin_wait_ns
+from ssmbench.output.compare import (
     EXIT_AMBIGUOUS,
     EXIT_FAILED,
     EXIT_OK,
@@ -31,10 +33,8 @@ from ssmbench.compare import (
     to_markdown,
     verdict_for,
 )
-from ssmbench.errors import UsageError
-from ssmbench.measure.slowdown import SLOWDOWN_ENV, SPIN_KERNEL, slow_down, slowdown_fraction, spin_wait_ns
-from ssmbench.measure.stats import median
-from ssmbench.results import CaseRecord, LogContents, load_results, write_results
+from ssmbench.output.results import CaseRecord, LogContents, load_results, write_results
+from ssmbench.output.stats import median
 
 ROOT = Path(__file__).resolve().parent.parent
 H100 = ROOT / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"
@@ -329,8 +329,8 @@ def test_rerun_and_slowdown_knob_end_to_end_cpu_mode(tmp_path, monkeypatch):
     """Real sweep workers in the CPU test mode: the baseline run, then `compare --rerun` whose
     fresh round runs with the slowdown knob at 100%: the rerun must see it (SLOWER, decided on
     the fresh round) and the round's results must carry the knob."""
-    from ssmbench.sweep.options import SweepOptions
-    from ssmbench.sweep.run import run_sweep
+    from ssmbench.runs.sweep.options import SweepOptions
+    from ssmbench.runs.sweep.run import run_sweep
 
     monkeypatch.setenv("SSMBENCH_SWEEP_DEVICE", "cpu")
     monkeypatch.delenv(SLOWDOWN_ENV, raising=False)
@@ -380,7 +380,7 @@ def test_slow_down_corrects_a_misjudged_launch_cost(monkeypatch):
     import torch
 
     import ssmbench.measure.slowdown as slowdown
-    from ssmbench.impl import Chain
+    from ssmbench.impls.base import Chain
 
     wait = [0]
     monkeypatch.setattr(slowdown, "spin_launch", lambda device: (lambda: None, lambda ns: wait.__setitem__(0, ns)))
@@ -402,7 +402,7 @@ def test_slow_down_corrects_a_misjudged_launch_cost(monkeypatch):
 def test_slow_down_appends_a_named_calibrated_launch():
     import torch
 
-    from ssmbench.impl import Chain
+    from ssmbench.impls.base import Chain
 
     chain = Chain([lambda: None], ["k"])
     spans = iter([100.0, 101.0, 100.0, 150.0, 99.0, 100.0]  # (plain, zero-wait spin) pairs, one outlier

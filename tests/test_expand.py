@@ -8,10 +8,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
-from ssmbench.expand import expand
-from ssmbench.planning import impl_plan
-from ssmbench.registry import registry
-from ssmbench.spec import load_sweep_file
+from ssmbench.impls.registry import registry
+from ssmbench.runs.planning import impl_plan
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 HEADLINE = SWEEPS / "nemotron3-super-tp8.yaml"

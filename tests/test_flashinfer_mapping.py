@@ -24,14 +24,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ssmbench.case import AcceptLaw, Case
 from ssmbench.cli import app
 from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
-from ssmbench.presets import Mamba2Shape
-from ssmbench.registry import registry
-from ssmbench.sweep.run import DEVICE_ENV
-from ssmbench.verify import verify
+from ssmbench.impls.registry import registry
+from ssmbench.measure.verify import verify
+from ssmbench.runs.sweep.run import DEVICE_ENV
+from ssmbench.spec.case import AcceptLaw, Case
+from ssmbench.spec.presets import Mamba2Shape
 from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize
 
 SSU, CKPT = "flashinfer.ssu", "flashinfer.checkpointing"
@@ -70,7 +70,7 @@ def test_absent_flashinfer_is_reported_not_raised(absent) -> None:
 
 
 def test_importing_ssmbench_does_not_import_flashinfer() -> None:
-    code = "import sys, ssmbench.impls; from ssmbench.registry import registry; registry(); " \
+    code = "import sys, ssmbench.impls; from ssmbench.impls.registry import registry; registry(); " \
            "assert 'flashinfer' not in sys.modules, 'imported eagerly'"
     import subprocess
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ssmbench.baselines import list_baselines
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.results import (
+from ssmbench.output.baselines import list_baselines
+from ssmbench.output.results import (
     MAX_RESULTS_BYTES,
     SCHEMA,
     CaseRecord,

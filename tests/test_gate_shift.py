@@ -10,7 +10,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
-from ssmbench.compare import (
+from ssmbench.output.compare import (
     EXIT_OK,
     EXIT_SLOWER,
     Gate,
@@ -20,8 +20,8 @@ from ssmbench.compare import (
     shift_diagnosis,
     to_markdown,
 )
-from ssmbench.measure.stats import median
-from ssmbench.results import CaseRecord, LogContents, write_results
+from ssmbench.output.results import CaseRecord, LogContents, write_results
+from ssmbench.output.stats import median
 
 runner = CliRunner()
 
@@ -78,7 +78,7 @@ def test_no_shift_and_too_few_pairs():
 def test_shift_rule_on_rows():
     """The documented rule on bare rows: |median| > t/2, >= 90% on its side, IQR <= |median|/2."""
     def rows(changes: list[float]) -> list[Row]:
-        from ssmbench.compare import RatioInterval
+        from ssmbench.output.compare import RatioInterval
 
         return [Row("s", f"c{i}", "x", "SAME", interval=RatioInterval(1 + c / 100, 1 + c / 100, 1 + c / 100))
                 for i, c in enumerate(changes)]

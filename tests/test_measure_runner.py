@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssmbench.expand import expand
 from ssmbench.families import make_workload
 from ssmbench.families.common import POOL_FACTOR
-from ssmbench.impl import Chain, snapshot
+from ssmbench.impls.base import Chain, snapshot
 from ssmbench.impls.reference import IntermediateReference, SequentialReference
 from ssmbench.measure.l2 import in_proj_outputs
 from ssmbench.measure.runner import (
@@ -22,8 +21,9 @@ from ssmbench.measure.runner import (
     verify_summary,
 )
 from ssmbench.measure.target import describe_exception
-from ssmbench.spec import load_sweep_file
-from ssmbench.verify import Comparison
+from ssmbench.measure.verify import Comparison
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 MEASURE = {"warmup": 2, "min_samples": 5, "max_samples": 8, "max_noise": 0.5, "min_time_s": 0.0,
@@ -122,7 +122,7 @@ def session(monkeypatch):
     planted = (Raising("test.raise", "planted bug"),
                Raising("test.fault", "CUDA error: an illegal memory access was encountered"))
     impls = {i.name: i for i in (SequentialReference(), Counting(), Wrong(), *planted)}
-    monkeypatch.setattr("ssmbench.registry.registry", lambda: impls)
+    monkeypatch.setattr("ssmbench.impls.registry.registry", lambda: impls)
     s = Session(WorkerConfig(device="cpu"))
     s.impls = impls
     return s

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from ssmbench.measure.stats import median, quantile, relative_iqr, summarize
 from ssmbench.measure.stopping import MAX_ROUND, Stopper, StopRule, run_until_stopped
-from ssmbench.spec import Measure
+from ssmbench.output.stats import median, quantile, relative_iqr, summarize
+from ssmbench.spec.load import Measure
 
 
 class FakeClock:

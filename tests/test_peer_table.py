@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ssmbench.results import load_results
+from ssmbench.output.results import load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"

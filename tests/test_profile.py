@@ -16,14 +16,14 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.impl import Chain
+from ssmbench.impls.base import Chain
+from ssmbench.impls.registry import registry
 from ssmbench.measure.target import prepared_target, range_name
 from ssmbench.profiling import ncu, nsys, sanitizer
 from ssmbench.profiling import validate_bytes as vb
 from ssmbench.profiling.determinism import chain_tensors, check_determinism, first_difference
 from ssmbench.profiling.driver import ProfileOptions, inner_argv, tool_env
 from ssmbench.profiling.target import resolve
-from ssmbench.registry import registry
 
 DATA = Path(__file__).parent / "data"
 SMOKE = Path(__file__).parent.parent / "sweeps" / "smoke.yaml"

@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from ssmbench.errors import UsageError
-from ssmbench.report import BaselineIndex, markdown, pivot, print_tables, status_counts
-from ssmbench.results import (
+from ssmbench.output.report import BaselineIndex, markdown, pivot, print_tables, status_counts
+from ssmbench.output.results import (
     SCHEMA,
     CaseRecord,
     ResultsLog,

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import SpecError, SpecErrors
-from ssmbench.registry import registry
-from ssmbench.spec import load_sweep_file
+from ssmbench.impls.registry import registry
+from ssmbench.spec.load import load_sweep_file
 
 SWEEPS = Path(__file__).resolve().parent.parent / "sweeps"
 runner = CliRunner()
@@ -131,8 +131,8 @@ def test_cli_bad_spec_exits_2_with_message(tmp_path: Path) -> None:
 def test_defaults_are_parsed(tmp_path: Path) -> None:
     """Axes left out get their parsed defaults (the default acceptance law is a law, not a string),
     and the defaults give a case: docs/spec.md §10's measured law applies at every T (folded to T=1 here)."""
-    from ssmbench.case import MEASURED, measured_law
-    from ssmbench.expand import expand
+    from ssmbench.spec.case import MEASURED, measured_law
+    from ssmbench.spec.expand import expand
 
     text = "family: mamba2\nshape: {nheads: 2, head_dim: 4, dstate: 4, ngroups: 1}\nimpls: [reference.sequential]\n"
     sweep = load_sweep_file(write(tmp_path, text)).sweeps[0]

@@ -11,13 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ssmbench.case import DEFAULT_ACCEPT, measured_law
 from ssmbench.cli import app
 from ssmbench.errors import SpecError, SpecErrors, UsageError
-from ssmbench.expand import expand
-from ssmbench.registry import registry
-from ssmbench.spec import DEFAULT_MAX_CASES, MAX_CASES_ENV, load_sweep_file
-from ssmbench.yamlpos import MAX_DEPTH, MAX_SPEC_BYTES
+from ssmbench.impls.registry import registry
+from ssmbench.spec.case import DEFAULT_ACCEPT, measured_law
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import DEFAULT_MAX_CASES, MAX_CASES_ENV, load_sweep_file
+from ssmbench.spec.yamlpos import MAX_DEPTH, MAX_SPEC_BYTES
 
 BASE = b"name: t\nfamily: mamba2\nmodel: nemotron3-super\ntp: 8\nimpls: [triton.intermediate]\n"
 GDN = b"name: g\nfamily: gdn\nmodel: qwen3.5-397b-a17b\nimpls: [triton.gdn]\n"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ssmbench.case import DEFAULT_ACCEPT, AcceptLaw, Case, measured_law
 from ssmbench.errors import SpecError, SpecErrors
-from ssmbench.expand import expand, id_of
-from ssmbench.presets import GDNShape, Mamba2Shape
-from ssmbench.results import case_params
-from ssmbench.spec import load_sweep_file
+from ssmbench.output.results import case_params
+from ssmbench.spec.case import DEFAULT_ACCEPT, AcceptLaw, Case, measured_law
+from ssmbench.spec.expand import expand, id_of
+from ssmbench.spec.load import load_sweep_file
+from ssmbench.spec.presets import GDNShape, Mamba2Shape
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEPS = ROOT / "sweeps"

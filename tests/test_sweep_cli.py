@@ -23,15 +23,15 @@ from typer.testing import CliRunner
 
 from ssmbench.cli import app
 from ssmbench.errors import UsageError
-from ssmbench.impl import Chain, register
+from ssmbench.impls.base import Chain, register
 from ssmbench.impls.reference import SequentialReference
-from ssmbench.registry import PLUGINS_ENV, registry
-from ssmbench.results import load_results, log_path
-from ssmbench.spec import load_sweep_file
-from ssmbench.sweep.options import SweepOptions, parse_filters, parse_gpus, parse_shard, unfinished_run
-from ssmbench.sweep.plan import make_plan, shard_of
-from ssmbench.sweep.pool import exit_reason, log_tail
-from ssmbench.sweep.run import DEVICE_ENV, NO_GPU_MESSAGE, run_sweep, sweep_device, worker_configs
+from ssmbench.impls.registry import PLUGINS_ENV, registry
+from ssmbench.output.results import load_results, log_path
+from ssmbench.runs.sweep.options import SweepOptions, parse_filters, parse_gpus, parse_shard, unfinished_run
+from ssmbench.runs.sweep.plan import make_plan, shard_of
+from ssmbench.runs.sweep.pool import exit_reason, log_tail
+from ssmbench.runs.sweep.run import DEVICE_ENV, NO_GPU_MESSAGE, run_sweep, sweep_device, worker_configs
+from ssmbench.spec.load import load_sweep_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "sweeps" / "smoke.yaml"
@@ -214,9 +214,9 @@ def test_exit_reasons_and_log_tail(tmp_path: Path) -> None:
 
 
 def test_sweep_end_to_end_then_resume(tmp_path: Path, cpu_mode, monkeypatch) -> None:
-    import ssmbench.report
+    import ssmbench.output.report
 
-    monkeypatch.setitem(ssmbench.report.PLAIN_INTERVAL_S, "sweep", 0.0)  # a progress line per pair
+    monkeypatch.setitem(ssmbench.output.report.PLAIN_INTERVAL_S, "sweep", 0.0)  # a progress line per pair
     spec = tiny_spec(tmp_path, ["reference.sequential", "reference.intermediate"], batch="[1, 2]")
     out, md = tmp_path / "r.json", tmp_path / "r.md"
     runner = CliRunner()

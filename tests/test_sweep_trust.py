@@ -22,12 +22,11 @@ from test_sweep_cli import cpu_mode, tiny_spec  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
-from ssmbench.registry import PLUGINS_ENV
-from ssmbench.results import CaseRecord, ResultsLog, case_params, log_path, read_log, write_results
-from ssmbench.spec import load_sweep_file
-from ssmbench.sweep.options import SweepOptions, unfinished_run
-from ssmbench.sweep.plan import make_plan
-from ssmbench.sweep.pool import (
+from ssmbench.impls.registry import PLUGINS_ENV
+from ssmbench.output.results import CaseRecord, ResultsLog, case_params, log_path, read_log, write_results
+from ssmbench.runs.sweep.options import SweepOptions, unfinished_run
+from ssmbench.runs.sweep.plan import make_plan
+from ssmbench.runs.sweep.pool import (
     WORKER_DIR_PREFIX,
     Interrupted,
     StopSignals,
@@ -36,7 +35,8 @@ from ssmbench.sweep.pool import (
     pid_alive,
     remove_stale_worker_dirs,
 )
-from ssmbench.sweep.run import DEVICE_ENV, run_sweep
+from ssmbench.runs.sweep.run import DEVICE_ENV, run_sweep
+from ssmbench.spec.load import load_sweep_file
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -300,9 +300,9 @@ def test_a_bad_spec_leaves_earlier_files_byte_identical(tmp_path: Path, cpu_mode
 def test_a_workers_invalid_record_costs_only_its_pair(tmp_path: Path) -> None:
     """A result message the readers' validation refuses (here a 0 us sample) becomes an ``error``
     record for that pair, not an exception that stops the sweep."""
-    from ssmbench.expand import expand
     from ssmbench.measure.runner import Task, WorkerConfig
-    from ssmbench.results import case_params
+    from ssmbench.output.results import case_params
+    from ssmbench.spec.expand import expand
 
     case = expand(load_sweep_file(tiny_spec(tmp_path, ["reference.sequential"])).sweeps[0]).cases[0]
     got: list[CaseRecord] = []

@@ -11,7 +11,7 @@ storage spacing and >= 99% of the codes bit-identical (same Philox uniforms), un
 bit for bit, history rows bit-identical (x, B) or within fp32 rounding (processed dt), and the
 bookkeeping after `commit` equal to `replay_commit`. After the last step, the implied state is
 compared with an independent reference run of the same steps (rounding flips may differ there:
-format tolerance of `ssmbench.verify`).
+format tolerance of `ssmbench.measure.verify`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0") else "cuda"
 
-from ssmbench.verify import STATE_TOL  # noqa: E402
+from ssmbench.measure.verify import STATE_TOL  # noqa: E402
 from ssmbench_kernels.mamba2_replay.kernel import (  # noqa: E402
     KERNEL_NAMES,
     CheckpointKnobs,

@@ -201,10 +201,10 @@ def test_gdn_rejects_bad_inputs() -> None:
 
 def test_gdn_bytes_model() -> None:
     """gdn_bytes by hand for a small case: conv1d part + one state read, T + 1 written."""
-    from ssmbench.case import AcceptLaw, Case
     from ssmbench.families.common import INDEX_BYTES, conv1d_bytes
     from ssmbench.families.gdn import gdn_bytes
-    from ssmbench.presets import GDNShape
+    from ssmbench.spec.case import AcceptLaw, Case
+    from ssmbench.spec.presets import GDNShape
 
     s = GDNShape(num_k_heads=2, num_v_heads=4, head_k_dim=16, head_v_dim=8, d_conv=4)
     case = Case(id="x", sweep="x", family="gdn", preset=None, tp=1, shape=s, batch=4, T=3, state_dtype="bf16",

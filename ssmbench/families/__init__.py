@@ -10,9 +10,9 @@ from types import ModuleType
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families import gdn, mamba2
 from ssmbench.families.common import Workload
+from ssmbench.spec.case import Case
 
 FAMILIES: dict[str, ModuleType] = {mamba2.FAMILY: mamba2, gdn.FAMILY: gdn}
 """Family name (``Case.family``) -> its harness module."""

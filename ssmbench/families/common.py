@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.reference import conv1d_update
 from ssmbench_kernels.storage.reference import (
     QMAX,

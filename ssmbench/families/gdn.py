@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ssmbench.accept import draw_k
-from ssmbench.case import Case
 from ssmbench.families.common import (
     ACT_DTYPES,
     INDEX_BYTES,
@@ -30,7 +28,9 @@ from ssmbench.families.common import (
     to_device,
     uniform,
 )
-from ssmbench.presets import GDNShape
+from ssmbench.spec.accept import draw_k
+from ssmbench.spec.case import Case
+from ssmbench.spec.presets import GDNShape
 from ssmbench_kernels.gdn.reference import gdn_recurrence
 from ssmbench_kernels.storage.reference import StoredState
 

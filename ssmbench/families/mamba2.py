@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-from ssmbench.accept import draw_k, draw_pnat, stationary_pnat
-from ssmbench.case import Case
 from ssmbench.families.common import (
     ACT_DTYPES,
     INDEX_BYTES,
@@ -33,7 +31,9 @@ from ssmbench.families.common import (
     to_device,
     uniform,
 )
-from ssmbench.presets import Mamba2Shape
+from ssmbench.spec.accept import draw_k, draw_pnat, stationary_pnat
+from ssmbench.spec.case import Case
+from ssmbench.spec.presets import Mamba2Shape
 from ssmbench_kernels.mamba2_replay.reference import ReplayState, new_replay_state
 from ssmbench_kernels.mamba2_states.reference import mamba2_recurrence
 from ssmbench_kernels.storage.reference import StoredState

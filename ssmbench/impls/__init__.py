@@ -1,8 +1,5 @@
-"""Importing this package registers every impl: the references, the Triton kernels and the peers.
-Registration order is the registry's order (`ssmbench list`, check, records): the references
-first, then the Triton Mamba-2 chains and the peers, the checkpoint chain, GDN."""
-
-# isort: off
-from ssmbench.impls import reference  # noqa: F401
-from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn  # noqa: F401
-# isort: on
+"""The impls layer: what runs a case. `base` is the interface (`Impl.build(case, workload) ->
+Chain`, `register`); the providers (`reference`, `triton_mamba`, `flashinfer`, `triton_checkpoint`,
+`triton_gdn`) implement it over the families' workloads and register into it; `registry` (the
+shipped providers + the modules named in $SSMBENCH_PLUGINS) imports them and hands every impl to
+the harness. Importing this package imports none of them (no torch, no Triton)."""

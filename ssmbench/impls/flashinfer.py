@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families.common import act_bytes
 from ssmbench.families.mamba2 import (
     Mamba2Workload,
@@ -33,8 +32,9 @@ from ssmbench.families.mamba2 import (
     intermediate_pool,
     replay_state,
 )
-from ssmbench.impl import Chain, Impl, register, snapshot
+from ssmbench.impls.base import Chain, Impl, register, snapshot
 from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_commit, replay_implied_state
 from ssmbench_kernels.storage.reference import StoredState

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families import gdn, mamba2
 from ssmbench.families.common import SR_STEP, reference_conv, store_states
 from ssmbench.families.gdn import GDNWorkload
 from ssmbench.families.mamba2 import Mamba2Workload, intermediate_pool, replay_case_reason, replay_state
-from ssmbench.impl import Chain, Impl, register
+from ssmbench.impls.base import Chain, Impl, register
+from ssmbench.spec.case import Case
 from ssmbench_kernels.gdn.reference import gdn_decode_step
 from ssmbench_kernels.mamba2_replay.reference import replay_commit, replay_implied_state, replay_step
 from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step, mamba2_mtp_step

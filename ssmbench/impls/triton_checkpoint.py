@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.mamba2 import Mamba2Workload, checkpoint_chain_bytes, replay_case_reason, replay_state
-from ssmbench.impl import Chain, register
+from ssmbench.impls.base import Chain, register
 from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import validate_conv1d_inputs
 from ssmbench_kernels.mamba2_replay.kernel import (

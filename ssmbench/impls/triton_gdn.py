@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families import gdn
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.gdn import GDNWorkload
-from ssmbench.impl import Chain, Impl, register
+from ssmbench.impls.base import Chain, Impl, register
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode

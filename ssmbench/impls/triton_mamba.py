@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.mamba2 import Mamba2Workload, conv_chain_bytes, intermediate_chain_bytes, intermediate_pool
-from ssmbench.impl import Chain, Impl, register, snapshot
+from ssmbench.impls.base import Chain, Impl, register, snapshot
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.mamba2_states.kernel import KERNEL_NAMES as INTERMEDIATE_KERNELS

@@ -64,7 +64,7 @@ def calibrate_copy(device: Any, l2_bytes: int, reps: int = 20) -> dict[str, floa
     median of ``reps`` copies after two warm-ups. Random bytes, never zeros."""
     import torch
 
-    from ssmbench.measure.stats import median
+    from ssmbench.output.stats import median
 
     nbytes = copy_bytes_for(l2_bytes)
     src = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, device=device)

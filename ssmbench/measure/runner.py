@@ -6,7 +6,7 @@ preparation steps are `ssmbench.measure.target`'s, shared with `check` and the p
 1. **build** the chain (Triton compiles on first use; the worker process lives across cases, so a
    kernel compiled for one case is reused by the next);
 2. **verify** (the correctness gate, before any timing): run the chain once and compare with the
-   fp64 reference (`ssmbench.verify`); a failing impl is recorded ``fail`` and not timed;
+   fp64 reference (`ssmbench.measure.verify`); a failing impl is recorded ``fail`` and not timed;
 3. **capture** the chain in a CUDA graph (a chain that cannot be captured, e.g. a reference
    with host syncs, is timed eagerly and labelled ``launch: eager``); with a ``restore``, the
    first graph replay is verified too;
@@ -28,12 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssmbench.case import Case
 from ssmbench.measure.bandwidth import calibrate_copy, datasheet_tbps, sol_pct, tbps
 from ssmbench.measure.clocks import ClockMonitor, driver_version, open_clock_monitor, summarize_clocks
 from ssmbench.measure.l2 import L2Flusher
 from ssmbench.measure.slowdown import slow_down, slowdown_fraction
-from ssmbench.measure.stats import summarize
 from ssmbench.measure.stopping import Stopper, StopRule, run_until_stopped
 from ssmbench.measure.target import Target, describe_exception
 from ssmbench.measure.timer import (
@@ -45,7 +43,9 @@ from ssmbench.measure.timer import (
     WallTimer,
     kernel_medians,
 )
-from ssmbench.results import CaseRecord, case_params
+from ssmbench.output.results import CaseRecord, case_params
+from ssmbench.output.stats import summarize
+from ssmbench.spec.case import Case
 
 Emit = Callable[[tuple], None]
 
@@ -214,8 +214,8 @@ class Session:
     def run(self, task: Task, emit: Emit) -> bool:
         """Measure every impl of the task, emitting phases and one result each. Returns False when
         the worker must exit (a CUDA fault left the context unusable)."""
-        from ssmbench.registry import registry
-        from ssmbench.workload import make_workload
+        from ssmbench.families import make_workload
+        from ssmbench.impls.registry import registry
 
         impls = registry()
         setup = self.config.setup_timeout_s
@@ -335,7 +335,7 @@ class Session:
     def _span_us(self, run: Callable[[], None], prepare: Callable[[], None]) -> float:
         """Median span of a short round (the test slowdown's calibration)."""
         from ssmbench.measure.slowdown import CALIBRATION_SAMPLES
-        from ssmbench.measure.stats import median
+        from ssmbench.output.stats import median
 
         return median([s.span_us for s in self.timer.measure(run, prepare, CALIBRATION_SAMPLES)])
 

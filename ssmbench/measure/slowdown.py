@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ssmbench.errors import UsageError
-from ssmbench.measure.stats import median
+from ssmbench.output.stats import median
 
 SLOWDOWN_ENV = "SSMBENCH_TEST_SLOWDOWN"
 SPIN_KERNEL = "test_slowdown_spin"

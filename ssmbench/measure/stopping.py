@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ssmbench.measure.stats import relative_iqr
+from ssmbench.output.stats import relative_iqr
 
 STOP_REASONS = ("converged", "max_samples", "timeout")
 
@@ -40,7 +40,7 @@ class StopRule:
 
     @classmethod
     def from_measure(cls, measure: Any) -> StopRule:
-        """From a `ssmbench.spec.Measure` (or its dict form)."""
+        """From a `ssmbench.spec.load.Measure` (or its dict form)."""
         data = measure if isinstance(measure, dict) else measure.model_dump()
         keys = ("min_samples", "max_samples", "max_noise", "min_time_s", "timeout_s")
         return cls(**{k: data[k] for k in keys})

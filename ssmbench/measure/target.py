@@ -1,12 +1,12 @@
 """One (case, impl) on a device: build -> run once -> verify -> prepare. The one place this is
-written; `ssmbench check` (`ssmbench.checking`), the sweep's worker (`ssmbench.measure.runner`),
+written; `ssmbench check` (`ssmbench.runs.check`), the sweep's worker (`ssmbench.measure.runner`),
 `ssmbench profile` and `ssmbench validate-bytes` (`ssmbench.profiling`) all use it.
 
 The steps, in order (each raises on an exception: the caller decides what an exception is):
 
 1. `Target.on`: the workload on the device (or a shared one, built once per case);
 2. `Target.build`: ``impl.build`` (Triton compiles on first use);
-3. `Target.verify`: run the chain once, sync, compare with the fp64 reference (`ssmbench.verify`,
+3. `Target.verify`: run the chain once, sync, compare with the fp64 reference (`ssmbench.measure.verify`,
    its tolerances); a `Verdict`: ``ok``, ``fail`` (outputs differ) or ``error`` (nothing to verify);
 4. `Target.ready`: the per-run preparation, outside any measured span or profiled range: the
    chain's ``restore`` and the case's L2 mode (`ssmbench.measure.l2`) on the hot tensors.
@@ -129,7 +129,7 @@ class Target:
         """Step 1: the target on ``device``, with ``workload`` (shared by a case's impls) or one
         built here."""
         if workload is None:
-            from ssmbench.workload import make_workload
+            from ssmbench.families import make_workload
 
             workload = make_workload(case, device)
         return cls(case, impl, workload, device)
@@ -146,7 +146,7 @@ class Target:
 
     def compare(self) -> Verdict:
         """The chain's current outputs against the reference (e.g. after a graph replay)."""
-        from ssmbench.verify import verify
+        from ssmbench.measure.verify import verify
 
         self.verdict = Verdict.of(verify(self.case, self.workload, self.chain.outputs()))
         return self.verdict

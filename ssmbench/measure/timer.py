@@ -184,7 +184,7 @@ def kernel_medians(samples: Sequence[Sample], keep: int = 8) -> dict[str, float]
     """Median per kernel name over the samples (a name missing from a sample counts 0 there).
     Names beyond the ``keep`` slowest are summed into ``(other)``: eager reference chains launch
     dozens of small PyTorch kernels."""
-    from ssmbench.measure.stats import median
+    from ssmbench.output.stats import median
 
     names: list[str] = []
     for s in samples:

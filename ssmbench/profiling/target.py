@@ -32,7 +32,7 @@ class Selection:
 def find_case(sweep_file: Any, case_id: str) -> tuple[Any, Any]:
     """The (sweep, case) whose id is ``case_id`` (or the one case a glob matches); a clear error
     with the closest ids otherwise."""
-    from ssmbench.expand import expand
+    from ssmbench.spec.expand import expand
 
     everything = [(sweep, case) for sweep in sweep_file.sweeps for case in expand(sweep).cases]
     exact = [(s, c) for s, c in everything if c.id == case_id]
@@ -55,8 +55,8 @@ def find_case(sweep_file: Any, case_id: str) -> tuple[Any, Any]:
 def pick_impl(sweep: Any, case: Any, impl_name: str | None) -> Any:
     """The named impl (it must run the case), else the sweep's baseline when it runs the case,
     else the first of the sweep's impls that does."""
-    from ssmbench.planning import impl_plan
-    from ssmbench.registry import registry
+    from ssmbench.impls.registry import registry
+    from ssmbench.runs.planning import impl_plan
 
     impls = registry()
     if impl_name is not None:
@@ -78,8 +78,8 @@ def pick_impl(sweep: Any, case: Any, impl_name: str | None) -> Any:
 
 
 def resolve(spec: Path, case_id: str, impl_name: str | None) -> Selection:
-    from ssmbench.registry import registry
-    from ssmbench.spec import load_sweep_file
+    from ssmbench.impls.registry import registry
+    from ssmbench.spec.load import load_sweep_file
 
     sweep_file = load_sweep_file(spec, impl_names=list(registry()))
     sweep, case = find_case(sweep_file, case_id)

@@ -51,10 +51,10 @@ def plan_pairs(sweep_file: Any, impl_names: list[str], filters: list[str]) -> tu
                                                                                     list[str]]:
     """(sweep, case, impl) triples to measure: the sweep's impls (or ``impl_names``) that run the case
     and declare a byte model; and a note per impl left out for having none."""
-    from ssmbench.expand import expand
-    from ssmbench.planning import check_impl_names, impl_plan, select_impls
-    from ssmbench.sweep.options import parse_filters
-    from ssmbench.sweep.plan import matches
+    from ssmbench.runs.planning import check_impl_names, impl_plan, select_impls
+    from ssmbench.runs.sweep.options import parse_filters
+    from ssmbench.runs.sweep.plan import matches
+    from ssmbench.spec.expand import expand
 
     impls = check_impl_names(impl_names)
     wanted = parse_filters(filters)
@@ -80,9 +80,9 @@ def run_pairs_inner(triples: list[tuple[Any, Any, Any]], device: Any, manifest: 
     """In the process ncu profiles: per case one workload, per impl build + verify + one chain run
     inside its range. Failures are recorded in the manifest and the run goes on (a CUDA fault
     ends the process; the manifest written so far says which pair it was on)."""
+    from ssmbench.families import make_workload
     from ssmbench.measure.target import VerificationFailed, describe_exception, prepared_target
     from ssmbench.profiling.target import run_in_range
-    from ssmbench.workload import make_workload
 
     pairs: list[Pair] = []
     workloads: dict[str, Any] = {}

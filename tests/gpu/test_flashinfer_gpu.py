@@ -14,12 +14,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssmbench.case import DEFAULT_ACCEPT, Case
 from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
-from ssmbench.presets import Mamba2Shape
-from ssmbench.registry import registry
-from ssmbench.verify import verify
+from ssmbench.impls.registry import registry
+from ssmbench.measure.verify import verify
+from ssmbench.spec.case import DEFAULT_ACCEPT, Case
+from ssmbench.spec.presets import Mamba2Shape
 
 pytestmark = pytest.mark.skipif(fi.availability() != fi.AVAILABLE, reason=fi.availability())
 

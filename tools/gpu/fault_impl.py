@@ -11,7 +11,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ssmbench.impl import Chain, register
+from ssmbench.impls.base import Chain, register
 from ssmbench.impls.triton_mamba import TritonIntermediate
 
 

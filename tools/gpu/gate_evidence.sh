@@ -36,9 +36,9 @@ compare ab "$OUT/b.json" "$OUT/a1.json"
 python3 - "$OUT" <<'PY' | tee -a "$OUT/summary.txt"
 import copy, sys
 from collections import Counter
-from ssmbench.compare import compare_results
-from ssmbench.measure.stats import median
-from ssmbench.results import load_results
+from ssmbench.output.compare import compare_results
+from ssmbench.output.stats import median
+from ssmbench.output.results import load_results
 
 out = sys.argv[1]
 a1, a2, b = (load_results(f"{out}/{n}.json") for n in ("a1", "a2", "b"))

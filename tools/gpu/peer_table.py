@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from ssmbench.results import CaseRecord, load_results
+from ssmbench.output.results import CaseRecord, load_results
 
 PAIRS = [("triton.intermediate", "flashinfer.ssu"), ("triton.checkpoint", "flashinfer.checkpointing")]
 FORMATS = ["fp32", "bf16", "fp16sr", "int8sr", "fp8sr"]

@@ -15,7 +15,7 @@ source tools/gpu/wheels.sh
 S="python3 -m ssmbench"
 HEAD=sweeps/nemotron3-super-tp8.yaml
 GDN=sweeps/qwen35-gdn.yaml
-IMPLS=${IMPLS:-$(python3 -c "from ssmbench.registry import registry; print(' '.join(n for n in sorted(registry()) if n.startswith('triton.')))")}
+IMPLS=${IMPLS:-$(python3 -c "from ssmbench.impls.registry import registry; print(' '.join(n for n in sorted(registry()) if n.startswith('triton.')))")}
 (nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; ncu --version | tail -1
  compute-sanitizer --version | tail -1; echo "impls: $IMPLS") > "$E/versions.txt" 2>&1
 

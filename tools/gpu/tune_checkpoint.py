@@ -7,7 +7,7 @@ numbers to quote come from `ssmbench sweep`). Prints one markdown row per case, 
     python3 -m tools.gpu.tune_checkpoint 64,256 fp32,bf16 16 "round 1,p32 w2" > $OUT/tune.md   # a subset
 
 Each config is checked against the fp64 reference's outputs first (y and the written checkpoints,
-the `ssmbench.verify` tolerances); a config that fails prints FAIL instead of a time.
+the `ssmbench.measure.verify` tolerances); a config that fails prints FAIL instead of a time.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import sys
 
 import torch
 
-from ssmbench.expand import expand
+from ssmbench.families import make_workload
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.mamba2 import replay_state
-from ssmbench.measure.stats import median
 from ssmbench.measure.timer import CudaEventTimer
-from ssmbench.spec import load_sweep_file
-from ssmbench.workload import make_workload
+from ssmbench.output.stats import median
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, make_scratch, replay_step
 
 CONFIGS = {
@@ -71,7 +71,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main() -> None:
-    from ssmbench.verify import OUT_TOL, STATE_TOL
+    from ssmbench.measure.verify import OUT_TOL, STATE_TOL
 
     batches = [int(b) for b in sys.argv[1].split(",")]
     fmts = sys.argv[2].split(",")

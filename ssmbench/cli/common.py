@@ -1,6 +1,6 @@
 """What every `ssmbench` command module shares: the consoles and `friendly_errors` (bad input
 becomes a message and exit code 2, never a traceback). `ssmbench.cli` and the command modules
-(`cli_compare`, `cli_profile`) import it; it imports none of them."""
+(`ssmbench.cli.compare`, `ssmbench.cli.profile`) import it; it imports none of them."""
 
 from __future__ import annotations
 
@@ -77,8 +77,8 @@ def internal_error(command: str, exc: BaseException) -> str:
 
 
 def load_spec(spec: Path):
-    """The sweep file at ``spec``, loaded and checked (`ssmbench.sweep.options.load_spec`); a bare name
+    """The sweep file at ``spec``, loaded and checked (`ssmbench.runs.sweep.options.load_spec`); a bare name
     that is no file here (``smoke``, ``smoke.yaml``) is a shipped sweep (`ssmbench.resources`)."""
-    from ssmbench.sweep.options import load_spec as load  # at call time: tests replace it there
+    from ssmbench.runs.sweep.options import load_spec as load  # at call time: tests replace it there
 
     return load(resources.sweep_path(spec))

@@ -1,5 +1,5 @@
 """The uniform interface every kernel family implements (and the store impls register into;
-`ssmbench.registry` fills it with the shipped impls and plugins and hands it to the harness).
+`ssmbench.impls.registry` fills it with the shipped impls and plugins and hands it to the harness).
 
 An impl turns (case, workload) into a `Chain`: an ordered list of launches, each enqueuing one
 kernel on the current CUDA stream (so the chain can be captured in a CUDA graph), with the
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssmbench.case import Case
+from ssmbench.spec.case import Case
 
 
 @dataclass
@@ -97,6 +97,6 @@ def register(impl: Impl) -> Impl:
 
 
 def registered() -> dict[str, Impl]:
-    """The impls registered so far, in registration order (`ssmbench.registry.registry` first
+    """The impls registered so far, in registration order (`ssmbench.impls.registry.registry` first
     imports the shipped impls and the plugins)."""
     return dict(_REGISTRY)

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ssmbench.presets import Shape
+from ssmbench.spec.presets import Shape
 
 POOL_MODES = ("direct", "pool", "padded", "split")
 L2_MODES = ("cold", "hot", "realistic")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ssmbench.measure.runner import Task
-from ssmbench.results import DONE_STATUSES, CaseRecord, case_params, record_key
+from ssmbench.output.results import DONE_STATUSES, CaseRecord, case_params, record_key
 
 
 def shard_of(case_id: str, n: int) -> int:
@@ -67,9 +67,9 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
     """Which pairs run (grouped per case, so a case's workload is built once), which skip and why.
     ``done``: an earlier run's records (``--resume``); one counts as done only when its status is
     final and its parameters are the case's. (A set of keys counts as done as it is.)"""
-    from ssmbench.expand import expand
     from ssmbench.measure.stopping import StopRule
-    from ssmbench.planning import check_impl_names, impl_plan, select_impls
+    from ssmbench.runs.planning import check_impl_names, impl_plan, select_impls
+    from ssmbench.spec.expand import expand
 
     impls = check_impl_names(impl_names)
     plan = Plan([], [], [], {}, 0)
@@ -113,14 +113,14 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
 def why_empty(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str]],
               shard: tuple[int, int] | None) -> str:
     """Which option left no (case, impl) pair, naming the values the spec does have."""
-    from ssmbench.expand import expand
+    from ssmbench.spec.expand import expand
 
     everything = [(sweep, case) for sweep in sweep_file.sweeps for case in expand(sweep).cases]
     if not everything:
         return f"{sweep_file.path}: the spec expands to no case"
     families = {sweep.family for sweep in sweep_file.sweeps}
     if impl_names:
-        from ssmbench.registry import registry
+        from ssmbench.impls.registry import registry
 
         impls = registry()
         runnable = [n for n in impl_names if any(n in s.spec.impls or impls[n].family == s.family

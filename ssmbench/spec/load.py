@@ -19,10 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ssmbench.case import L2_MODES, MEASURED, POOL_MODES, AcceptLaw
 from ssmbench.errors import SpecError, SpecErrors, UsageError
-from ssmbench.presets import PRESETS, GDNShape, Mamba2Shape
-from ssmbench.yamlpos import line_of, load_documents
+from ssmbench.spec.case import L2_MODES, MEASURED, POOL_MODES, AcceptLaw
+from ssmbench.spec.presets import PRESETS, GDNShape, Mamba2Shape
+from ssmbench.spec.yamlpos import line_of, load_documents
 from ssmbench_kernels.storage.reference import FORMATS, ROUNDINGS
 
 StateDtype = Literal["fp32", "bf16", "fp16", "int8", "fp8"]
@@ -445,7 +445,7 @@ def _check_grid_size(sweeps: list[Sweep], file: str) -> None:
 def _check_unique_ids(sweeps: list[Sweep], file: str) -> None:
     """Two documents of one file must not produce the same case id (records and baselines would
     be matched to the wrong workload)."""
-    from ssmbench.expand import expand
+    from ssmbench.spec.expand import expand
 
     owner: dict[str, str] = {}
     for sweep in sweeps:

@@ -13,7 +13,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add `profile` and `validate-bytes` to the `ssmbench` app."""
-    from ssmbench.cli_common import console, friendly_errors, load_spec
+    from ssmbench.cli.common import console, friendly_errors, load_spec
 
     @app.command()
     @friendly_errors

@@ -3,9 +3,9 @@ which impls a sweep runs at all (`select_impls`: the spec's, narrowed or extende
 
 from __future__ import annotations
 
-from ssmbench.case import Case
-from ssmbench.impl import Impl
-from ssmbench.spec import Sweep
+from ssmbench.impls.base import Impl
+from ssmbench.spec.case import Case
+from ssmbench.spec.load import Sweep
 
 
 def first_window(sweep: Sweep, T: int) -> int:
@@ -25,12 +25,12 @@ def impl_plan(impl: Impl, case: Case, sweep: Sweep) -> str | None:
 
 
 def check_impl_names(impl_names: list[str] | None, impls: dict[str, Impl] | None = None) -> dict[str, Impl]:
-    """The registry (``impls``, default: `ssmbench.registry.registry`), once every ``--impl`` name
+    """The registry (``impls``, default: `ssmbench.impls.registry.registry`), once every ``--impl`` name
     is known to it; an unknown one is a usage error naming the allowed ones."""
     from ssmbench.errors import UsageError
 
     if impls is None:
-        from ssmbench.registry import registry
+        from ssmbench.impls.registry import registry
 
         impls = registry()
     unknown = [n for n in impl_names or [] if n not in impls]

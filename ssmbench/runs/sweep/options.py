@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.errors import UsageError
-from ssmbench.results import LogContents, ResultsLog, load_results, log_path, read_log
+from ssmbench.output.results import LogContents, ResultsLog, load_results, log_path, read_log
 
 FILTER_KEYS = ("sweep", "case", "batch", "T", "state_dtype", "rounding", "format", "pool", "accept", "window",
                "pdl", "l2")
@@ -121,8 +121,8 @@ def can_create_in(directory: Path) -> bool:
 
 def load_spec(path: Path) -> Any:
     """The spec, validated against the registered impls; an unreadable file is a usage error."""
-    from ssmbench.registry import registry
-    from ssmbench.spec import load_sweep_file
+    from ssmbench.impls.registry import registry
+    from ssmbench.spec.load import load_sweep_file
 
     path = Path(path)
     if path.is_dir():

@@ -4,7 +4,7 @@ the reference `ssmbench compare` gates against (schema ``ssmbench.results/1``, e
 A baseline must be a real, complete measurement: never the CPU test mode, never a run with the
 test slowdown knob, never an ok record without usable samples; unless forced, never an
 interrupted run or one with failed/errored pairs. Every file is read through the validating
-readers of `ssmbench.results`, so bad input is a `UsageError` (exit 2) naming file and field.
+readers of `ssmbench.output.results`, so bad input is a `UsageError` (exit 2) naming file and field.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ssmbench import resources
 from ssmbench.errors import UsageError
-from ssmbench.results import LogContents, load_results, usable_samples, write_results
+from ssmbench.output.results import LogContents, load_results, usable_samples, write_results
 
 BASELINES_DIR = resources.BASELINES_DIR
 

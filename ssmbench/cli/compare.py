@@ -1,6 +1,6 @@
 """`ssmbench compare` (the regression gate) and `ssmbench baseline save|show|path`.
 
-The decisions are `ssmbench.compare`'s (pure); this module reads the files, re-measures for
+The decisions are `ssmbench.output.compare`'s (pure); this module reads the files, re-measures for
 ``--rerun`` through the sweep machinery, prints, and writes the Markdown / JUnit reports.
 """
 
@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ssmbench.compare import (
+from ssmbench.errors import UsageError
+from ssmbench.output.compare import (
     CALIBRATION_HEADER,
     DEFAULT_CONFIDENCE,
     DEFAULT_THRESHOLD_PCT,
@@ -36,8 +37,7 @@ from ssmbench.compare import (
     to_junit,
     to_markdown,
 )
-from ssmbench.errors import UsageError
-from ssmbench.results import LogContents, load_results
+from ssmbench.output.results import LogContents, load_results
 
 VERDICT_STYLE = {"FAILED": "bold red", "SLOWER": "red", "AMBIGUOUS": "yellow", "MISSING": "magenta",
                  "NEW": "cyan", "SAME": "", "FASTER": "green"}
@@ -49,7 +49,7 @@ RootOption = Annotated[Path | None, typer.Option(
 def load_gates(spec: Path | None, new: LogContents, explicit: bool) -> tuple[dict[str, Gate], str]:
     """Per-sweep gates from the spec (``--spec``, else the one NEW was measured from), and where
     they came from. An explicit ``--spec`` must load; an implicit one that is gone is only noted."""
-    from ssmbench.spec import load_sweep_file
+    from ssmbench.spec.load import load_sweep_file
 
     path = spec or (Path(new.env["spec"]) if new.env.get("spec") else None)
     if path is None:
@@ -75,9 +75,9 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
                err_console: Console) -> Comparison:
     """Re-measure the SLOWER and AMBIGUOUS pairs ``rounds`` times, each round a separate sweep run
     of just those pairs (fresh workers), and decide them on the fresh samples (docs/gate.md)."""
-    from ssmbench.sweep.options import SweepOptions
-    from ssmbench.sweep.pool import INTERRUPTED_CODES
-    from ssmbench.sweep.run import DEVICE_ENV, run_sweep
+    from ssmbench.runs.sweep.options import SweepOptions
+    from ssmbench.runs.sweep.pool import INTERRUPTED_CODES
+    from ssmbench.runs.sweep.run import DEVICE_ENV, run_sweep
 
     flagged = [r for r in comparison.rows if r.verdict in ("SLOWER", "AMBIGUOUS")
                and r.key in new.records and r.key in old.records]
@@ -166,7 +166,7 @@ def write_report(path: Path, text: str, option: str) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `compare` and the `baseline` sub-app to the `ssmbench` app."""
-    from ssmbench.cli_common import console, err_console, friendly_errors
+    from ssmbench.cli.common import console, err_console, friendly_errors
 
     @app.command()
     @friendly_errors
@@ -250,7 +250,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(baseline_app, name="baseline")
 
     def _root(root: Path | None) -> Path:
-        from ssmbench.baselines import BASELINES_DIR
+        from ssmbench.output.baselines import BASELINES_DIR
 
         return root if root is not None else BASELINES_DIR
 
@@ -258,7 +258,7 @@ def register(app: typer.Typer) -> None:
         """`baseline save` without --dir writes into the checkout's baselines/ (kept in git); an
         installed ssmbench has only read-only copies, so it needs --dir."""
         from ssmbench import resources
-        from ssmbench.baselines import BASELINES_DIR
+        from ssmbench.output.baselines import BASELINES_DIR
 
         if not resources.IN_CHECKOUT:
             raise UsageError(f"baseline save: this ssmbench is installed, not run from a checkout; {BASELINES_DIR} "
@@ -276,7 +276,7 @@ def register(app: typer.Typer) -> None:
         root: RootOption = None,
     ) -> None:
         """Store RESULTS as the baseline of its GPU model and sweep."""
-        from ssmbench.baselines import save_baseline
+        from ssmbench.output.baselines import save_baseline
 
         if root is None:
             check_default_writable()
@@ -289,7 +289,7 @@ def register(app: typer.Typer) -> None:
         root: RootOption = None,
     ) -> None:
         """List the stored baselines: GPU, sweep, cases, date, git sha."""
-        from ssmbench.baselines import list_baselines
+        from ssmbench.output.baselines import list_baselines
 
         found = list_baselines(_root(root))
         table = Table(title=escape(f"Baselines ({_root(root)})"))
@@ -308,7 +308,7 @@ def register(app: typer.Typer) -> None:
         root: RootOption = None,
     ) -> None:
         """Print where the baseline for RESULTS' GPU model and sweep lives (CI scripts)."""
-        from ssmbench.baselines import baseline_path
+        from ssmbench.output.baselines import baseline_path
 
         print(baseline_path(load_results(results), results, _root(root)))
 

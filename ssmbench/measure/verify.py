@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from ssmbench.case import Case
 from ssmbench.families import reference_step
 from ssmbench.families.common import Workload, reference_conv
+from ssmbench.spec.case import Case
 
 STATE_TOL: dict[str, float] = {
     "fp64": 1e-12,

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from ssmbench.errors import UsageError
+from ssmbench.impls.registry import import_plugins, plugins_from_env
 from ssmbench.measure.runner import Task, WorkerConfig
 from ssmbench.measure.slowdown import slowdown_fraction
-from ssmbench.registry import import_plugins, plugins_from_env
-from ssmbench.results import CaseRecord, ResultsLog, log_path, write_results
-from ssmbench.sweep.options import (
+from ssmbench.output.results import CaseRecord, ResultsLog, log_path, write_results
+from ssmbench.runs.sweep.options import (
     SweepOptions,
     check_output_path,
     load_spec,
@@ -25,8 +25,8 @@ from ssmbench.sweep.options import (
     parse_shard,
     previous_results,
 )
-from ssmbench.sweep.plan import Plan, make_plan, why_empty
-from ssmbench.sweep.pool import Interrupted, StopSignals, WorkerPool, interrupt_exit_code, worker_dir
+from ssmbench.runs.sweep.plan import Plan, make_plan, why_empty
+from ssmbench.runs.sweep.pool import Interrupted, StopSignals, WorkerPool, interrupt_exit_code, worker_dir
 
 DEVICE_ENV = "SSMBENCH_SWEEP_DEVICE"
 NO_GPU_MESSAGE = (
@@ -117,7 +117,7 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
     """The whole command: check every option, plan, and only then open the log; measure; write
     the final JSON and tables. Returns the exit code: 0 all measured ok, 1 a pair failed or
     errored, 128 + signal when stopped by SIGINT (130), SIGTERM (143) or SIGHUP (129)."""
-    from ssmbench.report import PairProgress
+    from ssmbench.output.report import PairProgress
 
     err_console = err_console or console
     # 1. options, the spec, the device: all checked before any file is touched
@@ -195,7 +195,7 @@ def finish_sweep(options: SweepOptions, output: Path, md_path: Path | None, env:
     """The final JSON (``complete: false`` when interrupted), the tables, the summary line."""
     from datetime import datetime, timezone
 
-    from ssmbench.report import markdown, pivot, print_tables, status_counts
+    from ssmbench.output.report import markdown, pivot, print_tables, status_counts
 
     timers = sorted({str(d.get("timer")) for d in results.devices.values()})
     env.update({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -14,11 +14,11 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ssmbench.case import MEASURED, AcceptLaw, Case, measured_law, num_token
 from ssmbench.errors import SpecError
-from ssmbench.presets import DEFAULT_D_CONV, GDNShape, Mamba2Shape, Shape
-from ssmbench.spec import AXIS_NAMES, OPTION_SPECS, Sweep, parse_accept
-from ssmbench.yamlpos import line_of
+from ssmbench.spec.case import MEASURED, AcceptLaw, Case, measured_law, num_token
+from ssmbench.spec.load import AXIS_NAMES, OPTION_SPECS, Sweep, parse_accept
+from ssmbench.spec.presets import DEFAULT_D_CONV, GDNShape, Mamba2Shape, Shape
+from ssmbench.spec.yamlpos import line_of
 
 DEFAULT_ACT_DTYPE = "bf16"
 DEFAULT_SEED = 0

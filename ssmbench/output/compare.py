@@ -1,7 +1,7 @@
 """The regression gate's decisions: match two results files by (sweep, case id, impl), give each
 pair a verdict from the raw ``samples_us``, and turn the verdicts into an exit code.
 
-Pure functions, no I/O (the command in `ssmbench.cli_compare` reads files and prints); the
+Pure functions, no I/O (the command in `ssmbench.cli.compare` reads files and prints); the
 Markdown and JUnit renderings are built here as strings.
 
 Statistics (justified in docs/gate.md): the ratio of medians new/old with a percentile bootstrap
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ssmbench.measure.stats import median
-from ssmbench.results import CaseRecord, LogContents, usable_samples
+from ssmbench.output.results import CaseRecord, LogContents, usable_samples
+from ssmbench.output.stats import median
 
 DEFAULT_THRESHOLD_PCT = 3.0
 DEFAULT_CONFIDENCE = 0.99

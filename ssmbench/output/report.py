@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ssmbench.results import CaseRecord
+from ssmbench.output.results import CaseRecord
 
 PLAIN_INTERVAL_S = {"check": 5.0, "sweep": 10.0}
 """Seconds between progress lines when the output is not a terminal (a CI log), per command."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ssmbench.case import AcceptLaw
+from ssmbench.spec.case import AcceptLaw
 
 
 def k_distribution(law: AcceptLaw, T: int) -> torch.Tensor:

@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from ssmbench.errors import UsageError
+from ssmbench.impls.registry import import_plugins
 from ssmbench.measure.runner import Task, WorkerConfig
 from ssmbench.measure.target import describe_exception
-from ssmbench.registry import import_plugins
-from ssmbench.results import CaseRecord, case_params
+from ssmbench.output.results import CaseRecord, case_params
 
 MAX_START_FAILURES = 2
 """A GPU whose worker fails to start this many times in a row gets no more workers."""

@@ -17,17 +17,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ssmbench.case import Case
 from ssmbench.errors import UsageError
-from ssmbench.expand import expand, select_cases
-from ssmbench.impl import Impl
+from ssmbench.families import make_workload
+from ssmbench.impls.base import Impl
+from ssmbench.impls.registry import registry
 from ssmbench.measure.target import attempt, describe_exception, resolve_device
-from ssmbench.planning import impl_plan, select_impls
-from ssmbench.registry import registry
-from ssmbench.report import PairProgress
-from ssmbench.spec import SweepFile
-from ssmbench.verify import Comparison
-from ssmbench.workload import make_workload
+from ssmbench.measure.verify import Comparison
+from ssmbench.output.report import PairProgress
+from ssmbench.runs.planning import impl_plan, select_impls
+from ssmbench.spec.case import Case
+from ssmbench.spec.expand import expand, select_cases
+from ssmbench.spec.load import SweepFile
 
 INTERPRET_ENV = "TRITON_INTERPRET"
 

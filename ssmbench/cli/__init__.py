@@ -1,5 +1,8 @@
-"""The `ssmbench` command line. Each command is a thin shell over a module that does the work;
-bad input becomes a message and exit code 2, never a traceback."""
+"""The cli layer, on top of every other: the `ssmbench` command line. This package holds the typer
+`app` (the console script `ssmbench.cli:app`) and list / plan / check / sweep; `compare` (compare,
+baseline) and `profile` (profile, validate-bytes) register their commands into it; `common` holds
+what they share. Each command is a thin shell over a module that does the work; bad input becomes a
+message and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ssmbench import __version__, cli_compare, cli_profile, resources
-from ssmbench.cli_common import console, err_console, friendly_errors, load_spec
+from ssmbench import __version__, resources
+from ssmbench.cli import compare as cli_compare
+from ssmbench.cli import profile as cli_profile
+from ssmbench.cli.common import console, err_console, friendly_errors, load_spec
 from ssmbench.errors import UsageError
 
 app = typer.Typer(
@@ -36,8 +41,8 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 @friendly_errors
 def list_cmd() -> None:
     """List model presets, impls and the shipped sweeps."""
-    from ssmbench.presets import PRESET_NOTES, PRESETS
-    from ssmbench.registry import registry
+    from ssmbench.impls.registry import registry
+    from ssmbench.spec.presets import PRESET_NOTES, PRESETS
 
     presets = Table(title="Model presets (docs/spec.md §2, full layer; TP divides heads)")
     for col in ("preset", "family", "shape", "note"):
@@ -63,7 +68,7 @@ def list_cmd() -> None:
     sweeps = Table(title=f"Sweeps ({SWEEPS_DIR})")
     for col in ("file", "name", "description"):
         sweeps.add_column(col)
-    from ssmbench.spec import load_sweep_file
+    from ssmbench.spec.load import load_sweep_file
 
     for path in sorted(SWEEPS_DIR.glob("*.yaml")):
         try:
@@ -91,9 +96,9 @@ def plan(
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
-    from ssmbench.expand import expand, select_cases
-    from ssmbench.planning import impl_plan
-    from ssmbench.registry import registry
+    from ssmbench.impls.registry import registry
+    from ssmbench.runs.planning import impl_plan
+    from ssmbench.spec.expand import expand, select_cases
 
     sweep_file = load_spec(spec)
     impls = registry()
@@ -136,7 +141,7 @@ def check(
     """Verify impls against the references, case by case; ends with `N passed, M failed, K errors`.
 
     Exit 0 all passed, 1 a pair failed or errored, 2 bad input or nothing to check."""
-    from ssmbench.checking import prepare_device, run_check
+    from ssmbench.runs.check import prepare_device, run_check
 
     dev, note = prepare_device(device)  # before the impls import their Triton kernels
     if note:
@@ -178,8 +183,8 @@ def sweep(
 
     Exit 0 all ok, 1 a pair failed or errored, 2 bad input (no file touched), 130/143/129 stopped
     by SIGINT/SIGTERM/SIGHUP (results so far kept; continue with --resume)."""
-    from ssmbench.sweep.options import SweepOptions
-    from ssmbench.sweep.run import run_sweep
+    from ssmbench.runs.sweep.options import SweepOptions
+    from ssmbench.runs.sweep.run import run_sweep
 
     options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
                            shard=shard, resume=resume, fresh=fresh, markdown=markdown, argv=sys.argv[1:])

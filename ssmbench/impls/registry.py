@@ -1,13 +1,13 @@
-"""The registry the harness drives: every impl, the shipped ones (importing `ssmbench.impls`
+"""The registry the harness drives: every impl, the shipped ones (importing the providers
 registers them) and those of the plugin modules named in $SSMBENCH_PLUGINS. Kept apart from the
-interface (`ssmbench.impl`), which the impls import, so the two never import each other."""
+interface (`ssmbench.impls.base`), which the providers import, so the two never import each other."""
 
 from __future__ import annotations
 
 import importlib
 import os
 
-from ssmbench.impl import Impl, registered
+from ssmbench.impls.base import Impl, registered
 
 PLUGINS_ENV = "SSMBENCH_PLUGINS"
 """Comma-separated modules imported by `registry` (and in every sweep worker) that register
@@ -30,7 +30,13 @@ def import_plugins(names: list[str]) -> None:
 
 def registry() -> dict[str, Impl]:
     """All impls: the shipped ones and those of the modules named in $SSMBENCH_PLUGINS."""
-    from ssmbench import impls  # noqa: F401  (registers everything)
+    # Importing the providers registers them. Registration order is the registry's order
+    # (`ssmbench list`, check, records): the references first, then the Triton Mamba-2 chains and
+    # the peers, the checkpoint chain, GDN.
+    # isort: off
+    from ssmbench.impls import reference  # noqa: F401
+    from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn  # noqa: F401
+    # isort: on
 
     import_plugins(plugins_from_env())
     return registered()

@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal, TextIO
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
-from ssmbench.case import Case
 from ssmbench.errors import UsageError
+from ssmbench.spec.case import Case
 
 SCHEMA = "ssmbench.results/1"
 STATUSES = ("ok", "fail", "error", "skip")
@@ -45,7 +45,7 @@ def case_params(case: Case) -> dict[str, Any]:
     per-rank shape with d_conv, ``accept_law``: the law's kind and values, ``seed``, ``options``,
     ``act_dtype``), so a stored record can be checked against a case by equality: the result
     equals itself after a JSON round trip (lists, not tuples)."""
-    from ssmbench.expand import shape_tag
+    from ssmbench.spec.expand import shape_tag
 
     return {
         "family": case.family, "preset": case.preset, "tp": case.tp, "shape": shape_tag(case.shape),
