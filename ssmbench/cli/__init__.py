@@ -17,7 +17,7 @@ from rich.table import Table
 from ssmbench import __version__, resources
 from ssmbench.cli import compare as cli_compare
 from ssmbench.cli import profile as cli_profile
-from ssmbench.cli.common import console, err_console, friendly_errors, load_spec
+from ssmbench.cli.common import console, err_console, friendly_errors
 from ssmbench.errors import UsageError
 
 app = typer.Typer(
@@ -98,9 +98,10 @@ def plan(
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
     from ssmbench.impls.registry import registry
     from ssmbench.runs.planning import impl_plan
+    from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
     from ssmbench.spec.expand import expand, select_cases
 
-    sweep_file = load_spec(spec)
+    sweep_file = options_module.load_spec(spec)
     impls = registry()
     total = 0
     for sweep in sweep_file.sweeps:
@@ -146,7 +147,9 @@ def check(
     dev, note = prepare_device(device)  # before the impls import their Triton kernels
     if note:
         err_console.print(note, highlight=False, markup=False)
-    sweep_file = load_spec(spec)
+    from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
+
+    sweep_file = options_module.load_spec(spec)
     counts = run_check(sweep_file, impl_names=impl, case_glob=case, device=dev, console=console, verbose=verbose)
     console.print(counts.line(), highlight=False, markup=False)
     if counts.failed or counts.errors:

@@ -5,17 +5,14 @@ becomes a message and exit code 2, never a traceback). `ssmbench.cli` and the co
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ssmbench import resources
 from ssmbench.errors import SpecErrors, UsageError
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -69,16 +66,8 @@ def command_name(func: Callable) -> str:
 
 
 def internal_error(command: str, exc: BaseException) -> str:
-    """``error: internal error in sweep: KeyError: 'x' (run.py:42); please report``: one line."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
-    message = " ".join(str(exc).split())[:500]
-    return f"error: internal error in {command}: {type(exc).__name__}: {message}{where}; please report"
+    """``error: internal error in sweep: KeyError: 'x' (run.py:42); please report``: one line, the
+    exception said as every record says one (`describe_exception`)."""
+    from ssmbench.measure.target import describe_exception
 
-
-def load_spec(spec: Path):
-    """The sweep file at ``spec``, loaded and checked (`ssmbench.runs.sweep.options.load_spec`); a bare name
-    that is no file here (``smoke``, ``smoke.yaml``) is a shipped sweep (`ssmbench.resources`)."""
-    from ssmbench.runs.sweep.options import load_spec as load  # at call time: tests replace it there
-
-    return load(resources.sweep_path(spec))
+    return f"error: internal error in {command}: {describe_exception(exc)}; please report"

@@ -13,7 +13,7 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add `profile` and `validate-bytes` to the `ssmbench` app."""
-    from ssmbench.cli.common import console, friendly_errors, load_spec
+    from ssmbench.cli.common import console, friendly_errors
 
     @app.command()
     @friendly_errors
@@ -96,7 +96,9 @@ def register(app: typer.Typer) -> None:
 
         options = ValidateOptions(spec=spec, impls=impl or [], filters=filters or [], out_dir=output,
                                   threshold=threshold, device=device, force=force)
-        sweep_file = load_spec(spec)
+        from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
+
+        sweep_file = options_module.load_spec(spec)
         if inner:
             if info is None:
                 raise UsageError("--inner needs --info")

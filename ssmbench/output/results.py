@@ -637,7 +637,7 @@ class ResultsLog:
         self._write({"type": "env", **env})
 
     def device(self, info: dict[str, Any]) -> None:
-        key = info.get("uuid") or f"index{info.get('index')}"
+        key = device_key(info)
         if self.devices.get(key) != info:
             self.devices[key] = info
             self._write({"type": "device", **info})

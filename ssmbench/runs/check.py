@@ -43,6 +43,7 @@ class CheckResult:
 
 
 def triton_interpreted() -> bool:
+    """Whether Triton runs its kernels in the interpreter here (``TRITON_INTERPRET`` set)."""
     return os.environ.get(INTERPRET_ENV, "0") not in ("", "0")
 
 
@@ -141,7 +142,7 @@ def run_check(sweep_file: SweepFile, impl_names: list[str] | None, case_glob: st
                 progress.describe(f"{impl.name} {case.id}")
                 result = check_pair(case, impl, workload)
                 results.append(result)
-                progress.advance("fail" if result.status == "fail" else result.status)
+                progress.advance(result.status)
                 if verbose or result.status != "ok":
                     _print_result(progress, result)
             del workload

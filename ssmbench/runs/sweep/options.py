@@ -120,11 +120,14 @@ def can_create_in(directory: Path) -> bool:
 
 
 def load_spec(path: Path) -> Any:
-    """The spec, validated against the registered impls; an unreadable file is a usage error."""
+    """The spec, validated against the registered impls; an unreadable file is a usage error. A
+    bare name that is no file here (``smoke``, ``smoke.yaml``) is a shipped sweep
+    (`ssmbench.resources.sweep_path`), for every command alike."""
+    from ssmbench import resources
     from ssmbench.impls.registry import registry
     from ssmbench.spec.load import load_sweep_file
 
-    path = Path(path)
+    path = resources.sweep_path(Path(path))
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; give a sweep spec file (YAML)")
     try:

@@ -163,10 +163,11 @@ class WorkerPool:
     def __init__(self, configs: list[WorkerConfig], log_dir: Path, on_device: Callable[[dict], None],
                  on_record: Callable[[CaseRecord], None],
                  on_phase: Callable[[Task, str | None, str], None], start_timeout_s: float = 600.0,
-                 poll_stop: Callable[[], None] = lambda: None) -> None:
+                 on_turn: Callable[[], None] = lambda: None) -> None:
         self.ctx = mp.get_context("spawn")
-        self.poll_stop = poll_stop
-        """Called once per loop turn; raises (`Interrupted`) to stop the run at a safe point."""
+        self.on_turn = on_turn
+        """Called at every turn of the loop (about 5 a second): may raise (`Interrupted`) to stop the run at
+        a safe point, and prints the periodic progress line, so a hung worker is not silent."""
         self.start_timeout_s = start_timeout_s
         self.slots = [Slot(i, c) for i, c in enumerate(configs)]
         self.log_dir = log_dir
@@ -291,7 +292,7 @@ class WorkerPool:
         queue: deque[Task] = deque(tasks)
         try:
             while queue or any(s.task is not None for s in self.slots):
-                self.poll_stop()
+                self.on_turn()
                 for slot in self.slots:
                     if slot.proc is None and not slot.disabled and queue:
                         self._start(slot)
@@ -311,7 +312,7 @@ class WorkerPool:
                     break
                 live = [s for s in self.slots if s.proc is not None]
                 mp_wait([s.conn for s in live] + [s.proc.sentinel for s in live], timeout=0.2)
-                self.poll_stop()  # before looking at dead workers: a SIGTERM to the group is no crash
+                self.on_turn()  # before looking at dead workers: a SIGTERM to the group is no crash
                 for slot in live:
                     self._drain(slot)
                     if not slot.proc.is_alive():

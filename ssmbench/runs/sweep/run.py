@@ -107,7 +107,9 @@ def sweep_device() -> str:
 
     if not torch.cuda.is_available():
         raise UsageError(NO_GPU_MESSAGE)
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    from ssmbench.runs.check import triton_interpreted
+
+    if triton_interpreted():
         raise UsageError("TRITON_INTERPRET is set: Triton kernels would run in the interpreter. Unset it to "
                          "time them (it is for CPU machines).")
     return "cuda"
@@ -178,7 +180,7 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
             for record in plan.skips:
                 results.case(record)
             pool = WorkerPool(configs, log_dir, results.device, on_record, on_phase,
-                              start_timeout_s=options.start_timeout_s, poll_stop=stop.poll)
+                              start_timeout_s=options.start_timeout_s, on_turn=lambda: (stop.poll(), progress.tick()))
             progress.describe("starting workers")
             with progress:
                 pool.run(plan.tasks)
