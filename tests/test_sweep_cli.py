@@ -26,7 +26,7 @@ from ssmbench.errors import UsageError
 from ssmbench.impls.base import Chain, register
 from ssmbench.impls.reference import SequentialReference
 from ssmbench.impls.registry import PLUGINS_ENV, registry
-from ssmbench.output.results import load_results, log_path
+from ssmbench.output.results import CaseRecord, case_params, load_results, log_path
 from ssmbench.runs.sweep.options import SweepOptions, parse_filters, parse_gpus, parse_shard, unfinished_run
 from ssmbench.runs.sweep.plan import make_plan, shard_of
 from ssmbench.runs.sweep.pool import exit_reason, log_tail
@@ -153,11 +153,11 @@ def test_shards_are_stable_and_partition_the_cases() -> None:
     assert shard_of("H16P64N128G1-b64-T6-fp32-pool-w6-hist-pdl-realistic", 4) == 0
     assert shard_of("H16P64N128G1-b1-T6-fp8sr-pool-w16-hist-pdl-realistic", 7) == 6
     sweep_file = load_sweep_file(HEADLINE)
-    full = make_plan(sweep_file, [], {}, None, set())
-    shards = [make_plan(sweep_file, [], {}, (i, 3), set()) for i in range(3)]
+    full = make_plan(sweep_file, [], {}, None, {})
+    shards = [make_plan(sweep_file, [], {}, (i, 3), {}) for i in range(3)]
     assert sorted(k for s in shards for k in s.order) == sorted(full.order)  # disjoint and complete
     assert all(s.order for s in shards)
-    again = make_plan(sweep_file, [], {}, (1, 3), set())
+    again = make_plan(sweep_file, [], {}, (1, 3), {})
     assert again.order == shards[1].order
     for s in shards:  # every impl of a case lands in the same shard
         assert {k[1] for k in s.order}.isdisjoint({k[1] for o in shards if o is not s for k in o.order})
@@ -179,7 +179,7 @@ exclude: [{state_dtype: fp16, rounding: rn}, {state_dtype: int8, rounding: rn}]
 def test_plan_groups_impls_per_case_with_skips_filters_and_done(tmp_path: Path) -> None:
     (tmp_path / "plan.yaml").write_text(PLAN_SPEC)
     sweep_file = load_sweep_file(tmp_path / "plan.yaml")
-    plan = make_plan(sweep_file, [], parse_filters(["batch=64", "format=fp32,fp16sr"]), None, set())
+    plan = make_plan(sweep_file, [], parse_filters(["batch=64", "format=fp32,fp16sr"]), None, {})
     assert {t.case.batch for t in plan.tasks} == {64}
     assert {t.case.state_dtype for t in plan.tasks} == {"fp32", "fp16"}
     assert len(plan.order) == 2 * 2 * 2  # 2 formats x 2 windows x 2 impls
@@ -189,14 +189,17 @@ def test_plan_groups_impls_per_case_with_skips_filters_and_done(tmp_path: Path) 
     assert plan.baselines == {"plan": "reference.intermediate"}
     w6 = next(t for t in plan.tasks if t.case.window == 6 and t.case.state_dtype == "fp32")
     assert w6.impls == ["reference.intermediate", "reference.replay"]  # one task, workload built once
-    done = {plan.order[0]}
+    first = plan.tasks[0]
+    assert plan.order[0] == (first.sweep, first.case.id, first.impls[0])
+    done = {plan.order[0]: CaseRecord(id=first.case.id, impl=first.impls[0], sweep=first.sweep, status="ok",
+                                      params=case_params(first.case))}
     resumed = make_plan(sweep_file, [], parse_filters(["batch=64", "format=fp32,fp16sr"]), None, done)
     assert resumed.pairs == 5 and resumed.order == plan.order
     filters = parse_filters(["case=*-b1-*", "window=16"])
-    only = make_plan(sweep_file, ["reference.replay"], filters, None, set())
+    only = make_plan(sweep_file, ["reference.replay"], filters, None, {})
     assert {t.case.id for t in only.tasks} == {k[1] for k in only.order} and len(only.order) == 3
     with pytest.raises(UsageError, match="unknown"):
-        make_plan(sweep_file, ["reference.nope"], {}, None, set())
+        make_plan(sweep_file, ["reference.nope"], {}, None, {})
 
 
 def test_exit_reasons_and_log_tail(tmp_path: Path) -> None:

@@ -63,10 +63,10 @@ def same_params(record: CaseRecord, case: Any) -> bool:
 
 def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str]],
               shard: tuple[int, int] | None,
-              done: Mapping[tuple[str, str, str], CaseRecord] | set[tuple[str, str, str]]) -> Plan:
+              done: Mapping[tuple[str, str, str], CaseRecord]) -> Plan:
     """Which pairs run (grouped per case, so a case's workload is built once), which skip and why.
     ``done``: an earlier run's records (``--resume``); one counts as done only when its status is
-    final and its parameters are the case's. (A set of keys counts as done as it is.)"""
+    final and its parameters are the case's."""
     from ssmbench.measure.stopping import StopRule
     from ssmbench.runs.planning import check_impl_names, impl_plan, select_impls
     from ssmbench.spec.expand import expand
@@ -88,16 +88,12 @@ def make_plan(sweep_file: Any, impl_names: list[str], filters: dict[str, set[str
             for name in names:
                 key = record_key(sweep.name, case.id, name)
                 plan.order.append(key)
-                if isinstance(done, Mapping):
-                    earlier = done.get(key)
-                    if earlier is not None and earlier.status in DONE_STATUSES:
-                        if same_params(earlier, case):
-                            plan.reused += 1
-                            continue
-                        plan.stale.add(key)
-                elif key in done:
-                    plan.reused += 1
-                    continue
+                earlier = done.get(key)
+                if earlier is not None and earlier.status in DONE_STATUSES:
+                    if same_params(earlier, case):
+                        plan.reused += 1
+                        continue
+                    plan.stale.add(key)
                 reason = impl_plan(impls[name], case, sweep)
                 if reason is not None:
                     plan.skips.append(CaseRecord(id=case.id, impl=name, sweep=sweep.name, status="skip",
