@@ -60,12 +60,10 @@ def load_gates(spec: Path | None, new: LogContents, explicit: bool) -> tuple[dic
         return {}, f"spec {path} not found: default gate"
     try:
         return gates_from_spec(load_sweep_file(path).sweeps), f"gate from {path}"
-    except (UsageError, OSError, ValueError, RecursionError) as exc:
-        # an implicit spec (named by NEW's env.spec) is optional: any failure to read it falls back
-        if explicit and isinstance(exc, UsageError):
-            raise
+    except UsageError as exc:  # the spec loader says every problem of any file as a SpecError
+        # an implicit spec (named by NEW's env.spec) is optional: failing to read it falls back
         if explicit:
-            raise UsageError(f"--spec {path}: unreadable ({exc})") from None
+            raise
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         return {}, f"spec {path} unreadable ({first}): default gate"
 
