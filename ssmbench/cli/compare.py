@@ -163,7 +163,7 @@ def write_report(path: Path, text: str, option: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `compare` and the `baseline` sub-app to the `ssmbench` app."""
+    """Add `compare`, `merge` and the `baseline` sub-app to the `ssmbench` app."""
     from ssmbench.cli.common import console, err_console, friendly_errors
 
     @app.command()
@@ -243,6 +243,42 @@ def register(app: typer.Typer) -> None:
                       + (f" ({gating} gating)" if gating else ""), highlight=False, markup=False)
         if code:
             raise typer.Exit(code)
+
+    @app.command()
+    @friendly_errors
+    def merge(
+        inputs: Annotated[list[Path], typer.Argument(
+            help="Results of the parts of one sweep run (JSON, or a .jsonl log): e.g. its --shard i/n runs.")],
+        output: Annotated[Path, typer.Option("-o", "--output", help="The merged results JSON.")],
+        markdown: Annotated[Path | None, typer.Option(
+            "--markdown", help="Also write the merged run's tables as Markdown.")] = None,
+    ) -> None:
+        """Join the shards of one sweep (``sweep --shard i/n`` run as separate invocations, on
+        other GPUs or machines) into one results file, for `compare` and `baseline save`.
+
+        Refused (exit 2): files of different specs, commits or device modes, or one pair measured
+        twice with different results. Each GPU's calibration is kept (env.gpus); env.merged_from
+        says which file gave what. A missing shard or an unfinished part gives complete: false.
+        """
+        from ssmbench.output.merge import merge_results
+        from ssmbench.output.report import markdown as to_md
+        from ssmbench.output.report import pivot, print_tables, status_counts
+        from ssmbench.output.results import write_results
+        from ssmbench.runs.sweep.options import check_output_path
+
+        target = check_output_path(output, "-o")
+        md_path = check_output_path(markdown, "--markdown") if markdown is not None else None
+        merged = merge_results([(path, load_results(path)) for path in inputs])
+        write_results(target, merged.env, merged.devices, merged.records)
+        tables = pivot(merged.records, {})
+        print_tables(console, tables)
+        if md_path is not None:
+            md_path.write_text(to_md(tables, merged.records, merged.env, merged.devices))
+        for note in merged.notes:
+            err_console.print(f"[yellow]note[/]: {escape(note)}", highlight=False)
+        counts = ", ".join(f"{n} {s}" for s, n in status_counts(merged.records).items())
+        console.print(f"merged {len(inputs)} file(s), {len(merged.devices)} GPU(s): {counts}; results: {target}",
+                      highlight=False, markup=False)
 
     baseline_app = typer.Typer(help="Stored baselines: baselines/<gpu-slug>/<sweep-name>.json.", no_args_is_help=True)
     app.add_typer(baseline_app, name="baseline")
