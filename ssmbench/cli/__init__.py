@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ssmbench import __version__, resources
+from ssmbench.cli import accuracy as cli_accuracy
 from ssmbench.cli import compare as cli_compare
 from ssmbench.cli import profile as cli_profile
 from ssmbench.cli.common import console, err_console, friendly_errors
@@ -197,8 +198,8 @@ def sweep(
 
 
 def _register_command_modules() -> None:
-    """Commands that live in their own modules (compare/baseline, profile/validate-bytes)."""
-    for module in (cli_compare, cli_profile):
+    """Commands that live in their own modules (compare/baseline, profile/validate-bytes, accuracy)."""
+    for module in (cli_compare, cli_profile, cli_accuracy):
         module.register(app)
 
 

@@ -1,0 +1,276 @@
+"""`ssmbench accuracy` results: schema ``ssmbench.accuracy/1`` (docs/accuracy.md), the per-(case,
+impl) summary (error after one step and after N, growth slope, worst step), the table and the
+plot of error against step per format.
+
+Pure data and rendering: no impl, no torch, so a results file is read and reported anywhere. The
+conventions are the sweep results' (`ssmbench.output.results`): a ``schema`` string, ``env``,
+records; NaN/inf written as null; every reader validates strictly and names the file and field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from rich.table import Table
+from typing_extensions import NotRequired, TypedDict
+
+from ssmbench.errors import UsageError
+from ssmbench.output.results import (
+    Count,
+    Ident,
+    Number,
+    ResultsFormatError,
+    Text,
+    _finite,
+    _first_error,
+    describe,
+    parse_json,
+    read_results_text,
+    validate_env,
+)
+
+SCHEMA = "ssmbench.accuracy/1"
+SERIES = ("y", "state", "state_slow")
+"""Per-step relative errors a record carries: the outputs y, the state the next step reads, and
+that state on the slow-decay heads alone (where drift shows)."""
+STATUSES = ("ok", "error", "skip")
+
+
+@dataclass
+class AccuracyRecord:
+    """One (case, impl): per-step relative errors (index i = after step i + 1) against the fp64
+    chain. ``errors[name]`` for each of `SERIES`; None where an error was not finite."""
+
+    id: str
+    impl: str
+    sweep: str
+    status: str
+    message: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+    errors: dict[str, list[float | None]] = field(default_factory=dict)
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r}; allowed: {', '.join(STATUSES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(dataclasses.asdict(self))
+
+
+class _RecordFields(TypedDict):
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")  # type: ignore[misc]
+    id: Ident
+    impl: Ident
+    sweep: Ident
+    status: Literal["ok", "error", "skip"]
+    message: NotRequired[Text]
+    params: NotRequired[dict[str, Any]]
+    steps: NotRequired[Count]
+    errors: NotRequired[dict[Literal["y", "state", "state_slow"], list[Number | None]]]
+    seconds: NotRequired[Number | None]
+
+
+def validate_record(data: Any) -> AccuracyRecord:
+    """An `AccuracyRecord` from its JSON object, strictly typed; every series holds ``steps`` values."""
+    if not isinstance(data, dict):
+        raise ResultsFormatError("", "an object (an accuracy record)", describe(data))
+    try:
+        fields = _adapter().validate_python(data)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+    record = AccuracyRecord(**fields)
+    for name, values in record.errors.items():
+        if len(values) != record.steps:
+            raise ResultsFormatError(f"errors.{name}", f"{record.steps} values (steps)", f"{len(values)}")
+    return record
+
+
+@cache
+def _adapter() -> TypeAdapter[Any]:
+    """The record validator, built once on first use (pydantic builds one per type)."""
+    return TypeAdapter(_RecordFields)
+
+
+@dataclass
+class AccuracyResults:
+    env: dict[str, Any]
+    records: list[AccuracyRecord]
+
+
+def write_accuracy(output: Path, env: dict[str, Any], records: list[AccuracyRecord]) -> None:
+    """The results JSON, written atomically (temporary file, sync, rename)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    data = {"schema": SCHEMA, "env": env, "records": [r.to_dict() for r in records]}
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(_finite(data), indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)
+
+
+def load_accuracy(path: Path) -> AccuracyResults:
+    """Read and validate an accuracy results file; bad input is a `UsageError` naming file and field."""
+    path = Path(path)
+    text = read_results_text(path)
+    if not text.strip():
+        raise UsageError(f"{path}: empty file; not an accuracy results file")
+    try:
+        data = parse_json(text, str(path))
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = describe(data.get("schema")) if isinstance(data, dict) else describe(data)
+        raise UsageError(f"{path}: schema {got}; expected {SCHEMA!r}")
+    for key, what in (("env", "an object"), ("records", "a list of accuracy records")):
+        if key not in data:
+            raise ResultsFormatError(key, what, "nothing (missing)", str(path))
+    if not isinstance(data["records"], list):
+        raise ResultsFormatError("records", "a list of accuracy records", describe(data["records"]), str(path))
+    try:
+        env = validate_env(data["env"])
+    except ResultsFormatError as exc:
+        raise exc.at(str(path), "env") from None
+    records = []
+    for i, item in enumerate(data["records"]):
+        try:
+            records.append(validate_record(item))
+        except ResultsFormatError as exc:
+            raise exc.at(str(path), f"records[{i}]") from None
+    return AccuracyResults(env, records)
+
+
+# -- summary ---------------------------------------------------------------------------------------
+
+
+SETTLE_FRACTION = 4
+"""The slope leaves out the first 1/SETTLE_FRACTION of the steps: checkpoint replay stores nothing
+on its first steps (its error sits at the fp32 floor until the first fold), which would dominate
+a fit over log(step)."""
+
+
+def growth_slope(errors: list[float | None]) -> float | None:
+    """Least-squares slope of log(error) against log(step) over the steps from N/4 on with a
+    finite error > 0: ~0 bounded, ~0.5 a random walk (unbiased rounding on a decay near 1), ~1 a
+    bias that accumulates linearly. None with fewer than two such steps."""
+    first = len(errors) // SETTLE_FRACTION
+    pts = [(math.log(i + 1), math.log(e)) for i, e in enumerate(errors)
+           if i >= first and e is not None and math.isfinite(e) and e > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    if sxx == 0:
+        return None
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx
+
+
+@dataclass(frozen=True)
+class SeriesSummary:
+    first: float | None
+    last: float | None
+    slope: float | None
+    worst: float | None
+    worst_step: int | None
+    """1-based step of the largest error (a non-finite error counts as the worst)."""
+
+
+def summarize_series(errors: list[float | None]) -> SeriesSummary:
+    if not errors:
+        return SeriesSummary(None, None, None, None, None)
+    keyed = [(math.inf if e is None or not math.isfinite(e) else e, i) for i, e in enumerate(errors)]
+    worst, at = max(keyed)
+    return SeriesSummary(errors[0], errors[-1], growth_slope(errors), worst, at + 1)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.{digits}e}" if digits else f"{value:+.2f}"
+
+
+def summary_table(records: list[AccuracyRecord]) -> Table:
+    """One row per (case, impl): state error after 1 and N steps, its growth slope and worst step;
+    the slow-decay heads' final error and slope; y's final error."""
+    table = Table(title="accuracy: relative error against the fp64 chain (state: what the next step reads)")
+    for col in ("case id", "impl", "steps", "state @1", "state @N", "slope", "worst (step)", "slow @N",
+                "slow slope", "y @N"):
+        table.add_column(col, no_wrap=col in ("case id", "impl"))
+    for r in records:
+        if r.status != "ok":
+            table.add_row(r.id, r.impl, "-", r.status, *[""] * 6)
+            continue
+        st = summarize_series(r.errors.get("state", []))
+        slow = summarize_series(r.errors.get("state_slow", []))
+        y = summarize_series(r.errors.get("y", []))
+        table.add_row(r.id, r.impl, str(r.steps), _num(st.first), _num(st.last), _num(st.slope, 0),
+                      f"{_num(st.worst)} ({st.worst_step})", _num(slow.last), _num(slow.slope, 0), _num(y.last))
+    return table
+
+
+def summary_dicts(records: list[AccuracyRecord]) -> list[dict[str, Any]]:
+    """The table's numbers as plain data (tests, scripts)."""
+    out = []
+    for r in records:
+        row: dict[str, Any] = {"id": r.id, "impl": r.impl, "status": r.status}
+        for name in SERIES:
+            row[name] = dataclasses.asdict(summarize_series(r.errors.get(name, [])))
+        out.append(row)
+    return out
+
+
+# -- plot -----------------------------------------------------------------------------------------
+
+
+def write_plot(records: list[AccuracyRecord], output: Path, series: str = "state") -> str:
+    """Error against step (log-log), one panel per (method, rounding), one line per format; returns
+    a one-line note of what was written or why not (matplotlib is an optional extra: ``plot``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install 'ssmbench[plot]')"
+    ok = [r for r in records if r.status == "ok" and r.steps > 0]
+    if not ok:
+        return "plot skipped: no record with steps"
+    panels: dict[str, list[AccuracyRecord]] = {}
+    for r in ok:
+        window = r.params.get("window")  # None for impls the window does not change
+        key = r.impl + (f" w{window}" if window is not None else "")
+        panels.setdefault(key, []).append(r)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, (title, recs) in zip(axes[0], panels.items(), strict=True):
+        for r in recs:
+            values = [math.nan if e is None else e for e in r.errors.get(series, [])]
+            steps = list(range(1, len(values) + 1))
+            label = str(r.params.get("format", r.id))
+            if len({x.params.get("batch") for x in recs}) > 1 or len({x.params.get("T") for x in recs}) > 1:
+                label += f" b{r.params.get('batch')} T{r.params.get('T')}"
+            ax.loglog(steps, values, label=label, linewidth=1)
+        ax.set_title(title)
+        ax.set_xlabel("decode step")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(f"relative error of {series}")
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return f"plot: {output}"
