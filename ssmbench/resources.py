@@ -8,6 +8,7 @@ build_py puts them there). Imports nothing from ssmbench.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -37,3 +38,9 @@ def sweep_path(spec: Path) -> Path:
         if candidate.is_file():
             return candidate
     return spec
+
+
+def gpu_slug(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``: the per-GPU file and folder name of
+    the stored baselines and the knob tables ("" for a name without letters or digits)."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")

@@ -18,6 +18,7 @@ from ssmbench import __version__, resources
 from ssmbench.cli import accuracy as cli_accuracy
 from ssmbench.cli import compare as cli_compare
 from ssmbench.cli import profile as cli_profile
+from ssmbench.cli import tune as cli_tune
 from ssmbench.cli.common import console, err_console, friendly_errors
 from ssmbench.errors import UsageError
 
@@ -40,11 +41,17 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 
 @app.command("list")
 @friendly_errors
-def list_cmd() -> None:
-    """List model presets, impls and the shipped sweeps."""
+def list_cmd(
+    knobs: Annotated[bool, typer.Option("--knobs", help="Only the knob spaces and knob tables of the tunable "
+                                        "impls.")] = False,
+) -> None:
+    """List model presets, impls and the shipped sweeps (--knobs: the tunable impls' knob spaces)."""
     from ssmbench.impls.registry import registry
     from ssmbench.spec.presets import PRESET_NOTES, PRESETS
 
+    if knobs:
+        cli_tune.print_knob_spaces(console)
+        return
     presets = Table(title="Model presets (docs/spec.md §2, full layer; TP divides heads)")
     for col in ("preset", "family", "shape", "note"):
         presets.add_column(col)
@@ -182,6 +189,9 @@ def sweep(
         "that run is unfinished (a plain re-run refuses to).")] = False,
     markdown: Annotated[str | None, typer.Option(
         "--markdown", help="Also write the tables as Markdown (CI summaries).")] = None,
+    compile_workers: Annotated[int | None, typer.Option(
+        "--compile-workers", help="Processes compiling every planned kernel before timing (default: CPU cores "
+        "on CUDA, capped at 16; 0: off).")] = None,
 ) -> None:
     """Time every (case, impl) on the GPU: verify first, then CUPTI spans; results JSON and tables.
 
@@ -191,7 +201,8 @@ def sweep(
     from ssmbench.runs.sweep.run import run_sweep
 
     options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
-                           shard=shard, resume=resume, fresh=fresh, markdown=markdown, argv=sys.argv[1:])
+                           shard=shard, resume=resume, fresh=fresh, markdown=markdown,
+                           compile_workers=compile_workers, argv=sys.argv[1:])
     code = run_sweep(options, console=console, err_console=err_console)
     if code:
         raise typer.Exit(code)
@@ -199,7 +210,7 @@ def sweep(
 
 def _register_command_modules() -> None:
     """Commands that live in their own modules (compare/baseline, profile/validate-bytes, accuracy)."""
-    for module in (cli_compare, cli_profile, cli_accuracy):
+    for module in (cli_compare, cli_profile, cli_tune, cli_accuracy):
         module.register(app)
 
 

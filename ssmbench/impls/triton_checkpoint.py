@@ -13,14 +13,18 @@ accepting the workload's k tokens.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import ssmbench_kernels.mamba2_replay as mamba2_replay_pkg
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.mamba2 import Mamba2Workload, checkpoint_chain_bytes, replay_case_reason, replay_state
 from ssmbench.impls.base import Chain, register
+from ssmbench.impls.knobs import Constraint, Knob, KnobSpace
 from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
+from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import validate_conv1d_inputs
@@ -35,12 +39,46 @@ from ssmbench_kernels.mamba2_replay.kernel import (
 from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_implied_state
 
 
+def _dot_form(config: dict) -> bool:
+    return bool(config["fused"] or config["dots"])
+
+
+CHECKPOINT_SPACE = KnobSpace(
+    knobs=(
+        Knob("fused", (False, True), "one kernel (docs/spec.md §7's variant) instead of precompute + main"),
+        Knob("dots", (False, True), "main's fold and outputs as tl.dots (else rank-1 updates)",
+             active=lambda c: not c["fused"], active_doc="two-kernel form"),
+        Knob("block_p", (4, 8, 16, 32, 64), "head channels per main (or fused) program"),
+        Knob("num_warps", (1, 2, 4, 8), "warps per main (or fused) program"),
+        Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of fp32 operands",
+             active=_dot_form, active_doc="fused or dots"),
+        Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
+             active=lambda c: c["fused"], active_doc="fused"),
+        Knob("persistent", (False, True), "main as a persistent kernel over a write-first work list"),
+        Knob("programs_per_sm", (2, 4, 8), "persistent programs per SM (the grid only)", constexpr=False,
+             active=lambda c: c["persistent"], active_doc="persistent"),
+        Knob("pre_warps", (1, 2, 4), "warps per precompute program",
+             active=lambda c: not c["fused"], active_doc="two-kernel form"),
+    ),
+    constraints=(
+        Constraint("block_p >= 16 in the dot forms (fused or dots): tl.dot needs 16 rows",
+                   lambda c: not _dot_form(c) or c["block_p"] >= 16),
+    ),
+    blocks=(("fused", "dots", "block_p"), ("persistent", "programs_per_sm")),
+)
+"""`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
+alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract)."""
+
+
 class TritonCheckpoint(_TritonMamba2):
     """docs/spec.md §5 checkpoint replay: conv1d -> precompute (dt, decays, CB, B/dt appends) -> main (fold
     and checkpoint store on write rows, outputs by dots, x append); every storage format of docs/spec.md §8."""
 
     name = "triton.checkpoint"
     uses_window = True
+    tunable = Tunable(name, CHECKPOINT_SPACE, Path(mamba2_replay_pkg.__file__).parent / "tuned",
+                      lambda case: default_knobs(case.batch, case.state_dtype, case.rounding, case.shape.head_dim,
+                                                 window=case.window, T=case.T), uses_window=True)
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:
@@ -57,7 +95,7 @@ class TritonCheckpoint(_TritonMamba2):
         y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
                        device=device)  # poisoned: unwritten elements show
         scratch = make_scratch(b, s.nheads, T, case.window, device)
-        knobs = default_knobs(b, case.state_dtype, case.rounding, s.head_dim, window=case.window, T=T)
+        knobs = self.tunable.knobs(case, device)
 
         def step(launch: str) -> None:
             replay_step(rs, slot_idx, head.conv_out, workload.dt_raw, workload.A, workload.D, workload.dt_bias,

@@ -9,14 +9,18 @@ poisoned with NaN so an element the kernels fail to write fails verification.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import ssmbench_kernels.gdn as gdn_pkg
 from ssmbench.families import gdn
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.gdn import GDNWorkload
 from ssmbench.impls.base import Chain, Impl, register
+from ssmbench.impls.knobs import Knob, KnobSpace
+from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
@@ -36,6 +40,16 @@ def restore_rows(tensor: torch.Tensor, rows: torch.Tensor) -> Callable[[], None]
     return restore
 
 
+GDN_SPACE = KnobSpace(
+    knobs=(
+        Knob("block_v", (4, 8, 16, 32, 64), "state rows (value channels) per program; the tile is block_v x "
+             "next_pow2(K) (clamped to next_pow2(V))"),
+        Knob("num_warps", (1, 2, 4, 8), "warps per program"),
+    ),
+)
+"""`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
+
+
 class TritonGDN(Impl):
     """docs/spec.md §9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
     per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16
@@ -44,6 +58,10 @@ class TritonGDN(Impl):
     name = "triton.gdn"
     family = "gdn"
     kind = "triton"
+    tunable = Tunable(name, GDN_SPACE, Path(gdn_pkg.__file__).parent / "tuned",
+                      lambda case: default_gdn_knobs(case.shape.num_v_heads, case.shape.head_v_dim,
+                                                     case.shape.head_k_dim, case.batch, case.T, case.state_dtype,
+                                                     case.rounding))
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:
@@ -74,8 +92,7 @@ class TritonGDN(Impl):
         y = torch.full((batch * T, s.num_v_heads * s.head_v_dim), float("nan"), dtype=workload.qkv.dtype,
                        device=device)
         conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv)
-        knobs = default_gdn_knobs(s.num_v_heads, s.head_v_dim, s.head_k_dim, batch, T, case.state_dtype,
-                                  case.rounding)
+        knobs = self.tunable.knobs(case, device)
 
         def conv(validate: bool = False) -> None:
             conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, workload.read_idx, workload.k_prev,

@@ -7,13 +7,17 @@ host sync), so the chain can be captured in a CUDA graph.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+import ssmbench_kernels.mamba2_states as mamba2_states_pkg
 from ssmbench.families.common import SR_STEP
 from ssmbench.families.mamba2 import Mamba2Workload, conv_chain_bytes, intermediate_chain_bytes, intermediate_pool
 from ssmbench.impls.base import Chain, Impl, register, snapshot
+from ssmbench.impls.knobs import Knob, KnobSpace
+from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
@@ -73,11 +77,24 @@ class TritonConv1d(_TritonMamba2):
         return conv_chain_bytes(case, workload)
 
 
+INTERMEDIATE_SPACE = KnobSpace(
+    knobs=(
+        Knob("block_p", (1, 2, 4, 8, 16, 32), "head channels per program; the state tile is block_p x next_pow2(N) "
+             "(clamped to next_pow2(P))"),
+        Knob("num_warps", (1, 2, 4, 8), "warps per program"),
+    ),
+)
+"""`IntermediateKnobs` as the tuner sees it (``num_stages`` is left at 1: the kernel has no loop to
+pipeline)."""
+
+
 class TritonIntermediate(_TritonMamba2):
     """docs/spec.md §5 intermediate: conv1d -> one launch over all T tokens storing every per-token state
     (storage formats of docs/spec.md §8, SR in software), tree parents when the sweep asks for trees."""
 
     name = "triton.intermediate"
+    tunable = Tunable(name, INTERMEDIATE_SPACE, Path(mamba2_states_pkg.__file__).parent / "tuned",
+                      lambda case: default_knobs(case.shape, case.batch, case.T, case.state_dtype, case.rounding))
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
@@ -86,7 +103,7 @@ class TritonIntermediate(_TritonMamba2):
         initial = pool.clone()
         y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,
                        device=workload.xbc.device)  # poisoned: unwritten elements show
-        knobs = default_knobs(s, b, T, case.state_dtype, case.rounding)
+        knobs = self.tunable.knobs(case, workload.xbc.device)
 
         def state_update(validate: bool = False) -> None:
             mamba2_intermediate(pool.data, pool.scale, workload.slot_idx, dst, head.conv_out, workload.dt_raw,

@@ -309,6 +309,10 @@ class Session:
         del run, chain, target
         return self._ok_record(task, impl, workload, samples, rounds, stop, rule, checked, launch, notes)
 
+    def capture(self, chain: Any) -> tuple[Callable[[], None], str, str]:
+        """The chain as it is timed (a graph replay, or eager with the reason): the tuner's too."""
+        return self._capture(chain)
+
     def _capture(self, chain: Any) -> tuple[Callable[[], None], str, str]:
         """A CUDA-graph replay of the chain, or the chain itself (eager) with the reason."""
         if self.device.type != "cuda":

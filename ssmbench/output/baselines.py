@@ -21,8 +21,8 @@ BASELINES_DIR = resources.BASELINES_DIR
 
 
 def gpu_slug(name: str) -> str:
-    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3`` (`ssmbench.resources.gpu_slug`)."""
+    slug = resources.gpu_slug(name)
     if not slug:
         raise UsageError(f"GPU name {name!r} gives an empty directory name")
     return slug

@@ -11,8 +11,8 @@
 Tolerances are those of tests/test_triton_gdn.py (module docstring there). Errors per case go
 to ``$OUT/gpu_kernel_checks.{json,md}`` (tests/gpu/conftest.py).
 
-The knob sweep behind `default_gdn_knobs` (docs/gdn.md) is tools/gpu/tune_gdn.py:
-``python3 -m tools.gpu.tune_gdn > $OUT/gdn_knobs.md``.
+The knobs behind `default_gdn_knobs` (docs/gdn.md) are tuned by ``ssmbench tune sweeps/qwen35-gdn.yaml
+--impl triton.gdn`` (docs/tuning.md).
 """
 
 from __future__ import annotations

@@ -36,6 +36,9 @@ class SweepOptions:
     setup_timeout_s: float = 300.0
     grace_s: float = 60.0
     start_timeout_s: float = 600.0
+    compile_workers: int | None = None
+    """Processes of the compile pre-pass (`ssmbench.runs.sweep.compile`): None = one per CPU core
+    on CUDA (capped), none on the CPU; 0 = no pre-pass."""
     argv: list[str] = field(default_factory=list)
 
 

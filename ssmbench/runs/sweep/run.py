@@ -16,6 +16,7 @@ from ssmbench.impls.registry import import_plugins, plugins_from_env
 from ssmbench.measure.runner import Task, WorkerConfig
 from ssmbench.measure.slowdown import slowdown_fraction
 from ssmbench.output.results import CaseRecord, ResultsLog, log_path, write_results
+from ssmbench.runs.sweep.compile import compile_first, compile_workers
 from ssmbench.runs.sweep.options import (
     SweepOptions,
     check_output_path,
@@ -136,6 +137,7 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
     sweep_file = load_spec(options.spec)
     device = sweep_device()
     configs = worker_configs(device, gpus, options.setup_timeout_s, options.grace_s, plugins)
+    compilers = compile_workers(options.compile_workers, device)
     output = output or check_output_path(f"{sweep_file.name}.results.json", "-o")
     if md_path is not None and md_path.resolve() in (output.resolve(), log_path(output).resolve()):
         raise UsageError(f"--markdown {md_path}: the results file or its log; give another path")
@@ -179,6 +181,12 @@ def run_sweep(options: SweepOptions, console: Console, err_console: Console | No
             results.env(env)
             for record in plan.skips:
                 results.case(record)
+            if compilers and plan.tasks:
+                console.print(f"compiling: {plan.pairs} pair(s) on up to {compilers} process(es)", highlight=False)
+                devices = ["cpu"] if device == "cpu" else [f"cuda:{g}" for g in gpus]
+                plan.tasks, done = compile_first(plan.tasks, compilers, devices, plugins,
+                                                 options.setup_timeout_s * 4, on_record, stop.poll)
+                console.print(done.summary(), highlight=False)
             pool = WorkerPool(configs, log_dir, results.device, on_record, on_phase,
                               start_timeout_s=options.start_timeout_s, on_turn=lambda: (stop.poll(), progress.tick()))
             progress.describe("starting workers")

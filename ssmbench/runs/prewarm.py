@@ -1,0 +1,181 @@
+"""The compile pre-pass: before anything is timed, every (case, impl[, knob config]) a sweep or a
+tuning duel will launch is built, run once and verified (`ssmbench.measure.target.attempt`, the one
+build -> run -> verify path) in a pool of spawned processes, one per CPU core (capped), so Triton
+compiles in parallel into its on-disk cache (``TRITON_CACHE_DIR``, inherited) and the timing
+process finds every kernel there.
+
+Jobs are grouped by compile key (the impl, the case fields that become constexprs, the knob
+config's constexpr knobs), and a group runs in one process: no two processes compile the same
+kernel. The key uses the impl's hand-picked default knobs (a per-device table may pick others:
+then a kernel may be compiled twice, never missed, since timing compiles what is not cached).
+
+What a group reports is final for a pair only when it is ``fail`` or ``error`` from the attempt
+itself (the sweep records it and does not time it). A process that crashes or overruns the
+deadline reports nothing for its remaining pairs: they go to the timing workers as planned, which
+record whatever happens there (a crashed process's group is only noticed at the deadline:
+``multiprocessing.Pool`` replaces the process and drops its task). A CUDA fault ends its group
+(the context is unusable), its remaining pairs likewise left to the timers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+from ssmbench.impls.knobs import Config, forced
+from ssmbench.impls.tuned import tunable_of
+from ssmbench.measure.runner import classify_error
+from ssmbench.measure.target import attempt
+from ssmbench.output.results import case_params
+
+MAX_WORKERS = 16
+RUNTIME_FIELDS = ("batch", "seed", "accept", "pool", "l2")
+"""Case parameters that are runtime values in every kernel (sizes, indices, data), not constexprs."""
+
+
+@dataclass(frozen=True)
+class Job:
+    sweep: str
+    case: Any
+    impl: str
+    config: Config | None = None
+    """A knob config to force (the tuner's candidates); None: what the impl picks itself."""
+
+
+@dataclass
+class Outcome:
+    """A job's attempt: ``ok``, ``fail`` or ``error`` (with the message)."""
+
+    job: Job
+    status: str
+    message: str = ""
+
+
+@dataclass
+class Prewarm:
+    outcomes: list[Outcome] = field(default_factory=list)
+    unreported: list[Job] = field(default_factory=list)
+    """Jobs whose process died or ran out of time: nothing is known of them."""
+    processes: int = 0
+    groups: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        failed = sum(o.status != "ok" for o in self.outcomes)
+        return (f"compiled: {self.groups} kernel group(s) on {self.processes} process(es) in {self.seconds:.0f} s; "
+                f"{failed} failed, {len(self.unreported)} left to the timing workers")
+
+
+def default_workers(device: str) -> int:
+    """On CUDA: the CPU cores, capped (each process also holds a CUDA context); on the CPU: 0
+    (Triton's interpreter compiles nothing, the pre-pass would only double the work)."""
+    if device != "cuda":
+        return 0
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                      else os.cpu_count() or 1))
+
+
+def compile_key(job: Job, impls: dict[str, Any]) -> tuple:
+    """What selects the compiled kernels of a job (see the module docstring)."""
+    params = case_params(job.case)
+    fixed = tuple(sorted((k, str(v)) for k, v in params.items() if k not in RUNTIME_FIELDS))
+    impl = impls[job.impl]
+    tunable = tunable_of(impl)
+    knobs: tuple = ()
+    if tunable is not None:
+        config = job.config if job.config is not None else tunable.default_config(job.case)
+        knobs = tunable.space.compile_key(config)
+    if not getattr(impl, "uses_window", False):
+        fixed = tuple(item for item in fixed if item[0] != "window")
+    return (job.impl, fixed, knobs)
+
+
+def plan_groups(jobs: Sequence[Job], impls: dict[str, Any]) -> list[list[Job]]:
+    """Jobs grouped by compile key, largest group first (it sets the pre-pass's length)."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(compile_key(job, impls), []).append(job)
+    return sorted(groups.values(), key=len, reverse=True)
+
+
+def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tuple[int, str, str]]]:
+    """One group in a pool process: each job attempted on ``device``; stops after a CUDA fault.
+    Returns (group number, [(job index, status, message)])."""
+    number, jobs, device, plugins = args
+    import torch
+
+    from ssmbench.families import make_workload
+    from ssmbench.impls.registry import import_plugins, registry
+
+    torch.set_num_threads(1)
+    import_plugins(plugins)
+    impls = registry()
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    done: list[tuple[int, str, str]] = []
+    workloads: dict[str, Any] = {}
+    for index, job in enumerate(jobs):
+        try:
+            workload = workloads.get(job.case.id) or make_workload(job.case, dev)
+            workloads = {job.case.id: workload}
+        except Exception as exc:  # noqa: BLE001 - the timing worker records workload errors itself
+            if classify_error(exc) == "fatal":
+                break
+            continue
+        with forced(job.impl, job.config) if job.config is not None else nullcontext():
+            result = attempt(job.case, impls[job.impl], workload)
+        if result.raised and classify_error(RuntimeError(result.message)) == "fatal":
+            break  # the context is unusable: this job and the rest are left to the timers
+        why = result.message or "; ".join(c.describe() for c in result.comparisons if not c.ok)
+        done.append((index, result.status, why))
+    return number, done
+
+
+def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: list[str], deadline_s: float,
+            on_turn: Callable[[], None] = lambda: None) -> Prewarm:
+    """Run every job's attempt in ``workers`` spawned processes (groups spread over ``devices``
+    round robin); returns what each reported. ``on_turn`` is called while waiting (it may raise
+    to stop: the pool is then terminated)."""
+    from ssmbench.impls.registry import registry
+
+    start = time.monotonic()
+    groups = plan_groups(jobs, registry())
+    result = Prewarm(groups=len(groups))
+    if not groups or workers <= 0:
+        return result
+    result.processes = min(workers, len(groups))
+    args = [(i, group, devices[i % len(devices)], plugins) for i, group in enumerate(groups)]
+    pending = set(range(len(groups)))
+    pool = mp.get_context("spawn").Pool(result.processes)
+    try:
+        it = pool.imap_unordered(run_group, args)
+        while pending:
+            on_turn()
+            left = deadline_s - (time.monotonic() - start)
+            if left <= 0:
+                break
+            try:
+                number, done = it.next(timeout=min(left, 0.5))
+            except mp.TimeoutError:
+                continue
+            except StopIteration:
+                break
+            except Exception:  # noqa: BLE001 - a group that raised (a bug): the rest go to the timers
+                break
+            pending.discard(number)
+            reported = {index for index, _, _ in done}
+            result.outcomes += [Outcome(groups[number][i], status, message) for i, status, message in done]
+            result.unreported += [job for i, job in enumerate(groups[number]) if i not in reported]
+    finally:
+        pool.terminate()
+        pool.join()
+    for number in pending:
+        result.unreported += groups[number]
+    result.seconds = time.monotonic() - start
+    return result

@@ -1,0 +1,67 @@
+"""The tuner's real `Measurer`: one case of one impl on the timing process's device, each knob
+config built under `ssmbench.impls.knobs.forced`, verified (`ssmbench.measure.target`), captured
+in a CUDA graph and made ready (restore, L2 mode) before any round; a round is one call of the
+session's timer (`ssmbench.measure.runner.Session`: CUPTI spans), so capture and instantiation
+never fall inside the timed loop. A duel's challengers are compiled first in parallel
+(`ssmbench.runs.prewarm`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ssmbench.impls.knobs import Config, forced
+from ssmbench.measure.runner import Session, classify_error
+from ssmbench.measure.target import Target, describe_exception
+from ssmbench.runs.prewarm import Job, prewarm
+
+WARMUP = 3
+
+
+class TargetMeasurer:
+    def __init__(self, session: Session, case: Any, impl: Any, samples: int, compile_workers: int,
+                 plugins: list[str], compile_deadline_s: float = 1200.0) -> None:
+        from ssmbench.families import make_workload
+
+        self.session, self.case, self.impl, self.samples = session, case, impl, samples
+        self.compile_workers, self.plugins, self.compile_deadline_s = compile_workers, plugins, compile_deadline_s
+        self.workload = make_workload(case, session.device)
+        self.ready: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
+
+    def verify(self, configs: Sequence[Config]) -> list[str | None]:
+        self.ready.clear()  # the last duel's targets; an incumbent is rebuilt on its next round
+        if self.compile_workers and len(configs) > 1:
+            jobs = [Job("tune", self.case, self.impl.name, dict(c)) for c in configs]
+            prewarm(jobs, self.compile_workers, [str(self.session.device)], self.plugins, self.compile_deadline_s)
+        return [self._prepare(c) for c in configs]
+
+    def _prepare(self, config: Config) -> str | None:
+        session = self.session
+        try:
+            with forced(self.impl.name, config):
+                target = Target(self.case, self.impl, self.workload, session.device)
+                target.build()
+            verdict = target.verify()
+            if verdict.status != "ok":
+                return verdict.message or "; ".join(c.describe() for c in verdict.comparisons if not c.ok)
+            target.restore()
+            run, _, _ = session.capture(target.chain)
+            prepare = target.ready(session.flusher)
+            for _ in range(WARMUP):
+                prepare()
+                run()
+            session.sync()
+        except Exception as exc:  # noqa: BLE001 - a config that cannot build or run is discarded
+            if classify_error(exc) == "fatal":
+                raise  # the CUDA context is gone: stop; --resume continues from the log
+            return describe_exception(exc)
+        self.ready[json.dumps(config, sort_keys=True)] = (run, prepare)
+        return None
+
+    def sample(self, config: Config) -> list[float]:
+        key = json.dumps(config, sort_keys=True)
+        if key not in self.ready and (problem := self._prepare(config)) is not None:
+            raise RuntimeError(f"{config} passed verification earlier but now: {problem}")
+        run, prepare = self.ready[key]
+        return [s.span_us for s in self.session.timer.measure(run, prepare, self.samples)]

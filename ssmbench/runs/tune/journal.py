@@ -1,0 +1,130 @@
+"""The tuner's log: JSON lines, one per verification and per round of samples, appended and
+fsynced as each is taken, so a killed tune loses at most the line it was writing (a torn last
+line is cut on resume, as `ssmbench.output.results.ResultsLog` does for sweeps).
+
+Resume is replay: the search (`ssmbench.runs.tune.search`) is deterministic given its
+measurements, so each measurement is keyed by (group, sequence number) and `Replaying` answers
+the search from the log while the log has the answer, and from the live measurer after. A
+finished measurement is never taken twice; a log from another search (the config asked for
+differs from the one logged at that position) is refused, not mixed in.
+
+Lines: ``{"type": "tune", ...}`` (the settings, once per run), ``{"type": "verify", "group",
+"seq", "config", "problem"}``, ``{"type": "round", "group", "seq", "config", "samples_us"}``,
+``{"type": "result", "group", ...}`` (a group's outcome, for readers; replay does not need it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ssmbench.errors import UsageError
+from ssmbench.impls.knobs import Config
+from ssmbench.output.results import ResultsLog
+from ssmbench.runs.tune.search import Measurer
+
+SETTINGS = ("impl", "spec_name", "rounds", "samples", "threshold_pct", "confidence", "max_passes")
+"""Header fields a resumed tune must share with the log (else its replay would not match)."""
+
+
+class Journal:
+    def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
+        self.path = Path(path)
+        self.logged: dict[tuple[str, int], dict[str, Any]] = {}
+        self.repaired = ""
+        if resume and self.path.is_file():
+            self.repaired = ResultsLog.cut_torn_tail(self.path)
+            self._read(settings)
+        elif self.path.exists() and not resume:
+            raise UsageError(f"{self.path}: a tune log is already there; continue it with --resume, or pass --fresh "
+                             "to start over")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        self.write({"type": "tune", **settings})
+
+    def _read(self, settings: dict[str, Any]) -> None:
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                raise UsageError(f"{self.path}:{number}: not a JSON line") from None
+            if not isinstance(item, dict):
+                raise UsageError(f"{self.path}:{number}: expected an object")
+            if item.get("type") == "tune":
+                for key in SETTINGS:
+                    if item.get(key) != settings.get(key):
+                        raise UsageError(f"{self.path}:{number}: logged with {key}={item.get(key)!r}, this tune "
+                                         f"has {settings.get(key)!r}; use another -o or --fresh")
+            elif item.get("type") in ("verify", "round"):
+                self.logged[(str(item["group"]), int(item["seq"]))] = item
+
+    def write(self, item: dict[str, Any]) -> None:
+        self._file.write(json.dumps(item) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def replaying(self, group: str, live: Callable[[], Measurer]) -> Replaying:
+        return Replaying(self, group, live)
+
+
+class Replaying:
+    """A `Measurer` that answers from the journal where it can, else measures (``live`` is built
+    on first need: a group replayed whole never touches the GPU) and logs the answer."""
+
+    def __init__(self, journal: Journal, group: str, live: Callable[[], Measurer]) -> None:
+        self.journal, self.group, self._make_live = journal, group, live
+        self._live: Measurer | None = None
+        self.seq = 0
+        self.replayed = 0
+
+    @property
+    def live(self) -> Measurer:
+        if self._live is None:
+            self._live = self._make_live()
+        return self._live
+
+    def _logged(self, kind: str, config: Config) -> dict[str, Any] | None:
+        item = self.journal.logged.get((self.group, self.seq))
+        if item is None:
+            return None
+        if item["type"] != kind or item["config"] != config:
+            raise UsageError(f"{self.journal.path}: measurement {self.seq} of {self.group} is a {item['type']} of "
+                             f"{item['config']}, but the search now asks for a {kind} of {config}: the log is from "
+                             "another search; use another -o or --fresh")
+        self.replayed += 1
+        return item
+
+    def verify(self, configs: Sequence[Config]) -> list[str | None]:
+        answers: list[Any] = []
+        missing: list[tuple[int, int, Config]] = []
+        for config in configs:
+            item = self._logged("verify", config)
+            answers.append(item["problem"] if item is not None else None)
+            if item is None:
+                missing.append((len(answers) - 1, self.seq, config))
+            self.seq += 1
+        if missing:
+            problems = self.live.verify([c for _, _, c in missing])
+            for (index, seq, config), problem in zip(missing, problems, strict=True):
+                answers[index] = problem
+                self.journal.write({"type": "verify", "group": self.group, "seq": seq, "config": config,
+                                    "problem": problem})
+        return answers
+
+    def sample(self, config: Config) -> list[float]:
+        item = self._logged("round", config)
+        if item is None:
+            samples = [float(x) for x in self.live.sample(config)]
+            self.journal.write({"type": "round", "group": self.group, "seq": self.seq, "config": config,
+                                "samples_us": samples})
+        else:
+            samples = [float(x) for x in item["samples_us"]]
+        self.seq += 1
+        return samples

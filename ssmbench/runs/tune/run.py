@@ -1,0 +1,205 @@
+"""`ssmbench tune` as a whole: options checked, the tuning groups of the spec, one search per
+group within the budget (each answered from the log first: `--resume`), the knob table written
+and the winners shown against the defaults with their intervals."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ssmbench.errors import UsageError
+from ssmbench.impls.knobs import describe_config
+from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
+from ssmbench.output.compare import Gate, gates_from_spec
+from ssmbench.output.results import log_path
+from ssmbench.runs.tune.journal import Journal
+from ssmbench.runs.tune.search import SearchResult, descend
+
+
+@dataclass
+class TuneOptions:
+    spec: Path
+    impl: str
+    budget: str = "20m"
+    output: Path | None = None
+    resume: bool = False
+    fresh: bool = False
+    case: str | None = None
+    batches: list[int] = field(default_factory=list)
+    """Only these batch buckets (the table's fallback covers the batches between them)."""
+    rounds: int = 3
+    samples: int = 50
+    max_passes: int = 3
+    threshold_pct: float | None = None
+    compile_workers: int | None = None
+    argv: list[str] = field(default_factory=list)
+
+
+def parse_budget(text: str) -> float:
+    """``20m``, ``90s``, ``1h``, ``1h30m`` or plain seconds -> seconds."""
+    match = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text)
+    if not text.strip() or match is None:
+        raise UsageError(f"--budget {text!r}: a duration such as 20m, 90s, 1h30m")
+    h, m, s = (float(g) if g else 0.0 for g in match.groups())
+    seconds = 3600 * h + 60 * m + s
+    if seconds <= 0:
+        raise UsageError(f"--budget {text!r}: must be more than 0")
+    return seconds
+
+
+@dataclass
+class Group:
+    name: str
+    sweep: str
+    case: Any
+    key: dict[str, Any]
+
+
+def tuning_groups(sweep_file: Any, impl: Any, tunable: Tunable, case_glob: str | None,
+                  batches: list[int] | None = None) -> list[Group]:
+    """One group per (table key, batch) of the cases ``impl`` runs; its first case stands for it."""
+    from ssmbench.runs.planning import impl_plan
+    from ssmbench.spec.expand import expand
+
+    groups: dict[str, Group] = {}
+    for sweep in sweep_file.sweeps:
+        if impl.family != sweep.family:
+            continue
+        for case in expand(sweep).cases:
+            if case_glob and not fnmatch.fnmatchcase(case.id, case_glob):
+                continue
+            if batches and case.batch not in batches:
+                continue
+            if impl_plan(impl, case, sweep) is not None:
+                continue
+            key = table_key(case, tunable.uses_window)
+            name = "-".join(str(v) for v in (key["shape"], f"b{case.batch}", f"T{key['T']}",
+                                             key["state_dtype"] + ("sr" if key["rounding"] == "sr" else ""),
+                                             f"w{key['window']}" if key["window"] is not None else None) if v)
+            groups.setdefault(name, Group(name, sweep.name, case, key))
+    return list(groups.values())
+
+
+def run_tune(options: TuneOptions, console: Console) -> int:
+    from ssmbench.impls.registry import import_plugins, plugins_from_env, registry
+    from ssmbench.runs.sweep.compile import compile_workers
+    from ssmbench.runs.sweep.options import check_output_path, load_spec
+    from ssmbench.runs.sweep.run import sweep_device
+
+    if options.resume and options.fresh:
+        raise UsageError("--resume and --fresh contradict each other")
+    for name, value in (("--rounds", options.rounds), ("--samples", options.samples),
+                        ("--max-passes", options.max_passes)):
+        if value < 1:
+            raise UsageError(f"{name} {value}: must be at least 1")
+    if options.samples < 8:
+        raise UsageError(f"--samples {options.samples}: the gate's interval needs at least 8 per round")
+    budget = parse_budget(options.budget)
+    plugins = plugins_from_env()
+    import_plugins(plugins)
+    impls = registry()
+    if options.impl not in impls:
+        raise UsageError(f"--impl {options.impl!r}: unknown; impls: {', '.join(sorted(impls))}")
+    impl = impls[options.impl]
+    tunable = tunable_of(impl)
+    if tunable is None:
+        have = ", ".join(n for n, i in sorted(impls.items()) if tunable_of(i) is not None)
+        raise UsageError(f"--impl {options.impl}: declares no knob space; tunable impls: {have}")
+    sweep_file = load_spec(options.spec)
+    groups = tuning_groups(sweep_file, impl, tunable, options.case, options.batches)
+    if not groups:
+        raise UsageError(f"{options.spec}: no case of it runs {options.impl}"
+                         + (f" and matches --case {options.case!r}" if options.case else "")
+                         + (f" at --batch {','.join(map(str, options.batches))}" if options.batches else ""))
+    gate = gates_from_spec(sweep_file.sweeps).get(groups[0].sweep, Gate())
+    if options.threshold_pct is not None:
+        gate = Gate(options.threshold_pct, gate.confidence)
+    device = sweep_device()
+    workers = compile_workers(options.compile_workers, device)
+    output = check_output_path(options.output or f"{sweep_file.name}.{options.impl}.knobs.json", "-o")
+    settings = {"impl": options.impl, "spec_name": sweep_file.name, "rounds": options.rounds,
+                "samples": options.samples, "threshold_pct": gate.threshold_pct, "confidence": gate.confidence,
+                "max_passes": options.max_passes, "argv": options.argv}
+    if options.fresh and log_path(output).exists():
+        log_path(output).unlink()
+    journal = Journal(log_path(output), settings, resume=options.resume)
+    if journal.repaired:
+        console.print(journal.repaired, highlight=False, markup=False)
+
+    session: list[Any] = []
+
+    def live(group: Group):
+        from ssmbench.measure.runner import Session, WorkerConfig
+        from ssmbench.runs.tune.gpu import TargetMeasurer
+
+        if not session:
+            session.append(Session(WorkerConfig(device=device, gpu_index=0)))  # CUDA_VISIBLE_DEVICES picks it
+            console.print(f"timing on {session[0].info.get('name')} ({session[0].timer.name})", highlight=False)
+        return TargetMeasurer(session[0], group.case, impl, options.samples, workers, plugins)
+
+    start = time.monotonic()
+    results: list[tuple[Group, SearchResult]] = []
+    try:
+        for number, group in enumerate(groups):
+            share = (budget - (time.monotonic() - start)) / (len(groups) - number)
+            deadline = time.monotonic() + share
+            measurer = journal.replaying(group.name, lambda g=group: live(g))
+            default = tunable.default_config(group.case)
+            console.print(f"[{number + 1}/{len(groups)}] {group.name}: default {describe_config(default)}",
+                          highlight=False)
+            result = descend(tunable.space, default, measurer, gate, rounds=options.rounds,
+                             max_passes=options.max_passes, out_of_time=lambda d=deadline: time.monotonic() > d)
+            results.append((group, result))
+            journal.write({"type": "result", "group": group.name, "default": default, "best": result.best,
+                           "stopped": result.stopped, "discarded": [[c, why] for c, why in result.discarded],
+                           "replayed": measurer.replayed})
+            for config, why in result.discarded:
+                console.print(f"  discarded {describe_config(config)}: {why}", highlight=False, markup=False)
+            console.print(f"  -> {describe_config(result.best)} ({result.stopped})", highlight=False)
+    finally:
+        journal.close()
+    gpu_name = session[0].info.get("name") if session else None
+    write_table(output, options.impl, gpu_name, results, settings)
+    console.print(report(results, gate))
+    console.print(f"knob table: {output} (log: {log_path(output)})", highlight=False, markup=False)
+    return 0
+
+
+def write_table(output: Path, impl: str, gpu: str | None, results: list, settings: dict[str, Any]) -> None:
+    """The winners as a knob table (`ssmbench.impls.tuned`): copy it to the family's tuned/ folder."""
+    entries = [{**group.key, "batch": group.case.batch, "knobs": result.best,
+                "note": f"ssmbench tune: {result.stopped}; default {describe_config(result.default)}"
+                        + (f"; {result.confirmation.change_pct:+.1f}% {result.confirmation.interval_text()}"
+                           if result.confirmation is not None and result.best != result.default else "")}
+               for group, result in results]
+    data = {"schema": SCHEMA, "gpu": gpu or "unknown (every round replayed from the log)", "impl": impl,
+            "tune": {k: v for k, v in settings.items() if k != "argv"}, "entries": entries}
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, output)
+
+
+def report(results: list, gate: Gate) -> Table:
+    table = Table(title=f"tune: winners against the defaults (gate: ±{gate.threshold_pct:g}%, "
+                        f"{gate.confidence:g} interval; a winner must be FASTER in every round)")
+    for col in ("group", "default", "winner", "default us", "winner us", "change", "interval", "verdict", "stopped"):
+        table.add_column(col, overflow="fold")
+    for group, result in results:
+        row = result.confirmation
+        same = result.best == result.default
+        winner = "(default)" if same else describe_config(result.best)
+        table.add_row(group.name, describe_config(result.default), winner,
+                      f"{row.old_median_us:.2f}" if row and row.old_median_us else "",
+                      f"{row.new_median_us:.2f}" if row and row.new_median_us and not same else "",
+                      f"{row.change_pct:+.1f}%" if row and row.change_pct is not None else "",
+                      row.interval_text() if row else "", row.verdict if row else "kept", result.stopped)
+    return table

@@ -1,0 +1,89 @@
+"""The compile pre-pass on a CPU: it groups pairs by compile key (no two processes compile the same
+kernel), runs the groups in parallel processes, and a pair failing there is recorded by the sweep
+(error, with the reason) while the sweep goes on and times the rest; off by default on the CPU."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import test_sweep_cli  # noqa: F401 - registers the planted impls (test.raise, ...) here and in workers
+from rich.console import Console
+
+from ssmbench.impls.registry import PLUGINS_ENV, registry
+from ssmbench.output.results import load_results
+from ssmbench.runs.prewarm import Job, compile_key, default_workers, plan_groups, prewarm
+from ssmbench.runs.sweep.compile import compile_workers
+from ssmbench.runs.sweep.options import SweepOptions
+from ssmbench.runs.sweep.run import DEVICE_ENV, run_sweep
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADLINE = ROOT / "sweeps" / "nemotron3-super-tp8.yaml"
+
+
+def headline_jobs(impl: str) -> list[Job]:
+    sweep = load_sweep_file(HEADLINE).sweeps[0]
+    impl_obj = registry()[impl]
+    return [Job(sweep.name, c, impl) for c in expand(sweep).cases if impl_obj.supports(c) is None]
+
+
+def test_groups_follow_the_compile_key() -> None:
+    impls = registry()
+    jobs = headline_jobs("triton.intermediate")
+    groups = plan_groups(jobs, impls)
+    # batch is a runtime value and the impl ignores the window: one group per format and default
+    # knobs (SR at batch * heads <= 32 takes 2 warps: another kernel)
+    tunable = impls["triton.intermediate"].tunable
+
+    def kernel(job: Job) -> tuple:
+        return (job.case.state_dtype, job.case.rounding, tuple(tunable.default_config(job.case).items()))
+
+    assert len({j.case.batch for j in jobs}) > 1 and len({j.case.window for j in jobs}) > 1
+    for group in groups:
+        assert len({kernel(j) for j in group}) == 1
+    assert len(groups) == len({kernel(j) for j in jobs}) < len(jobs)
+    assert [len(g) for g in groups] == sorted((len(g) for g in groups), reverse=True)  # largest first
+
+    cp = headline_jobs("triton.checkpoint")[0]
+    default = impls["triton.checkpoint"].tunable.default_config(cp.case)
+    same = compile_key(Job(cp.sweep, cp.case, cp.impl, {**default, "programs_per_sm": 8}), impls)
+    other = compile_key(Job(cp.sweep, cp.case, cp.impl, {**default, "num_warps": 8}), impls)
+    assert same == compile_key(Job(cp.sweep, cp.case, cp.impl, default), impls)  # a launch-only knob
+    assert other != same  # a compile-time knob: another kernel
+
+
+def test_off_on_the_cpu_unless_asked() -> None:
+    assert default_workers("cpu") == 0 and compile_workers(None, "cpu") == 0
+    assert 1 <= compile_workers(None, "cuda") <= 16
+    assert compile_workers(3, "cpu") == 3
+
+
+def test_prewarm_runs_groups_in_parallel_processes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.raise"], batch="[1, 2]")
+    sweep = load_sweep_file(spec).sweeps[0]
+    jobs = [Job(sweep.name, c, i) for c in expand(sweep).cases for i in ("reference.sequential", "test.raise")]
+    done = prewarm(jobs, 4, ["cpu"], ["test_sweep_cli"], deadline_s=120)
+    assert done.groups == 2 and done.processes == 2 and not done.unreported
+    status = {(o.job.impl, o.job.case.batch): (o.status, o.message) for o in done.outcomes}
+    assert status[("reference.sequential", 1)] == ("ok", "")
+    assert status[("test.raise", 2)][0] == "error" and "planted bug" in status[("test.raise", 2)][1]
+
+
+def test_a_pair_failing_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.raise", "reference.intermediate"])
+    out = tmp_path / "r.json"
+    text = io.StringIO()
+    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
+    assert code == 1  # an error was recorded
+    assert "compiled: 3 kernel group(s) on 2 process(es)" in text.getvalue()
+    assert "1 failed, 0 left to the timing workers" in text.getvalue()
+    records = {r.impl: r for r in load_results(out).records.values()}
+    assert records["test.raise"].status == "error"
+    assert records["test.raise"].message.startswith("compile pre-pass: ValueError: planted bug")
+    assert records["reference.sequential"].status == "ok" and records["reference.sequential"].samples_us
+    assert records["reference.intermediate"].status == "ok"

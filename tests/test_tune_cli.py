@@ -1,0 +1,101 @@
+"""`ssmbench tune` end to end on a CPU (the sweep's CPU test mode: wall-clock times) with a fake
+tunable impl: a config that fails to build is discarded and reported, the knob table and the
+log are written, a resumed run answers everything from the log, bad options exit 2."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ssmbench.cli import app
+from ssmbench.impls.base import Chain, register
+from ssmbench.impls.knobs import Knob, KnobSpace
+from ssmbench.impls.reference import SequentialReference
+from ssmbench.impls.registry import PLUGINS_ENV, registry
+from ssmbench.impls.tuned import Tunable
+from ssmbench.output.results import log_path
+from ssmbench.runs.sweep.run import DEVICE_ENV
+
+
+@dataclass(frozen=True)
+class FakeKnobs:
+    unroll: int = 1
+    broken: bool = False
+
+
+class TunableReference(SequentialReference):
+    """The sequential reference with two knobs that change nothing but ``broken``, which fails."""
+
+    name = "test.tunable"
+    tunable = Tunable(name, KnobSpace((Knob("unroll", (1, 2), "nothing"), Knob("broken", (False, True), "raises"))),
+                      Path("/nonexistent"), lambda case: FakeKnobs())
+
+    def build(self, case, workload) -> Chain:
+        if self.tunable.knobs(case, workload.start_state.device).broken:
+            raise ValueError("planted: this config does not build")
+        return super().build(case, workload)
+
+
+if "test.tunable" not in registry():
+    register(TunableReference())
+
+SPEC = """\
+name: tiny
+family: mamba2
+shape: {nheads: 2, head_dim: 4, dstate: 8, ngroups: 1, d_conv: 4}
+impls: [reference.sequential]
+axes: {batch: [1, 2], T: [2], state_dtype: [fp32], window: [T], accept: [{rate: 0.6}], pdl: [off], l2: [hot]}
+"""
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    monkeypatch.setenv(PLUGINS_ENV, __name__)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_tune_writes_a_table_discards_failures_and_resumes_from_its_log(spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "knobs.json"
+    args = ["tune", str(spec), "--impl", "test.tunable", "-o", str(out), "--rounds", "2", "--samples", "8",
+            "--max-passes", "1"]
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "discarded unroll=1 broken=True: ValueError: planted: this config does not build" in first.output
+    table = json.loads(out.read_text())
+    assert table["impl"] == "test.tunable" and len(table["entries"]) == 2  # one per batch
+    assert {e["batch"] for e in table["entries"]} == {1, 2}
+    assert all(e["knobs"]["broken"] is False for e in table["entries"])
+    assert "winners against the defaults" in first.output
+    log = log_path(out)
+    rounds = log.read_text().count('"type": "round"')
+    assert rounds > 0
+
+    again = runner.invoke(app, [*args, "--resume"])
+    assert again.exit_code == 0, again.output
+    assert log.read_text().count('"type": "round"') == rounds  # nothing measured twice
+    replayed = [json.loads(line)["replayed"] for line in log.read_text().splitlines() if '"type": "result"' in line]
+    assert replayed[:2] == [0, 0] and all(n > 0 for n in replayed[2:]) and len(replayed) == 4
+
+    refused = runner.invoke(app, args)  # a log is there: --resume or --fresh
+    assert refused.exit_code == 2 and "--resume" in refused.output
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--impl", "reference.sequential"], "declares no knob space"),
+    (["--impl", "nope"], "unknown"),
+    (["--impl", "test.tunable", "--budget", "soon"], "--budget 'soon'"),
+    (["--impl", "test.tunable", "--samples", "4"], "at least 8"),
+    (["--impl", "test.tunable", "--case", "zzz*"], "no case of it runs"),
+])
+def test_bad_tune_options_exit_2(spec: Path, extra: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["tune", str(spec), *extra])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
