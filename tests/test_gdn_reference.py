@@ -367,17 +367,17 @@ def _sr_available() -> bool:
 
 @pytest.mark.skipif(not _sr_available(), reason="SR storage not implemented yet")
 def test_sr_uniform_keying_and_reproducibility():
-    """Pool write keyed by the write slot, intermediate entry (b, t) by b * T + t (gdn.py docstring)."""
+    """One draw per request (the read index), shared by the row's T intermediate entries and its
+    final pool write (docs/spec.md §8; reference docstring)."""
     pool = make_pool("bf16")
     inp = make_inputs()
     read, write = slots()
     kw = dict(intermediate=True, rounding="sr", seed=123, step=7)
     res = step(pool, inp, read, write, **kw)
     rows, _, st = expected_states(pool, inp, read)
-    u_pool = sr_uniform(123, write[rows], 7, (HV, V, K))
-    assert torch.equal(res.pool.data[write[rows]], quantize(st[:, -1], "bf16", "sr", u_pool).data)
-    flat = rows[:, None] * T + torch.arange(T)[None, :]
-    u_int = sr_uniform(123, flat, 7, (HV, V, K))
+    u_req = sr_uniform(123, read[rows], 7, (HV, V, K))
+    assert torch.equal(res.pool.data[write[rows]], quantize(st[:, -1], "bf16", "sr", u_req).data)
+    u_int = u_req.unsqueeze(1).expand(-1, T, -1, -1, -1)
     assert torch.equal(res.intermediate.data[rows], quantize(st, "bf16", "sr", u_int).data)
     again = step(pool, inp, read, write, **kw)
     assert torch.equal(again.pool.data, res.pool.data)

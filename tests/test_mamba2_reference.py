@@ -290,7 +290,7 @@ def test_intermediate_bf16_rounds_only_the_stored_copy() -> None:
     assert new.data.dtype == torch.bfloat16
 
 
-def test_intermediate_sr_reproducible_and_keyed_by_dst_slot() -> None:
+def test_intermediate_sr_reproducible_and_keyed_by_request() -> None:
     try:
         sr_uniform(0, torch.tensor([0]), 0, (1,))
         quantize(torch.ones(2, dtype=F64), "bf16", "sr", torch.zeros(2, dtype=F64))

@@ -23,12 +23,13 @@ from ssmbench_kernels.storage.reference import (
     empty_pool,
     philox4x32,
     quantize,
+    sr_fields,
     sr_uniform,
     storage_dtype,
 )
 
 REPO = Path(__file__).resolve().parents[1]
-U_LAST = 1.0 - 2.0**-24  # the largest uniform sr_uniform can produce
+U_LAST = 1.0 - 2.0**-17  # the largest uniform sr_uniform can produce: (65535 + 0.5) / 2**16
 # (stored mantissa bits, smallest normal exponent, torch dtype, integer view dtype)
 FLOAT_FMTS = {
     "fp32": (23, -126, torch.float32, torch.int32),
@@ -150,9 +151,9 @@ def _sr_cases(fmt: str, g: torch.Generator) -> torch.Tensor:
 
 
 def test_sr_picks_the_two_neighbours() -> None:
-    """u = 0 must give the upper neighbour hi (lo <= v <= hi, signed), u = 1 - 2**-24 the lower
-    one lo (unless (v-lo)/(hi-lo) > 1 - 2**-24); neighbours from torch's RN and nextafter.
-    Beyond max finite SR saturates to +-max."""
+    """SR rounds the magnitude: the smallest uniform gives the neighbour farther from zero, the
+    largest (1 - 2**-17) the one nearer to zero (unless |v|'s fraction between them exceeds it);
+    neighbours from torch's RN and nextafter. Beyond max finite SR saturates to +-max."""
     g = _gen(3)
     for fmt, (_, _, dtype, view) in FLOAT_FMTS.items():
         v = _sr_cases(fmt, g)
@@ -162,34 +163,39 @@ def test_sr_picks_the_two_neighbours() -> None:
         hi = torch.where(c.double() < v64, torch.nextafter(c, torch.full_like(c, math.inf)), c)
         fmax = torch.finfo(dtype).max
         lo, hi = lo.clamp(-fmax, fmax), hi.clamp(-fmax, fmax)  # saturation
+        neg = v64 < 0
+        far, near = torch.where(neg, lo, hi), torch.where(neg, hi, lo)  # in magnitude
         assert (v64.abs() > fmax).any() and (v64.abs() < torch.finfo(dtype).smallest_normal).any()
-        up = quantize(v, fmt, "sr", torch.zeros_like(v64)).data
-        assert torch.equal(_bits(up, view), _bits(hi, view)), fmt
+        assert neg.any() and (~neg).any()
+        up = quantize(v, fmt, "sr", torch.full_like(v64, 2.0**-17)).data
+        assert torch.equal(_bits(up, view), _bits(far, view)), fmt
         down = quantize(v, fmt, "sr", torch.full_like(v64, U_LAST)).data
-        frac = (v64 - lo.double()) / (hi.double() - lo.double())
+        frac = (v64.abs() - near.double().abs()) / (far.double().abs() - near.double().abs())
         ok = ~(frac > U_LAST)  # nan (exact values) counts as ok
         assert ok.float().mean() > 0.99
-        assert torch.equal(_bits(down[ok], view), _bits(lo[ok], view)), fmt
+        assert torch.equal(_bits(down[ok], view), _bits(near[ok], view)), fmt
         assert not torch.isinf(up).any() and not torch.isinf(down).any()
 
 
 def test_sr_decision_rule_is_exact() -> None:
-    """hi iff u < (v - lo) / (hi - lo), at the exact boundary, for normals, subnormals (fp16's
-    too) and negative values (signed order: for v < 0, lo is the one farther from zero)."""
+    """The magnitude moves up iff u < F, F = (|v| - near) / (far - near), at the exact boundary,
+    for normals, subnormals (fp16's too), below the smallest subnormal, and both signs (the rule
+    is the same for -v: it is stated on |v|)."""
     for fmt, (mant, emin, dtype, _) in FLOAT_FMTS.items():
         for base, spacing in (
             (1.5, 2.0**-mant),  # normal
-            (-3.0, 2.0 ** (1 - mant)),  # negative normal
+            (2.0, 2.0 ** (1 - mant)),  # normal, next binade
             (2.0 ** (emin - 2), 2.0 ** (emin - mant)),  # subnormal
-            (-(2.0 ** (emin - mant)), 2.0 ** (emin - mant)),  # smallest subnormal, negative
+            (2.0 ** (emin - mant), 2.0 ** (emin - mant)),  # smallest subnormal
             (0.0, 2.0 ** (emin - mant)),  # below the smallest subnormal
         ):
             for f in (0.25, 0.5, 0.75, 2.0**-20):
-                v = torch.tensor([base + f * spacing] * 2, dtype=torch.float64)
-                u = torch.tensor([f - 2.0**-24, f], dtype=torch.float64)
-                out = quantize(v, fmt, "sr", u).data.double()
-                assert out.tolist() == [base + spacing, base], (fmt, base, f)
-                assert out.dtype == torch.float64 and quantize(v, fmt, "sr", u).data.dtype == dtype
+                for sign in (1.0, -1.0):
+                    v = torch.tensor([sign * (base + f * spacing)] * 2, dtype=torch.float64)
+                    u = torch.tensor([f - 2.0**-24, f], dtype=torch.float64)
+                    out = quantize(v, fmt, "sr", u).data.double()
+                    assert out.tolist() == [sign * (base + spacing), sign * base], (fmt, base, f, sign)
+                    assert quantize(v, fmt, "sr", u).data.dtype == dtype
 
 
 def test_sr_keeps_representable_values_exact() -> None:
@@ -247,8 +253,8 @@ def test_sr_is_unbiased() -> None:
 
     Statistic: per value i, d_i = (mean over n draws of SR(v_i) - v_i) / spacing_i. Under a
     correct SR every draw lies in {lo - v, hi - v}, an interval of width spacing_i, and the true
-    mean bias is at most 2**-24 spacing (u has 24 bits), so Hoeffding's inequality gives
-    P(|d_i| >= t + 2**-24) <= 2 exp(-2 n t**2) with no normal approximation. With M = 256
+    mean bias is at most 2**-17 spacing (u has 16 bits, centred), so Hoeffding's inequality gives
+    P(|d_i| >= t + 2**-17) <= 2 exp(-2 n t**2) with no normal approximation. With M = 256
     values in each of 5 formats (1280 tests), n = 8192 draws and
     t = sqrt(ln(2 * 1280 / 1e-6) / (2 n)) ~= 0.036, the union bound puts the false-failure
     probability below 1e-6 (treating Philox outputs as independent uniforms; with the fixed seed
@@ -256,7 +262,7 @@ def test_sr_is_unbiased() -> None:
     half a spacing on most values and fails.
     """
     n, m, n_tests = 8192, 256, 5 * 256
-    t = math.sqrt(math.log(2 * n_tests / 1e-6) / (2 * n)) + 2.0**-24
+    t = math.sqrt(math.log(2 * n_tests / 1e-6) / (2 * n)) + 2.0**-17
     g = _gen(5)
     for k, fmt in enumerate(FORMATS):
         v, q, sp = _stat_values(fmt, m, g)
@@ -281,36 +287,39 @@ def test_sr_is_unbiased() -> None:
 
 
 def test_sr_uniform_reproducible_and_distinct() -> None:
-    slots = torch.tensor([3, 0, 7])
-    base = sr_uniform(42, slots, 5, (4, 8, 16))
-    assert base.shape == (3, 4, 8, 16) and base.dtype == torch.float64
-    assert ((base >= 0) & (base < 1)).all()
-    assert torch.equal((base * 2**24).floor(), base * 2**24)  # 24-bit uniforms
-    assert torch.equal(base, sr_uniform(42, slots.clone(), 5, (4, 8, 16)))
-    # a slot's numbers do not depend on the batch it is drawn in
+    requests = torch.tensor([3, 0, 7])
+    base = sr_uniform(42, requests, 5, (4, 8, 16))
+    fields = sr_fields(42, requests, 5, (4, 8, 16))
+    assert base.shape == fields.shape == (3, 4, 8, 16) and base.dtype == torch.float64
+    assert ((fields >= 0) & (fields < 2**16)).all()
+    assert torch.equal(base, (fields.double() + 0.5) * 2.0**-16)  # 16-bit fields, centred
+    assert torch.equal(base, sr_uniform(42, requests.clone(), 5, (4, 8, 16)))
+    # a request's numbers do not depend on the batch it is drawn in
     assert torch.equal(base[1], sr_uniform(42, torch.tensor(0), 5, (4, 8, 16)))
     for other in (
-        sr_uniform(43, slots, 5, (4, 8, 16)),
-        sr_uniform(42, slots, 6, (4, 8, 16)),
-        sr_uniform(42, slots + 1, 5, (4, 8, 16)),
-        sr_uniform(2**32 + 42, slots, 5, (4, 8, 16)),  # the seed's high word matters
+        sr_uniform(43, requests, 5, (4, 8, 16)),
+        sr_uniform(42, requests, 6, (4, 8, 16)),
+        sr_uniform(42, requests + 1, 5, (4, 8, 16)),
+        sr_uniform(2**32 + 42, requests, 5, (4, 8, 16)),  # the seed's high word matters
     ):
         assert (other != base).float().mean() > 0.99
-    # elements within a row differ too (the 4 columns of one Philox call use its 4 outputs)
-    assert torch.unique(base).numel() > 0.99 * base.numel()
-    # the keying, restated: counter (row, n // 4, slot, step), column n gets out[n % 4]
-    for i, h, p, n in ((0, 0, 0, 0), (0, 3, 7, 15), (1, 2, 5, 6), (2, 1, 0, 13), (1, 0, 4, 3)):
-        out = philox4x32(42, h * 8 + p, n // 4, int(slots[i]), 5)
-        assert base[i, h, p, n].item() == (int(out[n % 4]) >> 8) * 2.0**-24, (i, h, p, n)
-    # row lengths that are not a multiple of 4: the first columns of the longer row's numbers
-    assert torch.equal(sr_uniform(42, slots, 5, (4, 8, 10)), base[..., :10])
-    assert torch.equal(sr_uniform(42, slots, 5, (32, 3)), base.reshape(3, 32, 16)[..., :3])
+    # elements within a row differ too (8 columns share one call's 128 bits, 16 each)
+    assert torch.unique(base).numel() > 0.97 * base.numel()
+    # the keying, restated: counter (row, n // 8, request, step), column n gets the 16-bit
+    # half n % 2 of out[(n % 8) // 2]
+    for i, h, p, n in ((0, 0, 0, 0), (0, 3, 7, 15), (1, 2, 5, 6), (2, 1, 0, 13), (1, 0, 4, 3), (2, 3, 7, 9)):
+        out = philox4x32(42, h * 8 + p, n // 8, int(requests[i]), 5)
+        want = (int(out[(n % 8) // 2]) >> (16 * (n % 2))) & 0xFFFF
+        assert fields[i, h, p, n].item() == want, (i, h, p, n)
+    # row lengths that are not a multiple of 8: the first columns of the longer row's numbers
+    assert torch.equal(sr_uniform(42, requests, 5, (4, 8, 10)), base[..., :10])
+    assert torch.equal(sr_uniform(42, requests, 5, (32, 3)), base.reshape(3, 32, 16)[..., :3])
     v = torch.randn(3, 4, 8, 16, generator=_gen(6), dtype=torch.float64)
     for fmt in FORMATS:
         a = quantize(v, fmt, "sr", base)
         b = quantize(v.clone(), fmt, "sr", base.clone())
         assert torch.equal(_bits(a.data, torch.uint8), _bits(b.data, torch.uint8)), fmt
-        c = quantize(v, fmt, "sr", sr_uniform(43, slots, 5, (4, 8, 16)))
+        c = quantize(v, fmt, "sr", sr_uniform(43, requests, 5, (4, 8, 16)))
         assert not torch.equal(dequantize(a), dequantize(c)), fmt
 
 
@@ -356,18 +365,20 @@ _TRITON_SCRIPT = textwrap.dedent(
 
     @triton.jit
     def uniform_kernel(seed, slot, step, out, n_rows, n_col, RB: tl.constexpr, GB: tl.constexpr):
-        # the storage keying: counter (row, n // 4, slot, step), column n gets out[n % 4] >> 8;
-        # here each of the 4 outputs is stored at its own column (no join / reshape)
+        # the storage keying: counter (row, n // 8, request, step), column n gets the 16-bit
+        # half n % 2 of out[(n % 8) // 2]; here each half is stored at its own column (no join)
         r = tl.program_id(0) * RB + tl.arange(0, RB)
         grp = tl.arange(0, GB)
         zero = (r[:, None] * 0 + grp[None, :] * 0).to(tl.int64)
         c0 = (zero + r[:, None]).to(tl.uint32)
         c1 = (zero + grp[None, :]).to(tl.uint32)
         r0, r1, r2, r3 = tl.philox(seed, c0, c1, (zero + slot).to(tl.uint32), (zero + step).to(tl.uint32))
-        base = out + r[:, None] * n_col + 4 * grp[None, :]
+        base = out + r[:, None] * n_col + 8 * grp[None, :]
         for k, rk in ((0, r0), (1, r1), (2, r2), (3, r3)):
-            u = (rk >> 8).to(tl.float32) * (1.0 / 16777216.0)
-            tl.store(base + k, u, mask=(r < n_rows)[:, None] & (4 * grp[None, :] + k < n_col))
+            for half in (0, 1):
+                f = ((rk >> (16 * half)) & 0xFFFF).to(tl.float32)
+                u = (f + 0.5) * (1.0 / 65536.0)
+                tl.store(base + 2 * k + half, u, mask=(r < n_rows)[:, None] & (8 * grp[None, :] + 2 * k + half < n_col))
 
     data = torch.load(sys.argv[1])
     c = data["counters"]
@@ -379,7 +390,7 @@ _TRITON_SCRIPT = textwrap.dedent(
         res["philox"].append(out.view(4, n))
     for seed, slot, step, n_rows, n_col in data["uniform_cases"]:
         out = torch.empty(n_rows, n_col, dtype=torch.float32)
-        gb = triton.next_power_of_2(triton.cdiv(n_col, 4))
+        gb = triton.next_power_of_2(triton.cdiv(n_col, 8))
         uniform_kernel[(triton.cdiv(n_rows, 8),)](seed, slot, step, out, n_rows, n_col, RB=8, GB=gb)
         res["uniform"].append(out)
     torch.save(res, sys.argv[2])
@@ -562,8 +573,8 @@ def test_scaled_decision_rule_and_ties() -> None:
     rn = quantize(iv, "int8", "rn")
     assert rn.scale.item() == 1.0 and rn.data.tolist() == [127, 2, 4, -2, 0, 1]
     u = torch.tensor([0.9, 0.5 - 2**-24, 0.5, 0.5, 0.5 - 2**-24, 0.25], dtype=torch.float64)
-    # -2.5: lo = -3, hi = -2, fraction 0.5 -> u = 0.5 is not < 0.5 -> lo
-    assert quantize(iv, "int8", "sr", u).data.tolist() == [127, 3, 3, -3, 1, 1]
+    # -2.5: magnitude 2.5, fraction 0.5 -> u = 0.5 is not < 0.5 -> the nearer magnitude, -2
+    assert quantize(iv, "int8", "sr", u).data.tolist() == [127, 3, 3, -2, 1, 1]
     sub = 2.0**-9
     fv = torch.tensor(
         [448.0, 2.5 * sub, 3.5 * sub, 1.5 * sub, 0.25 * sub, 8.5, -12.5, 440.0], dtype=torch.float64
@@ -574,9 +585,9 @@ def test_scaled_decision_rule_and_ties() -> None:
     u = torch.tensor(
         [0.0, 0.5, 0.5 - 2**-24, 0.5, 0.25 - 2**-24, 0.5 - 2**-24, 0.5, 0.75], dtype=torch.float64
     )
-    # on [8, 16) the spacing is 1: 8.5 -> 9 iff u < .5; -12.5 on (-13, -12) -> -12 iff u < .5;
+    # on [8, 16) the spacing is 1: 8.5 -> 9 iff u < .5; -12.5 (magnitude 12.5) -> -13 iff u < .5;
     # 440 = 416 + 0.75 * 32: RN 448, SR with u = .75 (not < .75) -> 416
-    want = [448.0, 2 * sub, 4 * sub, 1 * sub, sub, 9.0, -13.0, 416.0]
+    want = [448.0, 2 * sub, 4 * sub, 1 * sub, sub, 9.0, -12.0, 416.0]
     assert quantize(fv, "fp8", "sr", u).data.double().tolist() == want
 
 

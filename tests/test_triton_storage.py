@@ -27,10 +27,11 @@ from ssmbench_kernels.storage.kernel import (  # noqa: E402
     STORAGE_DTYPES,
     format_code,
     load_state_rows,
+    request_sr_bits,
     sr_bits,
     store_state_rows,
 )
-from ssmbench_kernels.storage.reference import dequantize, quantize, sr_uniform  # noqa: E402
+from ssmbench_kernels.storage.reference import dequantize, quantize, sr_fields, sr_uniform  # noqa: E402
 
 R, C, RB, BC = 6, 12, 8, 16  # rows per slot, row length (both non-pow2: masked), padded blocks
 SEED, STEP = 0x1234_5678_9ABC, 7
@@ -61,7 +62,8 @@ def _store_kernel(
     tile = pid * R * C + offs_r[:, None] * C + offs_c[None, :]
     v = tl.load(v_ptr + tile, mask=(offs_r < R)[:, None] & cm[None, :], other=0.0)
     rows = slot * R + offs_r
-    store_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, v, C, FMT, SR, seed, slot, step, offs_r)
+    bits = request_sr_bits(seed, offs_r, slot, step, BC, FMT, SR)
+    store_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, v, C, FMT, SR, bits)
     tl.debug_barrier()  # on the GPU other threads may have stored the elements read back below
     back = load_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, C, FMT)
     tl.store(back_ptr + tile, back, mask=rm[:, None] & cm[None, :])
@@ -71,15 +73,15 @@ def _store_kernel(
 def _uniform_kernel(
     u_ptr, slot_ptr, seed, step, ROW0, NR: tl.constexpr, NC: tl.constexpr, RB: tl.constexpr, BN: tl.constexpr
 ):
-    """Uniforms of rows ROW0 .. ROW0 + NR - 1 (columns 0 .. NC - 1) of slot ``slot_ptr[pid]``,
-    drawn by `sr_bits` on an (RB, BN) tile, stored as (NR, NC) per program."""
+    """Random fields of rows ROW0 .. ROW0 + NR - 1 (columns 0 .. NC - 1) of request
+    ``slot_ptr[pid]``, drawn by `sr_bits` on an (RB, BN) tile, stored as (NR, NC) per program."""
     pid = tl.program_id(0)
     slot = tl.load(slot_ptr + pid).to(tl.int64)
     r = tl.arange(0, RB)
     n = tl.arange(0, BN)
     bits = sr_bits(seed, ROW0 + r, slot, step, BN)
     m = (r < NR)[:, None] & (n < NC)[None, :]
-    tl.store(u_ptr + pid * NR * NC + r[:, None] * NC + n[None, :], bits.to(tl.float32) * (1.0 / 16777216.0), mask=m)
+    tl.store(u_ptr + pid * NR * NC + r[:, None] * NC + n[None, :], bits, mask=m)
 
 
 def _values(fmt: str) -> torch.Tensor:
@@ -180,28 +182,31 @@ class StoredView:
         self.data, self.scale, self.fmt = data, scale, fmt
 
 
-def test_sr_bits_match_reference_uniforms() -> None:
-    """Kernel Philox stream == reference `sr_uniform` (key = 64-bit seed, counter (row, n // 4,
-    slot, step), out[n % 4] for column n; one Philox call per 4 columns interleaved back by
-    tl.join + tl.reshape): rows from an offset, row lengths not a multiple of 4, wide seeds,
-    slots and steps."""
+def test_sr_bits_match_reference_fields() -> None:
+    """Kernel Philox stream == reference `sr_fields` (key = 64-bit seed, counter (row, n // 8,
+    request, step), 16-bit field (out[(n % 8) // 2] >> 16 * (n % 2)) & 0xFFFF for column n; one
+    Philox call per 8 columns interleaved back by tl.join + tl.reshape): rows from an offset,
+    row lengths not a multiple of 8, wide seeds, requests and steps, and the 4-column tile."""
     slots = torch.tensor([0, 3, 2**31 + 5, 77])
     for seed, step, row0, nr, nc, rb, bn in (
         (0, 0, 0, 3, 64, 4, 64),
         (SEED, 123456, 5, 6, 10, 8, 16),  # rows 5..10 of a (11, 10) state; columns masked
-        (2**63 - 1, 2**32 - 1, 0, 2, 4, 2, 4),  # the smallest tile: one group of 4
+        (SEED, 9, 1, 3, 8, 4, 8),  # one group of 8
+        (2**63 - 1, 2**32 - 1, 0, 2, 4, 2, 4),  # the smallest tile: half a group
     ):
-        u = torch.empty(len(slots), nr, nc, device=DEVICE)
+        u = torch.empty(len(slots), nr, nc, dtype=torch.int32, device=DEVICE)
         _uniform_kernel[(len(slots),)](u, slots.to(DEVICE), seed, step, row0, nr, nc, rb, bn)
-        ref = sr_uniform(seed, slots, step, (row0 + nr, nc))[:, row0:].float()
+        ref = sr_fields(seed, slots, step, (row0 + nr, nc))[:, row0:].to(torch.int32)
         assert torch.equal(u.cpu(), ref), f"seed={seed} step={step}"
+    assert torch.equal(sr_uniform(SEED, slots, 5, (3, 12)),
+                       (sr_fields(SEED, slots, 5, (3, 12)).double() + 0.5) / 65536)
 
 
 def test_sr_bits_slot_independent_of_batch() -> None:
     """A slot's uniforms do not depend on which program (batch position) draws them, and
     differ between slots and steps."""
     def draw(slots: list[int], step: int = 3) -> torch.Tensor:
-        u = torch.empty(len(slots), 4, 16, device=DEVICE)
+        u = torch.empty(len(slots), 4, 16, dtype=torch.int32, device=DEVICE)
         _uniform_kernel[(len(slots),)](u, torch.tensor(slots, device=DEVICE), SEED, step, 2, 4, 16, 4, 16)
         return u.cpu()
 

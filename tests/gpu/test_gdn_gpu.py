@@ -209,8 +209,8 @@ def _snapshot(*tensors):
 
 def _manual_reference(c, rows: torch.Tensor, conv_out: torch.Tensor, fmt: str, rounding: str):
     """Reference for a subset of real rows (the kernel's rows are independent): o (n, T, HV, V)
-    fp64, final states rounded with the write slots' uniforms, intermediate entries rounded with
-    the (b * T + t) uniforms of the full batch."""
+    fp64, final states and intermediate entries rounded with the request's (read slot's)
+    uniforms, shared by its T entries (docs/spec.md §8)."""
     T = c["T"]
     co = conv_out.view(c["batch"], T, CONV_DIM)[rows]
     state0 = dequantize(c["pool"][c["read"][rows]])
@@ -220,9 +220,8 @@ def _manual_reference(c, rows: torch.Tensor, conv_out: torch.Tensor, fmt: str, r
         c["b"].view(c["batch"], T, HV)[rows], c["A_log"], c["dt_bias"],
     )
     sr = rounding == "sr"
-    final_u = sr_uniform(SEED, c["write"][rows], STEP, (HV, V, K)) if sr else None
-    entries = rows[:, None] * T + torch.arange(T, device=DEV)[None, :]
-    inter_u = sr_uniform(SEED, entries, STEP, (HV, V, K)) if sr else None
+    final_u = sr_uniform(SEED, c["read"][rows], STEP, (HV, V, K)) if sr else None
+    inter_u = final_u[:, None].expand(-1, T, -1, -1, -1) if sr else None
     return o, quantize(states[:, -1], fmt, rounding, final_u).data, quantize(states, fmt, rounding, inter_u).data
 
 

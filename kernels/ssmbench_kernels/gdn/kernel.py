@@ -16,8 +16,9 @@ Design
   reads q/k head ``hv // (HV // H)`` (GVA). ``S = exp(g) S; v' = beta (v - S k); S += v' k^T;
   o = S q``. The two matrix-vector products are row reductions over K inside the tile.
 - Storage (docs/spec.md §8) through `ssmbench_kernels.storage.kernel`: loads dequantize fp32 / bf16, stores round
-  RN or SR with the reference's Philox keying: final write counter slot = ``write_idx[b]``,
-  intermediate entry (b, t) counter slot = ``b * T + t``; row inside the slot ``hv * V + v``.
+  RN or SR with the reference's Philox keying: the request is the read index ``read_idx[b]``,
+  drawn once per tile before the token loop and shared by the row's T intermediate entries and
+  its final write (docs/spec.md §8); row inside the slot ``hv * V + v``.
   The T tokens run on the unrounded fp32 state (rounding only when stored, as the reference).
 - Pool semantics: a negative read index is padding: no state read or write, zero output.
   Split pools: ``write_idx`` differs from ``read_idx``. With ``write_final`` off nothing goes
@@ -47,7 +48,14 @@ from ssmbench_kernels.common.validation import (
     check_slot_range,
     check_unique_slots,
 )
-from ssmbench_kernels.storage.kernel import format_code, format_of, load_state_rows, rounding_is_sr, store_state_rows
+from ssmbench_kernels.storage.kernel import (
+    format_code,
+    format_of,
+    load_state_rows,
+    request_sr_bits,
+    rounding_is_sr,
+    store_state_rows,
+)
 
 GDN_FORMATS = ("fp32", "bf16")
 """State storage formats of the GDN kernel (docs/spec.md §9)."""
@@ -127,6 +135,7 @@ def gdn_decode_kernel(
     # Masks from tensor comparisons (a scalar-bool & tensor-bool is int32 in the interpreter).
     read_v = mask_v & ((offs_v * 0 + src) >= 0)
     state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_k, mask_k, K, FMT)
+    sr_fields = request_sr_bits(seed, head_rows, src, step, BLOCK_K, FMT, SR)  # shared by every store
     if WRITE_FINAL:
         dst = tl.load(write_ptr + b).to(tl.int64)
     neg_a = -tl.exp(tl.load(A_log_ptr + hv).to(tl.float32))
@@ -190,10 +199,7 @@ def gdn_decode_kernel(
                     K,
                     FMT,
                     SR,
-                    seed,
-                    entry,
-                    step,
-                    head_rows,
+                    sr_fields,
                 )
         if WRITE_FINAL:
             store_state_rows(
@@ -207,10 +213,7 @@ def gdn_decode_kernel(
                 K,
                 FMT,
                 SR,
-                seed,
-                dst,
-                step,
-                head_rows,
+                sr_fields,
             )
     else:
         zero = tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty)

@@ -8,10 +8,9 @@ Two layers:
 Rounding happens only when a state is stored (docs/spec.md §8): the T tokens of one step run on the
 unrounded compute-dtype state, and the pool write / intermediate entries are rounded copies.
 
-SR uniforms (documented contract, kernels must draw the same numbers):
-- final pool write of row b: ``sr_uniform(seed, write_idx[b], step, (HV, V, K))``;
-- intermediate entry (b, t): ``sr_uniform(seed, b * T + t, step, (HV, V, K))`` (the counter's
-  "slot" is the flat batch-scoped buffer index, not a pool slot).
+SR uniforms (documented contract, kernels must draw the same numbers): the request is the row's
+read index, and every state the row stores in one step (its T intermediate entries and its
+final pool write) uses ``sr_uniform(seed, read_idx[b], step, (HV, V, K))`` (docs/spec.md §8).
 """
 
 from __future__ import annotations
@@ -232,12 +231,11 @@ def gdn_decode_step(
 
     if inter is not None:
         uniform = None
-        if rounding == "sr":
-            flat = rows[:, None] * T + torch.arange(T, device=dev)[None, :]  # (n_real, T)
-            uniform = sr_uniform(seed, flat, step, (HV, V, K))
+        if rounding == "sr":  # the request's uniforms, shared by its T entries
+            uniform = sr_uniform(seed, read_idx[rows], step, (HV, V, K)).unsqueeze(1).expand(-1, T, -1, -1, -1)
         inter[rows] = quantize(states, pool.fmt, rounding, uniform)
     if write_final:
         w = write_idx[rows]
-        uniform = sr_uniform(seed, w, step, (HV, V, K)) if rounding == "sr" else None
+        uniform = sr_uniform(seed, read_idx[rows], step, (HV, V, K)) if rounding == "sr" else None
         new_pool[w] = quantize(states[:, -1], pool.fmt, rounding, uniform)
     return GDNStepResult(o, new_pool, inter)

@@ -28,7 +28,7 @@ precompute (grid ``(H, batch)``, one program per head and row)
 main (grid ``(cdiv(P, BLOCK_P), H, batch)``, or persistent: see below)
   - write rows: ``S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h`` (one `tl.dot`, K = history
     columns), stored as the new checkpoint (RN / SR via `ssmbench_kernels.storage.kernel`; SR counter
-    ``(h*P + p, n // 4, slot, step)``);
+    ``(h*P + p, n // 8, slot, step)``: the request is the slot itself);
   - outputs ``Y^T = (S_ref @ C^T) * cdec + X_h^T @ CB_h^T + X_new^T @ CB_new^T`` (three
     `tl.dot`s) with S_ref = S' (unrounded, as the reference) or S_ckpt, then ``+ D x``, z gate;
   - history append of x.
@@ -92,6 +92,7 @@ from ssmbench_kernels.storage.kernel import (
     format_of,
     load_state_rows,
     rounding_is_sr,
+    request_sr_bits,
     store_state_rows,
 )
 
@@ -426,9 +427,8 @@ def _main_item(
                 b_j = tl.load(hist_B_ptr + (row_j * G + g) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
                 w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
                 state += (x_j * w_j)[:, None] * b_j[None, :]
-        store_state_rows(
-            ckpt_ptr, scale_ptr, s * (H * P) + srow, read_p, offs_n, mask_n, state, N, FMT, SR, seed, s, step, srow
-        )
+        sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)  # request = the slot
+        store_state_rows(ckpt_ptr, scale_ptr, s * (H * P) + srow, read_p, offs_n, mask_n, state, N, FMT, SR, sr_fields)
 
     # Outputs, transposed: Y^T (BLOCK_P, T_PAD).
     if USE_DOT:
@@ -694,7 +694,8 @@ def _fused_item(
         w = tl.where(j_ok, tl.exp(cum_h - cum_hist) * dt_hist, 0.0)
         xw = x_hist.to(tl.float32) * w[:, None]
         folded = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * tl.exp(cum_h), PREC)
-        store_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, folded, N, FMT, SR, seed, s, step, srow)
+        sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)  # request = the slot
+        store_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, folded, N, FMT, SR, sr_fields)
 
     pdl_wait(WAIT)
 

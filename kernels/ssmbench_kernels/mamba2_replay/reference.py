@@ -13,7 +13,8 @@ Reference decisions (documented contract):
   dtype and dt is computed in fp32, so this rounding is the identity there).
 - Outputs of write rows come from the UNROUNDED fold S'; the stored checkpoint is the rounded
   copy (docs/spec.md §8: rounding happens only when a state is stored).
-- SR uniforms for the checkpoint of slot s at step ``step``: ``sr_uniform(seed, s, step, (H, P, N))``.
+- SR uniforms for the checkpoint of slot s at step ``step``: ``sr_uniform(seed, s, step, (H, P, N))``
+  (the request is the slot itself, docs/spec.md §8).
 - ``formulation``: "auto" (production: write rows fold then output, nowrite rows rectangle),
   "fold" (every row folds, then outputs from S' over the new tokens; only write rows store) or
   "rectangle" (every row's outputs from S_ckpt over history + new tokens; write rows still fold

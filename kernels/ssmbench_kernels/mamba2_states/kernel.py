@@ -9,8 +9,10 @@ Design
   `default_knobs`). The P-tile index varies fastest so programs that share a row's B/C run
   together.
 - State read from ``pool[src_idx[b]]`` (dequantized), each S_t stored with
-  `ssmbench_kernels.storage.kernel.store_state_rows` (RN or SR, Philox counter ``(row, n // 4, dst
-  slot, step)`` with row ``h*P + p``, one call per 4 columns, as the reference's `sr_uniform`).
+  `ssmbench_kernels.storage.kernel.store_state_rows` (RN or SR). SR draws the tile's random bits
+  once, before the token loop (Philox counter ``(row, n // 8, src slot, step)`` with row
+  ``h*P + p``, one call per 8 columns, as the reference's `sr_fields`), and all T stores (tree
+  nodes too) share them (docs/spec.md §8).
 - Inputs come straight from the conv1d output ``(batch*T, conv_dim)``: x, B, C are column slices
   (head h uses group ``h // (H // G)``); dt_raw ``(batch*T, H)`` and z ``(batch*T, H*P)`` bypass
   the conv; A, D, dt_bias fp32 ``(H,)``. softplus with the threshold-20 branch chosen before exp.
@@ -56,6 +58,7 @@ from ssmbench_kernels.storage.kernel import (
     format_code,
     format_of,
     load_state_rows,
+    request_sr_bits,
     rounding_is_sr,
     store_state_rows,
 )
@@ -152,6 +155,7 @@ def mamba2_intermediate_kernel(
     # Masks from tensor comparisons (a scalar-bool & tensor-bool is int32 in the interpreter).
     read_p = mask_p & ((offs_p * 0 + src) >= 0)
     state = load_state_rows(pool_ptr, scale_ptr, src * (H * P) + head_rows, read_p, offs_n, mask_n, N, FMT)
+    sr_fields = request_sr_bits(seed, head_rows, src, step, BLOCK_N, FMT, SR)  # shared by the T stores
     A = tl.load(A_ptr + h).to(tl.float32)
     Dh = tl.load(D_ptr + h).to(tl.float32)
     dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)
@@ -234,10 +238,7 @@ def mamba2_intermediate_kernel(
                 N,
                 FMT,
                 SR,
-                seed,
-                dst,
-                step,
-                head_rows,
+                sr_fields,
             )
     else:
         zero = tl.zeros((BLOCK_P,), dtype=y_ptr.dtype.element_ty)

@@ -15,8 +15,9 @@ Tree parents (docs/spec.md §5): ``parent[b, t]`` lies in [-1, t). Token 0 alway
 state, so ``parent[b, 0]`` must be -1. For t >= 1 a parent p >= 0 continues from S_p, and -1
 continues from S_{t-1} (so "parent = t-1 or -1 is the linear chain").
 
-SR uniforms (documented contract, kernels must draw the same numbers): the state stored to pool
-slot s at step ``step`` uses ``sr_uniform(seed, s, step, (H, P, N))``.
+SR uniforms (documented contract, kernels must draw the same numbers): every state a batch row
+stores in one step (its T per-token states, its tree nodes) uses the uniforms of its request,
+the slot it read: ``sr_uniform(seed, src_idx[b], step, (H, P, N))`` (docs/spec.md §8).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def mamba2_intermediate_step(
     Shapes: pool (n_slots, H, P, N); src_idx (batch,); dst_idx (batch, T); other inputs as in
     `mamba2_mtp_step`. Returns y (batch, T, H, P) in ``compute_dtype`` and the NEW pool (the
     input is not mutated). Padding rows (src < 0): no read, no write, y = 0, dst ignored.
-    SR uniforms: ``sr_uniform(seed, dst_idx[b, t], step, (H, P, N))``.
+    SR uniforms: ``sr_uniform(seed, src_idx[b], step, (H, P, N))``, shared by the row's T stores.
     Raises ValueError on duplicate real src slots, on a real row with a negative or
     out-of-range dst slot, on a dst slot used twice, and on a dst slot that is another row's src
     (a race in any parallel kernel). A row may write its own src slot: it reads it first.
@@ -287,6 +288,8 @@ def mamba2_intermediate_step(
     if rows.numel() == 0:
         return y, new_pool
     d = dst[rows]
-    uniform = sr_uniform(seed, d, step, (H, P, N)).to(dev) if rounding == "sr" else None
+    uniform = None
+    if rounding == "sr":  # one draw per request, the same for its T stores
+        uniform = sr_uniform(seed, src[rows], step, (H, P, N)).to(dev).unsqueeze(1).expand(-1, T, -1, -1, -1)
     new_pool[d] = quantize(states, pool.fmt, rounding, uniform)
     return y, new_pool

@@ -17,12 +17,16 @@ Bit-exactness with the reference (checked in the CPU interpreter by tests/test_t
   integer / power-of-two arithmetic first, so the final cast only converts an exactly
   representable value. On the GPU, RN into bf16 / fp16 / fp8 is the hardware ``cvt.rn`` (IEEE
   RN-even, the same result, fewer instructions); fp16 RN uses the cast in the interpreter too.
-- SR picks the upper neighbour ``hi`` iff ``u < (v - lo) / (hi - lo)`` with ``u = (out[n % 4]
-  >> 8) * 2**-24`` from Philox4x32-10, counter ``(row inside the slot, n // 4, slot, step)``,
-  key ``seed``: one Philox call per 4 columns (`sr_bits`). The fraction of |v| between its
-  neighbours is computed exactly (it is a short binary fraction), and both comparisons
-  (``u < F`` for v >= 0, ``u < 1 - F`` for v < 0) are rewritten as comparisons of exactly
-  representable fp32 values, so no rounding can flip a decision.
+- SR rounds the magnitude: ``|v|`` moves to its upper neighbour iff ``u < F`` (F the exact
+  fraction of |v| between its neighbours), with the element's 16-bit random field ``f`` from
+  Philox4x32-10, counter ``(row inside the slot, n // 8, request, step)``, key ``seed``: one
+  Philox call per 8 columns (`sr_bits`), ``f = (out[(n % 8) // 2] >> 16 * (n % 2)) & 0xFFFF``
+  and ``u = (f + 0.5) * 2**-16``. ``request`` is the slot the row read its state from: a kernel
+  draws the bits once per tile, before its token loop, and every state it stores for that
+  request in this step (T per-token states, tree nodes, GDN intermediate entries) reuses them
+  (docs/spec.md §8). bf16 compares integers: ``f < (the 16 dropped bits)`` is exactly
+  ``u < F``. fp16 / int8 / fp8 compare ``u < F`` in fp32, both sides exact (F is a short binary
+  fraction, u has 17 significant bits), so no rounding can flip a decision.
 - int8 / fp8 scales: per row ``scale = amax / QMAX`` and ``inv = QMAX / amax`` (1 when amax is
   0) with `tl.math.div_rn` (IEEE division; plain ``/`` is approximate on the GPU), two per row;
   per element ``q' = v * inv`` (an fp32 multiply, correctly rounded), then clamp, then round.
@@ -55,7 +59,7 @@ STORAGE_DTYPES: dict[str, torch.dtype] = {
 }
 SCALED = frozenset({"int8", "fp8"})
 
-_TWO_M24 = tl.constexpr(1.0 / 16777216.0)
+_TWO_M16 = tl.constexpr(1.0 / 65536.0)
 _TINY_AMAX = tl.constexpr(2.0**-64)
 """Scaled rows with amax below this are scaled by _TWO_P64 first (reference SCALED_TINY_AMAX)."""
 _TWO_P64 = tl.constexpr(2.0**64)
@@ -90,47 +94,67 @@ def format_of(data: torch.Tensor) -> str:
 
 
 @triton.jit
-def sr_bits(seed, row, slot, step, BLOCK_N: tl.constexpr):
-    """24 random bits per element of a ``(R, BLOCK_N)`` tile (int32 in [0, 2**24)), the same
-    stream as the reference `sr_uniform`: Philox4x32-10 with key ``seed`` and counter
-    ``(row, n // 4, slot, step)`` runs once per group of 4 columns, on an ``(R, BLOCK_N // 4)``
-    tile, and its outputs (out0, out1, out2, out3) become columns 4*g + 0..3; column n gets
-    ``out[n % 4] >> 8``.
-
-    ``row``: int tile ``(R,)`` of row indices inside one slot's state (counter word 0);
-    ``slot``/``step``: scalars (counter words 2 and 3, truncated to 32 bits as the counter words
-    are). BLOCK_N: power of two >= 4; tile column c is row column n = c.
-    """
-    tl.static_assert(BLOCK_N >= 4, "sr_bits needs BLOCK_N >= 4 (one Philox call per 4 columns)")
-    grp = tl.arange(0, BLOCK_N // 4)
-    zero = (row[:, None] * 0 + grp[None, :] * 0).to(tl.int64)  # (R, BLOCK_N // 4)
-    c0 = (zero + row[:, None]).to(tl.uint32)
-    c1 = (zero + grp[None, :]).to(tl.uint32)
-    c2 = (zero + slot).to(tl.uint32)
-    c3 = (zero + step).to(tl.uint32)
-    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
-    # join(join(r0, r2), join(r1, r3))[r, g, a, b] is r0 / r1 / r2 / r3 for (a, b) = (0, 0) /
-    # (0, 1) / (1, 0) / (1, 1): the row-major flattening (index 2a + b) of the last two dims
-    # gives r0, r1, r2, r3 for columns 4g + 0..3.
-    quad = tl.join(tl.join(r0 >> 8, r2 >> 8), tl.join(r1 >> 8, r3 >> 8))
-    bits = tl.reshape(quad, (row.shape[0], BLOCK_N))
-    return bits.to(tl.int32)
+def _halves(word):
+    """The two 16-bit fields of a uint32 Philox output, low half first, as int32."""
+    return (word & 0xFFFF).to(tl.int32), (word >> 16).to(tl.int32)
 
 
 @triton.jit
-def _round_up(F, k_odd, bits24, neg, SR: tl.constexpr):
-    """Whether |v| moves to its upper grid neighbour, given the exact fraction F in [0, 1) of
-    |v| between the lower (magnitude k) and upper neighbour.
+def sr_bits(seed, row, request, step, BLOCK_N: tl.constexpr):
+    """16 random bits per element of a ``(R, BLOCK_N)`` tile (int32 in [0, 2**16)), the same
+    fields as the reference `sr_fields`: Philox4x32-10 with key ``seed`` and counter
+    ``(row, n // 8, request, step)`` runs once per group of 8 columns, on an
+    ``(R, BLOCK_N // 8)`` tile; column 8g + j takes the low (j even) or high (j odd) half of
+    output ``j // 2``.
 
-    RN: F > 1/2, ties to the even neighbour. SR: the reference rule ``hi iff u < (v-lo)/(hi-lo)``
-    with u = bits24 * 2**-24: for v >= 0 that is ``u < F``; for v < 0 the value-wise ``hi`` is the
-    *lower* magnitude and the rule is ``u < 1 - F``, i.e. magnitude up iff ``F >= 1 - u``. Both
-    ``u`` and ``1 - u`` are exact fp32 values (24-bit integers times 2**-24).
+    Called once per tile before the token loop: every store of the request in this step shares
+    the result. ``row``: int tile ``(R,)`` of row indices inside one slot's state (counter word
+    0); ``request``/``step``: scalars (counter words 2 and 3, truncated to 32 bits as counter
+    words are). BLOCK_N: power of two >= 4; tile column c is row column n = c.
     """
+    tl.static_assert(BLOCK_N >= 4, "sr_bits needs BLOCK_N >= 4")
+    GROUPS: tl.constexpr = BLOCK_N // 8 if BLOCK_N >= 8 else 1
+    grp = tl.arange(0, GROUPS)
+    zero = (row[:, None] * 0 + grp[None, :] * 0).to(tl.int64)  # (R, GROUPS)
+    c0 = (zero + row[:, None]).to(tl.uint32)
+    c1 = (zero + grp[None, :]).to(tl.uint32)
+    c2 = (zero + request).to(tl.uint32)
+    c3 = (zero + step).to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
+    lo0, hi0 = _halves(r0)
+    lo1, hi1 = _halves(r1)
+    # tl.join adds a new innermost dim: join(a, b)[..., k] is a (k = 0) or b (k = 1), so the
+    # row-major flattening of nested joins lists the leaves in the order below.
+    if BLOCK_N >= 8:
+        lo2, hi2 = _halves(r2)
+        lo3, hi3 = _halves(r3)
+        # index [a, b, c] -> column 4a + 2b + c = field of output 2a + b, half c
+        lows = tl.join(tl.join(lo0, lo2), tl.join(lo1, lo3))
+        highs = tl.join(tl.join(hi0, hi2), tl.join(hi1, hi3))
+        bits = tl.reshape(tl.join(lows, highs), (row.shape[0], BLOCK_N))
+    else:  # 4 columns: the first two outputs of the call
+        bits = tl.reshape(tl.join(tl.join(lo0, lo1), tl.join(hi0, hi1)), (row.shape[0], 4))
+    return bits
+
+
+@triton.jit
+def request_sr_bits(seed, row, request, step, BLOCK_N: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
+    """`sr_bits` when FMT is stored with SR, else zeros (never read; compiled away): what a
+    kernel draws once per tile and hands to every `store_state_rows` of the request."""
+    if SR and FMT != FMT_FP32:
+        return sr_bits(seed, row, request, step, BLOCK_N)
+    else:
+        return tl.zeros((row.shape[0], BLOCK_N), tl.int32)
+
+
+@triton.jit
+def _round_up(F, k_odd, bits16, SR: tl.constexpr):
+    """Whether |v| moves to its upper grid neighbour, given the exact fraction F in [0, 1) of
+    |v| between its lower (magnitude k) and upper neighbour. RN: F > 1/2, ties to the even
+    neighbour. SR: ``u < F`` with ``u = (bits16 + 0.5) * 2**-16`` (exact in fp32)."""
     if SR:
-        u = bits24.to(tl.float32) * _TWO_M24
-        one_minus_u = (16777216 - bits24).to(tl.float32) * _TWO_M24
-        up = tl.where(neg, F >= one_minus_u, u < F)
+        u = (bits16.to(tl.float32) + 0.5) * _TWO_M16
+        up = u < F
     else:
         up = (F > 0.5) | ((F == 0.5) & k_odd)
     return up
@@ -146,29 +170,34 @@ def _with_sign(r, bits):
 
 
 @triton.jit
-def round_bf16(v, bits24, SR: tl.constexpr):
+def round_bf16(v, bits16, SR: tl.constexpr):
     """fp32 -> the nearest bf16 neighbour chosen by RN / SR, returned as an (exact) fp32 value.
 
-    bf16 is fp32 with the low 16 bits cleared, so the neighbours and the fraction come straight
-    from the bit pattern (subnormals and binade edges included).
+    bf16 is fp32 with the low 16 bits cleared, so the neighbours come straight from the bit
+    pattern (subnormals and binade edges included). SR is all integer: the magnitude rounds up
+    iff ``bits16 < low`` (the 16 dropped bits), which is ``u < F`` exactly (F = low / 2**16, u =
+    (bits16 + 0.5) / 2**16); adding 0x10000 to the truncated magnitude carries into the
+    exponent at a binade edge, as it should.
     """
     bits = v.to(tl.uint32, bitcast=True)
     sign = bits & 0x80000000
     mag = bits & 0x7FFFFFFF
     low = mag & 0xFFFF
     base = mag - low
-    F = low.to(tl.float32) * (1.0 / 65536.0)
-    up = _round_up(F, ((base >> 16) & 1) == 1, bits24, sign != 0, SR)
-    above = base + 0x10000
     if SR:
+        up = bits16.to(tl.uint32) < low
+        above = base + 0x10000
         # SR never turns a finite value into inf: saturate at the largest finite bf16.
         above = tl.where((above >= 0x7F800000) & (mag < 0x7F800000), 0x7F7F0000, above)
+    else:
+        up = (low > 0x8000) | ((low == 0x8000) & (((base >> 16) & 1) == 1))
+        above = base + 0x10000
     out = tl.where(up, above, base) | sign
     return out.to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def round_grid(v, bits24, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.constexpr, SR: tl.constexpr):
+def round_grid(v, bits16, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.constexpr, SR: tl.constexpr):
     """fp32 -> the RN / SR neighbour on the grid of a float format with MANT mantissa bits,
     minimum normal exponent EMIN and largest finite value MAXF (fp16: 10, -14, 65504; fp8 e4m3:
     3, -6, 448), as an exact fp32 value.
@@ -179,7 +208,6 @@ def round_grid(v, bits24, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.const
     nan pass through.
     """
     bits = v.to(tl.int32, bitcast=True)
-    neg = bits < 0
     a = tl.abs(v)
     e = ((bits >> 23) & 0xFF) - 127
     e = tl.maximum(e, EMIN)
@@ -188,7 +216,7 @@ def round_grid(v, bits24, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.const
     s = a * inv_ulp
     k = tl.floor(s)
     F = s - k
-    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits24, neg, SR)
+    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits16, SR)
     r = tl.where(up, k + 1.0, k) * ulp
     if SR:
         r = tl.where((r > MAXF) & (a <= 3.4028234663852886e38), MAXF, r)
@@ -196,19 +224,18 @@ def round_grid(v, bits24, MANT: tl.constexpr, EMIN: tl.constexpr, MAXF: tl.const
 
 
 @triton.jit
-def round_int(v, bits24, SR: tl.constexpr):
+def round_int(v, bits16, SR: tl.constexpr):
     """fp32 -> an integer neighbour (RN: ties to even like torch.round; SR), as fp32."""
-    neg = v.to(tl.int32, bitcast=True) < 0
     a = tl.abs(v)
     k = tl.floor(a)
     F = a - k
-    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits24, neg, SR)
+    up = _round_up(F, (k.to(tl.int32) & 1) == 1, bits16, SR)
     r = tl.where(up, k + 1.0, k)
     return _with_sign(r, v.to(tl.int32, bitcast=True))
 
 
 @triton.jit
-def quantize_tile(values, mask, bits24, FMT: tl.constexpr, SR: tl.constexpr):
+def quantize_tile(values, mask, bits16, FMT: tl.constexpr, SR: tl.constexpr):
     """Round an fp32 ``(R, C)`` tile (whole rows) into format FMT.
 
     Returns ``(q, scale)``: q is fp32 holding exactly representable values of the format (for
@@ -229,9 +256,9 @@ def quantize_tile(values, mask, bits24, FMT: tl.constexpr, SR: tl.constexpr):
     if FMT == FMT_FP32 or NATIVE_RN:
         q = values
     elif FMT == FMT_BF16:
-        q = round_bf16(values, bits24, SR)
+        q = round_bf16(values, bits16, SR)
     elif FMT == FMT_FP16:
-        q = round_grid(values, bits24, 10, -14, 65504.0, SR)
+        q = round_grid(values, bits16, 10, -14, 65504.0, SR)
     if FMT == FMT_INT8 or FMT == FMT_FP8:
         QMAX: tl.constexpr = 127.0 if FMT == FMT_INT8 else 448.0
         amax = tl.max(tl.where(mask, tl.abs(values), 0.0), axis=1)
@@ -243,9 +270,9 @@ def quantize_tile(values, mask, bits24, FMT: tl.constexpr, SR: tl.constexpr):
         q = (values * pre[:, None]) * inv[:, None]
         q = tl.minimum(tl.maximum(q, -QMAX), QMAX)
         if FMT == FMT_INT8:
-            q = round_int(q, bits24, SR)
+            q = round_int(q, bits16, SR)
         elif not NATIVE_RN:
-            q = round_grid(q, bits24, 3, -6, 448.0, SR)
+            q = round_grid(q, bits16, 3, -6, 448.0, SR)
     return q, scale
 
 
@@ -261,25 +288,18 @@ def store_state_rows(
     ROW_STRIDE,
     FMT: tl.constexpr,
     SR: tl.constexpr,
-    seed,
-    slot,
-    step,
-    srow,
+    bits16,
 ):
     """Store the fp32 tile ``values`` (R, C) as rows ``rows`` (int64, (R,)) of a pool in FMT.
 
-    ``srow`` (int (R,)): each tile row's index inside its slot's state (Philox counter word 0);
-    ``slot``/``step``: counter words 2 and 3 (SR only; ignored otherwise; see `sr_bits`).
-    ``offs_n`` must be ``tl.arange(0, C)`` (column c is row column c). Masked-off rows
-    (``row_mask`` False, e.g. padding) touch neither data nor scales.
+    ``bits16``: the request's random fields for this tile (`request_sr_bits`, drawn once per
+    tile and step and shared by all its stores; unused unless SR). ``offs_n`` must be
+    ``tl.arange(0, C)`` (column c is row column c). Masked-off rows (``row_mask`` False, e.g.
+    padding) touch neither data nor scales.
     """
     row_mask = row_mask != 0  # interpreter quirk: scalar-bool & tensor-bool yields int32 there
     mask = (row_mask[:, None] & col_mask[None, :]) != 0
-    if SR and FMT != FMT_FP32:
-        bits24 = sr_bits(seed, srow, slot, step, values.shape[1])
-    else:
-        bits24 = tl.zeros(values.shape, tl.int32)
-    q, scale = quantize_tile(values, mask, bits24, FMT, SR)
+    q, scale = quantize_tile(values, mask, bits16, FMT, SR)
     ptrs = data_ptr + rows[:, None] * ROW_STRIDE + offs_n[None, :]
     if FMT == FMT_BF16 and (SR or INTERPRET):
         # Through the bits: exact, and the interpreter's fp32 -> bf16 cast mishandles subnormals.

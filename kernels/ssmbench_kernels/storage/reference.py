@@ -11,8 +11,11 @@ Conventions
   clamped to [-QMAX, QMAX].
 - ``fp64`` is a reference-only exact format (no rounding) used by the property tests.
 - Stochastic rounding takes a tensor of uniforms in [0, 1) of the values' shape; `sr_uniform`
-  draws them from Philox4x32-10 keyed by seed, with counter (row, column // 4, slot, step): one
-  Philox call serves 4 neighbouring columns of a row (its 4 outputs, in order). Bit-identical
+  draws them from Philox4x32-10 keyed by seed, with counter (row, column // 8, request, step):
+  16 random bits per element, one Philox call serving 8 neighbouring columns of a row (its 4
+  32-bit outputs, low half first). ``request`` is the slot the batch row read its state from,
+  so every state one request stores in one step (its T per-token states, its tree nodes, its
+  GDN intermediate entries) is rounded with the same uniforms (docs/spec.md §8). Bit-identical
   to Triton's ``tl.philox`` with the same counters, so kernels and references see the same
   random numbers.
 
@@ -22,10 +25,16 @@ Rounding, exactly (what a kernel must reproduce bit for bit)
   rounded to fp32: torch's own fp64 -> bf16/fp16 casts round twice and are wrong on rare ties).
 - RN: IEEE round to nearest, ties to even; subnormals kept; a finite value whose rounded
   magnitude exceeds the format's max finite becomes +-inf (IEEE overflow, what ``cvt.rn`` does).
-- SR: ``lo <= v <= hi`` are the two neighbouring representable values (signed order; lo == hi
-  when v is representable), and the result is ``hi if u < (v - lo) / (hi - lo) else lo``. With
-  u a multiple of 2**-24 this is unbiased up to 2**-24 of a spacing. A finite value beyond the
-  max finite saturates to +-max finite (no inf is ever produced by SR from a finite input).
+- SR, in magnitude: ``lo <= |v| <= hi`` are the two neighbouring representable magnitudes
+  (lo == hi when v is representable), ``F = (|v| - lo) / (hi - lo)``, and the result is
+  ``sign(v) * (hi if u < F else lo)`` with ``u = (field + 0.5) * 2**-16`` for the element's
+  16-bit random field. Rounding the magnitude (not the signed value) makes the rule the same for
+  both signs, so a kernel needs no sign select; it is unbiased all the same (E = v for either
+  sign). When F is a multiple of 2**-16 (bf16 from fp32, and fp16 / int8 / fp8 wherever at most
+  16 bits are dropped) ``u < F`` is the integer compare ``field < F * 2**16`` and the rounding is
+  exactly unbiased; otherwise P(up) is F rounded to a multiple of 2**-16, within 2**-17 of a
+  spacing. A finite value beyond the max finite saturates to +-max finite (no inf is ever
+  produced by SR from a finite input).
 - Non-finite inputs (nan, +-inf) pass through fp32/bf16/fp16 unchanged under both roundings.
 - int8 / fp8: ``v32`` = fp32 RN of the input, ``amax`` = max |v32| over the row, and per row
   ``scale = fl32(amax / QMAX)`` (stored) and ``inv = fl32(QMAX / amax)`` (both 1 when amax is 0;
@@ -124,7 +133,7 @@ def quantize(
 ) -> StoredState:
     """Round ``values`` (any float dtype, shape ``(..., row)``) into ``fmt`` (docs/spec.md §8).
 
-    ``rounding`` is ``"rn"`` (nearest even) or ``"sr"`` (stochastic: ``hi if u < (v - lo) / (hi - lo)
+    ``rounding`` is ``"rn"`` (nearest even) or ``"sr"`` (stochastic, in magnitude: ``hi if u < F
     else lo`` with ``u = uniform``, a float tensor of ``values.shape`` in [0, 1), e.g. from
     `sr_uniform`). The exact rules (single rounding, overflow, scales) are in the module docstring.
     Returns data of ``values.shape`` in `storage_dtype` and, for int8/fp8, fp32 scales of
@@ -166,8 +175,9 @@ def quantize(
         if u is None:
             qr = torch.round(q)  # half to even
         else:
-            lo = torch.floor(q)
-            qr = lo + (u < q - lo).to(torch.float64)
+            mag = q.abs()
+            lo = torch.floor(mag)
+            qr = torch.copysign(lo + (u < mag - lo).to(torch.float64), q)
         qr = qr.clamp(-qmax, qmax)
     else:
         qr = _round_to_grid(q, _GRIDS["fp8"], u)
@@ -246,9 +256,10 @@ def _round_to_grid(v: torch.Tensor, grid: _Grid, u: torch.Tensor | None) -> torc
     s = vf * _pow2(-e_ulp)  # v in units of the local spacing (exact)
     if u is None:
         k = torch.round(s)  # half to even; an even k is an even mantissa
-    else:
-        lo = torch.floor(s)
-        k = lo + (u < s - lo).to(torch.float64)
+    else:  # in magnitude (module docstring); the sign comes back below
+        mag = s.abs()
+        lo = torch.floor(mag)
+        k = lo + (u < mag - lo).to(torch.float64)
     r = k * _pow2(e_ulp)
     big = r.abs() > grid.max_finite
     if u is None and grid.rn_overflow_inf:
@@ -314,34 +325,50 @@ def philox4x32(
     return x0, x1, x2, x3
 
 
-def sr_uniform(seed: int, slot: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
-    """Uniforms in [0, 1) for stochastic rounding of states stored at ``slot`` (docs/spec.md §8).
+SR_FIELD_BITS = 16
+"""Random bits per stored element (docs/spec.md §8)."""
+SR_COLUMNS_PER_CALL = 8
+"""Columns served by one Philox4x32 call: 128 bits / 16."""
 
-    ``slot``: int64 tensor of any shape S; ``row_shape = (..., N)``: one slot's state (e.g.
-    ``(H, P, N)``); returns float64 of shape ``S + row_shape``. Rows are every leading index
-    inside one slot's state, ``r`` their row-major position (e.g. ``h*P + p``), ``n`` the column.
-    Philox4x32-10, key = seed (lo, hi 32 bits), counter = ``(r, n // 4, slot, step)``; its 4
-    outputs serve columns ``4*(n//4) + 0..3`` in order: the uniform of column n is
-    ``(out[n % 4] >> 8) * 2**-24``. Counters are 32-bit: rows per slot must be <= 2**32, N <=
-    2**34, step < 2**32; slot is taken modulo 2**32 (negative padding slots draw numbers nobody
-    uses).
+
+def sr_fields(seed: int, request: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
+    """The 16-bit random field of every element of the states one step stores for ``request``
+    (docs/spec.md §8), as int64 in [0, 2**16).
+
+    ``request``: int64 tensor of any shape S (the slot each batch row read its state from);
+    ``row_shape = (..., N)``: one slot's state (e.g. ``(H, P, N)``); returns shape
+    ``S + row_shape``. Rows are every leading index inside one slot's state, ``r`` their
+    row-major position (e.g. ``h*P + p``), ``n`` the column. Philox4x32-10, key = seed (lo, hi
+    32 bits), counter = ``(r, n // 8, request, step)``; column n takes
+    ``(out[(n % 8) // 2] >> (16 * (n % 2))) & 0xFFFF``. Counters are 32-bit: rows per slot must
+    be <= 2**32, N <= 2**35, step < 2**32; request is taken modulo 2**32 (padding rows, request
+    < 0, store nothing).
     """
     row_shape = tuple(int(n) for n in row_shape)
     if not row_shape:
-        raise ValueError("sr_uniform: row_shape needs at least the row length N")
+        raise ValueError("sr_fields: row_shape needs at least the row length N")
     n_rows = 1
     for n in row_shape[:-1]:
         n_rows *= n
     n_col = row_shape[-1]
-    n_grp = -(-n_col // 4)
+    n_grp = -(-n_col // SR_COLUMNS_PER_CALL)
     if n_rows > 2**32 or n_grp > 2**32:
         raise ValueError(f"state of shape {row_shape} per slot overflows the 32-bit Philox counters")
     if not 0 <= int(step) < 2**32:
         raise ValueError(f"step {step} does not fit the 32-bit Philox counter")
-    slot = torch.as_tensor(slot, dtype=torch.int64)
-    row = torch.arange(n_rows, dtype=torch.int64, device=slot.device)[:, None]
-    grp = torch.arange(n_grp, dtype=torch.int64, device=slot.device)[None, :]
-    slot_b = slot.reshape(tuple(slot.shape) + (1, 1))
-    outs = philox4x32(seed, row, grp, slot_b, int(step))  # 4 x (S..., rows, groups)
-    bits = torch.stack(outs, dim=-1).reshape(tuple(slot.shape) + (n_rows, 4 * n_grp))[..., :n_col]
-    return ((bits >> 8).to(torch.float64) * 2.0**-24).reshape(tuple(slot.shape) + row_shape)
+    request = torch.as_tensor(request, dtype=torch.int64)
+    row = torch.arange(n_rows, dtype=torch.int64, device=request.device)[:, None]
+    grp = torch.arange(n_grp, dtype=torch.int64, device=request.device)[None, :]
+    req_b = request.reshape(tuple(request.shape) + (1, 1))
+    outs = philox4x32(seed, row, grp, req_b, int(step))  # 4 x (S..., rows, groups)
+    words = torch.stack(outs, dim=-1)  # (..., groups, 4): out0..out3 of each call
+    halves = torch.stack((words & 0xFFFF, words >> 16), dim=-1)  # (..., groups, 4, 2): low half first
+    fields = halves.reshape(tuple(request.shape) + (n_rows, SR_COLUMNS_PER_CALL * n_grp))[..., :n_col]
+    return fields.reshape(tuple(request.shape) + row_shape)
+
+
+def sr_uniform(seed: int, request: torch.Tensor, step: int, row_shape: tuple[int, ...]) -> torch.Tensor:
+    """Uniforms in (0, 1) for stochastic rounding (docs/spec.md §8): ``(field + 0.5) * 2**-16`` of
+    `sr_fields` (same arguments and shape), as float64. Every state a request stores in one step
+    takes these same uniforms: broadcast them over its T tokens / tree nodes."""
+    return (sr_fields(seed, request, step, row_shape).to(torch.float64) + 0.5) * 2.0**-SR_FIELD_BITS
