@@ -5,6 +5,8 @@ PIP ?= $(PYTHON) -m pip
 TORCH_SPEC ?= torch==2.13.0
 SWEEP ?= sweeps/nemotron3-super-tp8.yaml
 SMOKE ?= sweeps/smoke.yaml
+# The example plugin package (docs/plugins.md): installed and checked by `make test`.
+EXAMPLE_PLUGIN ?= examples/ssmbench-example-plugin
 
 .PHONY: install install-dev test sweep lint check
 
@@ -15,10 +17,12 @@ install:
 install-dev:
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e $(EXAMPLE_PLUGIN)
 
 test: install-dev
 	TRITON_INTERPRET=1 $(PYTHON) -m pytest -q -m "not gpu" --durations=15
 	TRITON_INTERPRET=1 ssmbench check $(SMOKE)
+	TRITON_INTERPRET=1 ssmbench check $(EXAMPLE_PLUGIN)/example.yaml
 
 check: install
 	ssmbench check $(SMOKE)
@@ -35,4 +39,4 @@ sweep: install
 	fi
 
 lint: install-dev
-	$(PYTHON) -m ruff check ssmbench kernels tests tools setup.py
+	$(PYTHON) -m ruff check ssmbench kernels tests tools examples setup.py

@@ -17,9 +17,12 @@ from rich.table import Table
 from ssmbench import __version__, resources
 from ssmbench.cli import accuracy as cli_accuracy
 from ssmbench.cli import compare as cli_compare
+from ssmbench.cli import export as cli_export
+from ssmbench.cli import plot as cli_plot
 from ssmbench.cli import profile as cli_profile
 from ssmbench.cli import tune as cli_tune
 from ssmbench.cli.common import console, err_console, friendly_errors
+from ssmbench.cli.plugins import PluginOption, load_plugins
 from ssmbench.errors import UsageError
 
 app = typer.Typer(
@@ -44,9 +47,12 @@ def main(version: Annotated[bool, typer.Option("--version", help="Print the vers
 def list_cmd(
     knobs: Annotated[bool, typer.Option("--knobs", help="Only the knob spaces and knob tables of the tunable "
                                         "impls.")] = False,
+    plugin: PluginOption = None,
 ) -> None:
     """List model presets, impls and the shipped sweeps (--knobs: the tunable impls' knob spaces)."""
     from ssmbench.impls.registry import registry
+
+    load_plugins(plugin)
     from ssmbench.spec.presets import PRESET_NOTES, PRESETS
 
     if knobs:
@@ -102,8 +108,10 @@ def runs_on(impl) -> str:
 def plan(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
+    load_plugins(plugin)
     from ssmbench.impls.registry import registry
     from ssmbench.runs.planning import impl_plan
     from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
@@ -146,6 +154,7 @@ def check(
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available).")] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every comparison.")] = False,
+    plugin: PluginOption = None,
 ) -> None:
     """Verify impls against the references, case by case; ends with `N passed, M failed, K errors`.
 
@@ -155,6 +164,7 @@ def check(
     dev, note = prepare_device(device)  # before the impls import their Triton kernels
     if note:
         err_console.print(note, highlight=False, markup=False)
+    load_plugins(plugin)  # after prepare_device: a plugin's Triton kernels must see the interpreter setting
     from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
 
     sweep_file = options_module.load_spec(spec)
@@ -192,6 +202,10 @@ def sweep(
     compile_workers: Annotated[int | None, typer.Option(
         "--compile-workers", help="Processes compiling every planned kernel before timing (default: CPU cores "
         "on CUDA, capped at 16; 0: off).")] = None,
+    plots: Annotated[Path | None, typer.Option(
+        "--plots", help="Also draw the results into DIR (PNG, SVG; needs ssmbench[plot]); --markdown embeds them.",
+    )] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Time every (case, impl) on the GPU: verify first, then CUPTI spans; results JSON and tables.
 
@@ -200,17 +214,29 @@ def sweep(
     from ssmbench.runs.sweep.options import SweepOptions
     from ssmbench.runs.sweep.run import run_sweep
 
+    if plots is not None:
+        from ssmbench.output.plot import pyplot
+
+        pyplot()  # matplotlib missing: exit 2 now, not after the sweep
+    load_plugins(plugin)
     options = SweepOptions(spec=spec, output=output, impls=impl or [], filters=filters or [], gpus=gpus,
                            shard=shard, resume=resume, fresh=fresh, markdown=markdown,
                            compile_workers=compile_workers, argv=sys.argv[1:])
     code = run_sweep(options, console=console, err_console=err_console)
+    if plots is not None and code in (0, 1):  # measured to the end (1: some pair failed, still drawn)
+        from ssmbench.runs.sweep.options import load_spec
+
+        sweep_file = load_spec(spec)
+        results_path = Path(output) if output else Path(f"{sweep_file.name}.results.json")
+        cli_plot.sweep_plots(results_path, plots, sweep_file, Path(markdown) if markdown else None)
     if code:
         raise typer.Exit(code)
 
 
 def _register_command_modules() -> None:
-    """Commands that live in their own modules (compare/baseline, profile/validate-bytes, accuracy)."""
-    for module in (cli_compare, cli_profile, cli_tune, cli_accuracy):
+    """Commands that live in their own modules (compare/baseline, profile/validate-bytes, accuracy, plot,
+    export)."""
+    for module in (cli_compare, cli_profile, cli_tune, cli_accuracy, cli_plot, cli_export):
         module.register(app)
 
 

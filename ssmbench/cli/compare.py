@@ -151,6 +151,8 @@ def print_comparison(console: Console, comparison: Comparison, title: str) -> No
             calibration.add_row(*(escape(c) for c in cells))
         console.print(calibration)
     console.print(f"diagnosis: {comparison.shift.text}", highlight=False, markup=False)
+    for line in comparison.by_device:
+        console.print(f"  by GPU: {line}", highlight=False, markup=False)
 
 
 def write_report(path: Path, text: str, option: str) -> None:
@@ -193,6 +195,9 @@ def register(app: typer.Typer) -> None:
         fail_on_missing: Annotated[bool, typer.Option(
             "--fail-on-missing", help="Exit 2 when a baseline pair is MISSING (not measured ok in NEW).",
         )] = False,
+        plots: Annotated[Path | None, typer.Option(
+            "--plots", help="Also draw each pair's change and interval into DIR (PNG, SVG; needs ssmbench[plot]); "
+            "--markdown embeds it.")] = None,
     ) -> None:
         """Gate NEW against BASELINE from the raw samples, per (case, impl).
 
@@ -202,6 +207,10 @@ def register(app: typer.Typer) -> None:
         """
         if threshold is not None and not (0 < threshold < 100):  # also NaN
             raise UsageError(f"--threshold {threshold}: allowed 0 < PCT < 100")
+        if plots is not None:
+            from ssmbench.output.plot import pyplot
+
+            pyplot()  # matplotlib missing: exit 2 before any work
         new_results, old_results = load_results(new), load_results(baseline)
         mismatch = device_mismatch(new_results, old_results)
         if mismatch and not allow_device_mismatch:
@@ -229,8 +238,16 @@ def register(app: typer.Typer) -> None:
                                               f"{shown.confidence:.0%} interval; {gate_source})")
         for warning in comparison.warnings:
             err_console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
+        plot_paths: list[Path] = []
+        if plots is not None:
+            from ssmbench.output.plot import plot_comparison
+
+            plot_paths = plot_comparison(comparison, new_results, old_results, str(new), str(baseline), plots)
         if markdown is not None:
-            write_report(markdown, to_markdown(comparison, str(new), str(baseline), shown), "--markdown")
+            from ssmbench.output.plot import markdown_images
+
+            write_report(markdown, to_markdown(comparison, str(new), str(baseline), shown)
+                         + markdown_images(plot_paths, markdown), "--markdown")
         if junit is not None:
             write_report(junit, to_junit(comparison), "--junit")
         code = comparison.exit_code

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from ssmbench.cli.plugins import PluginOption, load_plugins
+
 
 def register(app: typer.Typer) -> None:
     """Add `profile` and `validate-bytes` to the `ssmbench` app."""
@@ -41,6 +43,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto, cuda or cpu (cpu: --determinism only).")] = "auto",
         inner: Annotated[bool, typer.Option("--inner", hidden=True)] = False,
         info: Annotated[Path | None, typer.Option("--info", hidden=True)] = None,
+        plugin: PluginOption = None,
     ) -> None:
         """Profile one case's chain with ncu, nsys, compute-sanitizer or a determinism check.
 
@@ -59,6 +62,7 @@ def register(app: typer.Typer) -> None:
             raise UsageError("nothing to do: give --tool ncu|nsys|sanitizer and/or --determinism N")
         if metric_set is not None and tool != "ncu":
             raise UsageError("--set is an ncu option: use it with --tool ncu")
+        load_plugins(plugin)  # the re-executed inner command finds them in $SSMBENCH_PLUGINS
         selection = resolve(spec, case, impl)
         if inner:
             raise typer.Exit(inner_main(selection, tool or "", device, force, info, console))
@@ -85,6 +89,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="auto or cuda.")] = "auto",
         inner: Annotated[bool, typer.Option("--inner", hidden=True)] = False,
         info: Annotated[Path | None, typer.Option("--info", hidden=True)] = None,
+        plugin: PluginOption = None,
     ) -> None:
         """Check every impl's byte model against ncu's DRAM bytes over the cases of a sweep.
 
@@ -96,6 +101,7 @@ def register(app: typer.Typer) -> None:
 
         options = ValidateOptions(spec=spec, impls=impl or [], filters=filters or [], out_dir=output,
                                   threshold=threshold, device=device, force=force)
+        load_plugins(plugin)
         from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
 
         sweep_file = options_module.load_spec(spec)

@@ -96,6 +96,13 @@ def register(impl: Impl) -> Impl:
     return impl
 
 
+def forget(names: list[str]) -> None:
+    """Drop impls again: those a plugin registered before its import failed, so none of a broken
+    plugin's impls is half there."""
+    for name in names:
+        _REGISTRY.pop(name, None)
+
+
 def registered() -> dict[str, Impl]:
     """The impls registered so far, in registration order (`ssmbench.impls.registry.registry` first
     imports the shipped impls and the plugins)."""

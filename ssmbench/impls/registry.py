@@ -1,42 +1,103 @@
 """The registry the harness drives: every impl, the shipped ones (importing the providers
-registers them) and those of the plugin modules named in $SSMBENCH_PLUGINS. Kept apart from the
-interface (`ssmbench.impls.base`), which the providers import, so the two never import each other."""
+registers them) and the plugins': modules named by the ``ssmbench.impls`` entry-point group of
+the installed packages (`pip install their-plugin`), by ``--plugin MODULE`` (the cli adds them to
+$SSMBENCH_PLUGINS, so sweep workers and re-executed profilers import them too) and by
+$SSMBENCH_PLUGINS (the test hook). Kept apart from the interface (`ssmbench.impls.base`), which
+the providers import, so the two never import each other.
+
+A plugin that fails to import is reported once per process on stderr, with its name and error,
+and its impls are left out: the rest of the tool works. A module the user named with
+``--plugin`` must import (`use_plugins`: a UsageError, exit 2). docs/plugins.md.
+"""
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
+from importlib.metadata import entry_points
+from types import ModuleType
 
-from ssmbench.impls.base import Impl, registered
+from ssmbench.impls.base import Impl, forget, registered
 
 PLUGINS_ENV = "SSMBENCH_PLUGINS"
 """Comma-separated modules imported by `registry` (and in every sweep worker) that register
-extra impls: test-only faulty impls, or a team's own kernels, without editing ssmbench."""
+extra impls: test-only faulty impls, ``--plugin`` modules, a team's own kernels."""
+ENTRY_POINT_GROUP = "ssmbench.impls"
+"""Installed packages declare their impl modules here (``[project.entry-points."ssmbench.impls"]``)."""
+
+_warned: set[str] = set()
+"""Plugins whose failure this process has already reported."""
 
 
 def plugins_from_env() -> list[str]:
     return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
-def import_plugins(names: list[str]) -> None:
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001
+def _warn(source: str, name: str, exc: BaseException) -> None:
+    if name in _warned:
+        return
+    _warned.add(name)
+    first = (str(exc).strip().splitlines() or [""])[0]
+    print(f"warning: {source} plugin {name!r} failed to import, its impls are left out: "
+          f"{type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+
+
+def _import_registering(load, source: str, name: str, strict: bool) -> None:
+    """Import one plugin (``load()``); on failure drop whatever it registered before failing, then
+    warn once (or raise a UsageError when ``strict``)."""
+    if name in _warned and not strict:
+        return  # failed before in this process: reported once, not retried on every `registry()`
+    before = set(registered())
+    try:
+        loaded = load()
+        if callable(loaded) and not isinstance(loaded, ModuleType):  # `module:function` entry point
+            loaded()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the tool down
+        forget([n for n in registered() if n not in before])
+        if strict:
             from ssmbench.errors import UsageError
 
-            raise UsageError(f"{PLUGINS_ENV}: cannot import {name!r}: {exc}") from None
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise UsageError(f"{source} {name}: cannot import it: {type(exc).__name__}: {first} (is the module "
+                             "on the Python path, or its package installed?)") from None
+        _warn(source, name, exc)
+
+
+def import_plugins(names: list[str], source: str = PLUGINS_ENV) -> None:
+    """Import plugin modules by name; one that fails is warned about once and left out."""
+    for name in names:
+        _import_registering(lambda name=name: importlib.import_module(name), source, name, strict=False)
+
+
+def import_entry_points() -> None:
+    """Import every installed package's ``ssmbench.impls`` entry point (module, or a callable)."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        _import_registering(ep.load, "entry point", f"{ep.name} = {ep.value}", strict=False)
+
+
+def use_plugins(names: list[str]) -> None:
+    """``--plugin MODULE``...: import each now (a failure is bad input: UsageError, exit 2) and add
+    it to $SSMBENCH_PLUGINS, so the processes this one starts (sweep workers, a profiler's
+    re-executed command) import it too."""
+    for name in names:
+        _import_registering(lambda name=name: importlib.import_module(name), "--plugin", name, strict=True)
+    known = plugins_from_env()
+    extra = [n for n in names if n not in known]
+    if extra:
+        os.environ[PLUGINS_ENV] = ",".join(known + extra)
 
 
 def registry() -> dict[str, Impl]:
-    """All impls: the shipped ones and those of the modules named in $SSMBENCH_PLUGINS."""
+    """All impls: the shipped ones, the installed entry points' and the modules of $SSMBENCH_PLUGINS."""
     # Importing the providers registers them. Registration order is the registry's order
     # (`ssmbench list`, check, records): the references first, then the Triton Mamba-2 chains and
-    # the peers, the checkpoint chain, GDN.
+    # the peers, the checkpoint chain, GDN; then the plugins.
     # isort: off
     from ssmbench.impls import reference  # noqa: F401
     from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn  # noqa: F401
     # isort: on
 
+    import_entry_points()
     import_plugins(plugins_from_env())
     return registered()

@@ -174,6 +174,8 @@ class Row:
     threshold_pct: float = DEFAULT_THRESHOLD_PCT
     reruns: int = 0
     """Fresh measurements the verdict was decided on (0: the NEW file's samples)."""
+    devices: tuple[str, str] | None = None
+    """(NEW's GPU, the baseline's GPU) of a compared pair, as the records name them (uuid)."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -218,7 +220,9 @@ def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> 
     old_ok = old is not None and old.status == "ok" and usable_samples(old.samples_us)
     new_ok = new is not None and new.status == "ok" and usable_samples(new.samples_us)
     if new_ok and old_ok:
-        return compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate)
+        row = compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate)
+        row.devices = (new.gpu or "?", old.gpu or "?")
+        return row
     if new_ok:
         why = "not in the baseline" if old is None else f"baseline status {old.status}"
         return Row(sweep, case_id, impl, "NEW", new_median_us=new.median_us, new_n=len(new.samples_us),
@@ -277,6 +281,10 @@ class Comparison:
     @property
     def shift(self) -> ShiftDiagnosis:
         return shift_diagnosis(self.rows, self.calibration)
+
+    @property
+    def by_device(self) -> list[str]:
+        return device_breakdown(self.rows, self.calibration)
 
 
 # -- can the two files be compared at all ---------------------------------------------------
@@ -524,6 +532,34 @@ def shift_diagnosis(rows: Sequence[Row], calibration: Sequence[DeviceCalibration
     return ShiftDiagnosis(kind, len(compared), m, spread, same, slower, copy_change)
 
 
+def device_breakdown(rows: Sequence[Row], calibration: Sequence[DeviceCalibration] = ()) -> list[str]:
+    """The compared pairs grouped by (NEW's GPU, the baseline's GPU), one line each, when the runs
+    used more than one device pairing (a ``--gpus`` or sharded run on one side): each group's
+    pairs, median change and SLOWER count, and the GPUs' copy bandwidth. GPUs of one model differ
+    by a few percent, and more on latency-bound pairs (docs/gpu-runs.md, issue 23), so a group
+    that moved alone points at a device, not at the code. Information only, like the shift
+    diagnosis; empty when every pair was compared on one device pairing."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in rows:
+        if row.verdict in COMPARED and row.change_pct is not None and row.devices is not None:
+            groups.setdefault(row.devices, []).append(row)
+    if len(groups) < 2:
+        return []
+    copy = {(c.run, c.uuid): c.copy_tbps for c in calibration}
+
+    def name(run: str, uuid: str) -> str:
+        tbps = copy.get((run, uuid))
+        return uuid[:12] + (f" ({tbps:.3f} TB/s)" if tbps else "")
+
+    lines = []
+    for (new_gpu, old_gpu), group in sorted(groups.items(), key=lambda item: -len(item[1])):
+        change = float(np.median([r.change_pct for r in group]))
+        slower = sum(r.verdict == "SLOWER" for r in group)
+        lines.append(f"NEW on {name('NEW', new_gpu)} vs baseline on {name('baseline', old_gpu)}: "
+                     f"{len(group)} pairs, median {change:+.1f}%, {slower} slower")
+    return lines
+
+
 # -- verdicts to outcomes --------------------------------------------------------------------
 
 
@@ -605,6 +641,7 @@ def to_markdown(comparison: Comparison, new_name: str, old_name: str, gate: Gate
              f"{gate.confidence:.0%} interval of the median ratio; exit code {comparison.exit_code}"
              + (f" ({missing} MISSING with --fail-on-missing)" if comparison.fail_on_missing and missing else "")
              + ".", "", f"**diagnosis**: {cell(comparison.shift.text)}", ""]
+    lines += [f"- by GPU: {cell(line)}" for line in comparison.by_device] + ([""] if comparison.by_device else [])
     for warning in comparison.warnings:
         lines.append(f"> **warning**: {cell(warning)}")
     if comparison.warnings:

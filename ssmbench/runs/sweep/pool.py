@@ -29,6 +29,7 @@ from ssmbench.impls.registry import import_plugins
 from ssmbench.measure.runner import Task, WorkerConfig
 from ssmbench.measure.target import describe_exception
 from ssmbench.output.results import CaseRecord, case_params
+from ssmbench.runs.sweep.plan import shard_of
 
 MAX_START_FAILURES = 2
 """A GPU whose worker fails to start this many times in a row gets no more workers."""
@@ -286,6 +287,24 @@ class WorkerPool:
         slot.task, slot.pending, slot.current = None, [], None
         slot.deadline = float("inf")
 
+    # which GPU runs which case
+
+    def _runs_on(self, task: Task, slot: Slot) -> bool:
+        """Case c runs on slot ``shard_of(c.id, n)`` of the n GPUs: the rule of ``--shard``, so
+        ``--gpus 0,..,n-1`` measures every case on the GPU that ``--shard i/n --gpus i`` would, and
+        two runs on one multi-GPU machine compare each pair on the same device (GPUs of one model
+        still differ by a few percent: docs/gpu-runs.md). A case whose GPU has no worker (it
+        failed to start) goes to any GPU that has one."""
+        owner = self.slots[shard_of(task.case.id, len(self.slots))]
+        return owner is slot or owner.disabled
+
+    def _next_task(self, slot: Slot, queue: deque[Task]) -> Task | None:
+        for i, task in enumerate(queue):
+            if self._runs_on(task, slot):
+                del queue[i]
+                return task
+        return None
+
     # the loop
 
     def run(self, tasks: list[Task]) -> None:
@@ -294,11 +313,13 @@ class WorkerPool:
             while queue or any(s.task is not None for s in self.slots):
                 self.on_turn()
                 for slot in self.slots:
-                    if slot.proc is None and not slot.disabled and queue:
+                    if slot.proc is None and not slot.disabled and any(self._runs_on(t, slot) for t in queue):
                         self._start(slot)
                 for slot in self.slots:
                     if slot.ready and slot.task is None and queue:
-                        task = queue.popleft()
+                        task = self._next_task(slot, queue)
+                        if task is None:
+                            continue
                         slot.task, slot.pending, slot.current = task, list(task.impls), None
                         slot.phase, slot.deadline = "sent", time.monotonic() + slot.config.setup_timeout_s
                         slot.conn.send(task)
