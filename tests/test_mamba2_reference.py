@@ -309,8 +309,11 @@ def test_intermediate_sr_reproducible_and_keyed_by_request() -> None:
     _, st = mamba2_mtp_step(pool, src, **tok, **prm)
     real = torch.tensor([0, 2])
     d = dst[real]
-    expect = quantize(st[real], "bf16", "sr", sr_uniform(5, d, 3, (H, P, N)))
-    assert torch.equal(a.data[d], expect.data)
+    # one draw per request (the src slot), shared by its T stores (docs/spec.md §8)
+    shared = sr_uniform(5, src[real], 3, (H, P, N)).unsqueeze(1).expand(-1, T, -1, -1, -1)
+    assert torch.equal(a.data[d], quantize(st[real], "bf16", "sr", shared).data)
+    per_dst = quantize(st[real], "bf16", "sr", sr_uniform(5, d, 3, (H, P, N)))  # the first keying
+    assert not torch.equal(a.data[d], per_dst.data)
 
 
 # ----------------------------------------------------------------------------- multi-step

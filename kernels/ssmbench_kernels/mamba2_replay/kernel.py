@@ -128,7 +128,7 @@ class CheckpointKnobs:
 def default_knobs(
     batch: int, fmt: str, rounding: str = "rn", head_dim: int = 64, *, window: int | None = None, T: int | None = None
 ) -> CheckpointKnobs:
-    """Heuristic from the H100 knob sweeps (docs/checkpoint.md, `tools/gpu/tune_checkpoint.py`):
+    """Heuristic from the H100 knob sweeps (docs/checkpoint.md; the knob space it searched is now `ssmbench tune`'s, docs/tuning.md):
 
     - the fused one-kernel form, 2 warps on 32 x N tiles (16 x N up to batch 16: more programs for
       few rows), fp32 fold products as 3xTF32: fastest at W = 16 for every batch and format, and
