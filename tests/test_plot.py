@@ -87,3 +87,22 @@ def test_markdown_images_link_relative_to_the_report(tmp_path) -> None:
     text = markdown_images(paths, tmp_path / "out" / "r.md")
     assert "![a](../p/a.png)" in text and "a.svg" not in text
     assert markdown_images([], tmp_path / "r.md") == ""
+
+
+def test_sweep_plots_embed_and_never_fail_the_sweep(tmp_path) -> None:
+    """``sweep --plots``: the run's figures appended to its Markdown report; a figure that cannot
+    be drawn is a warning, the sweep's own exit code stands."""
+    import io
+
+    from rich.console import Console
+
+    from ssmbench.cli.plot import sweep_plots
+
+    md = tmp_path / "sweep.md"
+    md.write_text("## ssmbench sweep\n")
+    err = Console(file=io.StringIO())
+    paths = sweep_plots(GDN, tmp_path / "plots", None, md, err)
+    assert tmp_path / "plots" / "qwen35-gdn-sol.png" in paths
+    assert "![qwen35-gdn-sol](plots/qwen35-gdn-sol.png)" in md.read_text()
+    assert sweep_plots(tmp_path / "missing.json", tmp_path / "plots", None, None, err) == []
+    assert "warning: --plots:" in err.file.getvalue()

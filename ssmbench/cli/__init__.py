@@ -228,7 +228,7 @@ def sweep(
 
         sweep_file = load_spec(spec)
         results_path = Path(output) if output else Path(f"{sweep_file.name}.results.json")
-        cli_plot.sweep_plots(results_path, plots, sweep_file, Path(markdown) if markdown else None)
+        cli_plot.sweep_plots(results_path, plots, sweep_file, Path(markdown) if markdown else None, err_console)
     if code:
         raise typer.Exit(code)
 

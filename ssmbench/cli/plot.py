@@ -73,16 +73,22 @@ def append_markdown(markdown: Path, paths: list[Path]) -> None:
         raise UsageError(f"--markdown {markdown}: cannot write ({exc.strerror or exc})") from None
 
 
-def sweep_plots(results_path: Path, out_dir: Path, spec: Any, markdown: Path | None) -> list[Path]:
-    """``sweep --plots DIR``: the run's figures, embedded in its ``--markdown`` report when given."""
+def sweep_plots(results_path: Path, out_dir: Path, spec: Any, markdown: Path | None, err_console: Any) -> list[Path]:
+    """``sweep --plots DIR``: the run's figures, embedded in its ``--markdown`` report when given.
+    The measurements are done and kept: a figure that cannot be drawn (nothing measured ok, an
+    unwritable DIR) is a warning here, never the sweep's exit code."""
     from ssmbench.output.plot import plot_results
     from ssmbench.output.results import load_results
 
-    results = load_results(results_path)
-    baselines, _ = baseline_impls(results, None, spec)
-    paths = plot_results(results, baselines, out_dir)
-    if markdown is not None:
-        append_markdown(markdown, paths)
+    try:
+        results = load_results(results_path)
+        baselines, _ = baseline_impls(results, None, spec)
+        paths = plot_results(results, baselines, out_dir)
+        if markdown is not None:
+            append_markdown(markdown, paths)
+    except UsageError as exc:
+        err_console.print(f"warning: --plots: {exc}", highlight=False, markup=False)
+        return []
     return paths
 
 

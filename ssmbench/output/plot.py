@@ -127,7 +127,7 @@ def plot_sol(tables: list[Pivot], sweep: str, label: str, tbps: float | None, ou
     fig, axes = plt.subplots(2, len(columns), figsize=(3.0 * len(columns) + 1.2, 6.0), sharex=True, squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, table in enumerate(tables):
-        name = _series_label(table, impl_windows) if table.column_axis == "format" else None
+        name = _series_label(table, impl_windows)
         for j, column in enumerate(columns):
             if column not in table.columns:
                 continue
@@ -145,7 +145,7 @@ def plot_sol(tables: list[Pivot], sweep: str, label: str, tbps: float | None, ou
     ticks = batch_ticks([b for t in tables for b, _ in t.rows])
     for j, column in enumerate(columns):
         top, bottom = axes[0][j], axes[1][j]
-        top.set_title(column if tables[0].column_axis == "format" else "")
+        top.set_title(column)
         top.axhline(100, color="black", linestyle="--", linewidth=1)
         top.set_ylim(0, 110)
         top.grid(True, alpha=0.3)
