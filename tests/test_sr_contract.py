@@ -155,7 +155,8 @@ def test_shared_uniforms_leave_every_per_token_state_unbiased() -> None:
     H, P, N, G, T, batch = 1, 4, 16, 1, 4, 1024
     g = torch.Generator().manual_seed(5)
     state0 = torch.randn(1, H, P, N, generator=g, dtype=F64)
-    tok = dict(x=torch.randn(1, T, H, P, generator=g, dtype=F64), dt_raw=0.5 * torch.randn(1, T, H, generator=g, dtype=F64),
+    tok = dict(x=torch.randn(1, T, H, P, generator=g, dtype=F64),
+               dt_raw=0.5 * torch.randn(1, T, H, generator=g, dtype=F64),
                B=torch.randn(1, T, G, N, generator=g, dtype=F64), C=torch.randn(1, T, G, N, generator=g, dtype=F64))
     tok = {k: v.expand(batch, *v.shape[1:]).contiguous() for k, v in tok.items()}
     prm = dict(A=-torch.ones(H, dtype=F64) * 0.5, D=torch.zeros(H, dtype=F64), dt_bias=torch.zeros(H, dtype=F64))

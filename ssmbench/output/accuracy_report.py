@@ -10,9 +10,7 @@ records; NaN/inf written as null; every reader validates strictly and names the 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -22,19 +20,18 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from rich.table import Table
 from typing_extensions import NotRequired, TypedDict
 
-from ssmbench.errors import UsageError
 from ssmbench.output.results import (
     Count,
     Ident,
     Number,
     ResultsFormatError,
     Text,
-    _finite,
-    _first_error,
     describe,
-    parse_json,
-    read_results_text,
-    validate_env,
+    finite_json,
+    first_error,
+    parse_document,
+    read_document,
+    write_document,
 )
 
 SCHEMA = "ssmbench.accuracy/1"
@@ -64,7 +61,7 @@ class AccuracyRecord:
             raise ValueError(f"status {self.status!r}; allowed: {', '.join(STATUSES)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(dataclasses.asdict(self))
+        return finite_json(dataclasses.asdict(self))
 
 
 class _RecordFields(TypedDict):
@@ -87,7 +84,7 @@ def validate_record(data: Any) -> AccuracyRecord:
     try:
         fields = _adapter().validate_python(data)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise first_error(exc) from None
     record = AccuracyRecord(**fields)
     for name, values in record.errors.items():
         if len(values) != record.steps:
@@ -108,46 +105,15 @@ class AccuracyResults:
 
 
 def write_accuracy(output: Path, env: dict[str, Any], records: list[AccuracyRecord]) -> None:
-    """The results JSON, written atomically (temporary file, sync, rename)."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    data = {"schema": SCHEMA, "env": env, "records": [r.to_dict() for r in records]}
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(_finite(data), indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
+    """The results JSON, written atomically (`write_document`)."""
+    write_document(output, {"schema": SCHEMA, "env": env, "records": [r.to_dict() for r in records]})
 
 
 def load_accuracy(path: Path) -> AccuracyResults:
     """Read and validate an accuracy results file; bad input is a `UsageError` naming file and field."""
     path = Path(path)
-    text = read_results_text(path)
-    if not text.strip():
-        raise UsageError(f"{path}: empty file; not an accuracy results file")
-    try:
-        data = parse_json(text, str(path))
-    except ValueError as exc:
-        raise UsageError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        got = describe(data.get("schema")) if isinstance(data, dict) else describe(data)
-        raise UsageError(f"{path}: schema {got}; expected {SCHEMA!r}")
-    for key, what in (("env", "an object"), ("records", "a list of accuracy records")):
-        if key not in data:
-            raise ResultsFormatError(key, what, "nothing (missing)", str(path))
-    if not isinstance(data["records"], list):
-        raise ResultsFormatError("records", "a list of accuracy records", describe(data["records"]), str(path))
-    try:
-        env = validate_env(data["env"])
-    except ResultsFormatError as exc:
-        raise exc.at(str(path), "env") from None
-    records = []
-    for i, item in enumerate(data["records"]):
-        try:
-            records.append(validate_record(item))
-        except ResultsFormatError as exc:
-            raise exc.at(str(path), f"records[{i}]") from None
+    data = read_document(path, SCHEMA, "an accuracy results file")
+    env, records = parse_document(data, path, SCHEMA, "records", "accuracy records", validate_record)
     return AccuracyResults(env, records)
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -98,7 +99,7 @@ class CaseRecord:
         return record_key(self.sweep, self.id, self.impl)
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(dataclasses.asdict(self))
+        return finite_json(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, data: Any) -> CaseRecord:
@@ -112,14 +113,14 @@ def record_key(sweep: str, case_id: str, impl: str) -> tuple[str, str, str]:
     return (sweep, case_id, impl)
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """JSON has no NaN/inf: they become null (e.g. an infinite verification error -> null + ok=False)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -316,7 +317,7 @@ _EXPECTED = {
 }
 
 
-def _first_error(exc: ValidationError) -> ResultsFormatError:
+def first_error(exc: ValidationError) -> ResultsFormatError:
     """pydantic's first error as a field path and what was expected there."""
     err = exc.errors(include_url=False)[0]
     path = ""
@@ -345,7 +346,7 @@ def _validate(kind: type, data: Any, what: str) -> Any:
     try:
         return _adapter(kind).validate_python(data)
     except ValidationError as exc:
-        raise _first_error(exc) from None
+        raise first_error(exc) from None
 
 
 def validate_case(data: Any) -> CaseRecord:
@@ -524,42 +525,76 @@ def load_results(path: Path) -> LogContents:
     """Read a final results JSON (or, for a run that never finished, its JSON-lines log: a
     ``.jsonl`` path), validated throughout. Bad input raises `UsageError` naming the file."""
     path = Path(path)
+    if path.suffix == ".jsonl":
+        text = read_results_text(path)
+        if not text.strip():
+            raise UsageError(f"{path}: empty file; not a results file")
+        return parse_log(text, path)
+    return parse_final(read_document(path, SCHEMA, "a results file"), path)
+
+
+def read_document(path: Path, schema: str, what: str) -> Any:
+    """A results document's JSON (a final results file, an accuracy file): bounded UTF-8 text,
+    not empty, JSON; its ``schema`` is checked by `parse_document`. Bad input raises `UsageError`
+    naming the file."""
+    path = Path(path)
     text = read_results_text(path)
     if not text.strip():
-        raise UsageError(f"{path}: empty file; not a results file")
-    if path.suffix == ".jsonl":
-        return parse_log(text, path)
+        raise UsageError(f"{path}: empty file; not {what}")
     try:
-        data = parse_json(text, str(path))
+        return parse_json(text, str(path))
     except _NotJson as exc:
         raise UsageError(f"{path}: not JSON ({exc})") from None
-    return parse_final(data, path)
+
+
+def parse_document(data: Any, path: Path, schema: str, list_key: str, item_what: str,
+                   validate_item: Callable[[Any], Any]) -> tuple[dict[str, Any], list[Any]]:
+    """``{"schema": schema, "env": {...}, list_key: [...]}``: the schema, the validated ``env``
+    and every item of the list validated by ``validate_item``; a problem raises `UsageError`
+    naming the file and the field (``cases[3].samples_us``)."""
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object with \"schema\": {schema!r}, got {describe(data)}")
+    if data.get("schema") != schema:
+        raise UsageError(f"{path}: schema {describe(data.get('schema'))}; expected {schema!r}")
+    for key, what in (("env", "an object"), (list_key, f"a list of {item_what}")):
+        if key not in data:
+            raise ResultsFormatError(key, what, "nothing (missing)", str(path))
+    if not isinstance(data[list_key], list):
+        raise ResultsFormatError(list_key, f"a list of {item_what}", describe(data[list_key]), str(path))
+    try:
+        env = validate_env(data["env"])
+    except ResultsFormatError as exc:
+        raise exc.at(str(path), "env") from None
+    items = []
+    for i, item in enumerate(data[list_key]):
+        try:
+            items.append(validate_item(item))
+        except ResultsFormatError as exc:
+            raise exc.at(str(path), f"{list_key}[{i}]") from None
+    return env, items
+
+
+def write_document(output: Path, data: dict[str, Any]) -> None:
+    """A results document written to a temporary file, synced and renamed (never half a file,
+    even when the machine goes down right after); non-finite numbers become null."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(finite_json(data), indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, output)
 
 
 def parse_final(data: Any, path: Path) -> LogContents:
     """The final JSON's object: schema, ``env`` (with ``gpus``) and ``cases``, each validated; a
     (sweep, id, impl) given twice is an error (the writer writes each pair once)."""
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a JSON object with \"schema\": {SCHEMA!r}, got {describe(data)}")
-    if data.get("schema") != SCHEMA:
-        raise UsageError(f"{path}: schema {describe(data.get('schema'))}; expected {SCHEMA!r}")
-    for key, what in (("env", "an object"), ("cases", "a list of case records")):
-        if key not in data:
-            raise ResultsFormatError(key, what, "nothing (missing)", str(path))
-    if not isinstance(data["cases"], list):
-        raise ResultsFormatError("cases", "a list of case records", describe(data["cases"]), str(path))
-    try:
-        env = validate_env(data["env"])
-    except ResultsFormatError as exc:
-        raise exc.at(str(path), "env") from None
+    env, cases = parse_document(data, path, SCHEMA, "cases", "case records", validate_case)
     devices = {device_key(d): dict(d) for d in env.pop("gpus", [])}
     records: dict[tuple[str, str, str], CaseRecord] = {}
     first: dict[tuple[str, str, str], int] = {}
-    for i, item in enumerate(data["cases"]):
-        try:
-            record = validate_case(item)
-        except ResultsFormatError as exc:
-            raise exc.at(str(path), f"cases[{i}]") from None
+    for i, record in enumerate(cases):
         if record.key in first:
             raise UsageError(f"{path}: cases[{i}]: the pair {'/'.join(record.key)} is also cases[{first[record.key]}] "
                              "(a final JSON holds each pair once)")
@@ -629,7 +664,7 @@ class ResultsLog:
         return f"{path}: cut a torn last line ({len(fragment)} bytes; the run was killed mid-write)"
 
     def _write(self, item: dict[str, Any]) -> None:
-        self._file.write(json.dumps(_finite(item)) + "\n")
+        self._file.write(json.dumps(finite_json(item)) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -659,13 +694,5 @@ class ResultsLog:
 
 def write_results(output: Path, env: dict[str, Any], devices: list[dict[str, Any]],
                   records: list[CaseRecord]) -> None:
-    """The final JSON, written to a temporary file, synced and renamed (never half a file, even
-    when the machine goes down right after)."""
-    output = Path(output)
-    data = {"schema": SCHEMA, "env": {**env, "gpus": devices}, "cases": [r.to_dict() for r in records]}
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(_finite(data), indent=1) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, output)
+    """The final JSON (`write_document`: never half a file)."""
+    write_document(output, {"schema": SCHEMA, "env": {**env, "gpus": devices}, "cases": [r.to_dict() for r in records]})

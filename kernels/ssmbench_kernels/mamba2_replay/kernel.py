@@ -91,8 +91,8 @@ from ssmbench_kernels.storage.kernel import (
     format_code,
     format_of,
     load_state_rows,
-    rounding_is_sr,
     request_sr_bits,
+    rounding_is_sr,
     store_state_rows,
 )
 
@@ -128,7 +128,8 @@ class CheckpointKnobs:
 def default_knobs(
     batch: int, fmt: str, rounding: str = "rn", head_dim: int = 64, *, window: int | None = None, T: int | None = None
 ) -> CheckpointKnobs:
-    """Heuristic from the H100 knob sweeps (docs/checkpoint.md; the knob space it searched is now `ssmbench tune`'s, docs/tuning.md):
+    """Heuristic from the H100 knob sweeps (docs/checkpoint.md; `ssmbench tune` searches this space
+    now, docs/tuning.md):
 
     - the fused one-kernel form, 2 warps on 32 x N tiles (16 x N up to batch 16: more programs for
       few rows), fp32 fold products as 3xTF32: fastest at W = 16 for every batch and format, and
