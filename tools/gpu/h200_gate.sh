@@ -17,8 +17,7 @@ source tools/gpu/wheels.sh
 PHASE=${PHASE:?PHASE=a, b or c}
 HEADLINE=sweeps/nemotron3-super-tp8.yaml
 SMOKE_IMPLS=(--impl triton.conv1d --impl triton.intermediate --impl triton.checkpoint --impl triton.gdn)
-: >> "$R/summary.txt"
-log() { echo "$*" | tee -a "$R/summary.txt"; }
+source tools/gpu/lib.sh
 
 log "== phase $PHASE $(date -u +%FT%TZ) $(hostname)"
 log "$(nvidia-smi --query-gpu=name,uuid,driver_version,clocks.sm,clocks.max.sm,clocks.max.mem --format=csv,noheader)"
@@ -35,18 +34,6 @@ prewarm() {  # compile every kernel the sweeps will launch, on all CPU cores (on
   fi
   wait
   log "prewarm $((SECONDS - t0))s: $(grep -h ' passed, ' "$R"/prewarm-*.txt | tr '\n' ';')"
-}
-
-sweep() {  # sweep NAME SPEC [args...]: one sweep into $R/NAME.json (resumed if a log is there)
-  local name=$1 spec=$2; shift 2
-  local t0=$SECONDS resume=()
-  if [ -f "$R/$name.json" ] && python3 -c "import json,sys; sys.exit(0 if json.load(open('$R/$name.json'))['env'].get('complete') else 1)"; then
-    log "sweep $name: already complete"; return
-  fi
-  [ -f "$R/$name.jsonl" ] && resume=(--resume)
-  timeout -s INT "${SWEEP_TIMEOUT:-560}" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
-    --markdown "$R/$name.md" > "$R/$name.log" 2>&1
-  log "sweep $name rc=$? $((SECONDS - t0))s :: $(tail -n 1 "$R/$name.log")"
 }
 
 case $PHASE in

@@ -23,23 +23,9 @@ SMOKE_IMPLS=(--impl triton.conv1d --impl triton.intermediate --impl triton.check
 NGPU=$(nvidia-smi -L | wc -l)
 LAST=$((NGPU - 1))
 ALL=$(seq -s, 0 "$LAST")
-: >> "$R/summary.txt"
-log() { echo "$*" | tee -a "$R/summary.txt"; }
-
+source tools/gpu/lib.sh
 log "== $(date -u +%FT%TZ) $(hostname) $NGPU GPU(s), $(nproc) CPUs"
 nvidia-smi --query-gpu=index,name,uuid,driver_version,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
-
-complete() { [ -f "$1" ] && python3 -c "import json,sys; sys.exit(0 if json.load(open('$1'))['env'].get('complete') else 1)"; }
-
-sweep() {  # sweep NAME SPEC [args...]: one sweep into $R/NAME.json, wall time logged
-  local name=$1 spec=$2; shift 2
-  local t0=$SECONDS resume=()
-  if complete "$R/$name.json"; then log "sweep $name: already complete"; return; fi
-  [ -f "$R/$name.jsonl" ] && resume=(--resume)
-  timeout -s INT "${SWEEP_TIMEOUT:-560}" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
-    --markdown "$R/$name.md" > "$R/$name.log" 2>&1
-  log "sweep $name rc=$? wall $((SECONDS - t0))s ${resume[*]} :: $(tail -n 1 "$R/$name.log")"
-}
 
 if [ ! -f "$R/prewarm.done" ]; then
   t0=$SECONDS

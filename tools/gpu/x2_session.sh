@@ -18,24 +18,10 @@ CALL_LIMIT=${CALL_LIMIT:-565}
 source tools/gpu/wheels.sh
 [ -d .peer ] && source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
 HEADLINE=sweeps/nemotron3-super-tp8.yaml
-: >> "$R/summary.txt"
-log() { echo "$*" | tee -a "$R/summary.txt"; }
-left() { echo $((CALL_LIMIT - SECONDS)); }
+source tools/gpu/lib.sh
 log "== $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null) $(nproc) CPUs"
 nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
 
-complete() { [ -f "$1" ] && python3 -c "import json,sys; sys.exit(0 if json.load(open('$1'))['env'].get('complete') else 1)"; }
-sweep() {  # sweep NAME SPEC [args...]: into $R/NAME.json within this call's time
-  local name=$1 spec=$2; shift 2
-  local t0=$SECONDS resume=()
-  if complete "$R/$name.json"; then log "sweep $name: already complete"; return 0; fi
-  [ "$(left)" -lt 40 ] && { log "sweep $name: no time left in this call"; return 1; }
-  [ -f "$R/$name.jsonl" ] && resume=(--resume)
-  timeout -s INT "$(left)" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
-    --markdown "$R/$name.md" > "$R/$name.log" 2>&1
-  local rc=$?
-  log "sweep $name rc=$rc wall $((SECONDS - t0))s ${resume[*]} :: $(grep -h 'compiled:' "$R/$name.log" | tail -n 1) :: $(tail -n 1 "$R/$name.log")"
-}
 once() {  # once NAME CMD...: run a step once (a marker file says it is done)
   local name=$1; shift
   [ -f "$R/$name.done" ] && return 0

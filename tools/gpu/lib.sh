@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Shared by the GPU session scripts (source it after setting R, the results folder):
+#   log TEXT...              print and append to $R/summary.txt
+#   complete FILE            whether a results JSON says complete: true
+#   sweep NAME SPEC ARGS...  one `ssmbench sweep` into $R/NAME.json: skipped when complete,
+#                            --resume when its log is there, stopped (SIGINT: results kept) at
+#                            $SWEEP_TIMEOUT seconds or, with CALL_LIMIT set, when this device call's
+#                            time (CALL_LIMIT - $SECONDS) is up; its wall time and last line logged
+#   left                     seconds left in this call (CALL_LIMIT - SECONDS; 9999 without CALL_LIMIT)
+: "${R:?set R (the results folder) before sourcing tools/gpu/lib.sh}"
+mkdir -p "$R"
+: >> "$R/summary.txt"
+
+log() { echo "$*" | tee -a "$R/summary.txt"; }
+
+left() { if [ -n "${CALL_LIMIT:-}" ]; then echo $((CALL_LIMIT - SECONDS)); else echo 9999; fi; }
+
+complete() {
+  [ -f "$1" ] && python3 -c "import json,sys; sys.exit(0 if json.load(open('$1'))['env'].get('complete') else 1)"
+}
+
+sweep() {
+  local name=$1 spec=$2; shift 2
+  local t0=$SECONDS resume=() limit
+  if complete "$R/$name.json"; then log "sweep $name: already complete"; return 0; fi
+  limit=$(left); [ "$limit" -gt "${SWEEP_TIMEOUT:-560}" ] && limit=${SWEEP_TIMEOUT:-560}
+  if [ "$limit" -lt 40 ]; then log "sweep $name: no time left in this call"; return 1; fi
+  [ -f "$R/$name.jsonl" ] && resume=(--resume)
+  timeout -s INT "$limit" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
+    --markdown "$R/$name.md" > "$R/$name.log" 2>&1
+  local rc=$?
+  log "sweep $name rc=$rc wall $((SECONDS - t0))s ${resume[*]} :: $(grep -h 'compiled:' "$R/$name.log" | tail -n 1)" \
+      ":: $(tail -n 1 "$R/$name.log")"
+  return $rc
+}
