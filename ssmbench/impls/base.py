@@ -34,6 +34,9 @@ class Chain:
     """Tensors a real decode step finds in L2 (the in_proj output the previous GEMM just wrote):
     the `realistic` L2 mode re-touches them after the flush. None: the workload's in_proj outputs
     (`ssmbench.measure.l2.in_proj_outputs`), right for any chain that reads them in place."""
+    notes: list[str] = field(default_factory=list)
+    """What the timed span holds besides the family's own work (a peer's layout copies, the
+    gather/scatter its API needs): copied into every result record's notes."""
 
     def __call__(self) -> None:
         for launch in self.launches:

@@ -92,10 +92,10 @@ def registry() -> dict[str, Impl]:
     """All impls: the shipped ones, the installed entry points' and the modules of $SSMBENCH_PLUGINS."""
     # Importing the providers registers them. Registration order is the registry's order
     # (`ssmbench list`, check, records): the references first, then the Triton Mamba-2 chains and
-    # the peers, the checkpoint chain, GDN; then the plugins.
+    # the peers, the checkpoint chain, GDN and its peer; then the plugins.
     # isort: off
     from ssmbench.impls import reference  # noqa: F401
-    from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn  # noqa: F401
+    from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn, fla  # noqa: F401
     # isort: on
 
     import_entry_points()

@@ -275,6 +275,7 @@ class Session:
         notes: list[str] = verdict.notes
         target.restore()
         chain = target.chain
+        notes += chain.notes
         run, launch, note = self._capture(chain)
         notes += [note] if note else []
         if launch == "graph" and chain.restore is not None:
