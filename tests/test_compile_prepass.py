@@ -87,3 +87,18 @@ def test_a_pair_failing_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_pa
     assert records["test.raise"].message.startswith("compile pre-pass: ValueError: planted bug")
     assert records["reference.sequential"].status == "ok" and records["reference.sequential"].samples_us
     assert records["reference.intermediate"].status == "ok"
+
+
+def test_out_of_memory_in_the_pre_pass_leaves_the_pair_to_the_timing_worker(tmp_path: Path, monkeypatch) -> None:
+    """The pre-pass's processes share the GPU, so an out-of-memory error there says nothing final
+    about the pair: it is not recorded, and the timing worker (the GPU to itself) measures it."""
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.oom"])
+    out = tmp_path / "r.json"
+    text = io.StringIO()
+    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
+    assert code == 0, text.getvalue()
+    assert "0 failed, 1 left to the timing workers" in text.getvalue()
+    records = {r.impl: r for r in load_results(out).records.values()}
+    assert records["test.oom"].status == "ok" and records["test.oom"].samples_us

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -58,7 +59,12 @@ class Planted(SequentialReference):
             raise RuntimeError("CUDA error: an illegal memory access was encountered (planted)")
         if self.fault == "raise":
             raise ValueError("planted bug")
+        if self.fault == "oom" and multiprocessing.current_process().name.startswith("SpawnPoolWorker"):
+            # out of memory in the compile pre-pass's pool only (its processes share the GPU)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (planted)")
         chain = super().build(case, workload)
+        if self.fault != "hang_timing":
+            return chain
         calls = [0]
 
         def run() -> None:  # hang_timing: fine for the gate and warm-up, stuck once timing starts
@@ -70,7 +76,7 @@ class Planted(SequentialReference):
         return Chain([run], chain.kernel_names, chain.outputs)
 
 
-FAULTS = ("crash", "hang", "cudafault", "raise", "hang_timing")
+FAULTS = ("crash", "hang", "cudafault", "raise", "hang_timing", "oom")
 for _fault in FAULTS:
     if f"test.{_fault}" not in registry():
         register(Planted(_fault))

@@ -10,7 +10,8 @@ kernel. The key uses the impl's hand-picked default knobs (a per-device table ma
 then a kernel may be compiled twice, never missed, since timing compiles what is not cached).
 
 What a group reports is final for a pair only when it is ``fail`` or ``error`` from the attempt
-itself (the sweep records it and does not time it). A process that crashes or overruns the
+itself (the sweep records it and does not time it); an out-of-memory error is not (the pre-pass
+processes share the GPU): that pair goes to the timing worker. A process that crashes or overruns the
 deadline reports nothing for its remaining pairs: they go to the timing workers as planned, which
 record whatever happens there (a crashed process's group is only noticed at the deadline:
 ``multiprocessing.Pool`` replaces the process and drops its task). A CUDA fault ends its group
@@ -122,6 +123,10 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
     workloads: dict[str, Any] = {}
     for index, job in enumerate(jobs):
         try:
+            if job.case.id not in workloads:
+                workloads = {}  # one case's workload at a time: free the last before building the next
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
             workload = workloads.get(job.case.id) or make_workload(job.case, dev)
             workloads = {job.case.id: workload}
         except Exception as exc:  # noqa: BLE001 - the timing worker records workload errors itself
@@ -130,8 +135,17 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
             continue
         with forced(job.impl, job.config) if job.config is not None else nullcontext():
             result = attempt(job.case, impls[job.impl], workload)
-        if result.raised and classify_error(RuntimeError(result.message)) == "fatal":
+        kind = classify_error(RuntimeError(result.message)) if result.raised else None
+        if kind == "fatal":
             break  # the context is unusable: this job and the rest are left to the timers
+        if kind == "oom":
+            # Out of memory here says little about the pair: up to 16 pre-pass processes share
+            # the GPU (a 2026-11-29 H200 run lost 22 large-batch pairs this way). Left to the
+            # timing worker, which has the GPU to itself.
+            workloads = {}
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         why = result.message or "; ".join(c.describe() for c in result.comparisons if not c.ok)
         done.append((index, result.status, why))
     return number, done

@@ -2,7 +2,7 @@
 # The H200 baselines and the gate's evidence on the H200 (issue 15), in phases that each fit one
 # 10-minute device call. Results live in results/h200/ (git-ignored), so a phase cut off by its
 # time limit continues with --resume on the next call to the same warm machine; everything is
-# also packed into $OUT/h200-<phase>.tar.gz (the device tool brings back at most 8 files).
+# also packed into $OUT/h200.tar.gz after every step (the device tool brings back at most 8 files).
 #
 #   PHASE=a bash tools/gpu/h200_gate.sh   # prewarm (parallel compiles), headline a1 and a2 (A/A, one machine)
 #   PHASE=b bash tools/gpu/h200_gate.sh   # headline b with the +5% knob, smoke and qwen35-gdn sweeps
@@ -51,6 +51,5 @@ for f in "$R"/a1.json "$R"/a2.json "$R"/b.json "$R"/c1.json; do
 import json; d = json.load(open('$f')); g = d['env']['gpus']
 print(', '.join(f\"{x['name']} {x.get('uuid', '')[:12]} copy {x['bandwidth']['measured_tbps']:.3f} TB/s max SM {x.get('max_sm_mhz')} MHz\" for x in g))")"
 done
-tar -czf "$OUT/h200-$PHASE.tar.gz" -C results h200
-cp "$R/summary.txt" "$OUT/summary.txt"
+pack
 cat "$R/summary.txt"

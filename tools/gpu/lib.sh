@@ -6,7 +6,14 @@
 #                            --resume when its log is there, stopped (SIGINT: results kept) at
 #                            $SWEEP_TIMEOUT seconds or, with CALL_LIMIT set, when this device call's
 #                            time (CALL_LIMIT - $SECONDS) is up; its wall time and last line logged
+#   once NAME CMD...         a step run once (a marker says it ran, also when it timed out: a step
+#                            that hung is not retried by the next call), stopped at $STEP_TIMEOUT
+#                            (default 300) or the call's end, output in $R/NAME.txt
+#   pack                     $R (without the JSON-lines logs) into $OUT/<folder>.tar.gz and the
+#                            summary into $OUT: called after every step, so a call killed at the
+#                            device's limit still brings back everything finished before
 #   left                     seconds left in this call (CALL_LIMIT - SECONDS; 9999 without CALL_LIMIT)
+# Every step is stopped with SIGINT (a sweep keeps its results) and killed 15 s later if it hangs.
 : "${R:?set R (the results folder) before sourcing tools/gpu/lib.sh}"
 mkdir -p "$R"
 : >> "$R/summary.txt"
@@ -26,10 +33,31 @@ sweep() {
   limit=$(left); [ "$limit" -gt "${SWEEP_TIMEOUT:-560}" ] && limit=${SWEEP_TIMEOUT:-560}
   if [ "$limit" -lt 40 ]; then log "sweep $name: no time left in this call"; return 1; fi
   [ -f "$R/$name.jsonl" ] && resume=(--resume)
-  timeout -s INT "$limit" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
+  timeout -k 15 -s INT "$limit" python3 -m ssmbench sweep "$spec" "$@" -o "$R/$name.json" "${resume[@]}" \
     --markdown "$R/$name.md" > "$R/$name.log" 2>&1
   local rc=$?
   log "sweep $name rc=$rc wall $((SECONDS - t0))s ${resume[*]} :: $(grep -h 'compiled:' "$R/$name.log" | tail -n 1)" \
       ":: $(tail -n 1 "$R/$name.log")"
+  pack
   return $rc
+}
+
+once() {
+  local name=$1; shift
+  [ -f "$R/$name.done" ] && return 0
+  local t0=$SECONDS limit
+  limit=$(left); [ "$limit" -gt "${STEP_TIMEOUT:-300}" ] && limit=${STEP_TIMEOUT:-300}
+  if [ "$limit" -lt 30 ]; then log "$name: no time left in this call"; return 1; fi
+  timeout -k 15 -s INT "$limit" "$@" > "$R/$name.txt" 2>&1
+  local rc=$?
+  touch "$R/$name.done"
+  log "$name rc=$rc $((SECONDS - t0))s$([ $rc -eq 124 ] && echo " (stopped at its ${limit} s limit)") :: $(tail -n 1 "$R/$name.txt")"
+  pack
+  return $rc
+}
+
+pack() {
+  [ -n "${OUT:-}" ] || return 0
+  tar -czf "$OUT/$(basename "$R").tar.gz" --exclude='*.jsonl' -C "$(dirname "$R")" "$(basename "$R")" 2>/dev/null
+  cp "$R/summary.txt" "$OUT/summary.txt"
 }

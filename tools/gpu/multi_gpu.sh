@@ -66,6 +66,5 @@ gpus = ', '.join(f\"{x.get('index')} {x.get('uuid', '')[:12]} copy {x['bandwidth
 from collections import Counter; per = Counter(c.get('gpu') for c in d['cases'] if c['status'] == 'ok')
 print(f\"{e.get('started')} -> {e.get('finished')}; gpus: {gpus}; ok pairs per gpu: {dict(per)}\")")"
 done
-tar -czf "$OUT/multi.tar.gz" -C "$(dirname "$R")" "$(basename "$R")"
-cp "$R/summary.txt" "$OUT/summary.txt"
+pack
 cat "$R/summary.txt"

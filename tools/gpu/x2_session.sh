@@ -14,7 +14,7 @@
 set -u
 R=${RESULTS_DIR:-results/x2}
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R"
-CALL_LIMIT=${CALL_LIMIT:-565}
+CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
 source tools/gpu/wheels.sh
 [ -d .peer ] && source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
 HEADLINE=sweeps/nemotron3-super-tp8.yaml
@@ -22,25 +22,15 @@ source tools/gpu/lib.sh
 log "== $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null) $(nproc) CPUs"
 nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
 
-once() {  # once NAME CMD...: run a step once (a marker file says it is done)
-  local name=$1; shift
-  [ -f "$R/$name.done" ] && return 0
-  local t0=$SECONDS
-  timeout -s INT "$(left)" "$@" > "$R/$name.txt" 2>&1
-  local rc=$?
-  log "$name rc=$rc $((SECONDS - t0))s :: $(tail -n 1 "$R/$name.txt")"
-  [ $rc -ne 124 ] && touch "$R/$name.done"
-}
-
 gpu1_chain() {
-  once pytest-sr env CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -p no:cacheprovider tests/test_triton_storage.py \
+  STEP_TIMEOUT=240 once pytest-sr env CUDA_VISIBLE_DEVICES=1 python3 -m pytest -q -p no:cacheprovider tests/test_triton_storage.py \
     tests/test_sr_contract.py &
-  once check-smoke env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench check sweeps/smoke.yaml --device cuda &
+  STEP_TIMEOUT=240 once check-smoke env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench check sweeps/smoke.yaml --device cuda &
   wait
   sweep peers "$HEADLINE" --impl triton.intermediate --impl flashinfer.ssu --filter format=fp16sr --gpus 1
-  once accuracy env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench accuracy "$HEADLINE" --every-format --steps 1024 \
+  STEP_TIMEOUT=240 once accuracy env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench accuracy "$HEADLINE" --every-format --steps 1024 \
     --batch 8 --impl triton.intermediate --impl triton.checkpoint --device cuda -o "$R/accuracy.json"
-  [ "$(left)" -gt 150 ] && once tune env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench tune "$HEADLINE" \
+  [ "$(left)" -gt 150 ] && STEP_TIMEOUT=150 once tune env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench tune "$HEADLINE" \
     --impl triton.intermediate --batch 64,1024 --budget 2m -o "$R/tune-intermediate.json"
 }
 
@@ -67,6 +57,5 @@ if complete "$R/shard0.json" && complete "$R/shard1.json"; then
 else
   log "CONTINUE: call again"
 fi
-tar -czf "$OUT/x2.tar.gz" --exclude='*.jsonl' -C "$(dirname "$R")" "$(basename "$R")"
-cp "$R/summary.txt" "$OUT/summary.txt"
+pack
 cat "$R/summary.txt"
