@@ -7,38 +7,33 @@
 # Carry .whl/ with fla-core (pure Python; its one requirement, einops, is in the GPU image):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl fla-core==0.6.0
-# Run (resumable: a second call continues the sweep from its log under $OUT):
-#   OUT=... bash tools/gpu/gdn_peers_h200.sh
-# Each step is skipped when its output is under $OUT already; expect two calls (~9.5 + ~4 min):
-# the real FLA kernel vs the reference (pytest-fla.log), the WY candidate's tests on the GPU
-# (pytest-v2.log) and its kernel-alone times beside gdn_decode_kernel (v2-bench.md), then the
-# sweep: $OUT/gdn-peers.{json,jsonl,md,log} and gdn-peers-table.md (chain span and state-update
-# kernel alone, FLA / ours). Log: $OUT/summary.txt.
+# Run (resumable across device calls, as tools/gpu/lib.sh's steps: results in $RESULTS_DIR, default
+# results/gdn-peers/, packed into $OUT after every step; carry results/gdn-peers to a fresh machine):
+#   bash tools/gpu/gdn_peers_h200.sh
+# Steps, each skipped once done; expect two calls (~9 + ~4 min): the real FLA kernel vs the
+# reference (pytest-fla.txt), the WY candidate's tests on the GPU (pytest-v2.txt) and its
+# kernel-alone times beside gdn_decode_kernel (v2-bench.txt), then the sweep (gdn-peers.{json,md,
+# log}) and gdn-peers-table.md (chain span and state-update kernel alone, FLA / ours).
 set -u
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT"
-export CALL_LIMIT="${CALL_LIMIT:-570}"  # seconds this device call may run (lib.sh stops the sweep in time)
+R=${RESULTS_DIR:-results/gdn-peers}
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R"
+CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
 source tools/gpu/wheels.sh
-R="$OUT"; source tools/gpu/lib.sh
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source tools/gpu/lib.sh
+log "== $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null)"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$R/summary.txt"
 python3 -c "import fla, triton, torch; print('fla-core', fla.__version__, 'triton', triton.__version__, 'torch', torch.__version__)" \
   2>&1 | grep -v Warning | tee -a "$R/summary.txt"
 python3 -m ssmbench list 2>&1 | grep -E "fla\.gdn|triton\.gdn" | tee -a "$R/summary.txt"
 
-# The real FLA kernel on the GPU against the reference (tiny shapes; the fake-FLA tests are CPU CI's): ~30 s.
-if [ ! -f "$OUT/pytest-fla.log" ]; then
-  timeout 300 python3 -m pytest -q tests/test_fla_mapping.py -k real_fla > "$OUT/pytest-fla.log" 2>&1
-  log "pytest tests/test_fla_mapping.py -k real_fla rc=$? :: $(tail -n 1 "$OUT/pytest-fla.log")"
-fi
+# The real FLA kernel on the GPU against the reference (tiny shapes; the fake-FLA tests are CPU CI's).
+STEP_TIMEOUT=240 once pytest-fla python3 -m pytest -q -p no:cacheprovider tests/test_fla_mapping.py -k real_fla
 
 # The WY-form candidate (kernels/ssmbench_kernels/gdn/kernel_v2.py, not an impl yet): its CPU
 # tests on the GPU (compiles every variant: ~1-2 min), then kernel-alone times beside
 # gdn_decode_kernel at the Qwen3.5 shape (do_bench, L2 flushed; results checked against each other).
-if [ ! -f "$OUT/pytest-v2.log" ]; then
-  timeout 240 python3 -m pytest -q tests/test_gdn_kernel_v2.py > "$OUT/pytest-v2.log" 2>&1
-  log "pytest tests/test_gdn_kernel_v2.py rc=$? :: $(tail -n 1 "$OUT/pytest-v2.log")"
-fi
-if [ ! -f "$OUT/v2-bench.md" ]; then
-  timeout 240 python3 - > "$OUT/v2-bench.md" 2> "$OUT/v2-bench.err" <<'EOF2'
+STEP_TIMEOUT=240 once pytest-v2 python3 -m pytest -q -p no:cacheprovider tests/test_gdn_kernel_v2.py
+cat > "$R/v2_bench.py" <<'EOF2'
 import torch
 from triton.testing import do_bench
 from ssmbench_kernels.gdn.kernel import gdn_decode
@@ -102,12 +97,11 @@ for bv in (16, 32, 64):
         except Exception as exc:  # noqa: BLE001
             print(f"  block_v {bv} warps {w}: error {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
 EOF2
-  log "v2 bench rc=$? (v2-bench.md, v2-bench.err)"
-fi
-cat "$OUT/v2-bench.md"
+STEP_TIMEOUT=240 once v2-bench python3 "$R/v2_bench.py"
+cat "$R/v2-bench.txt" 2>/dev/null
 
-# The sweep (about 6-8 min cold: compiles, the fp64 gate of every pair, then timing); stops at
-# the call's limit (CALL_LIMIT) with its log kept: run the script again to finish it.
+# The sweep (about 6-8 min cold: compiles, the fp64 gate of every pair, then timing); stopped at
+# the call's limit with its log kept: run the script again to finish it.
 sweep gdn-peers sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --impl triton.gdn --impl fla.gdn
 rc=$?
 
@@ -140,4 +134,5 @@ for (pool, T, b), cell in sorted(rows.items()):
     print(f"| {pool} | {T} | {b} | {fla[0]:.1f} / {ours[0]:.1f} | {fla[0] / ours[0]:.2f} | {k} | {kr} | {sol} |")
 EOF
 cat "$R/gdn-peers-table.md"
+pack
 exit $rc
