@@ -24,7 +24,7 @@ log "== $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null)
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$R/summary.txt"
 python3 -c "import fla, triton, torch; print('fla-core', fla.__version__, 'triton', triton.__version__, 'torch', torch.__version__)" \
   2>&1 | grep -v Warning | tee -a "$R/summary.txt"
-python3 -m ssmbench list 2>&1 | grep -E "fla\.gdn|triton\.gdn" | tee -a "$R/summary.txt"
+python3 -m ssmbench list 2>&1 | grep -E "^│ (fla|triton)\.gdn |^  fla\.gdn:" | tee -a "$R/summary.txt"
 
 # The real FLA kernel on the GPU against the reference (tiny shapes; the fake-FLA tests are CPU CI's).
 STEP_TIMEOUT=240 once pytest-fla python3 -m pytest -q -p no:cacheprovider tests/test_fla_mapping.py -k real_fla
@@ -106,6 +106,7 @@ sweep gdn-peers sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --impl tr
 rc=$?
 
 # Side-by-side table: chain span and state-update kernel, FLA / ours (ratio > 1: ours faster).
+[ -f "$R/gdn-peers.json" ] || [ -f "$R/gdn-peers.jsonl" ] || { pack; exit $rc; }
 python3 - "$R/gdn-peers.json" > "$R/gdn-peers-table.md" <<'EOF' || true
 import sys
 from pathlib import Path
