@@ -28,6 +28,7 @@ from ssmbench.families.common import act_bytes, state_bytes
 from ssmbench.families.gdn import GDNWorkload
 from ssmbench.impls.base import Chain, Impl, register
 from ssmbench.impls.optional import AVAILABLE, OptionalModule
+from ssmbench.impls.triton_gdn import restore_rows
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
 from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
@@ -191,13 +192,12 @@ class FLAGDN(Impl):
                  *([(gather, GATHER_KERNEL)] if gathers(case) else []), (state_update, FLA_KERNELS[0]),
                  *([(scatter, SCATTER_KERNEL)] if gathers(case) else [])]
         launches = [launch for launch, _ in steps]
-        # Only the real rows' conv-state slots and (pool modes) the write slots change.
-        saved = [(t, rows, t.index_select(0, rows)) for t, rows in
-                 ((conv_state, read), *(((pool.data, write),) if gathers(case) else ()))]
+        # Only the rows' conv-state slots and (pool modes) the write slots change.
+        restores = [restore_rows(conv_state, read), *([restore_rows(pool.data, write)] if gathers(case) else [])]
 
         def restore() -> None:
-            for live, rows, kept in saved:
-                live.index_copy_(0, rows, kept)
+            for put_back in restores:
+                put_back()
 
         conv(validate=True)  # validate the indices once, then run the rest and put it all back
         for launch in launches[1:]:
