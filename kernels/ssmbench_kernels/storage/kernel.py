@@ -38,6 +38,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from ssmbench_kernels.common.launch import INTERPRET
 
@@ -243,6 +244,8 @@ def quantize_tile(values, mask, bits16, FMT: tl.constexpr, SR: tl.constexpr):
     cast, where q is the unrounded value -- and scale the per-row fp32 scale (ones for
     unscaled formats).
 
+    int8 RN on the GPU is ``rint`` (``cvt.rni``, RN-even) of the scaled value.
+
     NATIVE_RN: RN into FMT is left to the hardware cast (``cvt.rn``: exact IEEE RN-even with
     subnormals and signed zeros, fewer instructions than the software grid): fp16 everywhere
     (the interpreter casts with numpy, also RN); bf16 and fp8 only on the GPU (the interpreter's
@@ -269,8 +272,13 @@ def quantize_tile(values, mask, bits16, FMT: tl.constexpr, SR: tl.constexpr):
         inv = tl.math.div_rn(qmax_t, tl.where(amax > 0.0, amax * pre, QMAX))  # 1 when amax is 0
         q = (values * pre[:, None]) * inv[:, None]
         q = tl.minimum(tl.maximum(q, -QMAX), QMAX)
-        if FMT == FMT_INT8:
+        if FMT == FMT_INT8 and (SR or INTERPRET):
             q = round_int(q, bits16, SR)
+        elif FMT == FMT_INT8:
+            # RN-even in one instruction (cvt.rni) on the GPU, the same integer as round_int's RN
+            # (the interpreter has no libdevice: it takes round_int): ~10 fewer SASS instructions
+            # per element-store at the headline shape (docs/perf-notes.md)
+            q = libdevice.rint(q)
         elif not NATIVE_RN:
             q = round_grid(q, bits16, 3, -6, 448.0, SR)
     return q, scale
