@@ -157,11 +157,10 @@ def gdn_decode_wy_kernel(
     t_i = offs_t[:, None]
     j_i = offs_t[None, :]
     causal = (j_i <= t_i) & read_t[:, None] & read_t[None, :]
-    # D[t, j] = exp(g_{j+1} + ... + g_t) summed per pair, not as G_t - G_j: a difference of two
-    # cumulative sums loses |G| * 2^-24 absolutely, too much once the decays are strong.
-    i_3 = offs_t[None, None, :]
-    span = (i_3 > j_i[:, :, None]) & (i_3 <= t_i[:, :, None])
-    Dm = tl.where(causal, tl.exp(tl.sum(tl.where(span, g_all[None, None, :], 0.0), axis=2)), 0.0)
+    # D[t, j] = exp(g_{j+1} + ... + g_t), each row j a running sum from j + 1 on (Y[j, t]), not
+    # G_t - G_j: a difference of two cumulative sums loses |G| * 2^-24, too much for strong decays.
+    Y = tl.cumsum(tl.where(j_i > t_i, g_all[None, :], 0.0), axis=1)  # Y[j, i] = sum_{j < i' <= i} g_i'
+    Dm = tl.where(causal, tl.exp(tl.where(causal, tl.trans(Y), 0.0)), 0.0)
     zero_tt = tl.zeros((TD, TD), tl.float32)
     KK = dot_precision(k_all, tl.trans(k_all), zero_tt, PRECISION)  # k_j . k_t (symmetric)
     KQ = dot_precision(k_all, tl.trans(q_all), zero_tt, PRECISION)  # [j, t] = k_j . q_t
