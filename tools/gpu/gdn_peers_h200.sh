@@ -10,7 +10,7 @@
 # Run (resumable across device calls, as tools/gpu/lib.sh's steps: results in $RESULTS_DIR, default
 # results/gdn-peers/, packed into $OUT after every step; carry results/gdn-peers to a fresh machine):
 #   bash tools/gpu/gdn_peers_h200.sh
-# Steps, each skipped once done; expect two calls (~9 + ~4 min): the real FLA kernel vs the
+# Steps, each skipped once done; expect two calls (~9 + ~6 min, a third if cold): the real FLA kernel vs the
 # reference (pytest-fla.txt), the WY candidate's tests on the GPU (pytest-v2.txt) and its
 # kernel-alone times beside gdn_decode_kernel (v2-bench.txt), then the sweep (gdn-peers.{json,md,
 # log}) and gdn-peers-table.md (chain span and state-update kernel alone, FLA / ours).
