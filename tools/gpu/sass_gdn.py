@@ -1,69 +1,32 @@
 """Static SASS of the GDN decode kernels at the Qwen3.5 shape, compiled for sm_90 on a machine
-WITHOUT a GPU (a stand-in Triton driver gives the target; ptxas, cuobjdump and nvdisasm ship
-with Triton; nothing is launched): registers, shared memory, and the instruction classes the
-T > 1 analysis of docs/gdn.md is about (shuffles, barriers, shared-memory traffic, FP32 and
-tensor-core instructions), for `gdn_decode_kernel` (today's knobs), the WY candidate
+WITHOUT a GPU (sass_mix.py's stand-in Triton driver; ptxas, cuobjdump and nvdisasm ship with
+Triton; nothing is launched): registers, stack, and the instruction classes the T > 1 analysis
+of docs/gdn.md is about (shuffles, barriers, shared-memory traffic, FP32, tensor-core
+instructions, spills), for `gdn_decode_kernel` (today's knobs), the WY candidate
 (`kernel_v2.gdn_decode_wy_kernel`) and, when fla-core is installed, FLA's fused_recurrent kernel.
 
-    PYTHONPATH=$PWD:$PWD/kernels python3 tools/gpu/sass_gdn.py [T ...]      (default: 1 2 4 6)
+    python3 -m tools.gpu.sass_gdn [T ...]      (repo root on the path; default T: 1 2 4 6)
 
 Counts are static, per thread: the token loops are unrolled in ours; FLA's is a runtime loop
 (`do_not_specialize=['T']`: one kernel for every T, listed once, one token's worth in its body)."""
 
 from __future__ import annotations
 
-import collections
 import glob
 import os
 import subprocess
 import sys
 import tempfile
 
-os.environ.pop("TRITON_INTERPRET", None)
+os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported: compile, do not interpret
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime import driver  # noqa: E402
 
+from tools.gpu.sass_mix import Compiled, StandInDriver, opcode_counts  # noqa: E402
 
-class _Stop(Exception):
-    """Raised where Triton would load the compiled kernel: compilation is all we want."""
-
-
-class _FakeDriver:
-    class utils:
-        @staticmethod
-        def get_device_properties(device):
-            return {"max_shared_mem": 232448, "multiprocessor_count": 132}
-
-    def get_current_device(self):
-        return 0
-
-    def set_current_device(self, device):
-        pass
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_active_torch_device(self):
-        return torch.device("cpu")
-
-    def get_device_interface(self):
-        return torch.cuda
-
-    def map_python_to_cpp_type(self, t):
-        return t
-
-    @staticmethod
-    def launcher_cls(src, metadata):
-        raise _Stop()
-
-
-driver.set_active(_FakeDriver())
+driver.set_active(StandInDriver())
 
 from ssmbench_kernels.gdn.kernel import gdn_decode  # noqa: E402
 from ssmbench_kernels.gdn.kernel_v2 import gdn_decode_wy  # noqa: E402
@@ -72,32 +35,24 @@ BIN = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
 H, HV, K, V, BATCH = 16, 64, 128, 128, 8
 CLASSES = {
     "SHFL": ("SHFL",), "BAR": ("BAR",), "LDS/STS": ("LDS", "STS", "LDSM", "STSM"),
-    "FP32": ("FFMA", "FADD", "FMUL", "FSEL", "FSETP", "FMNMX", "MUFU"), "HMMA": ("HMMA",),
+    "FP32": ("FFMA", "FADD", "FMUL", "FSEL", "FSETP", "FMNMX", "MUFU"), "HMMA/HGMMA": ("HMMA", "HGMMA"),
     "LDG/STG": ("LDG", "STG"), "LDL/STL (spills)": ("LDL", "STL"),
 }
 
 
-def compiled(run) -> tuple[collections.Counter, str]:
+def compiled(run) -> tuple[dict, str]:
     """Compile ``run``'s kernel into a fresh cache; its SASS opcode counts and resource usage."""
     cache = tempfile.mkdtemp()
     os.environ["TRITON_CACHE_DIR"] = cache
     try:
         run()
-    except _Stop:
+    except Compiled:
         pass
     cubin = glob.glob(f"{cache}/**/*.cubin", recursive=True)[0]
-    sass = subprocess.run([f"{BIN}/nvdisasm", "-c", cubin], capture_output=True, text=True).stdout
-    ops: collections.Counter = collections.Counter()
-    for line in sass.splitlines():
-        line = line.strip()
-        if line.startswith("/*") and "*/" in line:
-            op = line.split("*/", 1)[1].strip().lstrip("@!P0123456789T ").split(" ")[0].rstrip(";")
-            if op:
-                ops[op.split(".")[0]] += 1
     usage = subprocess.run([f"{BIN}/cuobjdump", "--dump-resource-usage", cubin], capture_output=True,
                            text=True).stdout
     res = next((ln.strip() for ln in usage.splitlines() if "REG:" in ln), "?")
-    return ops, res
+    return opcode_counts(cubin), res
 
 
 def gdn_inputs(T: int, fmt: torch.dtype, inter: bool):
