@@ -123,6 +123,11 @@ class CheckpointKnobs:
     precision: str = "ieee"
     """`tl.dot` input precision of fp32 operands in the dot forms: "ieee" (FMA, exact products) or
     "tf32x3" (3 TF32 tensor-core products, ~2^-22 relative: inside the fp32 state tolerance)."""
+    bandwidth: bool = False
+    """Two-kernel form with the bandwidth-first main (`kernel_bw.replay_bw_main_kernel`, issue 19):
+    one program per (row, head) streaming the state in ``block_p x N`` chunks after `gdc_wait`,
+    bf16-part tensor-core products; ``dots``, ``persistent`` and ``precision`` do not apply.
+    Unmeasured on a GPU: no default picks it."""
 
 
 def default_knobs(
@@ -872,7 +877,13 @@ FUSED_KERNEL_NAME: str = replay_fused_kernel.fn.__name__
 
 def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
     """Kernel names one `replay_step` with these knobs launches, in launch order."""
-    return (FUSED_KERNEL_NAME,) if knobs.fused else KERNEL_NAMES
+    if knobs.fused:
+        return (FUSED_KERNEL_NAME,)
+    if knobs.bandwidth:
+        from ssmbench_kernels.mamba2_replay.kernel_bw import KERNEL_NAME as BW_KERNEL_NAME  # (imports this module)
+
+        return (KERNEL_NAMES[0], BW_KERNEL_NAME)
+    return KERNEL_NAMES
 
 
 # --------------------------------------------------------------------------------------------
@@ -1024,7 +1035,12 @@ def replay_step(
             T=T, W=rs.window, H=H, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, L_PAD=l_pad, BLOCK_N=block_n,
             PDL=use_pdl, **launch_options(use_pdl, knobs.pre_warps, 1),
         )
-    if launch in ("both", "main"):
+    if launch in ("both", "main") and knobs.bandwidth:
+        from ssmbench_kernels.mamba2_replay.kernel_bw import launch_bw_main  # (imports this module)
+
+        launch_bw_main(rs, slot_idx, x, Cm, z, y, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt_code=format_code(fmt),
+                       sr=sr, seed=seed, step=step, pads=(t_pad, w_pad, l_pad), knobs=knobs, pdl=use_pdl)
+    elif launch in ("both", "main"):
         block_p = max(16, knobs.block_p) if knobs.dots else knobs.block_p
         n_ptiles = triton.cdiv(P, block_p)
         if knobs.persistent:

@@ -1,0 +1,93 @@
+"""The bandwidth-first checkpoint-replay main (`CheckpointKnobs.bandwidth`, kernel_bw.py; issue 19)
+against the fp64 reference, in the CPU interpreter (on a GPU machine the same checks run on the
+GPU). Reuses tests/test_triton_checkpoint.py's simulation: multi-step runs with random acceptance
+on fresh random inputs, poisoned outputs and coefficients, every step checked against the
+reference applied to the kernel's own state (y, write rows' checkpoints within one spacing and
+>= 99% bit-identical codes with the same SR fields, untouched slots bit for bit, history rows,
+bookkeeping) and the implied state after the last step against an independent reference run.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+from test_triton_checkpoint import DEVICE, _initial, _inputs, _params, _simulate
+
+from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE
+from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, kernel_names, make_scratch, replay_step
+
+BW = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4)
+"""16 x N chunks: P = 20 below runs two of them (the second masked)."""
+
+
+@pytest.mark.parametrize(
+    "fmt,rounding,window,with_z",
+    [
+        ("fp32", "rn", "T", True),
+        ("fp32", "rn", 16, False),
+        ("bf16", "rn", 16, True),
+        ("bf16", "sr", "T", True),
+        ("fp16", "sr", 16, True),
+        ("fp16", "rn", "T", False),
+        ("int8", "sr", 16, True),
+        ("int8", "rn", "T", True),
+        ("fp8", "sr", "T", False),
+        ("fp8", "rn", 16, True),
+    ],
+)
+def test_bw_main_matches_reference(fmt, rounding, window, with_z) -> None:
+    T = 3
+    W = T if window == "T" else window
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, with_z=with_z, knobs=BW,
+                                         seed=zlib.crc32(f"bw{fmt}{rounding}{W}".encode()))
+    assert seen_write and seen_nowrite, "the simulation must exercise both write and nowrite rows"
+
+
+def test_bw_main_one_group_one_chunk_no_padding() -> None:
+    """G = 1 (every head shares B/C), P = N = 16 in one chunk, no padding rows, W = 8."""
+    _simulate("bf16", "sr", 2, 8, H=2, P=16, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],
+              knobs=CheckpointKnobs(bandwidth=True, block_p=32, num_warps=2))
+
+
+def test_bw_main_padding_and_pdl_flag() -> None:
+    """All-padding rows touch nothing and write zeros; the PDL flag on gives the same bits as off
+    (on the CPU it degrades to stream order; on a Hopper GPU it compiles the waits)."""
+    rs, slots, g = _initial(2, 2, 4, 2, 8, 8, 1, "int8", [4, 1], n_pad=2, seed=3)
+    before = rs.clone()
+    A, D, dt_bias = _params(g, 2)
+    conv_out, dt_raw, z = _inputs(g, 2, 2, 2, 8, 8, 1, True)
+    d = lambda t: t.to(DEVICE)  # noqa: E731
+    y = torch.full((4, 16), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=8, dstate=8,
+                ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding="sr", knobs=BW)
+    assert (y == 0).all()
+    for a, b in ((rs.ckpt.data, before.ckpt.data), (rs.ckpt.scale, before.ckpt.scale),
+                 (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B), (rs.hist_dt, before.hist_dt)):
+        assert torch.equal(a, b)
+
+    rs, slots, g = _initial(3, 2, 4, 2, 16, 8, 1, "fp16", [4, 1, 3], n_pad=1, seed=4)
+    A, D, dt_bias = _params(g, 2)
+    conv_out, dt_raw, z = _inputs(g, 3, 2, 2, 16, 8, 1, True)
+    outs = []
+    for pdl in (False, True):
+        live = rs.clone()
+        y = torch.full((6, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+        replay_step(live, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=16, dstate=8,
+                    ngroups=1, T=2, y=y, scratch=make_scratch(3, 2, 2, 4, DEVICE), z=d(z), rounding="sr", seed=5,
+                    step=2, pdl=pdl, knobs=BW)
+        outs.append((y, live.ckpt.data, live.hist_x, live.hist_B, live.hist_dt))
+    for a, b in zip(*outs, strict=True):
+        assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+
+
+def test_bw_knob_names_and_space() -> None:
+    """The knob reaches the tuner's space (never a default) and names its kernels."""
+    assert kernel_names(BW) == ("replay_precompute_kernel", "replay_bw_main_kernel")
+    names = [k.name for k in CHECKPOINT_SPACE.knobs]
+    assert "bandwidth" in names
+    config = CHECKPOINT_SPACE.config_of(BW)
+    assert config["bandwidth"] is True
+    assert all(c.holds(config) for c in CHECKPOINT_SPACE.constraints)
+    assert not CHECKPOINT_SPACE.config_of(CheckpointKnobs(fused=True))["bandwidth"]
