@@ -64,11 +64,12 @@ def prepare_device(device: str) -> tuple[torch.device, str]:
 
 
 def is_triton_module(name: str) -> bool:
-    """Whether module ``name`` holds ``@triton.jit`` kernels: each family's ``kernel`` module and the
-    shared Triton helpers (the references import no Triton)."""
+    """Whether module ``name`` holds ``@triton.jit`` kernels: each family's ``kernel`` module (and
+    ``kernel_<variant>`` beside it) and the shared Triton helpers (the references import no Triton)."""
     if not name.startswith("ssmbench_kernels."):
         return False
-    return name.endswith(".kernel") or name in TRITON_HELPER_MODULES
+    leaf = name.rsplit(".", 1)[-1]
+    return leaf == "kernel" or leaf.startswith("kernel_") or name in TRITON_HELPER_MODULES
 
 
 TRITON_HELPER_MODULES = frozenset(f"ssmbench_kernels.common.{m}" for m in ("activation", "dots", "launch"))
