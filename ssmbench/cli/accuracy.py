@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from ssmbench.cli.plugins import PluginOption, load_plugins
+
 
 def register(app: typer.Typer) -> None:
     """Add `accuracy` to the `ssmbench` app."""
@@ -34,6 +36,7 @@ def register(app: typer.Typer) -> None:
             "--output", "-o", help="Results JSON (default: <spec name>.accuracy.json); the plot goes beside it "
             "(.png).")] = None,
         device: Annotated[str, typer.Option(help="cpu, cuda or auto (cuda when available).")] = "auto",
+        plugin: PluginOption = None,
     ) -> None:
         """Run N decode steps per (case, impl) from the impl's own stored state, with an fp64 chain in
         lockstep; per-step errors of y and the state, a summary table, results JSON and a plot.
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
         dev, note = prepare_device(device)  # before the impls import their Triton kernels
         if note:
             err_console.print(note, highlight=False, markup=False)
+        load_plugins(plugin)
         from ssmbench.runs.sweep.options import check_output_path, load_spec
         from ssmbench.runs.sweep.run import host_env
 

@@ -1,4 +1,4 @@
-"""The ``--plugin MODULE`` option of the commands that use impls (list, plan, check, sweep,
+"""The ``--plugin MODULE`` option of the commands that use impls (list, plan, check, sweep, tune, accuracy,
 profile, validate-bytes): a module on the Python path that registers impls when imported, for
 a kernel not packaged as a plugin (an installed package's ``ssmbench.impls`` entry point needs
 no option). docs/plugins.md."""

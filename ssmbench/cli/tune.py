@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssmbench.cli.common import console, friendly_errors
+from ssmbench.cli.plugins import PluginOption, load_plugins
 
 
 def tune(
@@ -37,6 +38,7 @@ def tune(
     compile_workers: Annotated[int | None, typer.Option(
         "--compile-workers", help="Processes compiling a duel's challengers in parallel (default: CPU cores "
         "on CUDA, capped; 0: off).")] = None,
+    plugin: PluginOption = None,
 ) -> None:
     """Tune an impl's knobs per (shape, batch, format, rounding, window) on this GPU: block
     coordinate descent from the defaults, every candidate verified first, winners by the gate's
@@ -46,6 +48,7 @@ def tune(
     from ssmbench.errors import UsageError
     from ssmbench.runs.tune.run import TuneOptions, run_tune
 
+    load_plugins(plugin)
     try:
         batches = [int(b) for b in batch.split(",")] if batch else []
     except ValueError:
