@@ -1,0 +1,55 @@
+"""`triton.checkpoint.bw`: the `triton.checkpoint` chain with the bandwidth-first main forced
+(`CheckpointKnobs.bandwidth`, issue 19), registered as its own impl so one sweep times it beside
+the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.sh`).
+
+Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
+default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
+Bytes: the parent's model (the default form's), a few KB per request below the two-kernel
+form's scratch traffic.
+
+    PYTHONPATH=$PWD:$PWD/kernels:$PWD/tools/gpu python3 -m ssmbench sweep SPEC --plugin checkpoint_bw_plugin \\
+        --impl triton.checkpoint --impl triton.checkpoint.bw
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from ssmbench.impls.base import register
+from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
+from ssmbench.impls.tuned import Tunable
+from ssmbench.spec.case import Case
+from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs
+
+KNOBS_ENV = "SSMBENCH_BW_KNOBS"
+
+
+def bw_knobs() -> CheckpointKnobs:
+    """The forced knobs: the bandwidth main with $SSMBENCH_BW_KNOBS's fields."""
+    fields = {f.name: f.type for f in dataclasses.fields(CheckpointKnobs)}
+    given: dict = {"block_p": 64, "num_warps": 4, "max_regs": 0}
+    for item in filter(None, os.environ.get(KNOBS_ENV, "").split(",")):
+        name, value = item.split("=")
+        if name not in fields:
+            raise ValueError(f"{KNOBS_ENV}: unknown knob {name!r}")
+        given[name] = value == "True" if value in ("True", "False") else int(value) if value.isdigit() else value
+    return CheckpointKnobs(**{**given, "bandwidth": True, "fused": False, "persistent": False})
+
+
+class TritonCheckpointBw(TritonCheckpoint):
+    """`triton.checkpoint` with the bandwidth-first main on every case (no table, no default)."""
+
+    name = "triton.checkpoint.bw"
+
+    def __init__(self) -> None:
+        knobs = bw_knobs()
+        self.tunable = Tunable(self.name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
+                               lambda case: knobs, uses_window=True)
+
+    def supports(self, case: Case) -> str | None:
+        return super().supports(case)
+
+
+register(TritonCheckpointBw())
