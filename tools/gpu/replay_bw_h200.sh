@@ -6,7 +6,8 @@
 # $RESULTS_DIR (default results/replay-bw/), packed into $OUT after every step.
 #
 #   bash tools/gpu/replay_bw_h200.sh                 (carry .whl)
-#   SSMBENCH_BW_KNOBS=block_p=32,num_warps=4 bash tools/gpu/replay_bw_h200.sh   (another tile)
+#   SSMBENCH_BW_KNOBS=block_p=64,num_warps=4,max_regs=128 RESULTS_DIR=results/replay-bw-r128 \
+#     bash tools/gpu/replay_bw_h200.sh              (another tile, its own results folder)
 #
 # 1. the bw tests and the existing replay tests on the GPU (tiny shapes, every format, RN/SR);
 # 2. `ssmbench check` of the forced form (`triton.checkpoint.bw`, tools/gpu/checkpoint_bw_plugin.py)
