@@ -132,3 +132,27 @@ def test_list_knobs_shows_each_space() -> None:
         assert f"{name}: knobs" in result.output
     assert "block_p >= 16 in the dot forms" in result.output
     assert "knob tables in" in result.output
+
+
+def test_plan_gpu_says_which_table_each_case_uses(table_dir: Path, monkeypatch) -> None:
+    """`plan --gpu MODEL` names the knob source per tunable impl and case: a table entry (file and
+    bucket) where there is one, the default (and why) where there is none; without --gpu, no
+    knob column text."""
+    from typer.testing import CliRunner
+
+    from ssmbench.cli import app
+    from ssmbench.cli.common import console
+
+    monkeypatch.setattr(console, "width", 400)  # one line per row: the cells are not wrapped
+    c64 = checkpoint_case(64)
+    write_table(table_dir / "nvidia-h200.json", [entry(c64, 64, num_warps=8)])
+    tuned._read.cache_clear()
+    runner = CliRunner()
+    args = ["plan", str(ROOT / "sweeps" / "nemotron3-super-tp8.yaml"), "--case", c64.id]
+    res = runner.invoke(app, [*args, "--gpu", "NVIDIA H200"])
+    assert res.exit_code == 0, res.output
+    assert "knobs: nvidia-h200.json b64" in res.output
+    other = runner.invoke(app, [*args, "--gpu", "NVIDIA H100 80GB HBM3"])
+    assert "knobs: default (no table for NVIDIA H100 80GB HBM3)" in other.output
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0 and "knobs:" not in plain.output

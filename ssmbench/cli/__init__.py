@@ -103,16 +103,31 @@ def runs_on(impl) -> str:
     return "CPU or GPU"
 
 
+def knob_gpu(gpu: str | None) -> str | None:
+    """``plan --gpu``: the GPU model whose knob tables to show (``auto``: this machine's GPU,
+    none without one, so the defaults show)."""
+    if gpu != "auto":
+        return gpu
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
 @app.command()
 @friendly_errors
 def plan(
     spec: Annotated[Path, typer.Argument(help="Sweep spec (YAML).")],
     case: Annotated[str | None, typer.Option("--case", help="Only case ids matching this glob.")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        "--gpu", help="Also say which knob table each tunable impl would use on this GPU model (e.g. 'NVIDIA "
+        "H200'; 'auto': this machine's GPU).")] = None,
     plugin: PluginOption = None,
 ) -> None:
     """Show the expanded cases of a sweep and which impls run each (or why they skip)."""
     load_plugins(plugin)
+    gpu_model = knob_gpu(gpu)
     from ssmbench.impls.registry import registry
+    from ssmbench.impls.tuned import tunable_of
     from ssmbench.runs.planning import impl_plan
     from ssmbench.runs.sweep import options as options_module  # at call time: tests replace load_spec there
     from ssmbench.spec.expand import expand, select_cases
@@ -133,7 +148,12 @@ def plan(
             cells = []
             for name in sweep.spec.impls:
                 reason = impl_plan(impls[name], c, sweep)
-                cells.append("[green]run[/]" if reason is None else f"[yellow]skip[/]: {escape(reason)}")
+                if reason is not None:
+                    cells.append(f"[yellow]skip[/]: {escape(reason)}")
+                    continue
+                tunable = tunable_of(impls[name])
+                source = f" · knobs: {escape(tunable.choose(c, gpu_model)[1])}" if gpu and tunable else ""
+                cells.append("[green]run[/]" + source)
             table.add_row(c.id, *cells)
         console.print(table)
         notes = [f"{len(cases)} case(s)"]
