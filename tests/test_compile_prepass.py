@@ -102,3 +102,24 @@ def test_out_of_memory_in_the_pre_pass_leaves_the_pair_to_the_timing_worker(tmp_
     assert "0 failed, 1 left to the timing workers" in text.getvalue()
     records = {r.impl: r for r in load_results(out).records.values()}
     assert records["test.oom"].status == "ok" and records["test.oom"].samples_us
+
+
+def test_a_compile_pool_is_kept_across_calls_and_dropped_after_a_cut(tmp_path: Path, monkeypatch) -> None:
+    """The tuner's `CompilePool`: two prewarm calls use the same processes (no second start), both
+    report every job; a call cut by its deadline closes the pool, and the next call starts anew."""
+    from ssmbench.runs.prewarm import CompilePool
+
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.raise"], batch="[1, 2]")
+    sweep = load_sweep_file(spec).sweeps[0]
+    jobs = [Job(sweep.name, c, i) for c in expand(sweep).cases for i in ("reference.sequential", "test.raise")]
+    with CompilePool(2) as pool:
+        first = prewarm(jobs, 2, ["cpu"], ["test_sweep_cli"], deadline_s=120, pool=pool)
+        kept = pool._pool
+        second = prewarm(jobs, 2, ["cpu"], ["test_sweep_cli"], deadline_s=120, pool=pool)
+        assert kept is not None and pool._pool is kept
+        for done in (first, second):
+            assert not done.unreported and len(done.outcomes) == len(jobs)
+        cut = prewarm(jobs, 2, ["cpu"], ["test_sweep_cli"], deadline_s=0, pool=pool)
+        assert len(cut.unreported) == len(jobs) and pool._pool is None
+    assert pool._pool is None

@@ -148,14 +148,46 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
             continue
         why = result.message or "; ".join(c.describe() for c in result.comparisons if not c.ok)
         done.append((index, result.status, why))
+    workloads = {}
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()  # a kept process (`CompilePool`) holds no memory between calls
     return number, done
 
 
+class CompilePool:
+    """Spawned compile processes kept across `prewarm` calls (the tuner compiles each duel's
+    challengers: a new pool per duel cost ~5 s of process start and imports). Started on first
+    use; a call that stops early (deadline, a raising ``on_turn``, a bug) terminates it, and the
+    next call starts a fresh one. Use as a context manager, or call `close`."""
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: Any = None
+
+    def get(self) -> Any:
+        if self._pool is None:
+            self._pool = mp.get_context("spawn").Pool(self.processes)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> CompilePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: list[str], deadline_s: float,
-            on_turn: Callable[[], None] = lambda: None) -> Prewarm:
+            on_turn: Callable[[], None] = lambda: None, pool: CompilePool | None = None) -> Prewarm:
     """Run every job's attempt in ``workers`` spawned processes (groups spread over ``devices``
     round robin); returns what each reported. ``on_turn`` is called while waiting (it may raise
-    to stop: the pool is then terminated)."""
+    to stop: the pool is then terminated). ``pool``: processes kept across calls (its size
+    wins over ``workers``); without it a pool lives for this call only."""
     from ssmbench.impls.registry import registry
 
     start = time.monotonic()
@@ -163,12 +195,14 @@ def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: 
     result = Prewarm(groups=len(groups))
     if not groups or workers <= 0:
         return result
-    result.processes = min(workers, len(groups))
+    owned = pool is None
+    if pool is None:
+        pool = CompilePool(min(workers, len(groups)))
+    result.processes = min(pool.processes, len(groups))
     args = [(i, group, devices[i % len(devices)], plugins) for i, group in enumerate(groups)]
     pending = set(range(len(groups)))
-    pool = mp.get_context("spawn").Pool(result.processes)
     try:
-        it = pool.imap_unordered(run_group, args)
+        it = pool.get().imap_unordered(run_group, args)
         while pending:
             on_turn()
             left = deadline_s - (time.monotonic() - start)
@@ -187,8 +221,8 @@ def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: 
             result.outcomes += [Outcome(groups[number][i], status, message) for i, status, message in done]
             result.unreported += [job for i, job in enumerate(groups[number]) if i not in reported]
     finally:
-        pool.terminate()
-        pool.join()
+        if owned or pending:  # a pool left with work still queued is not reused
+            pool.close()
     for number in pending:
         result.unreported += groups[number]
     result.seconds = time.monotonic() - start

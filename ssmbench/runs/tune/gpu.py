@@ -3,7 +3,7 @@ config built under `ssmbench.impls.knobs.forced`, verified (`ssmbench.measure.ta
 in a CUDA graph and made ready (restore, L2 mode) before any round; a round is one call of the
 session's timer (`ssmbench.measure.runner.Session`: CUPTI spans), so capture and instantiation
 never fall inside the timed loop. A duel's challengers are compiled first in parallel
-(`ssmbench.runs.prewarm`)."""
+(`ssmbench.runs.prewarm`), in processes the tune keeps from duel to duel (`CompilePool`)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ from typing import Any
 from ssmbench.impls.knobs import Config, forced
 from ssmbench.measure.runner import Session, classify_error
 from ssmbench.measure.target import Target, describe_exception
-from ssmbench.runs.prewarm import Job, prewarm
+from ssmbench.runs.prewarm import CompilePool, Job, prewarm
 
 WARMUP = 3
 
 
 class TargetMeasurer:
     def __init__(self, session: Session, case: Any, impl: Any, samples: int, compile_workers: int,
-                 plugins: list[str], compile_deadline_s: float = 1200.0) -> None:
+                 plugins: list[str], compile_deadline_s: float = 1200.0, pool: CompilePool | None = None) -> None:
         from ssmbench.families import make_workload
 
         self.session, self.case, self.impl, self.samples = session, case, impl, samples
         self.compile_workers, self.plugins, self.compile_deadline_s = compile_workers, plugins, compile_deadline_s
+        self.pool = pool
+        """The tune's compile processes, kept across duels and groups (None: one pool per duel)."""
         self.workload = make_workload(case, session.device)
         self.ready: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
 
@@ -33,7 +35,8 @@ class TargetMeasurer:
         self.ready.clear()  # the last duel's targets; an incumbent is rebuilt on its next round
         if self.compile_workers and len(configs) > 1:
             jobs = [Job("tune", self.case, self.impl.name, dict(c)) for c in configs]
-            prewarm(jobs, self.compile_workers, [str(self.session.device)], self.plugins, self.compile_deadline_s)
+            prewarm(jobs, self.compile_workers, [str(self.session.device)], self.plugins, self.compile_deadline_s,
+                    pool=self.pool)
         return [self._prepare(c) for c in configs]
 
     def _prepare(self, config: Config) -> str | None:

@@ -136,6 +136,9 @@ def run_tune(options: TuneOptions, console: Console) -> int:
         console.print(journal.repaired, highlight=False, markup=False)
 
     session: list[Any] = []
+    from ssmbench.runs.prewarm import CompilePool
+
+    compile_pool = CompilePool(workers)  # started at the first duel with challengers to compile
 
     def live(group: Group):
         from ssmbench.measure.runner import Session, WorkerConfig
@@ -144,7 +147,7 @@ def run_tune(options: TuneOptions, console: Console) -> int:
         if not session:
             session.append(Session(WorkerConfig(device=device, gpu_index=0)))  # CUDA_VISIBLE_DEVICES picks it
             console.print(f"timing on {session[0].info.get('name')} ({session[0].timer.name})", highlight=False)
-        return TargetMeasurer(session[0], group.case, impl, options.samples, workers, plugins)
+        return TargetMeasurer(session[0], group.case, impl, options.samples, workers, plugins, pool=compile_pool)
 
     start = time.monotonic()
     results: list[tuple[Group, SearchResult]] = []
@@ -167,6 +170,7 @@ def run_tune(options: TuneOptions, console: Console) -> int:
             console.print(f"  -> {describe_config(result.best)} ({result.stopped})", highlight=False)
     finally:
         journal.close()
+        compile_pool.close()
     gpu_name = session[0].info.get("name") if session else None
     write_table(output, options.impl, gpu_name, results, settings)
     console.print(report(results, gate))
