@@ -5,6 +5,7 @@ install hint and every sweep skips them with that reason, never an import error.
 from __future__ import annotations
 
 import importlib
+import warnings
 from types import ModuleType
 
 AVAILABLE = "available"
@@ -26,7 +27,9 @@ class OptionalModule:
         broken install) is reported with its error, never raised."""
         if self._verdict is None:
             try:
-                importlib.import_module(self.module)
+                with warnings.catch_warnings():  # e.g. fla's "Triton is not supported on current
+                    warnings.simplefilter("ignore")  # platform" on every CPU machine: not ours to show
+                    importlib.import_module(self.module)
                 self._verdict = AVAILABLE
             except ModuleNotFoundError as exc:
                 top = self.module.split(".")[0]
