@@ -31,7 +31,7 @@ from ssmbench.runs.sweep.pool import Interrupted, StopSignals, WorkerPool, inter
 
 DEVICE_ENV = "SSMBENCH_SWEEP_DEVICE"
 NO_GPU_MESSAGE = (
-    "no CUDA GPU: `ssmbench sweep` times kernels on a GPU and torch sees none here. "
+    "no CUDA GPU: `ssmbench {command}` times kernels on a GPU and torch sees none here. "
     "To verify the impls against the references on this machine, run `ssmbench check SPEC`."
 )
 
@@ -97,7 +97,7 @@ def worker_configs(device: str, gpus: list[int], setup_timeout_s: float, grace_s
                          setup_timeout_s=setup_timeout_s, grace_s=grace_s, plugins=plugins) for g in gpus]
 
 
-def sweep_device() -> str:
+def sweep_device(command: str = "sweep") -> str:
     """``cuda`` normally; ``cpu`` only in the test mode. Exit 2 (UsageError) without a GPU."""
     device = os.environ.get(DEVICE_ENV, "cuda")
     if device == "cpu":
@@ -107,7 +107,7 @@ def sweep_device() -> str:
     import torch
 
     if not torch.cuda.is_available():
-        raise UsageError(NO_GPU_MESSAGE)
+        raise UsageError(NO_GPU_MESSAGE.format(command=command))
     from ssmbench.runs.check import triton_interpreted
 
     if triton_interpreted():

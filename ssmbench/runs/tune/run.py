@@ -123,7 +123,7 @@ def run_tune(options: TuneOptions, console: Console) -> int:
     gate = gates_from_spec(sweep_file.sweeps).get(groups[0].sweep, Gate())
     if options.threshold_pct is not None:
         gate = Gate(options.threshold_pct, gate.confidence)
-    device = sweep_device()
+    device = sweep_device("tune")
     workers = compile_workers(options.compile_workers, device)
     output = check_output_path(options.output or f"{sweep_file.name}.{options.impl}.knobs.json", "-o")
     settings = {"impl": options.impl, "spec_name": sweep_file.name, "rounds": options.rounds,
