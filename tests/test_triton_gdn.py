@@ -147,10 +147,20 @@ def _check(c, fmt, rounding, *, intermediate, write_final, scale=None, knobs=Non
         ("bf16", "sr", 5, "pool", True, True),
     ],
 )
-def test_gdn_matches_reference(fmt, rounding, T, pool, intermediate, write_final) -> None:
-    # 3 rows (one padding), H=2 q/k heads, HV=4 value heads (GVA 2), K=16, V=8, 2 V tiles.
+@pytest.mark.parametrize("stream", [False, True], ids=["blocks", "streamed"])
+def test_gdn_matches_reference(fmt, rounding, T, pool, intermediate, write_final, stream) -> None:
+    # 3 rows (one padding), H=2 q/k heads, HV=4 value heads (GVA 2), K=16, V=8, 2 V tiles; both
+    # token-input forms (GDNKnobs.stream_tokens)
     c = _make(3, T, 2, 4, 16, 8, fmt, pool=pool, seed=T * 10 + len(fmt) + (rounding == "sr"))
-    _check(c, fmt, rounding, intermediate=intermediate, write_final=write_final, knobs=GDNKnobs(block_v=4))
+    _check(c, fmt, rounding, intermediate=intermediate, write_final=write_final,
+           knobs=GDNKnobs(block_v=4, stream_tokens=stream))
+
+
+def test_gdn_streamed_tokens_gva4_non_pow2_dims() -> None:
+    """The streamed-token form with HV = 4H, K = 12 and V = 6 (masked), T = 8, a padding row."""
+    c = _make(3, 8, 1, 4, 12, 6, "bf16", seed=13)
+    _check(c, "bf16", "sr", intermediate=True, write_final=True, scale=0.37,
+           knobs=GDNKnobs(block_v=4, num_warps=2, stream_tokens=True))
 
 
 def test_gdn_gva4_non_pow2_dims_custom_scale() -> None:

@@ -45,7 +45,12 @@ GDN_SPACE = KnobSpace(
         Knob("block_v", (4, 8, 16, 32, 64), "state rows (value channels) per program; the tile is block_v x "
              "next_pow2(K) (clamped to next_pow2(V))"),
         Knob("num_warps", (1, 2, 4, 8), "warps per program"),
+        Knob("stream_tokens", (False, True), "each token's q/k/v/a/b loaded on its own, one token ahead, instead "
+             "of all T as blocks picked by one-hot selects (fewer registers and barriers at T > 1; docs/gdn.md)"),
     ),
+    # the streamed form pays off with more warps (compiled for sm_90 at T = 4: 74-120 registers at
+    # 8 warps against 189 for today's 2-warp block form), so the two move together
+    blocks=(("stream_tokens", "num_warps"),),
 )
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
 

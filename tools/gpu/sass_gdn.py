@@ -2,7 +2,7 @@
 WITHOUT a GPU (sass_mix.py's stand-in Triton driver; ptxas, cuobjdump and nvdisasm ship with
 Triton; nothing is launched): registers, stack, and the instruction classes the T > 1 analysis
 of docs/gdn.md is about (shuffles, barriers, shared-memory traffic, FP32, tensor-core
-instructions, spills), for `gdn_decode_kernel` (today's knobs), the WY candidate
+instructions, spills), for `gdn_decode_kernel` (today's knobs, and its streamed-token form), the WY candidate
 (`kernel_v2.gdn_decode_wy_kernel`) and, when fla-core is installed, FLA's fused_recurrent kernel.
 
     python3 -m tools.gpu.sass_gdn [T ...]      (repo root on the path; default T: 1 2 4 6)
@@ -28,11 +28,12 @@ from tools.gpu.sass_mix import Compiled, StandInDriver, opcode_counts  # noqa: E
 
 driver.set_active(StandInDriver())
 
-from ssmbench_kernels.gdn.kernel import gdn_decode  # noqa: E402
+from ssmbench_kernels.gdn.kernel import GDNKnobs, gdn_decode  # noqa: E402
 from ssmbench_kernels.gdn.kernel_v2 import gdn_decode_wy  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
 H, HV, K, V, BATCH = 16, 64, 128, 128, 8
+STREAM_WARPS = (2, 4, 8)
 CLASSES = {
     "SHFL": ("SHFL",), "BAR": ("BAR",), "LDS/STS": ("LDS", "STS", "LDSM", "STSM"),
     "FP32": ("FFMA", "FADD", "FMUL", "FSEL", "FSETP", "FMNMX", "MUFU"), "HMMA/HGMMA": ("HMMA", "HGMMA"),
@@ -89,8 +90,11 @@ def main(ts: list[int]) -> None:
     for T, fmt, inter in cases:
         what = f"{'fp32' if fmt == torch.float32 else 'bf16'}, {'intermediate' if inter else 'final'}"
         kw = gdn_inputs(T, fmt, inter)
-        runs = [("gdn_decode_kernel", lambda kw=kw: gdn_decode(**kw)),
-                ("gdn_decode_wy_kernel", lambda kw=kw: gdn_decode_wy(**kw))]
+        runs = [("gdn_decode_kernel", lambda kw=kw: gdn_decode(**kw))]
+        for warps in STREAM_WARPS:  # the streamed-token form (GDNKnobs.stream_tokens)
+            knobs = GDNKnobs(block_v=32, num_warps=warps, stream_tokens=True)
+            runs.append((f"gdn_decode_kernel streamed, {warps} warps", lambda kw=kw, k=knobs: gdn_decode(**kw, knobs=k)))
+        runs.append(("gdn_decode_wy_kernel", lambda kw=kw: gdn_decode_wy(**kw)))
         if fmt == torch.float32 and not inter and T == ts[0]:  # one kernel for every T (a runtime loop)
             try:
                 runs.append(("fla fused_recurrent", fla_run(T)))

@@ -71,6 +71,11 @@ class GDNKnobs:
     """State rows (value channels) per program (power of two); the tile is block_v x next_pow2(K)."""
     num_warps: int = 8
     num_stages: int = 1
+    stream_tokens: bool = False
+    """T > 1: load each token's q, k, v, a, b on its own, in the layouts the state math uses, one
+    token ahead, instead of all T as (T, tile) blocks picked out by one-hot selects (whose
+    cross-warp exchanges cost ~24 barriers a token: docs/gdn.md). Unmeasured on a GPU: off by
+    default, in the tuner's space."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -81,6 +86,57 @@ def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rou
     token t out of the prefetched (T, K) blocks: 290 vs 599 us on 4 warps, T=4 batch 64)."""
     del HV, K, batch, fmt, rounding
     return GDNKnobs(block_v=max(1, min(32, triton.next_power_of_2(V))), num_warps=8 if T == 1 else 2)
+
+
+@triton.jit
+def _token_inputs(q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, row, h, hv, offs_k, mask_k, offs_v, mask_v, neg_a, dt_bias,
+                  scale, stride_qkv_row, stride_a_row, stride_b_row, K: tl.constexpr, V: tl.constexpr):
+    """One token's normalised q, k (K,), v (BLOCK_V,), decay and beta: the same arithmetic as the
+    block path's, for the streamed-token form."""
+    qk = row * stride_qkv_row + h * K + offs_k
+    q = tl.load(q_ptr + qk, mask=mask_k, other=0.0).to(tl.float32)
+    k = tl.load(k_ptr + qk, mask=mask_k, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + row * stride_qkv_row + hv * V + offs_v, mask=mask_v, other=0.0).to(tl.float32)
+    a = tl.load(a_ptr + row * stride_a_row + hv).to(tl.float32)
+    bb = tl.load(b_ptr + row * stride_b_row + hv).to(tl.float32)
+    decay = tl.exp(neg_a * softplus_thresholded(a + dt_bias))
+    beta = tl.sigmoid(bb)
+    q = q * (scale / tl.sqrt(tl.sum(q * q, axis=0) + 1e-6))
+    k = k * (1.0 / tl.sqrt(tl.sum(k * k, axis=0) + 1e-6))
+    return q, k, v, decay, beta
+
+
+@triton.jit
+def _streamed_tokens(state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, o_col, b, h, hv, src,
+                     offs_v, mask_v, offs_k, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
+                     stride_qkv_row, stride_a_row, stride_b_row, stride_o_row, dst,
+                     T: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, FMT: tl.constexpr,
+                     SR: tl.constexpr, INTERMEDIATE: tl.constexpr, WRITE_FINAL: tl.constexpr):
+    """The T tokens of a real row with each token's inputs loaded on its own, token t + 1's issued
+    before token t's math and stores (one memory latency per step, not per token), and no
+    one-hot select: the per-token vectors are loaded in the layouts the state math uses."""
+    q_n, k_n, v_n, decay_n, beta_n = _token_inputs(
+        q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, b * T, h, hv, offs_k, mask_k, offs_v, mask_v, neg_a, dt_bias, scale,
+        stride_qkv_row, stride_a_row, stride_b_row, K, V)
+    for t in tl.static_range(T):
+        q_t, k_t, v_t, decay_t, beta_t = q_n, k_n, v_n, decay_n, beta_n
+        if t + 1 < T:
+            q_n, k_n, v_n, decay_n, beta_n = _token_inputs(
+                q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, b * T + t + 1, h, hv, offs_k, mask_k, offs_v, mask_v, neg_a,
+                dt_bias, scale, stride_qkv_row, stride_a_row, stride_b_row, K, V)
+        state = state * decay_t
+        sk = tl.sum(state * k_t[None, :], axis=1)
+        v_new = beta_t * (v_t - sk)
+        state = state + v_new[:, None] * k_t[None, :]
+        o = tl.sum(state * q_t[None, :], axis=1)
+        tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_col.dtype.element_ty), mask=mask_v)
+        if INTERMEDIATE:
+            entry = b * T + t  # flat (batch, T) index of the intermediate buffer
+            store_state_rows(inter_ptr, inter_ptr, entry * (HV * V) + head_rows, mask_v, offs_k, mask_k, state, K,
+                             FMT, SR, sr_fields)
+    if WRITE_FINAL:
+        store_state_rows(pool_ptr, pool_ptr, dst * (HV * V) + head_rows, mask_v & ((offs_v * 0 + dst) >= 0), offs_k,
+                         mask_k, state, K, FMT, SR, sr_fields)
 
 
 @triton.jit(do_not_specialize=["seed", "step", "scale"])
@@ -117,6 +173,7 @@ def gdn_decode_kernel(
     INTERMEDIATE: tl.constexpr,
     WRITE_FINAL: tl.constexpr,
     PDL: tl.constexpr,
+    STREAM: tl.constexpr = False,
 ):
     pid_v = tl.program_id(0)
     hv = tl.program_id(1)
@@ -136,12 +193,27 @@ def gdn_decode_kernel(
     read_v = mask_v & ((offs_v * 0 + src) >= 0)
     state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_k, mask_k, K, FMT)
     sr_fields = request_sr_bits(seed, head_rows, src, step, BLOCK_K, FMT, SR)  # shared by every store
+    dst = src
     if WRITE_FINAL:
         dst = tl.load(write_ptr + b).to(tl.int64)
     neg_a = -tl.exp(tl.load(A_log_ptr + hv).to(tl.float32))
     dt_bias = tl.load(dt_bias_ptr + hv).to(tl.float32)
 
     pdl_wait(PDL)
+    o_col = o_ptr + hv * V + offs_v
+    if STREAM:
+        if real:
+            _streamed_tokens(
+                state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, o_col, b, h, hv, src,
+                offs_v, mask_v, offs_k, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
+                stride_qkv_row, stride_a_row, stride_b_row, stride_o_row, dst,
+                T, HV, K, V, FMT, SR, INTERMEDIATE, WRITE_FINAL,
+            )
+        else:
+            zero = tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty)
+            for t in tl.static_range(T):
+                tl.store(o_col + (b * T + t) * stride_o_row, zero, mask=mask_v)
+        return
 
     # All T tokens' inputs at once (see module docstring); padding rows load nothing.
     offs_t = tl.arange(0, T_PAD)
@@ -164,7 +236,6 @@ def gdn_decode_kernel(
     q_all = q_all * (scale / tl.sqrt(tl.sum(q_all * q_all, axis=1) + 1e-6))[:, None]
     k_all = k_all * (1.0 / tl.sqrt(tl.sum(k_all * k_all, axis=1) + 1e-6))[:, None]
 
-    o_col = o_ptr + hv * V + offs_v
     if real:
         for t in tl.static_range(T):
             if T == 1:
@@ -372,12 +443,13 @@ def gdn_decode(
         V=V,
         GROUP=HV // H,
         BLOCK_V=block_v,
-        BLOCK_K=max(4, triton.next_power_of_2(K)),  # SR draws Philox per 4 columns
+        BLOCK_K=max(4, triton.next_power_of_2(K)),  # sr_bits needs >= 4 columns
         FMT=format_code(fmt),
         SR=sr,
         INTERMEDIATE=intermediate is not None,
         WRITE_FINAL=write_final,
         PDL=use_pdl,
+        STREAM=knobs.stream_tokens,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
