@@ -93,7 +93,8 @@ def main(ts: list[int]) -> None:
         runs = [("gdn_decode_kernel", lambda kw=kw: gdn_decode(**kw))]
         for warps in STREAM_WARPS:  # the streamed-token form (GDNKnobs.stream_tokens)
             knobs = GDNKnobs(block_v=32, num_warps=warps, stream_tokens=True)
-            runs.append((f"gdn_decode_kernel streamed, {warps} warps", lambda kw=kw, k=knobs: gdn_decode(**kw, knobs=k)))
+            runs.append((f"gdn_decode_kernel streamed, {warps} warps",
+                         lambda kw=kw, k=knobs: gdn_decode(**kw, knobs=k)))
         runs.append(("gdn_decode_wy_kernel", lambda kw=kw: gdn_decode_wy(**kw)))
         if fmt == torch.float32 and not inter and T == ts[0]:  # one kernel for every T (a runtime loop)
             try:
