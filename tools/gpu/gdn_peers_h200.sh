@@ -105,6 +105,12 @@ cat "$R/v2-bench.txt" 2>/dev/null
 sweep gdn-peers sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --impl triton.gdn --impl fla.gdn
 rc=$?
 
+# The streamed-token form (GDNKnobs.stream_tokens, docs/gdn.md) against the block form: a short
+# tune of triton.gdn at two batches (its space moves stream_tokens with num_warps); the table says
+# which won where.
+STEP_TIMEOUT=300 once tune-gdn python3 -m ssmbench tune sweeps/qwen35-gdn.yaml --impl triton.gdn --batch 64,512 \
+  --case '*-T4-*' --budget 4m -o "$R/tune-gdn.json"
+
 # Side-by-side table: chain span and state-update kernel, FLA / ours (ratio > 1: ours faster).
 [ -f "$R/gdn-peers.json" ] || [ -f "$R/gdn-peers.jsonl" ] || { pack; exit $rc; }
 python3 - "$R/gdn-peers.json" > "$R/gdn-peers-table.md" <<'EOF' || true
