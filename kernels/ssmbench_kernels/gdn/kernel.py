@@ -89,6 +89,17 @@ def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rou
 
 
 @triton.jit
+def _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t):
+    """One token of the gated delta rule on a (BLOCK_V, K) state tile, in fp32:
+    ``S = decay S; v' = beta (v - S k); S += v' k^T; o = S q``. Returns (S, o)."""
+    state = state * decay_t
+    sk = tl.sum(state * k_t[None, :], axis=1)
+    v_new = beta_t * (v_t - sk)
+    state = state + v_new[:, None] * k_t[None, :]
+    return state, tl.sum(state * q_t[None, :], axis=1)
+
+
+@triton.jit
 def _token_inputs(q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, row, h, hv, offs_k, mask_k, offs_v, mask_v, neg_a, dt_bias,
                   scale, stride_qkv_row, stride_a_row, stride_b_row, K: tl.constexpr, V: tl.constexpr):
     """One token's normalised q, k (K,), v (BLOCK_V,), decay and beta: the same arithmetic as the
@@ -124,11 +135,7 @@ def _streamed_tokens(state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_p
             q_n, k_n, v_n, decay_n, beta_n = _token_inputs(
                 q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, b * T + t + 1, h, hv, offs_k, mask_k, offs_v, mask_v, neg_a,
                 dt_bias, scale, stride_qkv_row, stride_a_row, stride_b_row, K, V)
-        state = state * decay_t
-        sk = tl.sum(state * k_t[None, :], axis=1)
-        v_new = beta_t * (v_t - sk)
-        state = state + v_new[:, None] * k_t[None, :]
-        o = tl.sum(state * q_t[None, :], axis=1)
+        state, o = _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t)
         tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_col.dtype.element_ty), mask=mask_v)
         if INTERMEDIATE:
             entry = b * T + t  # flat (batch, T) index of the intermediate buffer
@@ -251,11 +258,7 @@ def gdn_decode_kernel(
                 v_t = tl.sum(tl.where(sel[:, None], v_all, 0.0), axis=0)
                 decay_t = tl.sum(tl.where(sel, decay_all, 0.0), axis=0)
                 beta_t = tl.sum(tl.where(sel, beta_all, 0.0), axis=0)
-            state = state * decay_t
-            sk = tl.sum(state * k_t[None, :], axis=1)
-            v_new = beta_t * (v_t - sk)
-            state = state + v_new[:, None] * k_t[None, :]
-            o = tl.sum(state * q_t[None, :], axis=1)
+            state, o = _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t)
             tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_ptr.dtype.element_ty), mask=mask_v)
             if INTERMEDIATE:
                 entry = b * T + t  # flat (batch, T) index of the intermediate buffer
