@@ -239,10 +239,13 @@ def register(app: typer.Typer) -> None:
         for warning in comparison.warnings:
             err_console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
         plot_paths: list[Path] = []
-        if plots is not None:
+        if plots is not None:  # the verdicts stand: a figure that cannot be drawn is a warning, not the exit code
             from ssmbench.output.plot import plot_comparison
 
-            plot_paths = plot_comparison(comparison, new_results, old_results, str(new), str(baseline), plots)
+            try:
+                plot_paths = plot_comparison(comparison, new_results, old_results, str(new), str(baseline), plots)
+            except UsageError as exc:
+                err_console.print(f"[yellow]warning[/]: --plots: {escape(str(exc))}", highlight=False)
         if markdown is not None:
             from ssmbench.output.plot import markdown_images
 
