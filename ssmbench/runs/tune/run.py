@@ -5,8 +5,6 @@ and the winners shown against the defaults with their intervals."""
 from __future__ import annotations
 
 import fnmatch
-import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import describe_config
 from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
 from ssmbench.output.compare import Gate, gates_from_spec
-from ssmbench.output.results import log_path
+from ssmbench.output.results import log_path, write_document
 from ssmbench.runs.tune.journal import Journal
 from ssmbench.runs.tune.search import SearchResult, descend
 
@@ -187,9 +185,7 @@ def write_table(output: Path, impl: str, gpu: str | None, results: list, setting
                for group, result in results]
     data = {"schema": SCHEMA, "gpu": gpu or "unknown (every round replayed from the log)", "impl": impl,
             "tune": {k: v for k, v in settings.items() if k != "argv"}, "entries": entries}
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, output)
+    write_document(output, data)
 
 
 def report(results: list, gate: Gate) -> Table:
