@@ -156,6 +156,8 @@ def test_plot_written_or_skipped(tmp_path, monkeypatch):
     note = write_plot([record(), record(impl="triton.checkpoint", params={"window": 16, "format": "bf16"})],
                       tmp_path / "a.png")
     assert note.startswith("plot:") and (tmp_path / "a.png").stat().st_size > 0
+    (tmp_path / "dir.png").mkdir()  # unwritable: a note (the results are written already), not a traceback
+    assert write_plot([record()], tmp_path / "dir.png").startswith("plot skipped: ")
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert write_plot([record()], tmp_path / "b.png").startswith("plot skipped: matplotlib")
 

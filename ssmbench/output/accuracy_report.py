@@ -20,6 +20,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from rich.table import Table
 from typing_extensions import NotRequired, TypedDict
 
+from ssmbench.errors import UsageError
 from ssmbench.output.results import (
     Count,
     Ident,
@@ -206,12 +207,11 @@ def summary_dicts(records: list[AccuracyRecord]) -> list[dict[str, Any]]:
 def write_plot(records: list[AccuracyRecord], output: Path, series: str = "state") -> str:
     """Error against step (log-log), one panel per (method, rounding), one line per format; returns
     a one-line note of what was written or why not (matplotlib is an optional extra: ``plot``)."""
-    try:
-        import matplotlib
+    from ssmbench.output.plot import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    try:
+        plt = pyplot()
+    except UsageError:
         return "plot skipped: matplotlib is not installed (pip install 'ssmbench[plot]')"
     ok = [r for r in records if r.status == "ok" and r.steps > 0]
     if not ok:
@@ -237,7 +237,11 @@ def write_plot(records: list[AccuracyRecord], output: Path, series: str = "state
     axes[0][0].set_ylabel(f"relative error of {series}")
     fig.tight_layout()
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
+    try:  # the results are written already: an unwritable plot is a note, not a failure
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=120)
+    except OSError as exc:
+        return f"plot skipped: {output}: cannot write ({exc.strerror or exc})"
+    finally:
+        plt.close(fig)
     return f"plot: {output}"
