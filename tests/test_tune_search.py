@@ -161,3 +161,17 @@ def test_a_log_of_another_search_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="another search"):
         descend(SPACE, other, journal.replaying("g", lambda: Fake(bowl)), GATE, rounds=2)
     journal.close()
+
+
+@pytest.mark.parametrize(("line", "field"), [
+    ('{"type": "round", "group": "g", "config": {}, "samples_us": [1.0]}', "seq"),
+    ('{"type": "round", "group": "g", "seq": 0, "config": {}, "samples_us": "fast"}', "samples_us"),
+    ('{"type": "verify", "group": "g", "seq": 0, "problem": null}', "config"),
+])
+def test_a_malformed_log_line_is_a_usage_error(tmp_path: Path, line: str, field: str) -> None:
+    log = tmp_path / "tune.jsonl"
+    Journal(log, SETTINGS, resume=False).close()
+    with open(log, "a") as f:
+        f.write(line + "\n")
+    with pytest.raises(UsageError, match=rf"tune.jsonl:2: field '{field}'"):
+        Journal(log, SETTINGS, resume=True)

@@ -59,7 +59,9 @@ class Journal:
                         raise UsageError(f"{self.path}:{number}: logged with {key}={item.get(key)!r}, this tune "
                                          f"has {settings.get(key)!r}; use another -o or --fresh")
             elif item.get("type") in ("verify", "round"):
-                self.logged[(str(item["group"]), int(item["seq"]))] = item
+                if (problem := _malformed(item)) is not None:
+                    raise UsageError(f"{self.path}:{number}: {problem}; use another -o or --fresh")
+                self.logged[(item["group"], item["seq"])] = item
 
     def write(self, item: dict[str, Any]) -> None:
         self._file.write(json.dumps(item) + "\n")
@@ -72,6 +74,23 @@ class Journal:
 
     def replaying(self, group: str, live: Callable[[], Measurer]) -> Replaying:
         return Replaying(self, group, live)
+
+
+def _malformed(item: dict[str, Any]) -> str | None:
+    """Why a verify/round line cannot be replayed (None: it can)."""
+    if not isinstance(item.get("group"), str):
+        return "field 'group' missing or not a string"
+    if not isinstance(item.get("seq"), int) or isinstance(item["seq"], bool):
+        return "field 'seq' missing or not an integer"
+    if not isinstance(item.get("config"), dict):
+        return "field 'config' missing or not an object"
+    if item["type"] == "verify":
+        if not isinstance(item.get("problem", 0), str | None):
+            return "field 'problem' missing or not a string or null"
+    elif not isinstance(item.get("samples_us"), list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in item["samples_us"]):
+        return "field 'samples_us' missing or not a list of numbers"
+    return None
 
 
 class Replaying:
