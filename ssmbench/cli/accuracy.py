@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         """Run N decode steps per (case, impl) from the impl's own stored state, with an fp64 chain in
         lockstep; per-step errors of y and the state, a summary table, results JSON and a plot.
 
-        Exit 0 done (pairs that errored are recorded), 1 a pair errored, 2 bad input."""
+        Exit 0 every pair ran, 1 a pair errored (recorded; the others still run), 2 bad input."""
         from ssmbench.runs.accuracy.run import AccuracyOptions, run_accuracy
         from ssmbench.runs.check import prepare_device
 
