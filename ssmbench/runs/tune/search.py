@@ -91,9 +91,9 @@ def duel(incumbent: Config, challengers: Sequence[Config], measurer: Measurer, g
         pooled = [x for samples in ch_rounds[i] for x in samples]
         row = compare_samples("tune", describe_config(config), "", pooled, pooled_inc, gate)
         rows.append(row)
-        every_round = all(compare_samples("tune", "", "", ch_rounds[i][r], inc_rounds[r], gate).verdict == "FASTER"
-                          for r in range(rounds))
-        if every_round and row.verdict == "FASTER":
+        if row.verdict == "FASTER" and all(  # each round's bootstrap only for a pooled winner
+                compare_samples("tune", "", "", ch_rounds[i][r], inc_rounds[r], gate).verdict == "FASTER"
+                for r in range(rounds)):
             winners.append((row.interval.ratio if row.interval else 1.0, i))
     if not winners:
         return None, rows
