@@ -47,12 +47,14 @@ def plugin_dir(tmp_path, monkeypatch):
     registry()  # the shipped impls registered first: only what a test adds is dropped after
     before_impls, before_modules = set(registered()), set(sys.modules)
     registry_module._warned.clear()
+    registry_module._called.clear()
     yield tmp_path
     forget([n for n in registered() if n not in before_impls])
     for name in set(sys.modules) - before_modules:
         if name.startswith("plug_"):
             del sys.modules[name]
     registry_module._warned.clear()
+    registry_module._called.clear()
 
 
 def write_plugin(folder: Path, module: str, impl: str, fail: bool = False) -> None:
@@ -84,6 +86,27 @@ def test_entry_point_may_name_a_function(plugin_dir, monkeypatch) -> None:
     ep = importlib.metadata.EntryPoint(name="fn", value="plug_fn:setup", group=ENTRY_POINT_GROUP)
     monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep])
     assert "plug.fn" in registry()
+
+
+def test_function_entry_point_is_called_once_per_process(plugin_dir, monkeypatch, capsys) -> None:
+    """`registry()` runs many times in one command: a function entry point registers once, not
+    again (which would fail 'registered twice' and be reported as a broken plugin)."""
+    (plugin_dir / "plug_once.py").write_text(textwrap.dedent('''
+        def setup():
+            from ssmbench.impls.base import Chain, Impl, register
+
+            class Once(Impl):
+                name, family = "plug.once", "mamba2"
+
+                def build(self, case, workload):
+                    return Chain([], [])
+
+            register(Once())
+    '''))
+    ep = importlib.metadata.EntryPoint(name="once", value="plug_once:setup", group=ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [ep])
+    assert "plug.once" in registry() and "plug.once" in registry()
+    assert "plug_once" not in capsys.readouterr().err
 
 
 def test_broken_plugin_is_reported_once_and_left_out(plugin_dir, monkeypatch, capsys) -> None:

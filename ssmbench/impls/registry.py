@@ -28,6 +28,9 @@ ENTRY_POINT_GROUP = "ssmbench.impls"
 
 _warned: set[str] = set()
 """Plugins whose failure this process has already reported."""
+_called: set[str] = set()
+"""``module:function`` entry points this process has already called: a module registers once (its
+import is cached), a function would register its impls again on every `registry()`."""
 
 
 def plugins_from_env() -> list[str]:
@@ -51,8 +54,9 @@ def _import_registering(load, source: str, name: str, strict: bool) -> None:
     before = set(registered())
     try:
         loaded = load()
-        if callable(loaded) and not isinstance(loaded, ModuleType):  # `module:function` entry point
+        if callable(loaded) and not isinstance(loaded, ModuleType) and name not in _called:  # `module:function`
             loaded()
+            _called.add(name)
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the tool down
         forget([n for n in registered() if n not in before])
         if strict:
