@@ -17,7 +17,7 @@ from rich.table import Table
 from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import describe_config
 from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
-from ssmbench.output.compare import Gate, gates_from_spec
+from ssmbench.output.compare import MIN_SAMPLES, Gate, gates_from_spec
 from ssmbench.output.results import log_path, write_document
 from ssmbench.runs.tune.journal import Journal
 from ssmbench.runs.tune.search import SearchResult, descend
@@ -95,12 +95,11 @@ def run_tune(options: TuneOptions, console: Console) -> int:
 
     if options.resume and options.fresh:
         raise UsageError("--resume and --fresh contradict each other")
-    for name, value in (("--rounds", options.rounds), ("--samples", options.samples),
-                        ("--max-passes", options.max_passes)):
+    for name, value in (("--rounds", options.rounds), ("--max-passes", options.max_passes)):
         if value < 1:
             raise UsageError(f"{name} {value}: must be at least 1")
-    if options.samples < 8:
-        raise UsageError(f"--samples {options.samples}: the gate's interval needs at least 8 per round")
+    if options.samples < MIN_SAMPLES:
+        raise UsageError(f"--samples {options.samples}: the gate's interval needs at least {MIN_SAMPLES} per round")
     budget = parse_budget(options.budget)
     plugins = plugins_from_env()
     import_plugins(plugins)
