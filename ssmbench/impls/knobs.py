@@ -128,11 +128,6 @@ class KnobSpace:
         """The config's part that selects a compiled kernel: its constexpr knobs."""
         return tuple((k.name, config[k.name]) for k in self.knobs if k.constexpr)
 
-    def size(self) -> int:
-        """Valid configs in the space (for the docs; small spaces only)."""
-        return sum(1 for values in itertools.product(*(k.choices for k in self.knobs))
-                   if self.problem(dict(zip(self.names, values, strict=True))) is None)
-
 
 def describe_config(config: Config) -> str:
     """``block_p=32 num_warps=2``: a config on one line (tables, reports)."""
