@@ -37,15 +37,6 @@ def plugins_from_env() -> list[str]:
     return [p.strip() for p in os.environ.get(PLUGINS_ENV, "").split(",") if p.strip()]
 
 
-def _warn(source: str, name: str, exc: BaseException) -> None:
-    if name in _warned:
-        return
-    _warned.add(name)
-    first = (str(exc).strip().splitlines() or [""])[0]
-    print(f"warning: {source} plugin {name!r} failed to import, its impls are left out: "
-          f"{type(exc).__name__}: {first}", file=sys.stderr, flush=True)
-
-
 def _import_registering(load, source: str, name: str, strict: bool) -> None:
     """Import one plugin (``load()``); on failure drop whatever it registered before failing, then
     warn once (or raise a UsageError when ``strict``)."""
@@ -59,19 +50,21 @@ def _import_registering(load, source: str, name: str, strict: bool) -> None:
             _called.add(name)
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the tool down
         forget([n for n in registered() if n not in before])
+        why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
         if strict:
             from ssmbench.errors import UsageError
 
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise UsageError(f"{source} {name}: cannot import it: {type(exc).__name__}: {first} (is the module "
-                             "on the Python path, or its package installed?)") from None
-        _warn(source, name, exc)
+            raise UsageError(f"{source} {name}: cannot import it: {why} (is the module on the Python path, "
+                             "or its package installed?)") from None
+        _warned.add(name)
+        print(f"warning: {source} plugin {name!r} failed to import, its impls are left out: {why}",
+              file=sys.stderr, flush=True)
 
 
-def import_plugins(names: list[str], source: str = PLUGINS_ENV) -> None:
+def import_plugins(names: list[str]) -> None:
     """Import plugin modules by name; one that fails is warned about once and left out."""
     for name in names:
-        _import_registering(lambda name=name: importlib.import_module(name), source, name, strict=False)
+        _import_registering(lambda name=name: importlib.import_module(name), PLUGINS_ENV, name, strict=False)
 
 
 def import_entry_points() -> None:
