@@ -11,7 +11,9 @@ docs/gdn.md has the mapping table.
 
 FLA's API takes contiguous q/k/v (no row strides) and a contiguous initial-state batch, not pool
 slots, and returns the final state in a new fp32 tensor. So the chain copies q, k, v out of the
-conv output (timed: any caller of the API pays them), and in the pool modes gathers the read
+conv output (timed: any caller of the API pays them; given the strided views, FLA's own
+``input_guard`` would make the same copies inside the call, allocating each time, so they are
+done here into buffers allocated once, as a named launch), and in the pool modes gathers the read
 slots into the initial state and scatters the final state to the write slots (timed too). Every
 record's notes say what the span holds.
 """
