@@ -123,3 +123,41 @@ def test_a_compile_pool_is_kept_across_calls_and_dropped_after_a_cut(tmp_path: P
         cut = prewarm(jobs, 2, ["cpu"], ["test_sweep_cli"], deadline_s=0, pool=pool)
         assert len(cut.unreported) == len(jobs) and pool._pool is None
     assert pool._pool is None
+
+
+def test_a_group_holds_one_case_workload_at_a_time_and_none_after(tmp_path: Path, monkeypatch) -> None:
+    """The last case's workload is released before the next is built (the GPU's cache is emptied
+    then), and nothing is held when the group returns (a kept `CompilePool` process)."""
+    import gc
+    import weakref
+
+    import torch
+
+    import ssmbench.families
+    import ssmbench.runs.prewarm as prewarm_mod
+    from ssmbench.measure.target import Attempt
+
+    class Workload:
+        pass
+
+    built: list[weakref.ref] = []
+
+    def make_workload(case, device):
+        assert all(ref() is None for ref in built), "the last case's workload is still held"
+        workload = Workload()
+        built.append(weakref.ref(workload))
+        return workload
+
+    monkeypatch.setattr(ssmbench.families, "make_workload", make_workload)
+    monkeypatch.setattr(prewarm_mod, "attempt", lambda case, impl, workload: Attempt("ok"))
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential"], batch="[1, 2, 3]")
+    jobs = [Job("s", c, "reference.sequential") for c in expand(load_sweep_file(spec).sweeps[0]).cases]
+    threads = torch.get_num_threads()
+    try:
+        gc.disable()  # only references count, as they do for a CUDA tensor's memory
+        number, done = prewarm_mod.run_group((7, jobs, "cpu", []))
+        assert number == 7 and len(done) == len(jobs) == len(built) == 3
+        assert all(ref() is None for ref in built)
+    finally:
+        gc.enable()
+        torch.set_num_threads(threads)

@@ -119,20 +119,23 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+
+    def free() -> None:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
     done: list[tuple[int, str, str]] = []
-    workloads: dict[str, Any] = {}
+    case_id, workload = None, None  # one case's workload at a time
     for index, job in enumerate(jobs):
-        try:
-            if job.case.id not in workloads:
-                workloads = {}  # one case's workload at a time: free the last before building the next
-                if dev.type == "cuda":
-                    torch.cuda.empty_cache()
-            workload = workloads.get(job.case.id) or make_workload(job.case, dev)
-            workloads = {job.case.id: workload}
-        except Exception as exc:  # noqa: BLE001 - the timing worker records workload errors itself
-            if classify_error(exc) == "fatal":
-                break
-            continue
+        if workload is None or job.case.id != case_id:
+            workload = None  # the last case's workload freed before the next is built
+            free()
+            try:
+                case_id, workload = job.case.id, make_workload(job.case, dev)
+            except Exception as exc:  # noqa: BLE001 - the timing worker records workload errors itself
+                if classify_error(exc) == "fatal":
+                    break
+                continue
         with forced(job.impl, job.config) if job.config is not None else nullcontext():
             result = attempt(job.case, impls[job.impl], workload)
         kind = classify_error(RuntimeError(result.message)) if result.raised else None
@@ -142,15 +145,13 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
             # Out of memory here says little about the pair: up to 16 pre-pass processes share
             # the GPU (a 2026-11-29 H200 run lost 22 large-batch pairs this way). Left to the
             # timing worker, which has the GPU to itself.
-            workloads = {}
-            if dev.type == "cuda":
-                torch.cuda.empty_cache()
+            workload = None
+            free()
             continue
         why = result.message or "; ".join(c.describe() for c in result.comparisons if not c.ok)
         done.append((index, result.status, why))
-    workloads = {}
-    if dev.type == "cuda":
-        torch.cuda.empty_cache()  # a kept process (`CompilePool`) holds no memory between calls
+    workload = None
+    free()  # a kept process (`CompilePool`) holds no memory between calls
     return number, done
 
 
