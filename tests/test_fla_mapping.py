@@ -314,11 +314,10 @@ def test_a_planted_mapping_error_fails_verification(fake_fla, monkeypatch, plant
 
 
 def _real_fla_reason() -> str | None:
-    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-    if not (interpreted or torch.cuda.is_available()):
+    if not fp._triton_runs_here():
         return "neither a GPU nor TRITON_INTERPRET=1"
-    probe = OptionalModule(MODULE, f"fla-core {fp.FLA_VERSION}", "pip install 'ssmbench[fla]'")
-    state = probe.availability()
+    fp.FLA.reset()  # the real import's verdict, not one a fake left
+    state = fp.FLA.availability()
     return None if state == "available" else state
 
 
@@ -328,7 +327,6 @@ def _real_fla_reason() -> str | None:
 def test_real_fla_kernel_against_the_reference(case: Case) -> None:
     if (reason := _real_fla_reason()) is not None:
         pytest.skip(f"fla-core cannot run here: {reason}")
-    fp.FLA.reset()
     interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
     comparisons, _, _ = _check(case, "cpu" if interpreted else "cuda")
     assert all(c.ok for c in comparisons), [c.describe() for c in comparisons]
