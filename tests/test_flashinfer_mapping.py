@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
@@ -89,8 +90,8 @@ def test_broken_install_is_reported(monkeypatch) -> None:
             raise OSError("libtvm_ffi.so: cannot open shared object file")
         return real_import(name, *a, **k)
 
-    real_import = fi.importlib.import_module
-    monkeypatch.setattr(fi.importlib, "import_module", explode)
+    real_import = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", explode)
     fi.reset_availability()
     try:
         assert fi.availability().startswith("flashinfer is installed but cannot be imported: OSError")

@@ -19,7 +19,6 @@ docs/flashinfer.md has the mapping table and every contract difference.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ from ssmbench.families.mamba2 import (
     replay_state,
 )
 from ssmbench.impls.base import Chain, Impl, register, snapshot
+from ssmbench.impls.optional import AVAILABLE, OptionalModule
 from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
@@ -42,7 +42,6 @@ from ssmbench_kernels.storage.reference import StoredState
 FLASHINFER_VERSION = "0.7.2.post1"
 INSTALL_HINT = "pip install 'ssmbench[flashinfer]'"
 NOT_INSTALLED = f"flashinfer not installed ({INSTALL_HINT})"
-AVAILABLE = "available"
 MAX_WINDOW = 16
 """checkpointing_ssu's ring holds at most 16 history tokens (max_window <= 16)."""
 PHILOX_ROUNDS = 10
@@ -57,35 +56,24 @@ CHECKPOINTING_KERNELS = ("checkpointing_ssu_precompute_kernel | checkpointing_ss
 """Two-kernel mode launches precompute then main; monolithic mode one `checkpointing_ssu_kernel`
 (`_8bit` for int8/fp8 state). Informational: the timer attributes every kernel of a sample."""
 
-_availability: str | None = None
+FLASHINFER = OptionalModule("flashinfer.mamba", "flashinfer", INSTALL_HINT)
+"""The optional package, imported on first need (`ssmbench.impls.optional`, the one mechanism
+the optional peers share)."""
 
 
 def availability() -> str:
     """"available", or why the flashinfer impls cannot run here (imports flashinfer once, lazily)."""
-    global _availability
-    if _availability is None:
-        try:
-            importlib.import_module("flashinfer.mamba")
-            _availability = AVAILABLE
-        except ModuleNotFoundError as exc:
-            _availability = NOT_INSTALLED if (exc.name or "").split(".")[0] == "flashinfer" else \
-                f"flashinfer {FLASHINFER_VERSION} is installed but cannot be imported: {exc}"
-        except Exception as exc:  # noqa: BLE001 - a broken install is reported, never raised
-            _availability = f"flashinfer is installed but cannot be imported: {type(exc).__name__}: {exc}"
-    return _availability
+    return FLASHINFER.availability()
 
 
 def reset_availability() -> None:
     """Forget the cached import result (tests inject fake modules)."""
-    global _availability
-    _availability = None
+    FLASHINFER.reset()
 
 
 def flashinfer_mamba() -> Any:
     """The `flashinfer.mamba` module; RuntimeError with the reason when it is unavailable."""
-    if (state := availability()) != AVAILABLE:
-        raise RuntimeError(state)
-    return importlib.import_module("flashinfer.mamba")
+    return FLASHINFER.load()
 
 
 # ---------------------------------------------------------------------------------------------
