@@ -15,7 +15,8 @@ archive() {
 }
 trap archive EXIT
 pids=()
-for pair in "flashinfer.ssu fp16sr-pool-w6" "flashinfer.checkpointing fp32-pool-w6" \
+for pair in "flashinfer.ssu fp32-pool-w6" "flashinfer.ssu bf16-pool-w6" "flashinfer.ssu fp16sr-pool-w6" \
+            "flashinfer.checkpointing fp32-pool-w6" \
             "flashinfer.checkpointing bf16-pool-w6" "flashinfer.checkpointing fp16sr-pool-w6" \
             "flashinfer.checkpointing fp16sr-pool-w16" "flashinfer.checkpointing fp32-pool-w16" \
             "flashinfer.checkpointing bf16-pool-w16"; do
