@@ -167,6 +167,7 @@ def test_a_log_of_another_search_is_refused(tmp_path: Path) -> None:
     ('{"type": "round", "group": "g", "config": {}, "samples_us": [1.0]}', "seq"),
     ('{"type": "round", "group": "g", "seq": 0, "config": {}, "samples_us": "fast"}', "samples_us"),
     ('{"type": "verify", "group": "g", "seq": 0, "problem": null}', "config"),
+    ('{"type": "discard", "group": "g", "seq": 0, "config": {}}', "problem"),
 ])
 def test_a_malformed_log_line_is_a_usage_error(tmp_path: Path, line: str, field: str) -> None:
     log = tmp_path / "tune.jsonl"

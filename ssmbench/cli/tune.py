@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ssmbench.cli.common import console, friendly_errors
+from ssmbench.cli.common import console, err_console, friendly_errors
 from ssmbench.cli.plugins import PluginOption, load_plugins
 
 
@@ -44,7 +44,8 @@ def tune(
     coordinate descent from the defaults, every candidate verified first, winners by the gate's
     statistics; writes a knob table (docs/tuning.md).
 
-    Exit 0 done, 2 bad input."""
+    Exit 0 done, 1 stopped by a CUDA fault (the config is logged as discarded: --resume goes on
+    without it), 2 bad input, 130 interrupted (--resume goes on)."""
     from ssmbench.errors import UsageError
     from ssmbench.runs.tune.run import TuneOptions, run_tune
 
@@ -56,7 +57,7 @@ def tune(
     options = TuneOptions(spec=spec, impl=impl, budget=budget, output=output, resume=resume, fresh=fresh,
                           case=case, batches=batches, rounds=rounds, samples=samples, max_passes=max_passes,
                           threshold_pct=threshold, compile_workers=compile_workers, argv=sys.argv[1:])
-    code = run_tune(options, console)
+    code = run_tune(options, console, err_console)
     if code:
         raise typer.Exit(code)
 

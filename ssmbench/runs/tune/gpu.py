@@ -3,18 +3,21 @@ config built under `ssmbench.impls.knobs.forced`, verified (`ssmbench.measure.ta
 in a CUDA graph and made ready (restore, L2 mode) before any round; a round is one call of the
 session's timer (`ssmbench.measure.runner.Session`: CUPTI spans), so capture and instantiation
 never fall inside the timed loop. A duel's challengers are compiled first in parallel
-(`ssmbench.runs.prewarm`), in processes the tune keeps from duel to duel (`CompilePool`)."""
+(`ssmbench.runs.prewarm`), in processes the tune keeps from duel to duel (`CompilePool`); one that
+fails or errors there is discarded with that message and never run in the tuner's process. A CUDA
+fault in the tuner's process raises `Fault` naming the config being prepared or measured."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ssmbench.impls.knobs import Config, forced
 from ssmbench.measure.runner import Session, classify_error
 from ssmbench.measure.target import Target, describe_exception
-from ssmbench.runs.prewarm import CompilePool, Job, prewarm
+from ssmbench.runs.prewarm import CompilePool, Job, Prewarm, prewarm
+from ssmbench.runs.sweep.compile import PREFIX
+from ssmbench.runs.tune.search import Fault, config_key
 
 WARMUP = 3
 
@@ -33,11 +36,21 @@ class TargetMeasurer:
 
     def verify(self, configs: Sequence[Config]) -> list[str | None]:
         self.ready.clear()  # the last duel's targets; an incumbent is rebuilt on its next round
+        failed: dict[str, str] = {}
         if self.compile_workers and len(configs) > 1:
             jobs = [Job("tune", self.case, self.impl.name, dict(c)) for c in configs]
-            prewarm(jobs, self.compile_workers, [str(self.session.device)], self.plugins, self.compile_deadline_s,
-                    pool=self.pool)
-        return [self._prepare(c) for c in configs]
+            failed = prepass_problems(prewarm(jobs, self.compile_workers, [str(self.session.device)], self.plugins,
+                                              self.compile_deadline_s, pool=self.pool))
+        answers: list[str | None] = []
+        for config in configs:
+            problem = failed.get(config_key(config))
+            if problem is None:
+                try:
+                    problem = self._prepare(config)
+                except Fault as fault:
+                    raise Fault(config, fault.problem, answers) from fault
+            answers.append(problem)
+        return answers
 
     def _prepare(self, config: Config) -> str | None:
         session = self.session
@@ -56,15 +69,36 @@ class TargetMeasurer:
                 run()
             session.sync()
         except Exception as exc:  # noqa: BLE001 - a config that cannot build or run is discarded
-            if classify_error(exc) == "fatal":
-                raise  # the CUDA context is gone: stop; --resume continues from the log
+            if classify_error(exc) == "fatal":  # the CUDA context is gone: the journal logs it, the tune stops
+                raise Fault(config, fault_problem(exc)) from exc
             return describe_exception(exc)
-        self.ready[json.dumps(config, sort_keys=True)] = (run, prepare)
+        self.ready[config_key(config)] = (run, prepare)
         return None
 
     def sample(self, config: Config) -> list[float]:
-        key = json.dumps(config, sort_keys=True)
+        key = config_key(config)
         if key not in self.ready and (problem := self._prepare(config)) is not None:
             raise RuntimeError(f"{config} passed verification earlier but now: {problem}")
         run, prepare = self.ready[key]
-        return [s.span_us for s in self.session.timer.measure(run, prepare, self.samples)]
+        try:
+            return [s.span_us for s in self.session.timer.measure(run, prepare, self.samples)]
+        except Exception as exc:
+            if classify_error(exc) == "fatal":
+                raise Fault(config, fault_problem(exc)) from exc
+            raise
+
+
+def fault_problem(exc: BaseException) -> str:
+    """A fault's problem as the journal keeps it (the config is discarded on resume)."""
+    return f"CUDA fault, the tune stopped here: {describe_exception(exc)}"
+
+
+def prepass_problems(done: Prewarm) -> dict[str, str]:
+    """Why each config failed or errored in the pre-pass's processes (`config_key` -> problem)."""
+    problems = {}
+    for outcome in done.outcomes:
+        if outcome.status != "ok" and outcome.job.config is not None:
+            why = outcome.message or "outputs differ from the reference"
+            problems[config_key(outcome.job.config)] = PREFIX + (
+                f"verification failed: {why}" if outcome.status == "fail" else why)
+    return problems

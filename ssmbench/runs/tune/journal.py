@@ -10,7 +10,13 @@ differs from the one logged at that position) is refused, not mixed in.
 
 Lines: ``{"type": "tune", ...}`` (the settings, once per run), ``{"type": "verify", "group",
 "seq", "config", "problem"}``, ``{"type": "round", "group", "seq", "config", "samples_us"}``,
+``{"type": "discard", "group", "seq", "config", "problem"}`` (that round faulted: `Fault`),
 ``{"type": "result", "group", ...}`` (a group's outcome, for readers; replay does not need it).
+
+A `Fault` (the process can run nothing more) is logged before the tune stops: a verification's as
+that config's ``verify`` line with the fault as its problem (and ``"fault": true``), a round's as a
+``discard`` line. A resumed search is answered from them, and any later verification or round of
+that config in that group gets the fault again without running it: the tune goes on without it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import Config
 from ssmbench.output.results import ResultsLog
-from ssmbench.runs.tune.search import Measurer
+from ssmbench.runs.tune.search import Discarded, Fault, Measurer, config_key
 
 SETTINGS = ("impl", "spec_name", "rounds", "samples", "threshold_pct", "confidence", "max_passes")
 """Header fields a resumed tune must share with the log (else its replay would not match)."""
@@ -34,6 +40,8 @@ class Journal:
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
         self.path = Path(path)
         self.logged: dict[tuple[str, int], dict[str, Any]] = {}
+        self.faulted: dict[tuple[str, str], str] = {}
+        """(group, `config_key`) -> the fault: configs never run again in that group."""
         self.repaired = ""
         if resume and self.path.is_file():
             self.repaired = ResultsLog.cut_torn_tail(self.path)
@@ -58,10 +66,12 @@ class Journal:
                     if item.get(key) != settings.get(key):
                         raise UsageError(f"{self.path}:{number}: logged with {key}={item.get(key)!r}, this tune "
                                          f"has {settings.get(key)!r}; use another -o or --fresh")
-            elif item.get("type") in ("verify", "round"):
+            elif item.get("type") in ("verify", "round", "discard"):
                 if (problem := _malformed(item)) is not None:
                     raise UsageError(f"{self.path}:{number}: {problem}; use another -o or --fresh")
                 self.logged[(item["group"], item["seq"])] = item
+                if item["type"] == "discard" or item.get("fault") is True:
+                    self.faulted[(item["group"], config_key(item["config"]))] = item["problem"]
 
     def write(self, item: dict[str, Any]) -> None:
         self._file.write(json.dumps(item) + "\n")
@@ -87,6 +97,9 @@ def _malformed(item: dict[str, Any]) -> str | None:
     if item["type"] == "verify":
         if not isinstance(item.get("problem", 0), str | None):
             return "field 'problem' missing or not a string or null"
+    elif item["type"] == "discard":
+        if not isinstance(item.get("problem"), str):
+            return "field 'problem' missing or not a string"
     elif not isinstance(item.get("samples_us"), list) or not all(
             isinstance(x, int | float) and not isinstance(x, bool) for x in item["samples_us"]):
         return "field 'samples_us' missing or not a list of numbers"
@@ -113,37 +126,70 @@ class Replaying:
         item = self.journal.logged.get((self.group, self.seq))
         if item is None:
             return None
-        if item["type"] != kind or item["config"] != config:
+        kinds = ("round", "discard") if kind == "round" else (kind,)  # a round may have faulted
+        if item["type"] not in kinds or item["config"] != config:
             raise UsageError(f"{self.journal.path}: measurement {self.seq} of {self.group} is a {item['type']} of "
                              f"{item['config']}, but the search now asks for a {kind} of {config}: the log is from "
                              "another search; use another -o or --fresh")
         self.replayed += 1
         return item
 
+    def _fault(self, config: Config) -> str | None:
+        """The fault ``config`` caused in this group before (None: none)."""
+        return self.journal.faulted.get((self.group, config_key(config)))
+
     def verify(self, configs: Sequence[Config]) -> list[str | None]:
         answers: list[Any] = []
         missing: list[tuple[int, int, Config]] = []
         for config in configs:
             item = self._logged("verify", config)
-            answers.append(item["problem"] if item is not None else None)
-            if item is None:
-                missing.append((len(answers) - 1, self.seq, config))
+            if item is None and (fault := self._fault(config)) is not None:
+                self._write_verify(self.seq, config, fault, fault=True)  # not run again
+                answers.append(fault)
+            else:
+                answers.append(item["problem"] if item is not None else None)
+                if item is None:
+                    missing.append((len(answers) - 1, self.seq, config))
             self.seq += 1
         if missing:
-            problems = self.live.verify([c for _, _, c in missing])
+            try:
+                problems = self.live.verify([c for _, _, c in missing])
+            except Fault as fault:  # log what was answered and the culprit, then stop
+                for (_, seq, config), problem in zip(missing, fault.answered, strict=False):
+                    self._write_verify(seq, config, problem)
+                self._write_verify(missing[len(fault.answered)][1], fault.config, fault.problem, fault=True)
+                raise
             for (index, seq, config), problem in zip(missing, problems, strict=True):
                 answers[index] = problem
-                self.journal.write({"type": "verify", "group": self.group, "seq": seq, "config": config,
-                                    "problem": problem})
+                self._write_verify(seq, config, problem)
         return answers
+
+    def _write_verify(self, seq: int, config: Config, problem: str | None, fault: bool = False) -> None:
+        self.journal.write({"type": "verify", "group": self.group, "seq": seq, "config": config, "problem": problem,
+                            **({"fault": True} if fault else {})})
+        if fault and problem is not None:
+            self.journal.faulted[(self.group, config_key(config))] = problem
 
     def sample(self, config: Config) -> list[float]:
         item = self._logged("round", config)
-        if item is None:
-            samples = [float(x) for x in self.live.sample(config)]
-            self.journal.write({"type": "round", "group": self.group, "seq": self.seq, "config": config,
-                                "samples_us": samples})
-        else:
-            samples = [float(x) for x in item["samples_us"]]
+        seq = self.seq
         self.seq += 1
+        if item is None and (fault := self._fault(config)) is not None:
+            item = self._write_discard(seq, config, fault)  # not run again
+        if item is not None and item["type"] == "discard":
+            raise Discarded(config, item["problem"])
+        if item is not None:
+            return [float(x) for x in item["samples_us"]]
+        try:
+            samples = [float(x) for x in self.live.sample(config)]
+        except Fault as fault:
+            self._write_discard(seq, config, fault.problem)
+            raise
+        self.journal.write({"type": "round", "group": self.group, "seq": seq, "config": config, "samples_us": samples})
         return samples
+
+    def _write_discard(self, seq: int, config: Config, problem: str) -> dict[str, Any]:
+        item = {"type": "discard", "group": self.group, "seq": seq, "config": config, "problem": problem}
+        self.journal.write(item)
+        self.journal.faulted[(self.group, config_key(config))] = problem
+        return item

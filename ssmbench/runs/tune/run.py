@@ -1,6 +1,7 @@
 """`ssmbench tune` as a whole: options checked, the tuning groups of the spec, one search per
 group within the budget (each answered from the log first: `--resume`), the knob table written
-and the winners shown against the defaults with their intervals."""
+and the winners shown against the defaults with their intervals. A CUDA fault stops the run
+(exit 1) once the journal has logged the faulting config as discarded: `--resume` goes on."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
 from ssmbench.output.compare import MIN_SAMPLES, Gate, gates_from_spec
 from ssmbench.output.results import log_path, write_document
 from ssmbench.runs.tune.journal import Journal
-from ssmbench.runs.tune.search import SearchResult, descend
+from ssmbench.runs.tune.search import Fault, SearchResult, descend
+
+EXIT_FAULT = 1
+"""`run_tune`'s exit code when a CUDA fault stopped it (the culprit logged: resume goes on)."""
 
 
 @dataclass
@@ -87,7 +91,8 @@ def tuning_groups(sweep_file: Any, impl: Any, tunable: Tunable, case_glob: str |
     return list(groups.values())
 
 
-def run_tune(options: TuneOptions, console: Console) -> int:
+def run_tune(options: TuneOptions, console: Console, err_console: Console | None = None) -> int:
+    """The whole command; returns the exit code: 0 done, `EXIT_FAULT` stopped by a CUDA fault."""
     from ssmbench.impls.registry import import_plugins, plugins_from_env, registry
     from ssmbench.runs.sweep.compile import compile_workers
     from ssmbench.runs.sweep.options import check_output_path, load_spec
@@ -148,6 +153,7 @@ def run_tune(options: TuneOptions, console: Console) -> int:
 
     start = time.monotonic()
     results: list[tuple[Group, SearchResult]] = []
+    group = groups[0]
     try:
         for number, group in enumerate(groups):
             share = (budget - (time.monotonic() - start)) / (len(groups) - number)
@@ -165,6 +171,12 @@ def run_tune(options: TuneOptions, console: Console) -> int:
             for config, why in result.discarded:
                 console.print(f"  discarded {describe_config(config)}: {why}", highlight=False, markup=False)
             console.print(f"  -> {describe_config(result.best)} ({result.stopped})", highlight=False)
+    except Fault as fault:
+        (err_console or console).print(
+            f"error: {group.name}: {describe_config(fault.config)}: {fault.problem}; the log has it as discarded: "
+            f"run the same command with --resume to go on without it (log: {log_path(output)})",
+            highlight=False, markup=False)
+        return EXIT_FAULT
     finally:
         journal.close()
         compile_pool.close()

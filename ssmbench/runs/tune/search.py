@@ -20,16 +20,45 @@ The algorithm, all of it:
 5. Passes repeat until one changes nothing, ``max_passes`` is reached or time runs out.
 6. A final duel of the result against the default (same rule) confirms it; unconfirmed, the
    default stays. Its pooled interval is what the report shows.
+
+A config that faults (a CUDA error: the process can run nothing more) raises `Fault` out of the
+search; the journal logs it as discarded first, and a resumed search gets its verification's
+answer as a problem, or `Discarded` from the round it faulted in: a challenger is dropped from
+its duel, an incumbent ends the group (``stopped: fault``, the default kept).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ssmbench.impls.knobs import Config, KnobSpace, describe_config
 from ssmbench.output.compare import Gate, Row, compare_samples
+
+
+def config_key(config: Config) -> str:
+    """A config as a dict key (the same config, the same key)."""
+    return json.dumps(config, sort_keys=True)
+
+
+class Fault(Exception):  # noqa: N818 - a fault, as the CUDA error it carries says
+    """The measurer's process can run nothing more (a CUDA fault) since preparing or measuring
+    ``config``: the journal logs ``config`` as discarded with ``problem``, then the tune stops.
+    ``answered``: a `Measurer.verify`'s answers for the configs before ``config``, in order."""
+
+    def __init__(self, config: Config, problem: str, answered: Sequence[str | None] = ()) -> None:
+        super().__init__(f"{describe_config(config)}: {problem}")
+        self.config, self.problem, self.answered = config, problem, list(answered)
+
+
+class Discarded(Exception):  # noqa: N818 - the config is discarded, not an error of the search
+    """`Measurer.sample` of a config logged as faulted in this round: the search goes on without it."""
+
+    def __init__(self, config: Config, problem: str) -> None:
+        super().__init__(f"{describe_config(config)}: {problem}")
+        self.config, self.problem = config, problem
 
 
 class Measurer(Protocol):
@@ -40,7 +69,12 @@ class Measurer(Protocol):
         of a duel's challengers at once, so the real one compiles them in parallel first."""
 
     def sample(self, config: Config) -> list[float]:
-        """One round of timed samples (us) of ``config``."""
+        """One round of timed samples (us) of ``config``. Raises `Fault` when the process can
+        run nothing more, `Discarded` when a resumed log says this round faulted."""
+
+
+CONFIRM = ("confirm",)
+"""The block of step 6's duel (the result against the default)."""
 
 
 @dataclass
@@ -50,6 +84,7 @@ class Duel:
     block: tuple[str, ...]
     incumbent: Config
     challengers: list[Config]
+    """Those verified and measured to the duel's end."""
     discarded: list[tuple[Config, str]] = field(default_factory=list)
     winner: Config | None = None
     rows: list[Row] = field(default_factory=list)
@@ -65,7 +100,8 @@ class SearchResult:
     confirmation: Row | None = None
     """The final duel's pooled comparison of ``best`` with the default (None: best is the default)."""
     stopped: str = "converged"
-    """``converged`` (a pass changed nothing), ``max passes`` or ``budget``."""
+    """``converged`` (a pass changed nothing), ``max passes``, ``budget`` or ``fault`` (an
+    incumbent faulted: `Discarded`)."""
 
     @property
     def discarded(self) -> list[tuple[Config, str]]:
@@ -73,21 +109,30 @@ class SearchResult:
 
 
 def duel(incumbent: Config, challengers: Sequence[Config], measurer: Measurer, gate: Gate,
-         rounds: int) -> tuple[Config | None, list[Row]]:
-    """Steps 3 and 4: the winner (None: the incumbent stays) and each challenger's pooled row."""
+         rounds: int) -> tuple[Config | None, list[Row], list[tuple[Config, str]]]:
+    """Steps 3 and 4: the winner (None: the incumbent stays), each remaining challenger's pooled
+    row, and the challengers dropped mid-duel (`Discarded`). An incumbent's `Discarded` is raised."""
     if rounds < 1:
         raise ValueError("a duel needs at least one round")
     inc_rounds: list[list[float]] = []
     ch_rounds: list[list[list[float]]] = [[] for _ in challengers]
+    dropped: dict[int, str] = {}
     order = list(range(len(challengers)))
     for r in range(rounds):
         before = measurer.sample(incumbent)
         for i in (order if r % 2 == 0 else order[::-1]):
-            ch_rounds[i].append(measurer.sample(challengers[i]))
+            if i in dropped:
+                continue
+            try:
+                ch_rounds[i].append(measurer.sample(challengers[i]))
+            except Discarded as gone:
+                dropped[i] = gone.problem
         inc_rounds.append(before + measurer.sample(incumbent))
     pooled_inc = [x for samples in inc_rounds for x in samples]
     rows, winners = [], []
     for i, config in enumerate(challengers):
+        if i in dropped:
+            continue
         pooled = [x for samples in ch_rounds[i] for x in samples]
         row = compare_samples("tune", describe_config(config), "", pooled, pooled_inc, gate)
         rows.append(row)
@@ -95,9 +140,10 @@ def duel(incumbent: Config, challengers: Sequence[Config], measurer: Measurer, g
                 compare_samples("tune", "", "", ch_rounds[i][r], inc_rounds[r], gate).verdict == "FASTER"
                 for r in range(rounds)):
             winners.append((row.interval.ratio if row.interval else 1.0, i))
+    gone = [(challengers[i], problem) for i, problem in sorted(dropped.items())]
     if not winners:
-        return None, rows
-    return challengers[min(winners)[1]], rows
+        return None, rows, gone
+    return challengers[min(winners)[1]], rows, gone
 
 
 def descend(space: KnobSpace, default: Config, measurer: Measurer, gate: Gate, *, rounds: int = 3,
@@ -121,9 +167,15 @@ def descend(space: KnobSpace, default: Config, measurer: Measurer, gate: Gate, *
                     step.challengers.append(config)
                 else:
                     step.discarded.append((config, problem))
-            if step.challengers:
-                step.winner, step.rows = duel(incumbent, step.challengers, measurer, gate, rounds)
             duels.append(step)
+            if step.challengers:
+                try:
+                    step.winner, step.rows, dropped = duel(incumbent, step.challengers, measurer, gate, rounds)
+                except Discarded as gone:  # the incumbent faulted: nothing to measure against
+                    step.discarded.append((gone.config, gone.problem))
+                    return SearchResult(dict(default), dict(default), duels, stopped="fault")
+                step.discarded += dropped
+                step.challengers = [c for c in step.challengers if all(c != d for d, _ in dropped)]
             if step.winner is not None:
                 incumbent, changed = step.winner, True
         if stopped == "budget":
@@ -133,8 +185,13 @@ def descend(space: KnobSpace, default: Config, measurer: Measurer, gate: Gate, *
             break
     result = SearchResult(dict(default), dict(default), duels, stopped=stopped)
     if incumbent != default:
-        winner, rows = duel(default, [incumbent], measurer, gate, rounds)
-        result.confirmation = rows[0]
-        if winner is not None:
+        final = Duel(CONFIRM, default, [incumbent])
+        duels.append(final)
+        try:
+            final.winner, final.rows, final.discarded = duel(default, [incumbent], measurer, gate, rounds)
+        except Discarded as gone:  # the default faulted
+            final.discarded, result.stopped = [(gone.config, gone.problem)], "fault"
+        result.confirmation = final.rows[0] if final.rows else None
+        if final.winner is not None:
             result.best = incumbent
     return result
