@@ -80,7 +80,8 @@ CHECKPOINT_SPACE = KnobSpace(
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).
-``bandwidth`` (issue 19's main, unmeasured on a GPU) is reachable by the tuner, never a default."""
+``bandwidth`` (issue 19's main) is never a hand-picked default; the H200 table
+(``mamba2_replay/tuned/nvidia-h200.json``) picks it at batch >= 64 where it was measured faster."""
 
 
 class TritonCheckpoint(_TritonMamba2):

@@ -127,7 +127,8 @@ class CheckpointKnobs:
     """Two-kernel form with the bandwidth-first main (`kernel_bw.replay_bw_main_kernel`, issue 19):
     one program per (row, head) streaming the state in ``block_p x N`` chunks after `gdc_wait`,
     bf16-part tensor-core products; ``dots``, ``persistent`` and ``precision`` do not apply.
-    Unmeasured on a GPU: no default picks it."""
+    The hand-picked defaults never pick it; the H200 knob table does at batch >= 64 for fp32,
+    bf16 and fp16-SR (measured beside the default form: docs/checkpoint.md)."""
 
 
 def default_knobs(
