@@ -15,10 +15,14 @@
 # Phase 2  GPU 0: the headline sweep with all four impls ("one": 17's numbers, the FlashInfer
 #                 peers side by side, the new baseline, 23's one-GPU run).
 #          GPU 1: the replay default vs bandwidth-first sweep (19); the GDN peers sweep (20).
-# Phase 3  both:  `--gpus 0,1` ("all") and two shards at once ("merged") with the Triton impls,
-#                 compares (23); then a short tune per GPU (18).
+# Phase 3  both:  what phase 2 left of "one"; two shards at once ("merged") and `--gpus 0,1`
+#                 ("all") with the Triton impls; the compares (23).
+# Phase 4  GPU 0: the Triton impls alone on one GPU ("one-triton": 23's wall time against "all");
+#          GPU 1: a 4-minute `ssmbench tune` of triton.intermediate at b64 / b1024 (18).
+# Session 6 ran phases 1 and 2 as this script, 3 and 4 as the same steps typed into the device
+# call (CALL_LIMIT 545 and 300); docs/gpu-runs.md has what each gave.
 set -u
-PHASE=${PHASE:?PHASE=1, 2 or 3}
+PHASE=${PHASE:?PHASE=1, 2, 3 or 4}
 R=${RESULTS_DIR:-$PWD/results/s6}
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R"
 CALL_LIMIT=${CALL_LIMIT:-530}  # the device stops a command at 600 s; leave room to pack
@@ -63,46 +67,41 @@ lane1_phase2() {
   sweep gdn-peers sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --impl triton.gdn --impl fla.gdn --gpus 1
 }
 
-phase3() {
-  sweep all "$HEADLINE" "${TRITON[@]}" --gpus 0,1
-  if complete "$R/all.json"; then
-    sweep shard0 "$HEADLINE" "${TRITON[@]}" --shard 0/2 --gpus 0 &
-    sweep shard1 "$HEADLINE" "${TRITON[@]}" --shard 1/2 --gpus 1
-    wait
-  fi
+phase3() {  # what phase 2 left of "one" (--resume), then the shards at once, merged, then "all"
+  ( sweep one "$HEADLINE" --gpus 0; sweep shard0 "$HEADLINE" "${TRITON[@]}" --shard 0/2 --gpus 0 ) &
+  sweep shard1 "$HEADLINE" "${TRITON[@]}" --shard 1/2 --gpus 1
+  wait
   if complete "$R/shard0.json" && complete "$R/shard1.json" && [ ! -f "$R/merged.json" ]; then
     python3 -m ssmbench merge "$R/shard0.json" "$R/shard1.json" -o "$R/merged.json" > "$R/merge.log" 2>&1
     log "merge rc=$? :: $(tail -n 1 "$R/merge.log")"
   fi
-  gate() {  # gate NAME NEW OLD [ARGS]
-    [ -f "$2" ] && [ -f "$3" ] || return 0
-    python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
-    log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
-  }
+  [ "$(left)" -gt 140 ] && sweep all "$HEADLINE" "${TRITON[@]}" --gpus 0,1
+  gate one-vs-stored "$R/one.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  gate merged-vs-one "$R/merged.json" "$R/one.json"
   gate all-vs-merged "$R/all.json" "$R/merged.json" --fail-on-missing
   gate all-vs-one "$R/all.json" "$R/one.json"
-  pack
-  [ "$(left)" -gt 120 ] || return 0
-  local budget=$(( ($(left) - 45) / 60 ))m
-  STEP_TIMEOUT=$(( $(left) - 20 )) once tune-intermediate env CUDA_VISIBLE_DEVICES=0 python3 -m ssmbench tune "$HEADLINE" \
-    --impl triton.intermediate --batch 64,1024 --budget "$budget" -o "$R/tune-intermediate.json" &
-  STEP_TIMEOUT=$(( $(left) - 20 )) once tune-gdn env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench tune sweeps/qwen35-gdn.yaml \
-    --impl triton.gdn --batch 64,512 --case '*-T4-*' --budget "$budget" -o "$R/tune-gdn.json"
+}
+
+phase4() {  # the one-GPU run of the Triton impls (issue 23's wall time), a short tune beside it
+  STEP_TIMEOUT=285 once tune-intermediate env CUDA_VISIBLE_DEVICES=1 python3 -m ssmbench tune "$HEADLINE" \
+    --impl triton.intermediate --batch 64,1024 --budget 4m -o "$R/tune-intermediate.json" &
+  sweep one-triton "$HEADLINE" "${TRITON[@]}" --gpus 0
   wait
+  gate all-vs-one-triton "$R/all.json" "$R/one-triton.json" --fail-on-missing
+}
+
+gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
+  [ -f "$2" ] && [ -f "$3" ] || return 0
+  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
+  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
 }
 
 case $PHASE in
   1) lane0_phase1 & lane1_phase1; wait ;;
   2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left
-     lane0_phase2 & lane1_phase2; wait
-     gate_stored() {
-       [ -f "$R/one.json" ] || return 0
-       python3 -m ssmbench compare "$R/one.json" baselines/nvidia-h200/nemotron3-super-tp8.json \
-         --markdown "$R/compare-one-vs-stored.md" > "$R/compare-one-vs-stored.log" 2>&1
-       log "compare one-vs-stored rc=$? :: $(tail -n 1 "$R/compare-one-vs-stored.log")"
-     }
-     gate_stored ;;
+     lane0_phase2 & lane1_phase2; wait ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 ls "$OUT"/jit-cache.tar.xz.part* >/dev/null 2>&1 && log "FlashInfer JIT cache: $(du -ch "$OUT"/jit-cache.tar.xz.part* | tail -n 1)"
 log "phase $PHASE ended at $SECONDS s"
