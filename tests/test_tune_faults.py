@@ -2,17 +2,22 @@
 discarded with that message and never run in the tuner's process; one that faults the tuner's
 process (a CUDA error: it can run nothing more) is logged as discarded before the tune stops
 (exit 1, "--resume"), and the resumed tune goes on without it and completes. On the search's fake
-cost surface (test_tune_search) and end to end through the CLI with a fake impl (test_tune_cli)."""
+cost surface (test_tune_search) and end to end through the CLI with a fake impl (test_tune_cli).
+And the measurer keeps a verified config's buffers as long as its (graph-like) capture."""
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing as mp
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from test_tune_cli import spec  # noqa: F401 (a fixture)
 from test_tune_search import DEFAULT, GATE, SETTINGS, SPACE, Fake, bowl
 from typer.testing import CliRunner
@@ -24,8 +29,11 @@ from ssmbench.impls.reference import SequentialReference
 from ssmbench.impls.registry import PLUGINS_ENV, registry
 from ssmbench.impls.tuned import Tunable
 from ssmbench.output.results import log_path
+from ssmbench.runs.tune.gpu import TargetMeasurer
 from ssmbench.runs.tune.journal import Journal
 from ssmbench.runs.tune.search import Fault, descend
+from ssmbench.spec.expand import expand
+from ssmbench.spec.load import load_sweep_file
 
 PLANTED = "CUDA fault, the tune stopped here: AcceleratorError: CUDA error: an illegal memory access (planted)"
 CULPRIT: Config = {"block": 32, "warps": 1, "fused": True, "grid": 2}
@@ -171,3 +179,53 @@ def test_tune_discards_prepass_errors_and_resumes_past_a_fault(spec: Path, tmp_p
     assert "the tuner process" not in again.output
     [entry] = json.loads(out.read_text())["entries"]
     assert entry["knobs"] == {"mode": "fast"}  # the best remaining
+
+
+# -- a prepared config's buffers live as long as its graph ----------------------------------------
+
+
+class GraphLikeSession:
+    """The session surface `TargetMeasurer` uses, on the CPU, but capturing as a CUDA graph does:
+    the replay holds no reference to the chain (a graph keeps only its buffers' addresses), and
+    replaying the graph of a chain already freed raises the fault a GPU would (an illegal memory
+    access: its pool and index tensors were handed to other tensors, or back to the driver)."""
+
+    device = torch.device("cpu")
+    flusher = None
+
+    def __init__(self) -> None:
+        self.timer = self
+
+    def capture(self, chain: Chain):
+        alive = weakref.ref(chain)
+
+        def replay() -> None:
+            if alive() is None:
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (a freed chain replayed)")
+            alive()()
+
+        return replay, "graph", ""
+
+    def sync(self) -> None:
+        pass
+
+    def measure(self, run, prepare, n: int) -> list[SimpleNamespace]:
+        spans = []
+        for _ in range(n):
+            prepare()
+            start = time.perf_counter()
+            run()
+            spans.append(SimpleNamespace(span_us=(time.perf_counter() - start) * 1e6))
+        return spans
+
+
+def test_a_verified_config_keeps_its_buffers_until_measured(spec: Path) -> None:  # noqa: F811
+    """The H200 tune's fault: a config's graph was replayed after its chain (pool, y, dst) was
+    freed at the end of its verification (`torch.cuda.graph` empties the cache at every capture)."""
+    case = expand(load_sweep_file(spec).sweeps[0]).cases[0]
+    measurer = TargetMeasurer(GraphLikeSession(), case, registry()["test.faulty"], samples=3, compile_workers=0,
+                              plugins=[])
+    fast, slow = {"mode": "fast"}, {"mode": "slow"}
+    assert measurer.verify([fast, slow]) == [None, None]
+    gc.collect()
+    assert len(measurer.sample(fast)) == 3 and len(measurer.sample(slow)) == 3

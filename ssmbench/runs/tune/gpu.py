@@ -32,7 +32,12 @@ class TargetMeasurer:
         self.pool = pool
         """The tune's compile processes, kept across duels and groups (None: one pool per duel)."""
         self.workload = make_workload(case, session.device)
-        self.ready: dict[str, tuple[Callable[[], None], Callable[[], None]]] = {}
+        self.ready: dict[str, tuple[Target, Callable[[], None], Callable[[], None]]] = {}
+        """`config_key` -> (the target, its graph's replay, prepare). The target holds the chain's
+        buffers: a CUDA graph keeps only their addresses, and each capture empties the allocator's
+        cache (`torch.cuda.graph`), so a graph whose target was dropped replays into freed memory
+        (pool, y, dst indices reused or released: the likely cause of the H200 tune's illegal memory
+        access, fp8 SR b64)."""
 
     def verify(self, configs: Sequence[Config]) -> list[str | None]:
         self.ready.clear()  # the last duel's targets; an incumbent is rebuilt on its next round
@@ -72,14 +77,14 @@ class TargetMeasurer:
             if classify_error(exc) == "fatal":  # the CUDA context is gone: the journal logs it, the tune stops
                 raise Fault(config, fault_problem(exc)) from exc
             return describe_exception(exc)
-        self.ready[config_key(config)] = (run, prepare)
+        self.ready[config_key(config)] = (target, run, prepare)
         return None
 
     def sample(self, config: Config) -> list[float]:
         key = config_key(config)
         if key not in self.ready and (problem := self._prepare(config)) is not None:
             raise RuntimeError(f"{config} passed verification earlier but now: {problem}")
-        run, prepare = self.ready[key]
+        _, run, prepare = self.ready[key]
         try:
             return [s.span_us for s in self.session.timer.measure(run, prepare, self.samples)]
         except Exception as exc:
