@@ -155,9 +155,50 @@ def test_a_group_holds_one_case_workload_at_a_time_and_none_after(tmp_path: Path
     threads = torch.get_num_threads()
     try:
         gc.disable()  # only references count, as they do for a CUDA tensor's memory
-        number, done = prewarm_mod.run_group((7, jobs, "cpu", []))
-        assert number == 7 and len(done) == len(jobs) == len(built) == 3
+        number, done, faulted = prewarm_mod.run_group((7, jobs, "cpu", []))
+        assert number == 7 and len(done) == len(jobs) == len(built) == 3 and not faulted
         assert all(ref() is None for ref in built)
     finally:
         gc.enable()
         torch.set_num_threads(threads)
+
+
+def test_a_cuda_fault_is_the_faulting_pairs_error_and_its_process_is_not_reused(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """A pair whose own attempt faults (its process's CUDA context is gone) is reported as an error
+    with the fault, not left unreported; the pairs after it in that group go to the timing
+    workers; a kept `CompilePool` with a faulted process is restarted before the next call (the
+    tuner's challengers would otherwise land in a dead context)."""
+    from ssmbench.runs.prewarm import CompilePool
+
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.cudafault"], batch="[1, 2]")
+    sweep = load_sweep_file(spec).sweeps[0]
+    faulty = [Job(sweep.name, c, "test.cudafault") for c in expand(sweep).cases]
+    good = [Job(sweep.name, c, "reference.sequential") for c in expand(sweep).cases]
+    with CompilePool(2) as pool:
+        done = prewarm(faulty + good, 2, ["cpu"], ["test_sweep_cli"], deadline_s=120, pool=pool)
+        errors = [o for o in done.outcomes if o.status == "error"]
+        assert [o.job for o in errors] == [faulty[0]]  # the first faulting pair, with its message
+        assert "illegal memory access" in errors[0].message
+        assert done.unreported == faulty[1:]  # the rest of the faulted group: left to the timers
+        assert sorted((o.job.case.id, o.status) for o in done.outcomes if o.job in good) == sorted(
+            (j.case.id, "ok") for j in good)
+        assert pool._pool is None  # not reused after a fault
+        again = prewarm(good, 2, ["cpu"], ["test_sweep_cli"], deadline_s=120, pool=pool)
+        assert not again.unreported and all(o.status == "ok" for o in again.outcomes)
+        assert pool._pool is not None  # a fresh pool, kept as before
+
+
+def test_a_pair_faulting_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
+    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.cudafault"])
+    out = tmp_path / "r.json"
+    text = io.StringIO()
+    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
+    assert code == 1, text.getvalue()  # an error was recorded
+    records = {r.impl: r for r in load_results(out).records.values()}
+    assert records["reference.sequential"].status == "ok" and records["reference.sequential"].samples_us
+    fault = records["test.cudafault"]
+    assert fault.status == "error" and fault.message.startswith("compile pre-pass: ") and "illegal memory access" in fault.message

@@ -126,10 +126,12 @@ BUILT_FAULTY: list[str] = []
 
 class FaultyReference(SequentialReference):
     """The sequential reference; ``mode``: ``slow`` (the default: sleeps 2 ms a run), ``fast``,
-    ``prepass_error`` (errors, naming the process) and ``fault`` (a planted CUDA fault)."""
+    ``prepass_error`` (errors, naming the process), ``prepass_fault`` (a planted CUDA fault
+    wherever it runs: the pre-pass reports it) and ``fault`` (a planted CUDA fault in the tuner's
+    process only, as the H200 tune's graph replay into freed memory: the pre-pass saw nothing)."""
 
     name = "test.faulty"
-    tunable = Tunable(name, KnobSpace((Knob("mode", ("slow", "prepass_error", "fault", "fast"), "what it does"),)),
+    tunable = Tunable(name, KnobSpace((Knob("mode", ("slow", "prepass_error", "prepass_fault", "fault", "fast"), "what it does"),)),
                       Path("/nonexistent"), lambda case: Mode())
 
     def build(self, case, workload) -> Chain:
@@ -137,7 +139,7 @@ class FaultyReference(SequentialReference):
         in_prepass = mp.parent_process() is not None
         if mode == "prepass_error":
             raise ValueError(f"planted: fails in {'a pre-pass process' if in_prepass else 'the tuner process'}")
-        if mode == "fault":
+        if mode == "prepass_fault" or (mode == "fault" and not in_prepass):
             if not in_prepass:
                 BUILT_FAULTY.append(mode)
             raise RuntimeError("CUDA error: an illegal memory access was encountered (planted)")
@@ -169,12 +171,15 @@ def test_tune_discards_prepass_errors_and_resumes_past_a_fault(spec: Path, tmp_p
                 if x["type"] == "verify"}
     assert verified["prepass_error"]["problem"].startswith(
         "compile pre-pass: ValueError: planted: fails in a pre-pass process")
+    assert verified["prepass_fault"]["problem"].startswith(
+        "compile pre-pass: RuntimeError: CUDA error: an illegal memory access")  # never built here
     assert verified["fault"]["fault"] is True
 
     again = runner.invoke(app, [*args, "--resume"])
     assert again.exit_code == 0, again.output
     assert BUILT_FAULTY == ["fault"]  # never run again
     assert "discarded mode=prepass_error: compile pre-pass: ValueError: planted: fails in a pre-pass" in again.output
+    assert "discarded mode=prepass_fault: compile pre-pass: RuntimeError: CUDA error" in again.output
     assert "discarded mode=fault: CUDA fault, the tune stopped here" in again.output
     assert "the tuner process" not in again.output
     [entry] = json.loads(out.read_text())["entries"]

@@ -104,9 +104,11 @@ def plan_groups(jobs: Sequence[Job], impls: dict[str, Any]) -> list[list[Job]]:
     return sorted(groups.values(), key=len, reverse=True)
 
 
-def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tuple[int, str, str]]]:
-    """One group in a pool process: each job attempted on ``device``; stops after a CUDA fault.
-    Returns (group number, [(job index, status, message)])."""
+def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tuple[int, str, str]], bool]:
+    """One group in a pool process: each job attempted on ``device``. A job whose attempt faults
+    (the context is gone) is reported as an error with the fault, and the group stops there: the
+    jobs after it are left unreported (the timing workers take them). Returns (group number,
+    [(job index, status, message)], whether this process's context faulted)."""
     number, jobs, device, plugins = args
     import torch
 
@@ -134,13 +136,14 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
                 case_id, workload = job.case.id, make_workload(job.case, dev)
             except Exception as exc:  # noqa: BLE001 - the timing worker records workload errors itself
                 if classify_error(exc) == "fatal":
-                    break
+                    return number, done, True
                 continue
         with forced(job.impl, job.config) if job.config is not None else nullcontext():
             result = attempt(job.case, impls[job.impl], workload)
         kind = classify_error(RuntimeError(result.message)) if result.raised else None
-        if kind == "fatal":
-            break  # the context is unusable: this job and the rest are left to the timers
+        if kind == "fatal":  # this job's own fault (errors surface at its verification's sync)
+            done.append((index, "error", result.message))
+            return number, done, True  # the context is unusable: the rest go to the timers
         if kind == "oom":
             # Out of memory here says little about the pair: up to 16 pre-pass processes share
             # the GPU (a 2026-11-29 H200 run lost 22 large-batch pairs this way). Left to the
@@ -152,7 +155,7 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
         done.append((index, result.status, why))
     workload = None
     free()  # a kept process (`CompilePool`) holds no memory between calls
-    return number, done
+    return number, done, False
 
 
 class CompilePool:
@@ -202,6 +205,7 @@ def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: 
     result.processes = min(pool.processes, len(groups))
     args = [(i, group, devices[i % len(devices)], plugins) for i, group in enumerate(groups)]
     pending = set(range(len(groups)))
+    faulted = False  # a process whose CUDA context faulted is not reused: the pool is restarted
     try:
         it = pool.get().imap_unordered(run_group, args)
         while pending:
@@ -210,7 +214,7 @@ def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: 
             if left <= 0:
                 break
             try:
-                number, done = it.next(timeout=min(left, 0.5))
+                number, done, fault = it.next(timeout=min(left, 0.5))
             except mp.TimeoutError:
                 continue
             except StopIteration:
@@ -218,11 +222,12 @@ def prewarm(jobs: Sequence[Job], workers: int, devices: Sequence[str], plugins: 
             except Exception:  # noqa: BLE001 - a group that raised (a bug): the rest go to the timers
                 break
             pending.discard(number)
+            faulted |= fault
             reported = {index for index, _, _ in done}
             result.outcomes += [Outcome(groups[number][i], status, message) for i, status, message in done]
             result.unreported += [job for i, job in enumerate(groups[number]) if i not in reported]
     finally:
-        if owned or pending:  # a pool left with work still queued is not reused
+        if owned or pending or faulted:  # a pool left with work queued, or a faulted process, is not reused
             pool.close()
     for number in pending:
         result.unreported += groups[number]
