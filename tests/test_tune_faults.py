@@ -131,8 +131,9 @@ class FaultyReference(SequentialReference):
     process only, as the H200 tune's graph replay into freed memory: the pre-pass saw nothing)."""
 
     name = "test.faulty"
-    tunable = Tunable(name, KnobSpace((Knob("mode", ("slow", "prepass_error", "prepass_fault", "fault", "fast"), "what it does"),)),
-                      Path("/nonexistent"), lambda case: Mode())
+    MODES = ("slow", "prepass_error", "prepass_fault", "fault", "fast")
+    tunable = Tunable(name, KnobSpace((Knob("mode", MODES, "what it does"),)), Path("/nonexistent"),
+                      lambda case: Mode())
 
     def build(self, case, workload) -> Chain:
         mode = self.tunable.knobs(case, workload.start_state.device).mode
