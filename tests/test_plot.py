@@ -3,6 +3,7 @@ baselines: each figure is written as a real PNG and SVG whose title names the GP
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -36,12 +37,17 @@ def test_plot_headline_baseline(tmp_path) -> None:
     result = CliRunner().invoke(app, ["plot", str(HEADLINE), "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "speedup vs: triton.intermediate" in result.stdout
-    title = ("NVIDIA H200", "173a0ca92a")  # env.gpus[].name, env.git_sha
+    env = json.loads(HEADLINE.read_text())["env"]  # what the figures must name, read independently
+    title = (env["gpus"][0]["name"], env["git_sha"][:10])
+    copy = f"copy bandwidth {env['gpus'][0]['bandwidth']['measured_tbps']:.2f} TB/s"
     check_figure(tmp_path / "nemotron3-super-tp8-sol", *title, "DRAM SOL (% of measured copy BW)",
-                 "median span (us)", "copy bandwidth 4.17 TB/s", "achieved TB/s", "batch", "fp16sr",
+                 "median span (us)", copy, "achieved TB/s", "batch", "fp16sr",
                  "triton.checkpoint · w16", "triton.intermediate")
+    median = {(c["impl"], c["params"]["batch"], c["params"]["format"], c["params"]["window"]): c["median_us"]
+              for c in json.loads(HEADLINE.read_text())["cases"] if c["status"] == "ok"}
+    speedup = median["triton.intermediate", 1024, "fp16sr", 6] / median["triton.checkpoint", 1024, "fp16sr", 16]
     check_figure(tmp_path / "nemotron3-super-tp8-speedup", *title, "speedup vs triton.intermediate",
-                 "triton.checkpoint · w6", "3.66x")
+                 "triton.checkpoint · w6", f"{speedup:.2f}x")
 
 
 def test_plot_comparison_worst_first(tmp_path) -> None:
