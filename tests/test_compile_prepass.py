@@ -72,17 +72,23 @@ def test_prewarm_runs_groups_in_parallel_processes(tmp_path: Path, monkeypatch) 
     assert status[("test.raise", 2)][0] == "error" and "planted bug" in status[("test.raise", 2)][1]
 
 
-def test_a_pair_failing_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
+def sweep_with_prepass(tmp_path: Path, monkeypatch, impls: list[str]) -> tuple[int, str, dict]:
+    """A tiny CPU sweep of ``impls`` with a 2-process pre-pass: (exit code, output, records by impl)."""
     monkeypatch.setenv(DEVICE_ENV, "cpu")
     monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
-    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.raise", "reference.intermediate"])
     out = tmp_path / "r.json"
     text = io.StringIO()
-    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
+    code = run_sweep(SweepOptions(spec=test_sweep_cli.tiny_spec(tmp_path, impls), output=out, compile_workers=2),
+                     Console(file=text, width=200))
+    return code, text.getvalue(), {r.impl: r for r in load_results(out).records.values()}
+
+
+def test_a_pair_failing_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
+    code, text, records = sweep_with_prepass(tmp_path, monkeypatch,
+                                             ["reference.sequential", "test.raise", "reference.intermediate"])
     assert code == 1  # an error was recorded
-    assert "compiled: 3 kernel group(s) on 2 process(es)" in text.getvalue()
-    assert "1 failed, 0 left to the timing workers" in text.getvalue()
-    records = {r.impl: r for r in load_results(out).records.values()}
+    assert "compiled: 3 kernel group(s) on 2 process(es)" in text
+    assert "1 failed, 0 left to the timing workers" in text
     assert records["test.raise"].status == "error"
     assert records["test.raise"].message.startswith("compile pre-pass: ValueError: planted bug")
     assert records["reference.sequential"].status == "ok" and records["reference.sequential"].samples_us
@@ -92,15 +98,9 @@ def test_a_pair_failing_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_pa
 def test_out_of_memory_in_the_pre_pass_leaves_the_pair_to_the_timing_worker(tmp_path: Path, monkeypatch) -> None:
     """The pre-pass's processes share the GPU, so an out-of-memory error there says nothing final
     about the pair: it is not recorded, and the timing worker (the GPU to itself) measures it."""
-    monkeypatch.setenv(DEVICE_ENV, "cpu")
-    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
-    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.oom"])
-    out = tmp_path / "r.json"
-    text = io.StringIO()
-    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
-    assert code == 0, text.getvalue()
-    assert "0 failed, 1 left to the timing workers" in text.getvalue()
-    records = {r.impl: r for r in load_results(out).records.values()}
+    code, text, records = sweep_with_prepass(tmp_path, monkeypatch, ["reference.sequential", "test.oom"])
+    assert code == 0, text
+    assert "0 failed, 1 left to the timing workers" in text
     assert records["test.oom"].status == "ok" and records["test.oom"].samples_us
 
 
@@ -191,14 +191,8 @@ def test_a_cuda_fault_is_the_faulting_pairs_error_and_its_process_is_not_reused(
 
 
 def test_a_pair_faulting_in_the_pre_pass_is_recorded_and_the_sweep_goes_on(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv(DEVICE_ENV, "cpu")
-    monkeypatch.setenv(PLUGINS_ENV, "test_sweep_cli")
-    spec = test_sweep_cli.tiny_spec(tmp_path, ["reference.sequential", "test.cudafault"])
-    out = tmp_path / "r.json"
-    text = io.StringIO()
-    code = run_sweep(SweepOptions(spec=spec, output=out, compile_workers=2), Console(file=text, width=200))
-    assert code == 1, text.getvalue()  # an error was recorded
-    records = {r.impl: r for r in load_results(out).records.values()}
+    code, text, records = sweep_with_prepass(tmp_path, monkeypatch, ["reference.sequential", "test.cudafault"])
+    assert code == 1, text  # an error was recorded
     assert records["reference.sequential"].status == "ok" and records["reference.sequential"].samples_us
     fault = records["test.cudafault"]
     assert fault.status == "error" and fault.message.startswith("compile pre-pass: ")
