@@ -25,6 +25,7 @@ from ssmbench.output.compare import (
     Comparison,
     Gate,
     Row,
+    baseline_span,
     calibration_rows,
     compare_results,
     decide_rerun,
@@ -126,8 +127,9 @@ def rerun_rows(comparison: Comparison, new: LogContents, old: LogContents, spec:
             row.note = (row.note + "; " if row.note else "") + "rerun: not measured, verdict from NEW"
             rows.append(row)
         else:
-            rows.append(decide_rerun(row.sweep, row.id, row.impl, fresh[row.key], old.records[row.key].samples_us,
-                                     gate))
+            base = old.records[row.key]
+            rows.append(decide_rerun(row.sweep, row.id, row.impl, fresh[row.key], base.samples_us, gate,
+                                     baseline_span(base)))
     return dataclasses.replace(comparison, rows=sort_rows(rows))
 
 
@@ -325,17 +327,23 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def baseline_save(
         results: Annotated[Path, typer.Argument(help="Results JSON of a complete GPU run.")],
+        more: Annotated[list[Path] | None, typer.Argument(
+            help="More runs of the same sweep on the same GPU model: their medians are stored with "
+                 "RESULTS' samples, and compare lays its band around every state seen (docs/gate.md).",
+            show_default=False)] = None,
         force: Annotated[bool, typer.Option(
             "--force", help="Store even with failed pairs or an interrupted run.")] = False,
         root: RootOption = None,
     ) -> None:
-        """Store RESULTS as the baseline of its GPU model and sweep."""
+        """Store RESULTS (with the run medians of MORE runs) as the baseline of its GPU model and sweep."""
         from ssmbench.output.baselines import save_baseline
 
         if root is None:
             check_default_writable()
-        target, replaced = save_baseline(results, _root(root), force=force)
-        console.print(f"{'replaced' if replaced else 'stored'} baseline {target}", highlight=False, markup=False)
+        target, replaced = save_baseline(results, _root(root), force=force, more=more or [])
+        runs = f" from {1 + len(more)} runs" if more else ""
+        console.print(f"{'replaced' if replaced else 'stored'} baseline {target}{runs}", highlight=False,
+                      markup=False)
 
     @baseline_app.command("show")
     @friendly_errors

@@ -3,19 +3,23 @@ the reference `ssmbench compare` gates against (schema ``ssmbench.results/1``, e
 
 A baseline must be a real, complete measurement: never the CPU test mode, never a run with the
 test slowdown knob, never an ok record without usable samples; unless forced, never an
-interrupted run or one with failed/errored pairs. Every file is read through the validating
+interrupted run or one with failed/errored pairs. A baseline may carry, per pair, the medians
+of several runs of the same sweep on the same GPU model (`add_run_medians`): the states the
+pair has been seen in, which `compare` lays its band around. Every file is read through the validating
 readers of `ssmbench.output.results`, so bad input is a `UsageError` (exit 2) naming file and field.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ssmbench import resources
 from ssmbench.errors import UsageError
 from ssmbench.output.results import LogContents, load_results, usable_samples, write_results
+from ssmbench.output.stats import median
 
 BASELINES_DIR = resources.BASELINES_DIR
 
@@ -78,16 +82,57 @@ def problems(results: LogContents, path: Path) -> tuple[list[str], list[str]]:
     return never, forceable
 
 
-def save_baseline(results_path: Path, root: Path = BASELINES_DIR, force: bool = False) -> tuple[Path, bool]:
-    """Copy a results file to its baseline place. Returns (path, whether it replaced one)."""
-    results_path = Path(results_path)
-    results = load_results(results_path)
-    never, forceable = problems(results, results_path)
+def _storable(path: Path, force: bool) -> LogContents:
+    """A results file that may be stored as (part of) a baseline, else a UsageError saying why."""
+    results = load_results(path)
+    never, forceable = problems(results, path)
     if never:
-        raise UsageError(f"{results_path}: not stored as a baseline: " + "; ".join(never))
+        raise UsageError(f"{path}: not stored as a baseline: " + "; ".join(never))
     if forceable and not force:
-        raise UsageError(f"{results_path}: not stored as a baseline: " + "; ".join(forceable)
-                         + " (--force stores it anyway)")
+        raise UsageError(f"{path}: not stored as a baseline: " + "; ".join(forceable) + " (--force stores it anyway)")
+    return results
+
+
+def add_run_medians(results: LogContents, path: Path, more: Sequence[Path], force: bool) -> None:
+    """Give every ok pair of ``results`` its median in each run (its own first, then each of
+    ``more`` where the pair was measured ok there): the states `compare` lays its band around.
+    The runs must be of the same sweep on the same GPU model; ``env.baseline_runs`` lists them
+    (`run_provenance`)."""
+    gpu, sweep = results_gpu(results, path), results_sweep(results, path)
+    others = []
+    for other_path in more:
+        other = _storable(Path(other_path), force)
+        if results_gpu(other, other_path) != gpu or results_sweep(other, other_path) != sweep:
+            raise UsageError(f"{other_path}: sweep {results_sweep(other, other_path)!r} on "
+                             f"{results_gpu(other, other_path)!r}; the baseline is sweep {sweep!r} on {gpu!r}: "
+                             "every run of one baseline must be of the same sweep and GPU model")
+        others.append(other)
+    for key, record in results.records.items():
+        if record.status != "ok" or not usable_samples(record.samples_us):
+            continue
+        medians = [median(record.samples_us)]
+        for other in others:
+            twin = other.records.get(key)
+            if twin is not None and twin.status == "ok" and usable_samples(twin.samples_us):
+                medians.append(median(twin.samples_us))
+        record.run_medians_us = medians if len(medians) > 1 else []
+    results.env["baseline_runs"] = [run_provenance(r, p) for r, p in ((results, path), *zip(others, more, strict=True))]
+
+
+def run_provenance(results: LogContents, path: Path) -> dict[str, object]:
+    """What identifies one run of a several-run baseline: its file name, code, start and GPUs."""
+    return {"file": Path(path).name, "git_sha": results.env.get("git_sha"), "started": results.env.get("started"),
+            "gpus": sorted(str(d.get("uuid")) for d in results.devices.values())}
+
+
+def save_baseline(results_path: Path, root: Path = BASELINES_DIR, force: bool = False,
+                  more: Sequence[Path] = ()) -> tuple[Path, bool]:
+    """Copy a results file to its baseline place, with the run medians of ``more`` runs of the
+    same sweep (`add_run_medians`). Returns (path, whether it replaced one)."""
+    results_path = Path(results_path)
+    results = _storable(results_path, force)
+    if more:
+        add_run_medians(results, results_path, more, force)
     target = baseline_path(results, results_path, root)
     replaced = target.exists()
     try:

@@ -18,6 +18,9 @@ Verdicts, with the threshold band [1 - t, 1 + t] around a ratio of 1:
 - ``NEW`` (no usable baseline record), ``MISSING`` (in the baseline, not measured now),
   ``FAILED`` (the new record's status is ``fail`` or ``error``: always gates).
 
+A baseline stored from several runs (``run_medians_us``) widens the band to the range of states
+the pair was seen in, [(1 - t) low, (1 + t) high] (`baseline_span`, `verdict_for`).
+
 Never green on nothing: two files that share no pair measured on both sides, or an ``ok`` record
 without usable samples, are unusable input (`input_problem`, exit 2), and ``--fail-on-missing``
 makes MISSING pairs exit 2 too. Beside the verdicts, `shift_diagnosis` tells a machine-wide shift
@@ -142,16 +145,36 @@ def ratio_interval(new: Sequence[float], old: Sequence[float], confidence: float
     return RatioInterval(median(new) / median(old), float(lo), float(hi))
 
 
-def verdict_for(interval: RatioInterval, threshold_pct: float) -> str:
-    """SLOWER / FASTER / SAME / AMBIGUOUS from the interval and the band (module docstring)."""
+SINGLE_RUN = (1.0, 1.0)
+"""`baseline_span` of a baseline measured in one run."""
+
+
+def verdict_for(interval: RatioInterval, threshold_pct: float, span: tuple[float, float] = SINGLE_RUN) -> str:
+    """SLOWER / FASTER / SAME / AMBIGUOUS from the interval and the band (module docstring).
+
+    ``span``: the lowest and highest state the baseline pair was seen in, as ratios to its
+    samples' median (`baseline_span`; one run: (1, 1)). The band is laid around that range:
+    SLOWER must be beyond +t of the slowest state, FASTER beyond -t of the fastest, SAME inside
+    the band around the range."""
     t = threshold_pct / 100.0
-    if interval.ratio > 1 + t and interval.lo > 1 + t:
+    low, high = span
+    if interval.ratio > (1 + t) * high and interval.lo > (1 + t) * high:
         return "SLOWER"
-    if interval.ratio < 1 - t and interval.hi < 1 - t:
+    if interval.ratio < (1 - t) * low and interval.hi < (1 - t) * low:
         return "FASTER"
-    if interval.lo >= 1 - t and interval.hi <= 1 + t:
+    if interval.lo >= (1 - t) * low and interval.hi <= (1 + t) * high:
         return "SAME"
     return "AMBIGUOUS"
+
+
+def baseline_span(old: CaseRecord) -> tuple[float, float]:
+    """The range of a baseline pair's run medians relative to its samples' median (1 included):
+    (1, 1) for a baseline of one run."""
+    runs = [m for m in old.run_medians_us if m > 0]
+    if len(runs) < 2 or not usable_samples(old.samples_us):
+        return SINGLE_RUN
+    own = median(old.samples_us)
+    return min(1.0, min(runs) / own), max(1.0, max(runs) / own)
 
 
 # -- one pair --------------------------------------------------------------------------------
@@ -192,8 +215,8 @@ class Row:
 
 
 def compare_samples(sweep: str, case_id: str, impl: str, new: Sequence[float], old: Sequence[float],
-                    gate: Gate) -> Row:
-    """The verdict of two sample lists of the same pair."""
+                    gate: Gate, span: tuple[float, float] = SINGLE_RUN) -> Row:
+    """The verdict of two sample lists of the same pair (``span``: `verdict_for`)."""
     row = Row(sweep, case_id, impl, "AMBIGUOUS", old_median_us=median(old) if old else None,
               new_median_us=median(new) if new else None, old_n=len(old), new_n=len(new),
               threshold_pct=gate.threshold_pct)
@@ -205,7 +228,9 @@ def compare_samples(sweep: str, case_id: str, impl: str, new: Sequence[float], o
             row.interval = RatioInterval(ratio, -math.inf, math.inf)
         row.note = f"no interval: {exc}"
         return row
-    row.verdict = verdict_for(row.interval, gate.threshold_pct)
+    row.verdict = verdict_for(row.interval, gate.threshold_pct, span)
+    if span != SINGLE_RUN:
+        row.note = f"baseline runs {(span[0] - 1) * 100:+.1f}..{(span[1] - 1) * 100:+.1f}%"
     return row
 
 
@@ -220,7 +245,7 @@ def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> 
     old_ok = old is not None and old.status == "ok" and usable_samples(old.samples_us)
     new_ok = new is not None and new.status == "ok" and usable_samples(new.samples_us)
     if new_ok and old_ok:
-        row = compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate)
+        row = compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate, baseline_span(old))
         row.devices = (new.gpu or "?", old.gpu or "?")
         return row
     if new_ok:
@@ -235,22 +260,24 @@ def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> 
 
 
 def decide_rerun(sweep: str, case_id: str, impl: str, rounds: Sequence[Sequence[float]], old: Sequence[float],
-                 gate: Gate) -> Row:
+                 gate: Gate, span: tuple[float, float] = SINGLE_RUN) -> Row:
     """The verdict from fresh re-measurements (``--rerun``): the rounds' samples pooled against the
     baseline's, and a SLOWER / FASTER kept only when every round's own median is beyond the band
     on the same side. Each round is a separate sweep run (fresh worker, fresh CUDA context), so
     this is the between-run check a single run's samples cannot give."""
     pooled = [x for r in rounds for x in r]
-    row = compare_samples(sweep, case_id, impl, pooled, old, gate)
+    row = compare_samples(sweep, case_id, impl, pooled, old, gate, span)
     row.reruns = len(rounds)
     old_median = median(list(old))
     changes = [(median(list(r)) / old_median - 1.0) * 100.0 for r in rounds if r]
     t = gate.threshold_pct
+    above = ((1 + t / 100.0) * span[1] - 1.0) * 100.0  # the band's edges around the baseline's states
+    below = ((1 - t / 100.0) * span[0] - 1.0) * 100.0
     row.note = (f"{row.note}; " if row.note else "") + "rounds " + ", ".join(f"{c:+.1f}%" for c in changes)
-    if row.verdict == "SLOWER" and not all(c > t for c in changes):
-        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond +{t:g}%"
-    elif row.verdict == "FASTER" and not all(c < -t for c in changes):
-        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond -{t:g}%"
+    if row.verdict == "SLOWER" and not all(c > above for c in changes):
+        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond {above:+.3g}%"
+    elif row.verdict == "FASTER" and not all(c < below for c in changes):
+        row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond {below:+.3g}%"
     return row
 
 

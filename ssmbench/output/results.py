@@ -89,6 +89,10 @@ class CaseRecord:
     gpu: str | None = None
     seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    run_medians_us: list[float] = field(default_factory=list)
+    """A baseline stored from several runs (`baseline save RUN MORE...`): this pair's median in
+    each run, its own first; empty for a single run. `compare` reads them as the states the
+    pair has been seen in (docs/gate.md, "Baselines from several runs")."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -301,6 +305,7 @@ class CaseFields(TypedDict):
     gpu: NotRequired[Label | None]
     seconds: NotRequired[Number | None]
     notes: NotRequired[list[Text]]
+    run_medians_us: NotRequired[list[Sample]]
 
 
 @cache
