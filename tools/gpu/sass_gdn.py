@@ -2,8 +2,8 @@
 WITHOUT a GPU (sass_mix.py's stand-in Triton driver; ptxas, cuobjdump and nvdisasm ship with
 Triton; nothing is launched): registers, stack, and the instruction classes the T > 1 analysis
 of docs/gdn.md is about (shuffles, barriers, shared-memory traffic, FP32, tensor-core
-instructions, spills), for `gdn_decode_kernel` (today's knobs, and its streamed-token form), the WY candidate
-(`kernel_v2.gdn_decode_wy_kernel`) and, when fla-core is installed, FLA's fused_recurrent kernel.
+instructions, spills), for `gdn_decode_kernel` (today's knobs, and its streamed-token form) and, when fla-core is
+installed, FLA's fused_recurrent kernel.
 
     python3 -m tools.gpu.sass_gdn [T ...]      (repo root on the path; default T: 1 2 4 6)
 
@@ -29,7 +29,6 @@ from tools.gpu.sass_mix import Compiled, StandInDriver, opcode_counts  # noqa: E
 driver.set_active(StandInDriver())
 
 from ssmbench_kernels.gdn.kernel import GDNKnobs, gdn_decode  # noqa: E402
-from ssmbench_kernels.gdn.kernel_v2 import gdn_decode_wy  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin")
 H, HV, K, V, BATCH = 16, 64, 128, 128, 8
@@ -95,7 +94,6 @@ def main(ts: list[int]) -> None:
             knobs = GDNKnobs(block_v=32, num_warps=warps, stream_tokens=True)
             runs.append((f"gdn_decode_kernel streamed, {warps} warps",
                          lambda kw=kw, k=knobs: gdn_decode(**kw, knobs=k)))
-        runs.append(("gdn_decode_wy_kernel", lambda kw=kw: gdn_decode_wy(**kw)))
         if fmt == torch.float32 and not inter and T == ts[0]:  # one kernel for every T (a runtime loop)
             try:
                 runs.append(("fla fused_recurrent", fla_run(T)))
