@@ -156,21 +156,26 @@ def verdict_for(interval: RatioInterval, threshold_pct: float, span: tuple[float
     samples' median (`baseline_span`; one run: (1, 1)). The band is laid around that range:
     SLOWER must be beyond +t of the slowest state, FASTER beyond -t of the fastest, SAME inside
     the band around the range."""
-    t = threshold_pct / 100.0
-    low, high = span
-    if interval.ratio > (1 + t) * high and interval.lo > (1 + t) * high:
+    lower, upper = band(threshold_pct, span)
+    if interval.ratio > upper and interval.lo > upper:
         return "SLOWER"
-    if interval.ratio < (1 - t) * low and interval.hi < (1 - t) * low:
+    if interval.ratio < lower and interval.hi < lower:
         return "FASTER"
-    if interval.lo >= (1 - t) * low and interval.hi <= (1 + t) * high:
+    if interval.lo >= lower and interval.hi <= upper:
         return "SAME"
     return "AMBIGUOUS"
+
+
+def band(threshold_pct: float, span: tuple[float, float] = SINGLE_RUN) -> tuple[float, float]:
+    """The band's edges as ratios to the baseline's median: ``(1 - t) low`` and ``(1 + t) high``."""
+    t = threshold_pct / 100.0
+    return (1 - t) * span[0], (1 + t) * span[1]
 
 
 def baseline_span(old: CaseRecord) -> tuple[float, float]:
     """The range of a baseline pair's run medians relative to its samples' median (1 included):
     (1, 1) for a baseline of one run."""
-    runs = [m for m in old.run_medians_us if m > 0]
+    runs = old.run_medians_us
     if len(runs) < 2 or not usable_samples(old.samples_us):
         return SINGLE_RUN
     own = median(old.samples_us)
@@ -270,9 +275,7 @@ def decide_rerun(sweep: str, case_id: str, impl: str, rounds: Sequence[Sequence[
     row.reruns = len(rounds)
     old_median = median(list(old))
     changes = [(median(list(r)) / old_median - 1.0) * 100.0 for r in rounds if r]
-    t = gate.threshold_pct
-    above = ((1 + t / 100.0) * span[1] - 1.0) * 100.0  # the band's edges around the baseline's states
-    below = ((1 - t / 100.0) * span[0] - 1.0) * 100.0
+    below, above = ((edge - 1.0) * 100.0 for edge in band(gate.threshold_pct, span))
     row.note = (f"{row.note}; " if row.note else "") + "rounds " + ", ".join(f"{c:+.1f}%" for c in changes)
     if row.verdict == "SLOWER" and not all(c > above for c in changes):
         row.verdict, row.note = "AMBIGUOUS", row.note + f": not every round beyond {above:+.3g}%"
