@@ -94,6 +94,8 @@ def test_tune_writes_a_table_discards_failures_and_resumes_from_its_log(spec: Pa
     (["--impl", "test.tunable", "--budget", "soon"], "--budget 'soon'"),
     (["--impl", "test.tunable", "--samples", "4"], "at least 8"),
     (["--impl", "test.tunable", "--case", "zzz*"], "no case of it runs"),
+    (["--impl", "test.tunable", "--threshold", "-5"], "allowed 0 < PCT < 100"),
+    (["--impl", "test.tunable", "--threshold", "nan"], "allowed 0 < PCT < 100"),
 ])
 def test_bad_tune_options_exit_2(spec: Path, extra: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["tune", str(spec), *extra])

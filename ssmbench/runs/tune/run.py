@@ -103,6 +103,8 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     for name, value in (("--rounds", options.rounds), ("--max-passes", options.max_passes)):
         if value < 1:
             raise UsageError(f"{name} {value}: must be at least 1")
+    if options.threshold_pct is not None and not 0 < options.threshold_pct < 100:  # also NaN
+        raise UsageError(f"--threshold {options.threshold_pct}: allowed 0 < PCT < 100")
     if options.samples < MIN_SAMPLES:
         raise UsageError(f"--samples {options.samples}: the gate's interval needs at least {MIN_SAMPLES} per round")
     budget = parse_budget(options.budget)
