@@ -93,7 +93,7 @@ def tuning_groups(sweep_file: Any, impl: Any, tunable: Tunable, case_glob: str |
 
 def run_tune(options: TuneOptions, console: Console, err_console: Console | None = None) -> int:
     """The whole command; returns the exit code: 0 done, `EXIT_FAULT` stopped by a CUDA fault."""
-    from ssmbench.impls.registry import import_plugins, plugins_from_env, registry
+    from ssmbench.impls.registry import plugins_from_env, registry
     from ssmbench.runs.sweep.compile import compile_workers
     from ssmbench.runs.sweep.options import check_output_path, load_spec
     from ssmbench.runs.sweep.run import sweep_device
@@ -108,9 +108,8 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     if options.samples < MIN_SAMPLES:
         raise UsageError(f"--samples {options.samples}: the gate's interval needs at least {MIN_SAMPLES} per round")
     budget = parse_budget(options.budget)
-    plugins = plugins_from_env()
-    import_plugins(plugins)
-    impls = registry()
+    plugins = plugins_from_env()  # handed on to the compile processes
+    impls = registry()  # imports them here too
     if options.impl not in impls:
         raise UsageError(f"--impl {options.impl!r}: unknown; impls: {', '.join(sorted(impls))}")
     impl = impls[options.impl]
