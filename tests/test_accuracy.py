@@ -5,13 +5,16 @@ input exits 2. Tiny shapes, few steps."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
 from ssmbench.cli import app
@@ -149,6 +152,29 @@ def test_results_round_trip_and_validation(tmp_path):
     bad(lambda d: d["records"][0]["errors"]["y"].__setitem__(0, "x"), r"records\[0\]\.errors\.y\[0\]")
     bad(lambda d: d["records"][0]["errors"]["y"].pop(), r"records\[0\]\.errors\.y: expected 2 values")
     bad(lambda d: d["records"][0].update(status="weird"), r"records\[0\]\.status")
+
+
+def test_a_stopped_run_keeps_the_pairs_it_finished(tmp_path, monkeypatch):
+    """Ctrl-C in the second pair: the first pair's record is in the results file (complete: false)."""
+    import ssmbench.runs.accuracy.run as run_module
+
+    pair = (None, SimpleNamespace(id="c1"), SimpleNamespace(name="triton.intermediate"))
+    monkeypatch.setattr(run_module, "planned_pairs", lambda *a: [pair, pair])
+    answers = iter([record(seconds=0.5), KeyboardInterrupt()])
+
+    def one_pair(*a):
+        answer = next(answers)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(run_module, "accuracy_record", one_pair)
+    out = tmp_path / "a.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_module.run_accuracy(load_sweep_file(SMOKE), AccuracyOptions(steps=2), "cpu", out, {},
+                                Console(file=io.StringIO()))
+    kept = load_accuracy(out)
+    assert [r.id for r in kept.records] == ["c1"] and kept.env["complete"] is False
 
 
 def test_plot_written_or_skipped(tmp_path, monkeypatch):

@@ -146,20 +146,22 @@ def run_accuracy(sweep_file: SweepFile, options: AccuracyOptions, device: str, o
         what = f" matching --case {options.case_glob!r}" if options.case_glob else ""
         raise UsageError(f"nothing to run: no (case, impl) pair of {sweep_file.path}{what} that accuracy can "
                          "drive (Mamba-2 linear chains; impls: see `ssmbench accuracy --help`)")
-    records = []
-    started = time.perf_counter()
-    for n, (sweep, case, impl) in enumerate(pairs, 1):
-        record = accuracy_record(case, impl, sweep, options.steps, dev)
-        records.append(record)
-        last = record.errors.get("state", [None])[-1] if record.status == "ok" else None
-        what = f"state error {last:.2e}" if last is not None else f"{record.status}: {record.message}"
-        console.print(f"[{n}/{len(pairs)}] {escape(case.id)} {impl.name}: {escape(what)} ({record.seconds:.1f} s)",
-                      highlight=False)
-    env = {**env, "device_mode": dev.type, "steps": options.steps, "batch": options.batch,
-           "seconds": round(time.perf_counter() - started, 1)}
+    env = {**env, "device_mode": dev.type, "steps": options.steps, "batch": options.batch}
     if dev.type == "cuda":
         env["gpus"] = [{"index": torch.cuda.current_device(), "name": torch.cuda.get_device_name(dev)}]
-    write_accuracy(output, env, records)
+    records: list[AccuracyRecord] = []
+    started = time.perf_counter()
+    try:
+        for n, (sweep, case, impl) in enumerate(pairs, 1):
+            record = accuracy_record(case, impl, sweep, options.steps, dev)
+            records.append(record)
+            last = record.errors.get("state", [None])[-1] if record.status == "ok" else None
+            what = f"state error {last:.2e}" if last is not None else f"{record.status}: {record.message}"
+            console.print(f"[{n}/{len(pairs)}] {escape(case.id)} {impl.name}: {escape(what)} "
+                          f"({record.seconds:.1f} s)", highlight=False)
+    finally:  # a stop (Ctrl-C) or an unexpected error keeps the pairs finished so far (complete: false)
+        write_accuracy(output, {**env, "complete": len(records) == len(pairs),
+                                "seconds": round(time.perf_counter() - started, 1)}, records)
     console.print(summary_table(records))
     console.print(write_plot(records, output.with_suffix(".png")), highlight=False, markup=False)
     console.print(f"results: {output}", highlight=False, markup=False)
