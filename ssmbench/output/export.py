@@ -12,6 +12,7 @@ as Python's shortest round-tripping text, so ``float(cell)`` gives back the stor
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from typing import Any
@@ -34,10 +35,10 @@ def flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
 
 
 def record_row(record: CaseRecord, devices: dict[str, dict[str, Any]], samples: bool) -> dict[str, Any]:
-    """One record's cells, keyed by column name."""
-    data = record.to_dict()
+    """One record's cells, keyed by column name; ``devices`` as `LogContents.devices` (by uuid)."""
+    data = (record if samples else dataclasses.replace(record, samples_us=[])).to_dict()  # no copy of unwanted samples
     if not samples:
-        data.pop("samples_us", None)
+        del data["samples_us"]
     device = devices.get(record.gpu or "") or {}
     row: dict[str, Any] = {"gpu_name": device.get("name"),
                            "copy_tbps": (device.get("bandwidth") or {}).get("measured_tbps")}
@@ -47,8 +48,7 @@ def record_row(record: CaseRecord, devices: dict[str, dict[str, Any]], samples: 
 
 def csv_text(results: LogContents, samples: bool = False) -> str:
     """The CSV: a header of every column any record has, then one row per record in file order."""
-    devices = {str(d.get("uuid")): d for d in results.devices.values() if d.get("uuid")}
-    rows = [record_row(r, devices, samples) for r in results.records.values()]
+    rows = [record_row(r, results.devices, samples) for r in results.records.values()]
     columns = list(LEADING)
     for row in rows:
         columns += [c for c in row if c not in columns]
