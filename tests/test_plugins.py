@@ -47,14 +47,13 @@ def plugin_dir(tmp_path, monkeypatch):
     registry()  # the shipped impls registered first: only what a test adds is dropped after
     before_impls, before_modules = set(registered()), set(sys.modules)
     registry_module._warned.clear()
-    registry_module._called.clear()
+    monkeypatch.setattr(registry_module, "_entry_points_loaded", False)  # the tests' own entry points are read
     yield tmp_path
     forget([n for n in registered() if n not in before_impls])
     for name in set(sys.modules) - before_modules:
         if name.startswith("plug_"):
             del sys.modules[name]
     registry_module._warned.clear()
-    registry_module._called.clear()
 
 
 def write_plugin(folder: Path, module: str, impl: str, fail: bool = False) -> None:

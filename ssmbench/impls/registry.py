@@ -28,9 +28,10 @@ ENTRY_POINT_GROUP = "ssmbench.impls"
 
 _warned: set[str] = set()
 """Plugins whose failure this process has already reported."""
-_called: set[str] = set()
-"""``module:function`` entry points this process has already called: a module registers once (its
-import is cached), a function would register its impls again on every `registry()`."""
+_entry_points_loaded = False
+"""The installed entry points are read and loaded once per process (`registry` runs many times:
+a ``module:function`` one would register its impls again, and the scan of every installed
+distribution's metadata costs milliseconds each time)."""
 
 
 def plugins_from_env() -> list[str]:
@@ -45,9 +46,8 @@ def _import_registering(load, source: str, name: str, strict: bool) -> None:
     before = set(registered())
     try:
         loaded = load()
-        if callable(loaded) and not isinstance(loaded, ModuleType) and name not in _called:  # `module:function`
+        if callable(loaded) and not isinstance(loaded, ModuleType):  # `module:function`
             loaded()
-            _called.add(name)
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not take the tool down
         forget([n for n in registered() if n not in before])
         why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
@@ -68,7 +68,12 @@ def import_plugins(names: list[str]) -> None:
 
 
 def import_entry_points() -> None:
-    """Import every installed package's ``ssmbench.impls`` entry point (module, or a callable)."""
+    """Import every installed package's ``ssmbench.impls`` entry point (module, or a callable),
+    the first time this process asks."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         _import_registering(ep.load, "entry point", f"{ep.name} = {ep.value}", strict=False)
 
