@@ -32,9 +32,9 @@ from ssmbench.families.gdn import make_gdn_workload
 from ssmbench.impls import fla as fp
 from ssmbench.impls.optional import OptionalModule
 from ssmbench.impls.registry import registry
-from ssmbench.measure.verify import verify
 from ssmbench.spec.case import AcceptLaw, Case
 from ssmbench.spec.presets import GDNShape
+from tests.peer_chains import assert_restore_repeats, verified_chain
 
 NAME = "fla.gdn"
 MODULE = "fla.ops.gated_delta_rule"
@@ -253,12 +253,8 @@ def fake_fla(monkeypatch):
 
 
 def _check(case: Case, device: str = "cpu"):
-    wl = make_gdn_workload(case, device)
-    impl = registry()[NAME]
     assert fp.fla_case_reason(case) is None
-    chain = impl.build(case, wl)
-    chain()
-    return verify(case, wl, chain.outputs()), chain, wl
+    return verified_chain(NAME, case, device)
 
 
 CASES = [
@@ -280,16 +276,7 @@ def test_chain_verifies_through_the_mapping(fake_fla, case: Case) -> None:
 
 
 def test_restore_puts_the_pool_and_conv_state_back(fake_fla) -> None:
-    case = gdn_case(pool="split", T=2)
-    wl = make_gdn_workload(case)
-    chain = registry()[NAME].build(case, wl)
-    chain()
-    first = {k: v.clone() for k, v in chain.outputs().items() if isinstance(v, torch.Tensor)}
-    chain.restore()
-    chain()
-    second = chain.outputs()
-    for key in ("y", "state_after", "conv_state"):
-        assert torch.equal(first[key], second[key]), key
+    assert_restore_repeats(NAME, gdn_case(pool="split", T=2))
 
 
 @pytest.mark.parametrize("plant", ["state_v_first", "use_beta_sigmoid_in_kernel", "swap_qk"])

@@ -29,11 +29,11 @@ from ssmbench.cli import app
 from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
 from ssmbench.impls.registry import registry
-from ssmbench.measure.verify import verify
 from ssmbench.runs.sweep.run import DEVICE_ENV
 from ssmbench.spec.case import AcceptLaw, Case
 from ssmbench.spec.presets import Mamba2Shape
 from ssmbench_kernels.storage.reference import StoredState, dequantize, quantize
+from tests.peer_chains import assert_restore_repeats, verified_chain
 
 SSU, CKPT = "flashinfer.ssu", "flashinfer.checkpointing"
 
@@ -383,12 +383,8 @@ def fake_flashinfer(monkeypatch):
 
 
 def _check(name: str, case: Case):
-    wl = make_mamba2_workload(case)
-    impl = registry()[name]
-    assert impl.case_reason(case) is None
-    chain = impl.build(case, wl)
-    chain()
-    return verify(case, wl, chain.outputs()), chain, wl
+    assert registry()[name].case_reason(case) is None
+    return verified_chain(name, case)
 
 
 CASES = [
@@ -422,16 +418,7 @@ def test_checkpointing_chain_verifies_through_the_mapping(fake_flashinfer, case:
 
 
 def test_restore_puts_the_ring_and_checkpoint_back(fake_flashinfer) -> None:
-    case = mamba2_case(T=2, window=2)
-    wl = make_mamba2_workload(case)
-    chain = registry()[CKPT].build(case, wl)
-    chain()
-    first = {k: v.clone() for k, v in chain.outputs().items() if isinstance(v, torch.Tensor)}
-    chain.restore()
-    chain()
-    second = chain.outputs()
-    for key in ("y", "state_after", "conv_state"):
-        assert torch.equal(first[key], second[key]), key
+    assert_restore_repeats(CKPT, mamba2_case(T=2, window=2))
 
 
 def test_a_planted_mapping_error_fails_verification(fake_flashinfer, monkeypatch) -> None:
