@@ -223,11 +223,12 @@ def write_plot(records: list[AccuracyRecord], output: Path, series: str = "state
         panels.setdefault(key, []).append(r)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False, sharey=True)
     for ax, (title, recs) in zip(axes[0], panels.items(), strict=True):
+        sizes = len({x.params.get("batch") for x in recs}) > 1 or len({x.params.get("T") for x in recs}) > 1
         for r in recs:
             values = [math.nan if e is None else e for e in r.errors.get(series, [])]
             steps = list(range(1, len(values) + 1))
             label = str(r.params.get("format", r.id))
-            if len({x.params.get("batch") for x in recs}) > 1 or len({x.params.get("T") for x in recs}) > 1:
+            if sizes:  # the panel's lines differ in batch or T: say which is which
                 label += f" b{r.params.get('batch')} T{r.params.get('T')}"
             ax.loglog(steps, values, label=label, linewidth=1)
         ax.set_title(title)
