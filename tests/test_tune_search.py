@@ -176,3 +176,10 @@ def test_a_malformed_log_line_is_a_usage_error(tmp_path: Path, line: str, field:
         f.write(line + "\n")
     with pytest.raises(UsageError, match=rf"tune.jsonl:2: field '{field}'"):
         Journal(log, SETTINGS, resume=True)
+
+
+def test_a_log_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
+    log = tmp_path / "tune.jsonl"
+    log.write_bytes(b'{"type": "tune"}\n\xff\xfe\n')
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        Journal(log, SETTINGS, resume=True)

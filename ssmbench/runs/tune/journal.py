@@ -29,7 +29,7 @@ from typing import Any
 
 from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import Config
-from ssmbench.output.results import ResultsLog
+from ssmbench.output.results import ResultsLog, read_results_text
 from ssmbench.runs.tune.search import Discarded, Fault, Measurer, config_key
 
 SETTINGS = ("impl", "spec_name", "rounds", "samples", "threshold_pct", "confidence", "max_passes")
@@ -54,7 +54,7 @@ class Journal:
         self.write({"type": "tune", **settings})
 
     def _read(self, settings: dict[str, Any]) -> None:
-        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+        for number, line in enumerate(read_results_text(self.path).splitlines(), 1):  # bad bytes: UsageError
             try:
                 item = json.loads(line)
             except ValueError:
