@@ -101,3 +101,12 @@ def test_bad_tune_options_exit_2(spec: Path, extra: list[str], message: str) -> 
     result = CliRunner().invoke(app, ["tune", str(spec), *extra])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_a_log_place_taken_by_a_directory_exits_2(spec: Path, tmp_path: Path) -> None:
+    out = tmp_path / "knobs.json"
+    log_path(out).mkdir()
+    for more in ([], ["--resume"], ["--fresh"]):
+        result = CliRunner().invoke(app, ["tune", str(spec), "--impl", "test.tunable", "-o", str(out), *more])
+        assert result.exit_code == 2, result.output
+        assert "knobs.jsonl" in result.output and "internal error" not in result.output

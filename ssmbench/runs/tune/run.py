@@ -129,12 +129,13 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     device = sweep_device("tune")
     workers = compile_workers(options.compile_workers, device)
     output = check_output_path(options.output or f"{sweep_file.name}.{options.impl}.knobs.json", "-o")
+    log = check_output_path(log_path(output), "-o's log")  # appended to from the first measurement on
     settings = {"impl": options.impl, "spec_name": sweep_file.name, "rounds": options.rounds,
                 "samples": options.samples, "threshold_pct": gate.threshold_pct, "confidence": gate.confidence,
                 "max_passes": options.max_passes, "argv": options.argv}
-    if options.fresh and log_path(output).exists():
-        log_path(output).unlink()
-    journal = Journal(log_path(output), settings, resume=options.resume)
+    if options.fresh and log.exists():
+        log.unlink()
+    journal = Journal(log, settings, resume=options.resume)
     if journal.repaired:
         console.print(journal.repaired, highlight=False, markup=False)
 
@@ -175,7 +176,7 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     except Fault as fault:
         (err_console or console).print(
             f"error: {group.name}: {describe_config(fault.config)}: {fault.problem}; the log has it as discarded: "
-            f"run the same command with --resume to go on without it (log: {log_path(output)})",
+            f"run the same command with --resume to go on without it (log: {log})",
             highlight=False, markup=False)
         return EXIT_FAULT
     finally:
@@ -184,7 +185,7 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     gpu_name = session[0].info.get("name") if session else None
     write_table(output, options.impl, gpu_name, results, settings)
     console.print(report(results, gate))
-    console.print(f"knob table: {output} (log: {log_path(output)})", highlight=False, markup=False)
+    console.print(f"knob table: {output} (log: {log})", highlight=False, markup=False)
     return 0
 
 
