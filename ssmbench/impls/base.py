@@ -9,12 +9,20 @@ what it produced so the verifier can compare it with the reference.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ssmbench.spec.case import Case
+
+INTERPRET_ENV = "TRITON_INTERPRET"
+
+
+def triton_interpreted() -> bool:
+    """Whether Triton runs its kernels in the interpreter here (``TRITON_INTERPRET`` set)."""
+    return os.environ.get(INTERPRET_ENV, "0") not in ("", "0")
 
 
 @dataclass

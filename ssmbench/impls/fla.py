@@ -20,7 +20,6 @@ record's notes say what the span holds.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ import torch
 from ssmbench.families import gdn
 from ssmbench.families.common import act_bytes, state_bytes
 from ssmbench.families.gdn import GDNWorkload
-from ssmbench.impls.base import Chain, Impl, register
+from ssmbench.impls.base import Chain, Impl, register, triton_interpreted
 from ssmbench.impls.optional import AVAILABLE, OptionalModule
 from ssmbench.impls.triton_gdn import restore_rows
 from ssmbench.spec.case import Case
@@ -133,7 +132,7 @@ def fla_arguments(case: Case, workload: GDNWorkload, *, q: torch.Tensor, k: torc
 
 def _triton_runs_here() -> bool:
     """FLA's kernels are Triton: a CUDA GPU, or Triton's interpreter on a CPU (TRITON_INTERPRET)."""
-    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return torch.cuda.is_available() or triton_interpreted()
 
 
 class FLAGDN(Impl):

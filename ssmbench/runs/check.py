@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ssmbench.errors import UsageError
 from ssmbench.families import make_workload
-from ssmbench.impls.base import Impl
+from ssmbench.impls.base import INTERPRET_ENV, Impl, triton_interpreted
 from ssmbench.impls.registry import registry
 from ssmbench.measure.target import attempt, describe_exception, resolve_device
 from ssmbench.measure.verify import Comparison
@@ -28,8 +28,6 @@ from ssmbench.runs.planning import impl_plan, select_impls
 from ssmbench.spec.case import Case
 from ssmbench.spec.expand import expand, select_cases
 from ssmbench.spec.load import SweepFile
-
-INTERPRET_ENV = "TRITON_INTERPRET"
 
 
 @dataclass
@@ -40,11 +38,6 @@ class CheckResult:
     comparisons: list[Comparison] = field(default_factory=list)
     message: str = ""
     seconds: float = 0.0
-
-
-def triton_interpreted() -> bool:
-    """Whether Triton runs its kernels in the interpreter here (``TRITON_INTERPRET`` set)."""
-    return os.environ.get(INTERPRET_ENV, "0") not in ("", "0")
 
 
 def prepare_device(device: str) -> tuple[torch.device, str]:
