@@ -56,6 +56,14 @@ class Outcome:
     status: str
     message: str = ""
 
+    @property
+    def problem(self) -> str:
+        """Why a job that was not ok failed, as its record says it (an empty message of a ``fail``
+        is the reference disagreeing)."""
+        if self.status == "fail":
+            return f"verification failed: {self.message or 'outputs differ from the reference'}"
+        return self.message
+
 
 @dataclass
 class Prewarm:

@@ -37,11 +37,8 @@ def compile_first(tasks: list[Task], workers: int, devices: list[str], plugins: 
         if outcome.status == "ok":
             continue
         job = outcome.job
-        message = outcome.message
-        if outcome.status == "fail":
-            message = f"verification failed: {message or 'outputs differ from the reference'}"
         on_record(CaseRecord(id=job.case.id, impl=job.impl, sweep=job.sweep, status=outcome.status,
-                             message=PREFIX + message, params=case_params(job.case)))
+                             message=PREFIX + outcome.problem, params=case_params(job.case)))
         failed.add((job.sweep, job.case.id, job.impl))
     left = []
     for task in tasks:

@@ -103,7 +103,5 @@ def prepass_problems(done: Prewarm) -> dict[str, str]:
     problems = {}
     for outcome in done.outcomes:
         if outcome.status != "ok" and outcome.job.config is not None:
-            why = outcome.message or "outputs differ from the reference"
-            problems[config_key(outcome.job.config)] = PREFIX + (
-                f"verification failed: {why}" if outcome.status == "fail" else why)
+            problems[config_key(outcome.job.config)] = PREFIX + outcome.problem
     return problems
