@@ -191,6 +191,113 @@ def _ring(r, L: tl.constexpr):
 
 
 # --------------------------------------------------------------------------------------------
+# pieces of the main forms (main, fused, kernel_bw's bandwidth-first main); jit helpers inline
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _row_slot(slot_ptr, b):
+    """Row b's slot (< 0: a padding row), whether it is real, and its int64 slot index (0 for
+    padding rows)."""
+    slot = tl.load(slot_ptr + b)
+    real = slot >= 0
+    return slot, real, tl.maximum(slot, 0).to(tl.int64)
+
+
+@triton.jit
+def _row_ring(pnat_ptr, rs_ptr, s, real, T: tl.constexpr, W: tl.constexpr):
+    """Slot ``s``'s int32 pnat and ring_start (padding rows read nothing: 0) and whether the row
+    writes (``pnat + T > W``). Apart from `_row_slot` so that the fused form loads its state tile
+    in between."""
+    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
+    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
+    return pnat, start, real & (pnat + T > W)
+
+
+@triton.jit
+def _hist_columns(slot, pnat, start, mw, L: tl.constexpr, W: tl.constexpr, W_PAD: tl.constexpr):
+    """History columns ``j < W_PAD``: (offs_j, j_ok: a token of a real row (j < pnat), rj: their
+    ring rows, fold_j: j_ok on write rows (the fold's history B and weights))."""
+    offs_j = tl.arange(0, W_PAD)
+    j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
+    rj = _ring(start + offs_j, L)
+    return offs_j, j_ok, rj, j_ok & ((offs_j * 0 + mw.to(tl.int32)) != 0)
+
+
+@triton.jit
+def _token_tile(ptr, row0, stride_row, offs_t, col0, offs_c, t_ok, mask_c):
+    """Rows ``row0 + t`` (int64 row base, int32 token offsets) and columns ``col0 + offs_c`` of a
+    token-major activation (x, B, C of the conv output); masked rows / columns read 0."""
+    return tl.load(
+        ptr + row0 * stride_row + offs_t[:, None] * stride_row + col0 + offs_c[None, :],
+        mask=t_ok[:, None] & mask_c[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def _hist_B_tile(hb_base, rj, g, offs_n, mask_j, mask_n, G: tl.constexpr, N: tl.constexpr):
+    """Group g's history B at ring rows ``rj`` of one slot (``hb_base``: the slot's int64 base)."""
+    return tl.load(hb_base + (rj[:, None] * G + g) * N + offs_n[None, :], mask=mask_j[:, None] & mask_n[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T: tl.constexpr, W: tl.constexpr,
+                  T_PAD: tl.constexpr, L_PAD: tl.constexpr):
+    """precompute's coefficients of (row, head) ``bh``: (the CB rows' pointers, CB's history columns
+    ``rect_j`` (the rectangle: nowrite rows), CB's new-token columns, cdec). ``rect_j`` comes from
+    the caller: where it is computed moves the SASS of the register-bound forms."""
+    cb_t = cb_ptr + (bh * T + offs_t[:, None]) * L_PAD
+    cb_hist = tl.load(cb_t + offs_j[None, :], mask=t_ok[:, None] & rect_j[None, :], other=0.0)
+    cb_new = tl.load(cb_t + W + offs_t[None, :], mask=t_ok[:, None] & t_ok[None, :], other=0.0)
+    cdec = tl.load(cdec_ptr + bh * T_PAD + offs_t, mask=t_ok, other=0.0)
+    return cb_t, cb_hist, cb_new, cdec
+
+
+@triton.jit
+def _store_checkpoint(ckpt, scale, rows, srow, read_p, offs_n, mask_n, state, seed, s, step, N: tl.constexpr,
+                      BLOCK_N: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
+    """A write row's folded state S' stored as the slot's checkpoint (state rows ``rows`` of
+    ``ckpt`` / ``scale``); SR fields drawn once, counter rows ``srow``, request = the slot ``s``."""
+    sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)
+    store_state_rows(ckpt, scale, rows, read_p, offs_n, mask_n, state, N, FMT, SR, sr_fields)
+
+
+@triton.jit
+def _state_ct(state, ct, FMT: tl.constexpr, BLOCK_P: tl.constexpr, T_PAD: tl.constexpr):
+    """``S C^T`` (BLOCK_P, T_PAD) on the tensor cores: a bf16 checkpoint as itself (bf16-exact: one
+    product), others as two bf16 parts (`_dot_bf16x2`)."""
+    if FMT == FMT_BF16:
+        yt = dot(state.to(tl.bfloat16), ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+    else:
+        yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+    return yt
+
+
+@triton.jit
+def _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row,
+                   stride_y_row, T: tl.constexpr, HAS_Z: tl.constexpr):
+    """Finish and store Y^T (BLOCK_P, T_PAD): ``+ X_new^T CB_new^T`` (bf16 parts), ``+ D x``, the z
+    gate, exact zeros on padding rows; y / z rows ``row0 + t``, columns ``col0 + offs_p``."""
+    yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
+    yt = yt + Dh * tl.trans(x_new.to(tl.float32))
+    if HAS_Z:
+        zt = tl.load(
+            z_ptr + row0 * stride_z_row + offs_t[None, :] * stride_z_row + col0 + offs_p[:, None],
+            mask=mask_p[:, None] & t_ok[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        yt = yt * (zt * tl.sigmoid(zt))
+    yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
+    tl.store(
+        y_ptr + row0 * stride_y_row + offs_t[None, :] * stride_y_row + col0 + offs_p[:, None],
+        yt.to(y_ptr.dtype.element_ty),
+        mask=mask_p[:, None] & (offs_t[None, :] < T),
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # precompute
 # --------------------------------------------------------------------------------------------
 
@@ -377,10 +484,8 @@ def _main_item(
     read_p = mask_p & ((offs_p * 0 + slot) >= 0)
     state = load_state_rows(ckpt_ptr, scale_ptr, s * (H * P) + srow, read_p, offs_n, mask_n, N, FMT)
 
-    offs_j = tl.arange(0, W_PAD)
-    j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
-    hrow = s * L + _ring(start + offs_j, L)
-    fold_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) != 0)  # history B: write rows only
+    offs_j, j_ok, rj, fold_j = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
+    hrow = s * L + rj
     if USE_DOT:
         x_hist = tl.load(
             hist_x_ptr + (hrow[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
@@ -409,12 +514,8 @@ def _main_item(
             other=0.0,
         )
     bh = b * H + h
-    cb_t = cb_ptr + (bh * T + offs_t[:, None]) * L_PAD
-    if USE_DOT:
-        rect_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) == 0)  # history CB columns: nowrite rows only
-        cb_hist = tl.load(cb_t + offs_j[None, :], mask=t_ok[:, None] & rect_j[None, :], other=0.0)
-        cb_new = tl.load(cb_t + W + offs_t[None, :], mask=t_ok[:, None] & t_ok[None, :], other=0.0)
-    cdec = tl.load(cdec_ptr + bh * T_PAD + offs_t, mask=t_ok, other=0.0)
+    rect_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) == 0)  # history CB columns: nowrite rows only
+    cb_t, cb_hist, cb_new, cdec = _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T, W, T_PAD, L_PAD)
 
     xt = tl.trans(x_new.to(tl.float32))
     if mw:
@@ -434,8 +535,8 @@ def _main_item(
                 b_j = tl.load(hist_B_ptr + (row_j * G + g) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
                 w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
                 state += (x_j * w_j)[:, None] * b_j[None, :]
-        sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)  # request = the slot
-        store_state_rows(ckpt_ptr, scale_ptr, s * (H * P) + srow, read_p, offs_n, mask_n, state, N, FMT, SR, sr_fields)
+        _store_checkpoint(ckpt_ptr, scale_ptr, s * (H * P) + srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
+                          N, BLOCK_N, FMT, SR)
 
     # Outputs, transposed: Y^T (BLOCK_P, T_PAD).
     if USE_DOT:
@@ -657,9 +758,7 @@ def _fused_item(
     the history, not conv1d's output). WAIT: call `gdc_wait` (only the first item of a program)."""
     g = h // HEADS_PER_GROUP
     L: tl.constexpr = W + T
-    slot = tl.load(slot_ptr + b)
-    real = slot >= 0
-    s = tl.maximum(slot, 0).to(tl.int64)
+    slot, real, s = _row_slot(slot_ptr, b)
 
     # Producer-independent loads: state tile first (the big one), bookkeeping, history, parameters.
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -672,21 +771,15 @@ def _fused_item(
     ckpt_base = ckpt_ptr + s * (H * P * N)
     scale_base = scale_ptr + s * (H * P)  # (a dummy pointer, never read, for unscaled formats)
     state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
-    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
-    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
-    mw = real & (pnat + T > W)
-    offs_j = tl.arange(0, W_PAD)
-    j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
+    pnat, start, mw = _row_ring(pnat_ptr, rs_ptr, s, real, T, W)
+    offs_j, j_ok, rj, _ = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
     hx_base = hist_x_ptr + s * (L * H * P)
     hb_base = hist_B_ptr + s * (L * G * N)
     hd_base = hist_dt_ptr + s * (L * H)
-    rj = _ring(start + offs_j, L)
     x_hist = tl.load(
         hx_base + (rj[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
     )
-    b_hist = tl.load(
-        hb_base + (rj[:, None] * G + g) * N + offs_n[None, :], mask=j_ok[:, None] & mask_n[None, :], other=0.0
-    )
+    b_hist = _hist_B_tile(hb_base, rj, g, offs_n, j_ok, mask_n, G, N)
     dt_hist = tl.load(hd_base + rj * H + h, mask=j_ok, other=0.0)
     A = tl.load(A_ptr + h).to(tl.float32)
     Dh = tl.load(D_ptr + h).to(tl.float32)
@@ -701,29 +794,17 @@ def _fused_item(
         w = tl.where(j_ok, tl.exp(cum_h - cum_hist) * dt_hist, 0.0)
         xw = x_hist.to(tl.float32) * w[:, None]
         folded = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * tl.exp(cum_h), PREC)
-        sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)  # request = the slot
-        store_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, folded, N, FMT, SR, sr_fields)
+        _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, folded, seed, s, step, N, BLOCK_N,
+                          FMT, SR)
 
     pdl_wait(WAIT)
 
     offs_t = tl.arange(0, T_PAD)
     t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
     row0 = b * T  # int64; token offsets below are int32
-    x_new = tl.load(
-        x_ptr + row0 * stride_x_row + offs_t[:, None] * stride_x_row + h * P + offs_p[None, :],
-        mask=t_ok[:, None] & mask_p[None, :],
-        other=0.0,
-    )
-    b_new = tl.load(
-        b_ptr + row0 * stride_b_row + offs_t[:, None] * stride_b_row + g * N + offs_n[None, :],
-        mask=t_ok[:, None] & mask_n[None, :],
-        other=0.0,
-    )
-    c_new = tl.load(
-        c_ptr + row0 * stride_c_row + offs_t[:, None] * stride_c_row + g * N + offs_n[None, :],
-        mask=t_ok[:, None] & mask_n[None, :],
-        other=0.0,
-    )
+    x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
+    b_new = _token_tile(b_ptr, row0, stride_b_row, offs_t, g * N, offs_n, t_ok, mask_n)
+    c_new = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
     dt_raw = tl.load(dt_ptr + row0 * stride_dt_row + offs_t * stride_dt_row + h, mask=t_ok, other=0.0).to(tl.float32)
     dt_new = tl.where(t_ok, softplus_thresholded(dt_raw + dt_bias), 0.0)
     cl = tl.cumsum(A * dt_new, axis=0)  # cum over the new tokens only (from the fold point cum_h)
@@ -735,32 +816,14 @@ def _fused_item(
     # Outputs from S_ckpt for every row (the rectangle: write rows' S' C_t expands to the same sum),
     # so they need neither the fold nor a layout change of its result. Y^T = (S_ckpt C^T) diag(cdec)
     # + X_h^T CB_h^T + X_new^T CB_new^T; fp32 operands as sums of bf16 parts (C, x are bf16-exact).
-    ct = tl.trans(c_new)
-    if FMT == FMT_BF16:  # a bf16 checkpoint is bf16-exact: one product
-        yt = dot(state.to(tl.bfloat16), ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
-    else:
-        yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
-    yt = yt * tl.exp(cum_h + cl)[None, :]
+    yt = _state_ct(state, tl.trans(c_new), FMT, BLOCK_P, T_PAD) * tl.exp(cum_h + cl)[None, :]
     cb_rh = dot(c_new, tl.trans(b_hist), tl.zeros((T_PAD, W_PAD), dtype=tl.float32))
     keep = t_ok[:, None] & j_ok[None, :]
     expo = tl.where(keep, cum_h + cl[:, None] - cum_hist[None, :], 0.0)
     cb_hist = tl.where(keep, tl.exp(expo) * dt_hist[None, :] * cb_rh, 0.0)
     yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
-    yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
-    yt = yt + Dh * tl.trans(x_new.to(tl.float32))
-    if HAS_Z:
-        zt = tl.load(
-            z_ptr + row0 * stride_z_row + offs_t[None, :] * stride_z_row + h * P + offs_p[:, None],
-            mask=mask_p[:, None] & t_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        yt = yt * (zt * tl.sigmoid(zt))
-    yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
-    tl.store(
-        y_ptr + row0 * stride_y_row + offs_t[None, :] * stride_y_row + h * P + offs_p[:, None],
-        yt.to(y_ptr.dtype.element_ty),
-        mask=mask_p[:, None] & (offs_t[None, :] < T),
-    )
+    _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row,
+                   stride_y_row, T, HAS_Z)
 
     # History appends at ring rows (ring_start + pnat + i) mod L (disjoint from every row read).
     wrow = _ring(start + pnat + offs_t, L)
@@ -890,6 +953,28 @@ def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 # wrappers
 # --------------------------------------------------------------------------------------------
+
+
+def _reg_cap(knobs: CheckpointKnobs) -> dict:
+    """The launch option of ``knobs.max_regs`` (ptxas ``maxnreg``; none when 0 or interpreting)."""
+    return {"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}
+
+
+def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int, step: int, *extra, H: int, P: int,
+                N: int, G: int, T: int, pads: tuple[int, int, int], pdl: bool, num_warps: int, **consts) -> None:
+    """Enqueue a two-kernel main (`replay_main_kernel`, `kernel_bw.replay_bw_main_kernel`: the same
+    operands ckpt .. step, ``extra`` (the main's batch), the four row strides and shape constexprs);
+    ``consts``: the kernel's own constexprs and launch options. Unscaled formats and ``z = None``
+    pass dummy pointers, never read."""
+    t_pad, w_pad, l_pad = pads
+    kernel[grid](
+        rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else D, slot_idx, rs.pnat, rs.ring_start,
+        rs.hist_x, rs.hist_B, x, Cm, z if z is not None else y, y, D,
+        scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step, *extra,
+        x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
+        T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
+        PDL=pdl, **consts, **launch_options(pdl, num_warps, 1),
+    )
 
 
 def validate_replay_inputs(rs, slot_idx: torch.Tensor, T: int) -> None:
@@ -1025,7 +1110,7 @@ def replay_step(
                 FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, PREC=knobs.precision,
                 PERSISTENT=knobs.persistent, PDL=use_pdl,
                 **launch_options(use_pdl, knobs.num_warps, 1),
-                **({"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}),
+                **_reg_cap(knobs),
             )
         return y
     if launch in ("both", "precompute"):
@@ -1049,17 +1134,12 @@ def replay_step(
             grid = (max(1, min(batch * H * n_ptiles, programs)), 1, 1)
         else:
             grid = (n_ptiles, H, batch)
-        replay_main_kernel[grid](
-            rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else A, slot_idx, rs.pnat, rs.ring_start,
-            rs.hist_x, rs.hist_B, x, Cm, z if z is not None else dt_raw, y, D,
-            scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step, batch,
-            x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
-            T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
+        _launch_main(
+            replay_main_kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed, step, batch,
+            H=H, P=P, N=N, G=G, T=T, pads=(t_pad, w_pad, l_pad), pdl=use_pdl, num_warps=knobs.num_warps,
             BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_B=max(16, triton.next_power_of_2(batch)), N_PTILES=n_ptiles,
             FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, USE_DOT=knobs.dots, PREC=knobs.precision,
             PERSISTENT=knobs.persistent,
-            PDL=use_pdl,
-            **launch_options(use_pdl, knobs.num_warps, 1),
         )
     return y
 

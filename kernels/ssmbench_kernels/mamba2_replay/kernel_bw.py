@@ -34,9 +34,26 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.dots import dot
-from ssmbench_kernels.common.launch import interpreting, launch_options, pdl_wait
-from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, ReplayScratch, _dot_bf16x2, _dot_bf16x2_rhs, _ring
-from ssmbench_kernels.storage.kernel import FMT_BF16, load_state_rows, request_sr_bits, store_state_rows
+from ssmbench_kernels.common.launch import pdl_wait
+from ssmbench_kernels.mamba2_replay.kernel import (
+    CheckpointKnobs,
+    ReplayScratch,
+    _coefficients,
+    _dot_bf16x2,
+    _dot_bf16x2_rhs,
+    _hist_B_tile,
+    _hist_columns,
+    _launch_main,
+    _outputs_store,
+    _reg_cap,
+    _ring,
+    _row_ring,
+    _row_slot,
+    _state_ct,
+    _store_checkpoint,
+    _token_tile,
+)
+from ssmbench_kernels.storage.kernel import load_state_rows
 
 
 @triton.jit
@@ -97,29 +114,18 @@ def replay_bw_main_kernel(
     b = tl.program_id(1).to(tl.int64)
     g = h // HEADS_PER_GROUP
     L: tl.constexpr = W + T
-    slot = tl.load(slot_ptr + b)
-    real = slot >= 0
-    s = tl.maximum(slot, 0).to(tl.int64)
-    pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
-    start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
-    mw = real & (pnat + T > W)
+    slot, real, s = _row_slot(slot_ptr, b)
+    pnat, start, mw = _row_ring(pnat_ptr, rs_ptr, s, real, T, W)
 
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
-    offs_j = tl.arange(0, W_PAD)
-    j_ok = (offs_j < W) & (offs_j < (offs_j * 0 + pnat)) & ((offs_j * 0 + slot) >= 0)
-    fold_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) != 0)  # history B: write rows only
+    offs_j, j_ok, rj, fold_j = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
     rect_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) == 0)  # history CB columns: nowrite rows only
-    rj = _ring(start + offs_j, L)
     # Per-slot bases in int64 (scalars), offsets inside a slot in int32.
     ckpt_base = ckpt_ptr + s * (H * P * N)
     scale_base = scale_ptr + s * (H * P)  # (a dummy pointer, never read, for unscaled formats)
     hx_base = hist_x_ptr + s * (L * H * P) + h * P
-    b_hist = tl.load(
-        hist_B_ptr + s * (L * G * N) + (rj[:, None] * G + g) * N + offs_n[None, :],
-        mask=fold_j[:, None] & mask_n[None, :],
-        other=0.0,
-    )
+    b_hist = _hist_B_tile(hist_B_ptr + s * (L * G * N), rj, g, offs_n, fold_j, mask_n, G, N)
     Dh = tl.load(D_ptr + h).to(tl.float32)
 
     pdl_wait(PDL)
@@ -128,17 +134,9 @@ def replay_bw_main_kernel(
     offs_t = tl.arange(0, T_PAD)
     t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
     row0 = b * T  # int64; token offsets below are int32
-    c_new = tl.load(
-        c_ptr + row0 * stride_c_row + offs_t[:, None] * stride_c_row + g * N + offs_n[None, :],
-        mask=t_ok[:, None] & mask_n[None, :],
-        other=0.0,
-    )
-    ct = tl.trans(c_new)
+    ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n))
     bh = b * H + h
-    cb_t = cb_ptr + (bh * T + offs_t[:, None]) * L_PAD
-    cb_hist = tl.load(cb_t + offs_j[None, :], mask=t_ok[:, None] & rect_j[None, :], other=0.0)
-    cb_new = tl.load(cb_t + W + offs_t[None, :], mask=t_ok[:, None] & t_ok[None, :], other=0.0)
-    cdec = tl.load(cdec_ptr + bh * T_PAD + offs_t, mask=t_ok, other=0.0)
+    _, cb_hist, cb_new, cdec = _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T, W, T_PAD, L_PAD)
     w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
     fdec = tl.load(fdec_ptr + bh + offs_n * 0, mask=(offs_n * 0 + mw.to(tl.int32)) != 0, other=0.0)
     wrow = _ring(start + pnat + offs_t, L)  # append rows (disjoint from every row read)
@@ -156,35 +154,15 @@ def replay_bw_main_kernel(
             # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
             xw = x_hist.to(tl.float32) * w[:, None]
             state = _dot_bf16x3(tl.trans(xw), b_hist, state * fdec[None, :])
-            sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)  # request = the slot
-            store_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, state, N, FMT, SR, sr_fields)
+            _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, state, seed, s, step, N,
+                              BLOCK_N, FMT, SR)
             yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)) * cdec[None, :]
         else:
-            if FMT == FMT_BF16:  # a bf16 checkpoint is bf16-exact: one product
-                yt = dot(state.to(tl.bfloat16), ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
-            else:
-                yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+            yt = _state_ct(state, ct, FMT, BLOCK_P, T_PAD)
             yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
-        x_new = tl.load(
-            x_ptr + row0 * stride_x_row + offs_t[:, None] * stride_x_row + h * P + offs_p[None, :],
-            mask=t_ok[:, None] & mask_p[None, :],
-            other=0.0,
-        )
-        yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
-        yt = yt + Dh * tl.trans(x_new.to(tl.float32))
-        if HAS_Z:
-            zt = tl.load(
-                z_ptr + row0 * stride_z_row + offs_t[None, :] * stride_z_row + h * P + offs_p[:, None],
-                mask=mask_p[:, None] & t_ok[None, :],
-                other=0.0,
-            ).to(tl.float32)
-            yt = yt * (zt * tl.sigmoid(zt))
-        yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
-        tl.store(
-            y_ptr + row0 * stride_y_row + offs_t[None, :] * stride_y_row + h * P + offs_p[:, None],
-            yt.to(y_ptr.dtype.element_ty),
-            mask=mask_p[:, None] & (offs_t[None, :] < T),
-        )
+        x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
+        _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row,
+                       stride_y_row, T, HAS_Z)
         tl.store(hx_base + wrow[:, None] * (H * P) + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
 
 
@@ -216,17 +194,10 @@ def launch_bw_main(
     pdl: bool,
 ) -> None:
     """Enqueue the bandwidth-first main on grid ``(H, batch)`` (inputs checked by `replay_step`)."""
-    t_pad, w_pad, l_pad = pads
     block_p = max(16, min(knobs.block_p, triton.next_power_of_2(P)))
-    batch = slot_idx.shape[0]
-    replay_bw_main_kernel[(H, batch)](
-        rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else D, slot_idx, rs.pnat, rs.ring_start,
-        rs.hist_x, rs.hist_B, x, Cm, z if z is not None else y, y, D,
-        scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step,
-        x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
-        T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
+    _launch_main(
+        replay_bw_main_kernel, (H, slot_idx.shape[0]), rs, slot_idx, x, Cm, z, y, D, scratch, seed, step,
+        H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
         BLOCK_P=block_p, BLOCK_N=max(16, triton.next_power_of_2(N)), N_CHUNKS=triton.cdiv(P, block_p),
-        FMT=fmt_code, SR=sr, HAS_Z=z is not None, PDL=pdl,
-        **launch_options(pdl, knobs.num_warps, 1),
-        **({"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}),
+        FMT=fmt_code, SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
     )
