@@ -43,6 +43,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
     return xbc, state, weight, bias, slots, k_prev
 
 
+@pytest.mark.parametrize("rows", [False, True], ids=["columns", "rows"])
 @pytest.mark.parametrize(
     "d_conv,has_bias,dtype,T",
     [
@@ -52,7 +53,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
         (4, False, torch.float32, 1),
     ],
 )
-def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtype, T: int) -> None:
+def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtype, T: int, rows: bool) -> None:
     batch, conv_dim, n_slots = 4, 40, 7  # conv_dim not a multiple of the block: masked tail
     xbc, state, weight, bias, slots, k_prev = _case(batch, conv_dim, T, d_conv, n_slots, dtype)
     bias = bias if has_bias else None
@@ -71,7 +72,7 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
         k_prev.to(DEVICE),
         T=T,
         out=out,
-        knobs=Conv1dKnobs(block_c=16, num_warps=1),
+        knobs=Conv1dKnobs(block_c=16, num_warps=1, rows=rows),
     )
     assert got.data_ptr() == out.data_ptr()
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
@@ -81,7 +82,8 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
     assert torch.equal(st, ref_state), "conv state differs (must be an exact copy of inputs)"
 
 
-def test_conv1d_channel_last_pool_and_3d_view() -> None:
+@pytest.mark.parametrize("rows", [False, True], ids=["columns", "rows"])
+def test_conv1d_channel_last_pool_and_3d_view(rows: bool) -> None:
     """Any state strides work: a channel-last pool (n_slots, S, conv_dim).transpose(1, 2), and
     the input given as the (batch, conv_dim, T) view."""
     batch, conv_dim, T, d_conv, n_slots = 3, 24, 3, 4, 5
@@ -94,7 +96,8 @@ def test_conv1d_channel_last_pool_and_3d_view() -> None:
     assert st_cl.stride(1) == 1
     x3d = xbc.to(DEVICE).view(batch, T, conv_dim).transpose(1, 2)
     got = conv1d_update(
-        x3d, st_cl, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE), T=T
+        x3d, st_cl, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE), T=T,
+        knobs=Conv1dKnobs(rows=rows),
     )
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
     torch.testing.assert_close(got3.double(), ref_out, **TOL[torch.bfloat16])

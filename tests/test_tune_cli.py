@@ -94,6 +94,8 @@ def test_tune_writes_a_table_discards_failures_and_resumes_from_its_log(spec: Pa
     (["--impl", "test.tunable", "--budget", "soon"], "--budget 'soon'"),
     (["--impl", "test.tunable", "--samples", "4"], "at least 8"),
     (["--impl", "test.tunable", "--case", "zzz*"], "no case of it runs"),
+    (["--impl", "test.tunable", "--filter", "batch=3"], "and --filter batch=3"),
+    (["--impl", "test.tunable", "--filter", "bach=1"], "did you mean 'batch'"),
     (["--impl", "test.tunable", "--threshold", "-5"], "allowed 0 < PCT < 100"),
     (["--impl", "test.tunable", "--threshold", "nan"], "allowed 0 < PCT < 100"),
 ])
@@ -110,3 +112,17 @@ def test_a_log_place_taken_by_a_directory_exits_2(spec: Path, tmp_path: Path) ->
         result = CliRunner().invoke(app, ["tune", str(spec), "--impl", "test.tunable", "-o", str(out), *more])
         assert result.exit_code == 2, result.output
         assert "knobs.jsonl" in result.output and "internal error" not in result.output
+
+
+def test_tune_filter_picks_the_groups_as_sweep_filter_picks_cases(spec: Path) -> None:
+    """``--filter`` is `ssmbench sweep`'s: the same keys, the same matching, several together."""
+    from ssmbench.runs.sweep.options import load_spec, parse_filters
+    from ssmbench.runs.tune.run import tuning_groups
+
+    impl = registry()["test.tunable"]
+    sweep_file = load_spec(spec)
+    every = tuning_groups(sweep_file, impl, impl.tunable, None)
+    assert [g.case.batch for g in every] == [1, 2]
+    picked = tuning_groups(sweep_file, impl, impl.tunable, None, None, parse_filters(["batch=2", "format=fp32"]))
+    assert [g.case.batch for g in picked] == [2]
+    assert tuning_groups(sweep_file, impl, impl.tunable, None, None, parse_filters(["format=bf16"])) == []

@@ -29,6 +29,9 @@ def tune(
     batch: Annotated[str | None, typer.Option(
         "--batch", help="Only these batch buckets, e.g. 1,8,64,256,1024 (the table's fallback covers the "
         "batches between them).")] = None,
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", help="Only cases with key=value[,value...] (repeatable; keys as for `ssmbench sweep`, e.g. "
+        "format=fp32,bf16,fp16sr).")] = None,
     rounds: Annotated[int, typer.Option("--rounds", help="Rounds per duel (drift control: a winner must win "
                                                          "every round).")] = 3,
     samples: Annotated[int, typer.Option("--samples", help="Timed samples per config per round.")] = 50,
@@ -55,8 +58,9 @@ def tune(
     except ValueError:
         raise UsageError(f"--batch {batch!r}: comma-separated batch sizes, e.g. 1,8,64") from None
     options = TuneOptions(spec=spec, impl=impl, budget=budget, output=output, resume=resume, fresh=fresh,
-                          case=case, batches=batches, rounds=rounds, samples=samples, max_passes=max_passes,
-                          threshold_pct=threshold, compile_workers=compile_workers, argv=sys.argv[1:])
+                          case=case, batches=batches, filters=filter_ or [], rounds=rounds, samples=samples,
+                          max_passes=max_passes, threshold_pct=threshold, compile_workers=compile_workers,
+                          argv=sys.argv[1:])
     code = run_tune(options, console, err_console)
     if code:
         raise typer.Exit(code)

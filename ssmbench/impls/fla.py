@@ -166,7 +166,7 @@ class FLAGDN(Impl):
         start_rows = pool.data.index_select(0, read)
         conv_state = workload.conv_state.clone()  # updated in place by conv1d
         conv_out = torch.full_like(workload.qkv, float("nan"))
-        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv)
+        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv, conv_state.element_size())
         q, k, v = contiguous_inputs(workload, conv_out)
         h0 = torch.empty_like(start_rows) if gathers(case) else pool.data
         args = fla_arguments(case, workload, q=q, k=k, v=v, h0=h0)

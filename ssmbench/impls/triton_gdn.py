@@ -96,7 +96,7 @@ class TritonGDN(Impl):
         conv_out = torch.full_like(workload.qkv, float("nan"))
         y = torch.full((batch * T, s.num_v_heads * s.head_v_dim), float("nan"), dtype=workload.qkv.dtype,
                        device=device)
-        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv)
+        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv, conv_state.element_size())
         knobs = self.tunable.knobs(case, device)
 
         def conv(validate: bool = False) -> None:

@@ -34,7 +34,8 @@ class ConvHead:
         self.conv_state = workload.conv_state.clone()  # updated in place by the kernel
         self.conv_out = torch.full_like(workload.xbc, float("nan"))  # poisoned: unwritten shows
         s = workload.shape
-        self.knobs = default_conv1d_knobs(s.conv_dim, workload.batch, case.T, s.d_conv)
+        self.knobs = default_conv1d_knobs(s.conv_dim, workload.batch, case.T, s.d_conv,
+                                          self.conv_state.element_size())
         self.pdl = case.pdl and pdl_dependents
         self.T = case.T
 

@@ -9,7 +9,8 @@
 #   once NAME CMD...         a step run once (a marker says it ran, also when it timed out: a step
 #                            that hung is not retried by the next call), stopped at $STEP_TIMEOUT
 #                            (default 300) or the call's end, output in $R/NAME.txt
-#   pack                     $R (without the JSON-lines logs) into $OUT/<folder>.tar.gz and the
+#   pack                     $R (without the sweeps' JSON-lines logs at its top level; a tune's
+#                            journal in a subfolder travels) into $OUT/<folder>.tar.gz and the
 #                            summary into $OUT: called after every step, so a call killed at the
 #                            device's limit still brings back everything finished before
 #   left                     seconds left in this call (CALL_LIMIT - SECONDS; 9999 without CALL_LIMIT)
@@ -58,6 +59,7 @@ once() {
 
 pack() {
   [ -n "${OUT:-}" ] || return 0
-  tar -czf "$OUT/$(basename "$R").tar.gz" --exclude='*.jsonl' -C "$(dirname "$R")" "$(basename "$R")" 2>/dev/null
+  tar -czf "$OUT/$(basename "$R").tar.gz" --no-wildcards-match-slash --exclude="$(basename "$R")/*.jsonl" \
+    -C "$(dirname "$R")" "$(basename "$R")" 2>/dev/null
   cp "$R/summary.txt" "$OUT/summary.txt"
 }

@@ -49,13 +49,66 @@ class Conv1dKnobs:
     """Channels per program (power of two)."""
     num_warps: int = 2
     num_stages: int = 1
+    rows: bool = False
+    """Move each channel's state row as one (block_c, d_conv - 2 + T) tile: one wide load of the
+    row, one wide store of the new row (docs/perf-notes.md, "conv1d"), instead of a 2-byte load or
+    store per column and channel (the column form, whose strided stores cost one L2 sector
+    operation per 2-4 bytes)."""
 
 
-def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv1dKnobs:
-    """Heuristic from a knob sweep on the H100 (conv_dim 1280, T=6, d_conv 4, batch 1..256):
-    128 channels on 2 warps was best or within 10% of it at every batch."""
-    del conv_dim, batch, T, d_conv
-    return Conv1dKnobs(block_c=128, num_warps=2)
+def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
+    """128 channels on 2 warps: from a knob sweep of the column form on the H100 (conv_dim 1280,
+    T=6, d_conv 4, batch 1..256: best or within 10% of it at every batch). The row form where a
+    channel's state row is a whole number of 16-byte vectors (the headline's bf16 T=6 rows are 16
+    bytes), so its tile accesses compile to 16-byte loads and stores; an odd row (GDN's T=1 and
+    T=4: 6 and 12 bytes) would make them 2-byte accesses plus the column picks, the form measured
+    1.3-1.7x slower on the H100 (docs/perf-notes.md, "conv1d")."""
+    del conv_dim, batch
+    return Conv1dKnobs(block_c=128, num_warps=2, rows=(d_conv - 2 + T) * elem_bytes % 16 == 0)
+
+
+@triton.jit
+def _column(tile, offs_s, col):
+    """Column ``col`` (a per-program scalar) of a (BLOCK_C, S_PAD) register tile, in fp32: the
+    window starts at a data-dependent column, so it is picked out of the row already loaded."""
+    return tl.sum(tl.where(offs_s[None, :] == col, tile.to(tl.float32), 0.0), axis=1)
+
+
+@triton.jit
+def _rows_update(state_ptr, x_row, slot, off, offs_c, mask_s, stride_s_slot, stride_s_c, stride_s_k, stride_x_t,
+                 T: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr, CONTIG: tl.constexpr):
+    """The row-tile form's state update: load each channel's whole state row once (one 16-byte
+    access per channel when the pool is row-contiguous, ``CONTIG``), write the new row
+    ``E[1 : 1 + S]`` = ``state[off + 1 : off + D_CONV - 1] ++ x`` as one tile, and return the
+    window columns ``off .. off + D_CONV - 2`` (oldest first, fp32) for the outputs. The new row's
+    old part is a bit copy (a shifted load of the row just read, served by L1), never arithmetic."""
+    S: tl.constexpr = D_CONV - 2 + T
+    offs_s = tl.arange(0, S_PAD)
+    base = state_ptr + slot * stride_s_slot
+    if CONTIG:
+        tile = base + offs_c.to(tl.int64)[:, None] * S + offs_s[None, :]
+        shift = off + 1
+    else:
+        tile = base + offs_c.to(tl.int64)[:, None] * stride_s_c + offs_s[None, :] * stride_s_k
+        shift = (off + 1) * stride_s_k
+    in_row = mask_s[:, None] & (offs_s[None, :] < S)
+    old = tl.load(tile, mask=in_row, other=0.0)
+    kept = tl.load(tile + shift, mask=in_row & (offs_s[None, :] < D_CONV - 2), other=0.0)
+    x_cols = tl.load(x_row[:, None] + (offs_s[None, :] - (D_CONV - 2)) * stride_x_t,
+                     mask=in_row & (offs_s[None, :] >= D_CONV - 2), other=0.0)
+    new = tl.where(offs_s[None, :] < D_CONV - 2, kept, x_cols.to(state_ptr.dtype.element_ty))
+    # Every thread's loads of the row before any thread's store into it (the layouts Triton picks
+    # for the loads and the store may split a row over threads differently).
+    tl.debug_barrier()
+    tl.store(tile, new, mask=in_row)
+    h2 = _column(old, offs_s, off + D_CONV - 2)
+    h1 = h2
+    h0 = h2
+    if D_CONV >= 3:
+        h1 = _column(old, offs_s, off + D_CONV - 3)
+    if D_CONV >= 4:
+        h0 = _column(old, offs_s, off + D_CONV - 4)
+    return h0, h1, h2
 
 
 @triton.jit
@@ -83,6 +136,9 @@ def conv1d_update_kernel(
     SILU: tl.constexpr,
     BLOCK_C: tl.constexpr,
     PDL: tl.constexpr,
+    ROWS: tl.constexpr,
+    S_PAD: tl.constexpr,
+    CONTIG: tl.constexpr,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row."""
     pdl_launch_dependents(PDL)
@@ -112,32 +168,36 @@ def conv1d_update_kernel(
 
     pdl_wait(PDL)
 
-    # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
-    h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
-    h1 = h2
-    h0 = h2
-    if D_CONV >= 3:
-        h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
-    if D_CONV >= 4:
-        h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
-
-    # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
-    if D_CONV == 3:
-        tl.store(s_row, h2, mask=mask_s)
-    if D_CONV == 4:
-        tl.store(s_row, h1, mask=mask_s)
-        tl.store(s_row + stride_s_k, h2, mask=mask_s)
+    x_row = x_ptr + pid_b * stride_x_b + offs_c.to(tl.int64) * stride_x_c
+    if ROWS:
+        h0, h1, h2 = _rows_update(state_ptr, x_row, slot, off, offs_c, mask_s, stride_s_slot, stride_s_c,
+                                  stride_s_k, stride_x_t, T, D_CONV, S_PAD, CONTIG)
+    else:
+        # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
+        s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
+        h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
+        h1 = h2
+        h0 = h2
+        if D_CONV >= 3:
+            h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
+        if D_CONV >= 4:
+            h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
+        # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
+        if D_CONV == 3:
+            tl.store(s_row, h2, mask=mask_s)
+        if D_CONV == 4:
+            tl.store(s_row, h1, mask=mask_s)
+            tl.store(s_row + stride_s_k, h2, mask=mask_s)
 
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
     f2 = h2.to(tl.float32)
-    x_row = x_ptr + pid_b * stride_x_b + offs_c.to(tl.int64) * stride_x_c
     out_row = out_ptr + (pid_b * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
-        tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
+        if not ROWS:
+            tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
         if D_CONV == 2:
             acc = bias + w0 * f2 + w1 * xf
@@ -232,7 +292,7 @@ def conv1d_update(
     if batch == 0:
         return out
 
-    knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv)
+    knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv, conv_state.element_size())
     use_pdl = pdl_enabled(pdl, xbc.device)
     grid = (triton.cdiv(conv_dim, knobs.block_c), batch)
     conv1d_update_kernel[grid](
@@ -259,6 +319,9 @@ def conv1d_update(
         SILU=activation == "silu",
         BLOCK_C=knobs.block_c,
         PDL=use_pdl,
+        ROWS=knobs.rows,
+        S_PAD=triton.next_power_of_2(d_conv - 2 + T),
+        CONTIG=conv_state.stride(2) == 1 and conv_state.stride(1) == d_conv - 2 + T,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out

@@ -74,18 +74,20 @@ class GDNKnobs:
     stream_tokens: bool = False
     """T > 1: load each token's q, k, v, a, b on its own, in the layouts the state math uses, one
     token ahead, instead of all T as (T, tile) blocks picked out by one-hot selects (whose
-    cross-warp exchanges cost ~24 barriers a token: docs/gdn.md). Unmeasured on a GPU: off by
-    default, in the tuner's space."""
+    cross-warp exchanges cost ~24 barriers a token: docs/gdn.md). The T > 1 default."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
-    """Heuristic from the knob sweep on the H100 (Qwen3.5 shape HV=64, K=V=128, block_v 4..32 x
-    2/4/8 warps, batch 8..512; table in docs/gdn.md): 32-row tiles won everywhere (the per-program
-    q/k normalisation and token selection are paid once per tile); T=1 wants 8 warps (16 state
-    elements per thread), multi-token steps 2 warps (fewer cross-warp exchanges when picking
-    token t out of the prefetched (T, K) blocks: 290 vs 599 us on 4 warps, T=4 batch 64)."""
+    """T = 1: 32-row tiles on 8 warps (the H100 knob sweep of docs/gdn.md: best at every batch;
+    93-95% of the DRAM floor on the H200). T > 1: the streamed-token form on 8-row tiles and one
+    warp, the shape of flash-linear-attention's fused_recurrent kernel (its static SASS matches
+    FLA's: 80 registers, no barrier in the token chain, 28 programs per SM; docs/gdn.md), instead
+    of the block form, whose one-hot token selects and cross-warp exchanges (~24 barriers a token)
+    made T = 4 cost 2.3x T = 1 at equal state bytes. A knob table (``tuned/``) overrides both."""
     del HV, K, batch, fmt, rounding
-    return GDNKnobs(block_v=max(1, min(32, triton.next_power_of_2(V))), num_warps=8 if T == 1 else 2)
+    if T == 1:
+        return GDNKnobs(block_v=max(1, min(32, triton.next_power_of_2(V))), num_warps=8)
+    return GDNKnobs(block_v=max(1, min(8, triton.next_power_of_2(V))), num_warps=1, stream_tokens=True)
 
 
 @triton.jit

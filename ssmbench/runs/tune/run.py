@@ -20,6 +20,7 @@ from ssmbench.impls.knobs import describe_config
 from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
 from ssmbench.output.compare import MIN_SAMPLES, Gate, gates_from_spec
 from ssmbench.output.results import log_path, write_document
+from ssmbench.runs.sweep.options import parse_filters
 from ssmbench.runs.tune.journal import Journal
 from ssmbench.runs.tune.search import Fault, SearchResult, descend
 
@@ -38,6 +39,8 @@ class TuneOptions:
     case: str | None = None
     batches: list[int] = field(default_factory=list)
     """Only these batch buckets (the table's fallback covers the batches between them)."""
+    filters: list[str] = field(default_factory=list)
+    """Only cases matching these ``key=value[,value...]`` items (`ssmbench sweep`'s ``--filter``)."""
     rounds: int = 3
     samples: int = 50
     max_passes: int = 3
@@ -67,9 +70,11 @@ class Group:
 
 
 def tuning_groups(sweep_file: Any, impl: Any, tunable: Tunable, case_glob: str | None,
-                  batches: list[int] | None = None) -> list[Group]:
-    """One group per (table key, batch) of the cases ``impl`` runs; its first case stands for it."""
+                  batches: list[int] | None = None, filters: dict[str, set[str]] | None = None) -> list[Group]:
+    """One group per (table key, batch) of the cases ``impl`` runs; its first case stands for it.
+    ``filters``: `ssmbench sweep`'s ``--filter`` (parsed), the same matching."""
     from ssmbench.runs.planning import impl_plan
+    from ssmbench.runs.sweep.plan import matches
     from ssmbench.spec.expand import expand
 
     groups: dict[str, Group] = {}
@@ -80,6 +85,8 @@ def tuning_groups(sweep_file: Any, impl: Any, tunable: Tunable, case_glob: str |
             if case_glob and not fnmatch.fnmatchcase(case.id, case_glob):
                 continue
             if batches and case.batch not in batches:
+                continue
+            if filters and not matches(sweep.name, case, filters):
                 continue
             if impl_plan(impl, case, sweep) is not None:
                 continue
@@ -117,11 +124,13 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     if tunable is None:
         have = ", ".join(n for n, i in sorted(impls.items()) if tunable_of(i) is not None)
         raise UsageError(f"--impl {options.impl}: declares no knob space; tunable impls: {have}")
+    filters = parse_filters(options.filters)
     sweep_file = load_spec(options.spec)
-    groups = tuning_groups(sweep_file, impl, tunable, options.case, options.batches)
+    groups = tuning_groups(sweep_file, impl, tunable, options.case, options.batches, filters)
     if not groups:
         raise UsageError(f"{options.spec}: no case of it runs {options.impl}"
                          + (f" and matches --case {options.case!r}" if options.case else "")
+                         + "".join(f" and --filter {item}" for item in options.filters)
                          + (f" at --batch {','.join(map(str, options.batches))}" if options.batches else ""))
     gate = gates_from_spec(sweep_file.sweeps).get(groups[0].sweep, Gate())
     if options.threshold_pct is not None:

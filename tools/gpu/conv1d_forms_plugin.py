@@ -1,0 +1,50 @@
+"""`triton.conv1d.columns`, `.rows256`, ...: the conv1d update alone with other knobs than
+the default's, registered as impls so one sweep times the forms side by side, cell by cell (a
+`--plugin` module, like `checkpoint_bw_plugin`): ``.columns*`` are the column form (`Conv1dKnobs`
+with ``rows=False``: a 2-byte access per state column and channel), ``.rows*`` the row-tile form,
+at the tiles `VARIANTS` names.
+
+    PYTHONPATH=$PWD:$PWD/kernels:$PWD/tools/gpu python3 -m ssmbench sweep tools/gpu/conv1d-forms.yaml \\
+        --plugin conv1d_forms_plugin
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ssmbench.families.mamba2 import Mamba2Workload
+from ssmbench.impls.base import Chain, register, snapshot
+from ssmbench.impls.triton_mamba import ConvHead, TritonConv1d
+from ssmbench.spec.case import Case
+from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES, Conv1dKnobs
+
+VARIANTS = {
+    "triton.conv1d.columns": Conv1dKnobs(block_c=128, num_warps=2, rows=False),
+    "triton.conv1d.columns512": Conv1dKnobs(block_c=512, num_warps=4, rows=False),
+    "triton.conv1d.rows256": Conv1dKnobs(block_c=256, num_warps=4, rows=True),
+    "triton.conv1d.rows1024": Conv1dKnobs(block_c=1024, num_warps=8, rows=True),
+}
+"""The forms timed beside the default (`triton.conv1d`: `default_conv1d_knobs`)."""
+
+
+class _ForcedConv1d(TritonConv1d):
+    """`triton.conv1d` with fixed knobs on every case (`TritonConv1d.build` with the head's knobs set)."""
+
+    def __init__(self, name: str, knobs: Conv1dKnobs) -> None:
+        self.name = name
+        self.knobs = knobs
+
+    def build(self, case: Case, workload: Mamba2Workload) -> Chain:
+        head = ConvHead(case, workload, pdl_dependents=False)
+        head.knobs = self.knobs
+        head.launch(validate=True)
+        head.conv_state.copy_(workload.conv_state)
+
+        def outputs() -> dict[str, Any]:
+            return {"conv_out": head.conv_out, "conv_state": head.conv_state}
+
+        return Chain([head.launch], list(KERNEL_NAMES), outputs=outputs, restore=snapshot(head.conv_state))
+
+
+for _name, _knobs in VARIANTS.items():
+    register(_ForcedConv1d(_name, _knobs))

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# One H200 x2 session for the open issues 18-20 (2026-11-29, session 7), in phases: one device
+# call per phase, each ends before the 10-minute limit, every step is skipped once done and a
+# tune resumes from its journal (tools/gpu/lib.sh), so a phase cut short is finished by the next
+# call. Two lanes at once, one per GPU; results in $RESULTS_DIR (default results/s7/), packed
+# into $OUT after every step. On a fresh machine carry results/s7 back (and .whl .peer).
+#
+#   PHASE=1 bash tools/gpu/session7.sh    (carry .whl .peer [results/s7])
+#
+# Phase 1  GPU 0: the conv1d forms side by side (19); `ssmbench tune` of triton.checkpoint, W=16,
+#                 fp32/bf16/fp16 SR at b8/64/1024, for the rest of the call (18, 19).
+#          GPU 1: the GDN peers sweep with the streamed T > 1 default beside fla.gdn (20); a tune
+#                 of triton.intermediate, fp32/bf16/fp16 SR at b8/64/1024 (18).
+# Phase 2  the tuned tables installed (tools/gpu/install_tables.py); the headline with all four
+#          impls on both GPUs, compared with the stored baseline (17-19); then GPU 0: the GDN
+#          sweeps, both impls (20's baseline); GPU 1: the smoke sweep (its H200 baseline).
+# Phase 3  GPU 0: a tune of triton.gdn at T = 2/4/6 (18, 20); GPU 1: what phase 2 left.
+set -u
+PHASE=${PHASE:?PHASE=1, 2 or 3}
+R=${RESULTS_DIR:-$PWD/results/s7}
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R/tune"
+CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
+source tools/gpu/wheels.sh
+source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
+export PYTHONPATH="$PYTHONPATH:$PWD/tools/gpu"  # the conv1d forms plugin
+HEADLINE=sweeps/nemotron3-super-tp8.yaml
+MAMBA_FORMATS=(--filter format=fp32,bf16,fp16sr --batch 8,64,1024)
+source tools/gpu/lib.sh
+log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null) $(nproc) CPUs"
+nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
+
+tune() {  # tune GPU IMPL SPEC ARGS...: `ssmbench tune` on one GPU until this call's end, resumed from its journal
+  local gpu=$1 impl=$2 spec=$3; shift 3
+  local table="$R/tune/$impl.knobs.json" resume=() t0=$SECONDS budget
+  budget=$(( $(left) - 45 ))
+  if [ -f "$R/tune/$impl.done" ]; then log "tune $impl: already done"; return 0; fi
+  if [ "$budget" -lt 60 ]; then log "tune $impl: no time left in this call"; return 1; fi
+  [ -f "$R/tune/$impl.knobs.jsonl" ] && resume=(--resume)
+  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 30)) python3 -m ssmbench tune "$spec" --impl "$impl" \
+    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$impl.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] && touch "$R/tune/$impl.done"
+  log "tune $impl rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(grep -E 'stopped|converged' "$R/tune-$impl.log" | tail -n 3 | tr '\n' ' ') :: $(tail -n 1 "$R/tune-$impl.log")"
+  pack
+  return $rc
+}
+
+gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
+  [ -f "$2" ] && [ -f "$3" ] || return 0
+  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
+  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
+}
+
+install_tables() {  # the tables the tunes wrote, into the families' tuned/ folders (this machine's copy)
+  local t
+  for t in "$R"/tune/*.knobs.json; do
+    [ -f "$t" ] && log "install $(python3 tools/gpu/install_tables.py "$t")"
+  done
+}
+
+lane0_phase1() {
+  SWEEP_TIMEOUT=120 sweep conv1d-forms tools/gpu/conv1d-forms.yaml --plugin conv1d_forms_plugin --gpus 0
+  tune 0 triton.checkpoint "$HEADLINE" --filter window=16 "${MAMBA_FORMATS[@]}"
+}
+
+lane1_phase1() {
+  SWEEP_TIMEOUT=240 sweep gdn-peers sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --impl triton.gdn \
+    --impl fla.gdn --gpus 1
+  tune 1 triton.intermediate "$HEADLINE" "${MAMBA_FORMATS[@]}"
+}
+
+phase2() {
+  install_tables
+  sweep headline "$HEADLINE" --gpus 0,1
+  gate headline-vs-stored "$R/headline.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  sweep gdn sweeps/qwen35-gdn.yaml --impl triton.gdn --impl fla.gdn --gpus 0 &
+  sweep smoke sweeps/smoke.yaml --gpus 1
+  wait
+  gate gdn-vs-stored "$R/gdn.json" baselines/nvidia-h200/qwen35-gdn.json
+  gate smoke-vs-stored "$R/smoke.json" baselines/nvidia-h200/smoke.json
+}
+
+phase3() {
+  tune 0 triton.gdn sweeps/qwen35-gdn.yaml --filter T=2,4,6 --batch 8,64,512 &
+  phase2
+  wait
+}
+
+case $PHASE in
+  1) lane0_phase1 & lane1_phase1; wait ;;
+  2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left
+     phase2 ;;
+  3) phase3 ;;
+esac
+log "phase $PHASE ended at $SECONDS s"
+pack
+cat "$R/summary.txt"
