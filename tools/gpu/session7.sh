@@ -14,7 +14,7 @@
 # Phase 2  the tuned tables installed (tools/gpu/install_tables.py); the headline with all four
 #          impls on both GPUs, compared with the stored baseline (17-19); then GPU 0: the GDN
 #          sweeps, both impls (20's baseline); GPU 1: the smoke sweep (its H200 baseline).
-# Phase 3  GPU 0: a tune of triton.gdn at T = 2/4/6 (18, 20); GPU 1: what phase 2 left.
+# Phase 3  tunes of triton.gdn at T = 4/6 on both GPUs, then every GDN sweep with both impls (18, 20).
 set -u
 PHASE=${PHASE:?PHASE=1, 2 or 3}
 R=${RESULTS_DIR:-$PWD/results/s7}
@@ -31,16 +31,18 @@ nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv
 
 tune() {  # tune GPU IMPL SPEC ARGS...: `ssmbench tune` on one GPU until this call's end, resumed from its journal
   local gpu=$1 impl=$2 spec=$3; shift 3
-  local table="$R/tune/$impl.knobs.json" resume=() t0=$SECONDS budget
-  budget=$(( $(left) - 45 ))
-  if [ -f "$R/tune/$impl.done" ]; then log "tune $impl: already done"; return 0; fi
+  local table="$R/tune/${TUNE_NAME:-$impl}.knobs.json" resume=() t0=$SECONDS budget
+  budget=$(( $(left) - 120 ))  # a duel under way may run past the budget: leave it room
+  [ -n "${TUNE_BUDGET:-}" ] && [ "$TUNE_BUDGET" -lt "$budget" ] && budget=$TUNE_BUDGET
+  local name=${TUNE_NAME:-$impl}
+  if [ -f "$R/tune/$name.done" ]; then log "tune $name: already done"; return 0; fi
   if [ "$budget" -lt 60 ]; then log "tune $impl: no time left in this call"; return 1; fi
-  [ -f "$R/tune/$impl.knobs.jsonl" ] && resume=(--resume)
-  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 30)) python3 -m ssmbench tune "$spec" --impl "$impl" \
-    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$impl.log" 2>&1
+  [ -f "$R/tune/$name.knobs.jsonl" ] && resume=(--resume)
+  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 100)) python3 -m ssmbench tune "$spec" --impl "$impl" \
+    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$name.log" 2>&1
   local rc=$?
-  [ $rc -eq 0 ] && touch "$R/tune/$impl.done"
-  log "tune $impl rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(grep -E 'stopped|converged' "$R/tune-$impl.log" | tail -n 3 | tr '\n' ' ') :: $(tail -n 1 "$R/tune-$impl.log")"
+  [ $rc -eq 0 ] && touch "$R/tune/$name.done"
+  log "tune $name rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(grep -E 'stopped|converged' "$R/tune-$name.log" | tail -n 3 | tr '\n' ' ') :: $(tail -n 1 "$R/tune-$name.log")"
   pack
   return $rc
 }
@@ -80,10 +82,16 @@ phase2() {
   gate smoke-vs-stored "$R/smoke.json" baselines/nvidia-h200/smoke.json
 }
 
-phase3() {
-  tune 0 triton.gdn sweeps/qwen35-gdn.yaml --filter T=2,4,6 --batch 8,64,512 &
-  phase2
+phase3() {  # GDN tunes on both GPUs (T = 4/6 fp32 on GPU 0; T = 4 bf16 on GPU 1), their
+  # tables installed, then every GDN sweep with both impls on both GPUs (20's baseline)
+  TUNE_BUDGET=${TUNE_BUDGET:-180} TUNE_NAME=gdn-t46 tune 0 triton.gdn sweeps/qwen35-gdn.yaml --filter T=4,6 \
+    --filter format=fp32 --batch 8,64,512 &
+  TUNE_BUDGET=${TUNE_BUDGET:-180} TUNE_NAME=gdn-t4-bf16 tune 1 triton.gdn sweeps/qwen35-gdn.yaml --filter T=4 \
+    --filter format=bf16 --batch 8,64,512 &
   wait
+  install_tables
+  sweep gdn-all sweeps/qwen35-gdn.yaml --impl triton.gdn --impl fla.gdn --gpus 0,1
+  gate gdn-all-vs-stored "$R/gdn-all.json" baselines/nvidia-h200/qwen35-gdn.json
 }
 
 case $PHASE in
