@@ -147,6 +147,54 @@ def test_resume_after_a_kill_loses_no_finished_measurement(tmp_path: Path) -> No
     assert result.best == uninterrupted.best
 
 
+def _tune_group(journal: Journal, measurer, clock) -> object:
+    """One group as `run_tune` runs it: the search with the journal's budget checks, then its
+    result line."""
+    replay = journal.replaying("g", lambda: measurer)
+    result = descend(SPACE, DEFAULT, replay, GATE, rounds=2, out_of_time=lambda: replay.out_of_time(clock))
+    journal.write({"type": "result", "group": "g", "default": DEFAULT, "best": result.best,
+                   "stopped": result.stopped})
+    return result, replay
+
+
+@pytest.mark.parametrize("stop_after", [4, 9, 14])
+def test_a_group_stopped_by_its_budget_replays_the_same_on_resume(tmp_path: Path, stop_after: int) -> None:
+    """The budget is wall-clock time, not a function of the measurements: a resumed tune (any
+    budget) replays the logged group to the same result, measuring nothing, where it once went
+    on past the logged stop and asked for what the log did not hold (the H200 tune of 2026-11-29:
+    "the log is from another search")."""
+    log = tmp_path / "tune.jsonl"
+    first = Fake(bowl)
+    journal = Journal(log, SETTINGS, resume=False)
+    stopped, _ = _tune_group(journal, first, clock=lambda: first.rounds >= stop_after)
+    journal.close()
+    assert stopped.stopped == "budget"
+
+    journal = Journal(log, SETTINGS, resume=True)
+    again = Fake(bowl)
+    resumed, replay = _tune_group(journal, again, clock=lambda: False)  # a resume with all the time
+    journal.close()
+    assert (resumed.best, resumed.stopped) == (stopped.best, "budget")
+    assert again.rounds == 0 and again.verified == [] and replay.replayed > 0
+
+
+def test_a_group_killed_mid_way_goes_on_by_the_live_clock(tmp_path: Path) -> None:
+    """No result logged (the tune was killed in the group): the logged steps replay, then the
+    live clock decides, and the search goes on from where it was."""
+    log = tmp_path / "tune.jsonl"
+    journal = Journal(log, SETTINGS, resume=False)
+    dying = Dying(bowl, die_after=10)
+    with pytest.raises(Killed):
+        descend(SPACE, DEFAULT, journal.replaying("g", lambda: dying), GATE, rounds=2)
+    journal.close()
+    journal = Journal(log, SETTINGS, resume=True)
+    rest = Fake(bowl)
+    result, replay = _tune_group(journal, rest, clock=lambda: False)
+    journal.close()
+    assert replay.replayed >= 10 and rest.rounds > 0
+    assert result.best == descend(SPACE, DEFAULT, Fake(bowl), GATE, rounds=2).best
+
+
 def test_a_log_of_another_search_is_refused(tmp_path: Path) -> None:
     log = tmp_path / "tune.jsonl"
     journal = Journal(log, SETTINGS, resume=False)

@@ -15,6 +15,7 @@
 #          impls on both GPUs, compared with the stored baseline (17-19); then GPU 0: the GDN
 #          sweeps, both impls (20's baseline); GPU 1: the smoke sweep (its H200 baseline).
 # Phase 3  tunes of triton.gdn at T = 4/6 on both GPUs, then every GDN sweep with both impls (18, 20).
+# Phase 4  the committed tables: triton.checkpoint W=16 beside FlashInfer; GDN T = 2 beside FLA.
 set -u
 PHASE=${PHASE:?PHASE=1, 2 or 3}
 R=${RESULTS_DIR:-$PWD/results/s7}
@@ -94,11 +95,23 @@ phase3() {  # GDN tunes on both GPUs (T = 4/6 fp32 on GPU 0; T = 4 bf16 on GPU 1
   gate gdn-all-vs-stored "$R/gdn-all.json" baselines/nvidia-h200/qwen35-gdn.json
 }
 
+phase4() {  # the tables as committed (checkpoint W=16 from the replayed tune), side by side with
+  # FlashInfer on GPU 0; the new GDN T > 1 default at T = 2 (no table entry) on GPU 1
+  sweep ckpt-tuned "$HEADLINE" --impl triton.checkpoint --impl flashinfer.checkpointing --filter window=16 \
+    --filter format=fp32,bf16,fp16sr --gpus 0 &
+  sweep gdn-t2 sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --filter T=2 --impl triton.gdn --impl fla.gdn \
+    --gpus 1
+  wait
+  gate ckpt-tuned-vs-headline "$R/ckpt-tuned.json" "$R/headline.json"
+  gate gdn-t2-vs-gdn-all "$R/gdn-t2.json" "$R/gdn-all.json"
+}
+
 case $PHASE in
   1) lane0_phase1 & lane1_phase1; wait ;;
   2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left
      phase2 ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 log "phase $PHASE ended at $SECONDS s"
 pack

@@ -74,20 +74,22 @@ class GDNKnobs:
     stream_tokens: bool = False
     """T > 1: load each token's q, k, v, a, b on its own, in the layouts the state math uses, one
     token ahead, instead of all T as (T, tile) blocks picked out by one-hot selects (whose
-    cross-warp exchanges cost ~24 barriers a token: docs/gdn.md). The T > 1 default."""
+    cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). No default picks it;
+    the H200 table does in one tied group, and it stays in the tuner's space."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
     """T = 1: 32-row tiles on 8 warps (the H100 knob sweep of docs/gdn.md: best at every batch;
-    93-95% of the DRAM floor on the H200). T > 1: the streamed-token form on 8-row tiles and one
-    warp, the shape of flash-linear-attention's fused_recurrent kernel (its static SASS matches
-    FLA's: 80 registers, no barrier in the token chain, 28 programs per SM; docs/gdn.md), instead
-    of the block form, whose one-hot token selects and cross-warp exchanges (~24 barriers a token)
-    made T = 4 cost 2.3x T = 1 at equal state bytes. A knob table (``tuned/``) overrides both."""
+    93-95% of the DRAM floor on the H200). T > 1: 8-row tiles on one warp, FLA's fused_recurrent
+    tile. One warp is what fixes T > 1: the block form's per-token selects and layout exchanges
+    stay inside the warp (no barrier), and 80 registers let ~28 programs share an SM, where the
+    old 2-warp default waited on ~24 barriers a token (T = 4 at 2.3x the time of T = 1). The
+    H200 tune of 2026-11-29 (docs/tuning.md) put the block form ahead of the streamed form on
+    this tile in 8 of its 9 T > 1 groups (6-20%; the ninth a tie); a knob table overrides both."""
     del HV, K, batch, fmt, rounding
     if T == 1:
         return GDNKnobs(block_v=max(1, min(32, triton.next_power_of_2(V))), num_warps=8)
-    return GDNKnobs(block_v=max(1, min(8, triton.next_power_of_2(V))), num_warps=1, stream_tokens=True)
+    return GDNKnobs(block_v=max(1, min(8, triton.next_power_of_2(V))), num_warps=1)
 
 
 @triton.jit

@@ -11,7 +11,16 @@ differs from the one logged at that position) is refused, not mixed in.
 Lines: ``{"type": "tune", ...}`` (the settings, once per run), ``{"type": "verify", "group",
 "seq", "config", "problem"}``, ``{"type": "round", "group", "seq", "config", "samples_us"}``,
 ``{"type": "discard", "group", "seq", "config", "problem"}`` (that round faulted: `Fault`),
-``{"type": "result", "group", ...}`` (a group's outcome, for readers; replay does not need it).
+``{"type": "result", "group", ...}`` (a group's outcome: replay reads only its ``stopped``).
+
+The budget is wall-clock time, so whether the search stopped for it is not a function of the
+measurements: a replay (which takes no time) would go on where the logged search had stopped,
+and ask for what the log does not hold. `Replaying.out_of_time` answers the search's budget
+checks from the log instead, exactly: after a check that let the search go on, its next step is a
+block's verification; after one that stopped it, the confirming duel's round (or the group's end).
+So at a check, a logged ``verify`` next means "go on", a logged ``round``/``discard`` next means
+"stop", a group whose result is logged and nothing next means what the result says, and past
+the log the live clock decides.
 
 A `Fault` (the process can run nothing more) is logged before the tune stops: a verification's as
 that config's ``verify`` line with the fault as its problem (and ``"fault": true``), a round's as a
@@ -40,6 +49,8 @@ class Journal:
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
         self.path = Path(path)
         self.logged: dict[tuple[str, int], dict[str, Any]] = {}
+        self.stopped: dict[str, str] = {}
+        """group -> how its logged search stopped (``result`` lines): the budget checks' replay."""
         self.faulted: dict[tuple[str, str], str] = {}
         """(group, `config_key`) -> the fault: configs never run again in that group."""
         self.repaired = ""
@@ -66,6 +77,8 @@ class Journal:
                     if item.get(key) != settings.get(key):
                         raise UsageError(f"{self.path}:{number}: logged with {key}={item.get(key)!r}, this tune "
                                          f"has {settings.get(key)!r}; use another -o or --fresh")
+            elif item.get("type") == "result" and isinstance(item.get("group"), str):
+                self.stopped[item["group"]] = str(item.get("stopped"))
             elif item.get("type") in ("verify", "round", "discard"):
                 if (problem := _malformed(item)) is not None:
                     raise UsageError(f"{self.path}:{number}: {problem}; use another -o or --fresh")
@@ -133,6 +146,16 @@ class Replaying:
                              "another search; use another -o or --fresh")
         self.replayed += 1
         return item
+
+    def out_of_time(self, clock: Callable[[], bool]) -> bool:
+        """The search's budget check (``clock``: the live one), answered from the log while the
+        log has this group's next step (module docstring)."""
+        item = self.journal.logged.get((self.group, self.seq))
+        if item is not None:
+            return item["type"] != "verify"
+        if self.group in self.journal.stopped:
+            return self.journal.stopped[self.group] == "budget"
+        return clock()
 
     def _fault(self, config: Config) -> str | None:
         """The fault ``config`` caused in this group before (None: none)."""

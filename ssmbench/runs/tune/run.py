@@ -174,7 +174,8 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
             console.print(f"[{number + 1}/{len(groups)}] {group.name}: default {describe_config(default)}",
                           highlight=False)
             result = descend(tunable.space, default, measurer, gate, rounds=options.rounds,
-                             max_passes=options.max_passes, out_of_time=lambda d=deadline: time.monotonic() > d)
+                             max_passes=options.max_passes,
+                             out_of_time=lambda m=measurer, d=deadline: m.out_of_time(lambda: time.monotonic() > d))
             results.append((group, result))
             journal.write({"type": "result", "group": group.name, "default": default, "best": result.best,
                            "stopped": result.stopped, "discarded": [[c, why] for c, why in result.discarded],
