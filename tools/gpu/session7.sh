@@ -98,7 +98,7 @@ phase3() {  # GDN tunes on both GPUs (T = 4/6 fp32 on GPU 0; T = 4 bf16 on GPU 1
 phase4() {  # the tables as committed (checkpoint W=16 from the replayed tune), side by side with
   # FlashInfer on GPU 0; the new GDN T > 1 default at T = 2 (no table entry) on GPU 1
   sweep ckpt-tuned "$HEADLINE" --impl triton.checkpoint --impl flashinfer.checkpointing --filter window=16 \
-    --filter format=fp32,bf16,fp16sr --gpus 0 &
+    --filter format=fp32,bf16,fp16sr --filter batch=8,64,256,1024 --gpus 0 &
   sweep gdn-t2 sweeps/qwen35-gdn.yaml --filter sweep=qwen35-gdn-peers --filter T=2 --impl triton.gdn --impl fla.gdn \
     --gpus 1
   wait
