@@ -95,6 +95,20 @@ def test_a_table_is_read_with_the_nearest_bucket_not_above(table_dir: Path) -> N
     assert [len(x.entries) for x in t.tables()] == [2]
 
 
+def test_an_entry_that_kept_the_default_answers_with_the_rule_at_the_case_batch(table_dir: Path) -> None:
+    """``knobs: null`` (the tune kept the default at b8): b8..b63 get the hand rule at their own
+    batch, b64 up the b64 entry."""
+    impl = registry()["triton.checkpoint"]
+    c8, c32, c64 = checkpoint_case(8), checkpoint_case(32), checkpoint_case(64)
+    write_table(table_dir / "nvidia-h200.json", [{**entry(c8, 8), "knobs": None}, entry(c64, 64, num_warps=8)])
+    tuned._read.cache_clear()
+    t = impl.tunable
+    config, source = t.choose(c32, "NVIDIA H200")
+    assert config is None and source == "default (nvidia-h200.json b8: the tune kept the default)"
+    assert t.knobs(c32, "cuda") == t.default(c32)  # the rule at b32 itself, whatever it says there
+    assert t.knobs(c64, "cuda").num_warps == 8
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"schema": "other/1"}, "schema 'other/1'"),
     ({"impl": "triton.gdn"}, "impl: 'triton.gdn', but this table is read for 'triton.checkpoint'"),

@@ -4,7 +4,9 @@ the rule an impl's build picks its knobs by:
 
 1. a config forced by the tuner (`ssmbench.impls.knobs.forced`);
 2. else the table of this GPU model: the entry of the case's (shape, T, format, rounding,
-   window) at the largest batch bucket not above the case's batch;
+   window) at the largest batch bucket not above the case's batch; an entry whose ``knobs`` is
+   null says "the default" (the tune kept it there), so the hand rule answers at the case's own
+   batch, not a config pinned from the bucket's;
 3. else the impl's hand-picked default (`default_*knobs`): an unseen GPU, a batch below every
    bucket, a shape nobody tuned, or the CPU (Triton's interpreter).
 
@@ -17,8 +19,8 @@ File format (``schema: ssmbench.knobs/1``)::
      "entries": [{"shape": "H16P64N128G1", "T": 6, "state_dtype": "fp32", "rounding": "rn",
                   "window": 16, "batch": 64, "knobs": {"block_p": 32, ...}, "note": "..."}]}
 
-``window`` is null for impls that do not use the window axis; ``note`` is free text (the tune
-that found it).
+``window`` is null for impls that do not use the window axis; ``knobs`` null: the default (see
+rule 2); ``note`` is free text (the tune that found it).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def table_key(case: Case, uses_window: bool) -> dict[str, Any]:
 class Entry:
     key: tuple[Any, ...]
     batch: int
-    config: Config
+    config: Config | None
+    """None: the default (the tune kept it at this bucket)."""
     note: str = ""
 
 
@@ -96,6 +99,9 @@ def parse_table(data: Any, path: Path, impl: str, space: KnobSpace) -> Table:
                 continue
             key.append(_field(raw, name, int if name in ("T", "window") else str, at))
         batch = _field(raw, "batch", int, at)
+        if isinstance(raw, dict) and "knobs" in raw and raw["knobs"] is None:
+            entries.append(Entry(tuple(key), batch, None, str(raw.get("note", ""))))
+            continue
         config = _field(raw, "knobs", dict, at)
         if (problem := space.problem(config)) is not None:
             raise UsageError(f"{at}.knobs: {problem}")
@@ -160,6 +166,8 @@ class Tunable:
         entry = table.lookup(table_key(case, self.uses_window), case.batch)
         if entry is None:
             return None, f"default ({table.path.name}: no entry for this shape/format at or below b{case.batch})"
+        if entry.config is None:
+            return None, f"default ({table.path.name} b{entry.batch}: the tune kept the default)"
         return entry.config, f"{table.path.name} b{entry.batch}"
 
     def default_config(self, case: Case) -> Config:

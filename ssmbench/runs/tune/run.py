@@ -200,8 +200,11 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
 
 
 def write_table(output: Path, impl: str, gpu: str | None, results: list, settings: dict[str, Any]) -> None:
-    """The winners as a knob table (`ssmbench.impls.tuned`): copy it to the family's tuned/ folder."""
-    entries = [{**group.key, "batch": group.case.batch, "knobs": result.best,
+    """The winners as a knob table (`ssmbench.impls.tuned`): copy it to the family's tuned/ folder.
+    A group that kept its default writes ``knobs: null`` ("the default"), not the default's config
+    at that batch: pinned, it would stand for every batch up to the next bucket, where the hand
+    rule may pick another config nobody measured against it."""
+    entries = [{**group.key, "batch": group.case.batch, "knobs": None if result.best == result.default else result.best,
                 "note": f"ssmbench tune: {result.stopped}; default {describe_config(result.default)}"
                         + (f"; {result.confirmation.change_pct:+.1f}% {result.confirmation.interval_text()}"
                            if result.confirmation is not None and result.best != result.default else "")}
