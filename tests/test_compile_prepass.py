@@ -10,6 +10,7 @@ from pathlib import Path
 import test_sweep_cli  # noqa: F401 - registers the planted impls (test.raise, ...) here and in workers
 from rich.console import Console
 
+from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.registry import PLUGINS_ENV, registry
 from ssmbench.output.results import load_results
 from ssmbench.runs.prewarm import Job, compile_key, default_workers, plan_groups, prewarm
@@ -48,10 +49,12 @@ def test_groups_follow_the_compile_key() -> None:
 
     cp = headline_jobs("triton.checkpoint")[0]
     default = impls["triton.checkpoint"].tunable.default_config(cp.case)
-    same = compile_key(Job(cp.sweep, cp.case, cp.impl, {**default, "programs_per_sm": 8}), impls)
     other = compile_key(Job(cp.sweep, cp.case, cp.impl, {**default, "num_warps": 8}), impls)
-    assert same == compile_key(Job(cp.sweep, cp.case, cp.impl, default), impls)  # a launch-only knob
-    assert other != same  # a compile-time knob: another kernel
+    assert other != compile_key(Job(cp.sweep, cp.case, cp.impl, default), impls)  # compile-time: another kernel
+    # a launch-only knob (constexpr=False: the grid) selects no other kernel
+    space = KnobSpace((Knob("block", (16, 32), "tile"), Knob("grid", (2, 4), "programs per SM", constexpr=False)))
+    assert space.compile_key({"block": 16, "grid": 2}) == space.compile_key({"block": 16, "grid": 4})
+    assert space.compile_key({"block": 16, "grid": 2}) != space.compile_key({"block": 32, "grid": 2})
 
 
 def test_off_on_the_cpu_unless_asked() -> None:

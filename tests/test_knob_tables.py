@@ -65,8 +65,8 @@ def write_table(path: Path, rows: list[dict], **fields) -> None:
 
 
 def entry(case, batch: int, **knobs) -> dict:
-    config = {"fused": True, "bandwidth": False, "dots": True, "block_p": 32, "num_warps": 2, "precision": "tf32x3",
-              "max_regs": 0, "persistent": False, "programs_per_sm": 4, "pre_warps": 2, **knobs}
+    config = {"fused": True, "bandwidth": False, "block_p": 32, "num_warps": 2, "precision": "tf32x3",
+              "max_regs": 0, "pre_warps": 2, **knobs}
     return {**table_key(case, True), "batch": batch, "knobs": config}
 
 

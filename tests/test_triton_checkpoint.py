@@ -1,7 +1,7 @@
 """Triton checkpoint replay (docs/spec.md §5) against `ssmbench_kernels.mamba2_replay.reference`, in the CPU interpreter
 (on a GPU machine the same checks run on the GPU): multi-step simulations with random
 acceptance, W = T and W = 16, every storage format x RN/SR, z on/off, padding rows, permuted
-pool slots, non-power-of-two head_dim and dstate, both kernel forms (grid and persistent), and
+pool slots, non-power-of-two head_dim and dstate, every kernel form (fused, rank-1 and bandwidth-first mains), and
 poisoned outputs / coefficients.
 
 Each step is checked against the reference applied to the kernel's own current state (so
@@ -182,11 +182,8 @@ def _simulate(fmt, rounding, T, W, *, H=4, P=12, N=10, G=2, batch=3, steps=3, wi
 
 FORMS = {
     "fused": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3"),
-    "fused-persistent": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3", persistent=True),
-    "dot": CheckpointKnobs(dots=True, block_p=16, num_warps=4, precision="tf32x3"),
-    "dot-persistent": CheckpointKnobs(dots=True, block_p=16, num_warps=4, persistent=True),
-    "rank1": CheckpointKnobs(dots=False, block_p=4, num_warps=1),
-    "rank1-persistent": CheckpointKnobs(dots=False, block_p=4, num_warps=1, persistent=True),
+    "rank1": CheckpointKnobs(block_p=4, num_warps=1),
+    "bandwidth": CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4),
 }
 """Every kernel form (precision "tf32x3" only matters on a GPU: the interpreter computes in fp32)."""
 
@@ -195,15 +192,15 @@ FORMS = {
     "fmt,rounding,window,with_z,form",
     [
         ("fp32", "rn", "T", True, "fused"),
-        ("fp32", "sr", 16, False, "rank1-persistent"),
-        ("fp32", "rn", 16, True, "dot"),
+        ("fp32", "sr", 16, False, "rank1"),
+        ("fp32", "rn", 16, True, "bandwidth"),
         ("bf16", "rn", 16, True, "fused"),
         ("bf16", "sr", "T", True, "rank1"),
-        ("fp16", "sr", 16, True, "fused-persistent"),
-        ("fp16", "rn", "T", False, "dot-persistent"),
+        ("fp16", "sr", 16, True, "fused"),
+        ("fp16", "rn", "T", False, "rank1"),
         ("int8", "sr", 16, True, "fused"),
-        ("int8", "rn", "T", True, "dot"),
-        ("fp8", "sr", "T", False, "fused-persistent"),
+        ("int8", "rn", "T", True, "bandwidth"),
+        ("fp8", "sr", "T", False, "bandwidth"),
         ("fp8", "rn", 16, True, "fused"),
     ],
 )
@@ -216,16 +213,15 @@ def test_replay_matches_reference(fmt, rounding, window, with_z, form) -> None:
 
 
 def test_replay_head_dim_80_multi_tile() -> None:
-    """P = 80 (nemotron-nano): 5 P-tiles of 16 (dot) or 3 masked tiles of 32 (fused), one group,
-    no padding, W = 8."""
-    for knobs in (CheckpointKnobs(dots=True, block_p=16), CheckpointKnobs(fused=True, block_p=32)):
+    """P = 80 (nemotron-nano): 5 P-tiles of 16 (rank-1 main) or 3 masked tiles of 32 (fused), one
+    group, no padding, W = 8."""
+    for knobs in (CheckpointKnobs(block_p=16), CheckpointKnobs(fused=True, block_p=32)):
         _simulate("bf16", "sr", 2, 8, H=2, P=80, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],
                   knobs=knobs)
 
 
 def test_replay_all_padding_touches_nothing() -> None:
-    for knobs in (CheckpointKnobs(), CheckpointKnobs(persistent=True), CheckpointKnobs(fused=True),
-                  CheckpointKnobs(fused=True, persistent=True)):
+    for knobs in (CheckpointKnobs(), CheckpointKnobs(fused=True), CheckpointKnobs(bandwidth=True)):
         rs, slots, g = _initial(2, 2, 4, 2, 8, 8, 1, "int8", [4, 1], n_pad=2, seed=3)
         before = rs.clone()
         A, D, dt_bias = _params(g, 2)
@@ -283,7 +279,7 @@ def test_default_knobs_and_names() -> None:
         for fmt in ("fp32", "bf16", "int8"):
             for window in (None, 6, 16):
                 k = default_knobs(batch, fmt, "rn", 64, window=window, T=6)
-                assert k.block_p >= (16 if k.dots or k.fused else 1) and k.num_warps in (1, 2, 4, 8)
+                assert k.block_p >= (16 if k.fused or k.bandwidth else 1) and k.num_warps in (1, 2, 4, 8)
                 assert k.precision in ("ieee", "tf32x3") and k.max_regs >= 0
     assert KERNEL_NAMES == ("replay_precompute_kernel", "replay_main_kernel")
     assert kernel_names(CheckpointKnobs(fused=True)) == ("replay_fused_kernel",)

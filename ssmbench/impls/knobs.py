@@ -34,8 +34,8 @@ class Knob:
     doc: str
     constexpr: bool = True
     active: Callable[[Config], bool] | None = None
-    """None: always matters; else whether the knob matters under a config (e.g. programs per SM
-    only in the persistent form). The tuner never varies an inactive knob."""
+    """None: always matters; else whether the knob matters under a config (e.g. the precompute's
+    warps only in the two-kernel forms). The tuner never varies an inactive knob."""
     active_doc: str = ""
 
     def type_name(self) -> str:

@@ -40,12 +40,7 @@ from ssmbench_kernels.mamba2_replay.reference import ReplayState, replay_implied
 
 
 def _dot_form(config: dict) -> bool:
-    return bool(config["fused"] or config["dots"] or config["bandwidth"])
-
-
-def _precision_form(config: dict) -> bool:
-    """The forms whose fp32 products follow ``precision`` (the bandwidth main uses bf16 parts)."""
-    return bool(config["fused"] or (config["dots"] and not config["bandwidth"]))
+    return bool(config["fused"] or config["bandwidth"])
 
 
 def _two_kernel(config: dict) -> bool:
@@ -55,33 +50,29 @@ def _two_kernel(config: dict) -> bool:
 CHECKPOINT_SPACE = KnobSpace(
     knobs=(
         Knob("fused", (False, True), "one kernel (docs/spec.md §7's variant) instead of precompute + main"),
-        Knob("bandwidth", (False, True), "two-kernel form with the bandwidth-first main (kernel_bw.py)",
-             active=_two_kernel, active_doc="two-kernel form"),
-        Knob("dots", (False, True), "main's fold and outputs as tl.dots (else rank-1 updates)",
-             active=lambda c: not c["fused"] and not c["bandwidth"], active_doc="two-kernel form, not bandwidth"),
+        Knob("bandwidth", (False, True), "two-kernel form with the bandwidth-first main (kernel_bw.py); else the "
+             "rank-1 main", active=_two_kernel, active_doc="two-kernel form"),
         Knob("block_p", (4, 8, 16, 32, 64), "head channels per main (or fused) program"),
         Knob("num_warps", (1, 2, 4, 8), "warps per main (or fused) program"),
-        Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of fp32 operands",
-             active=_precision_form, active_doc="fused, or dots without bandwidth"),
+        Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of the fused form's fp32 fold operands",
+             active=lambda c: c["fused"], active_doc="fused"),
         Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
-             active=lambda c: c["fused"] or c["bandwidth"], active_doc="fused or bandwidth"),
-        Knob("persistent", (False, True), "main as a persistent kernel over a write-first work list",
-             active=lambda c: c["fused"] or not c["bandwidth"], active_doc="not bandwidth"),
-        Knob("programs_per_sm", (2, 4, 8), "persistent programs per SM (the grid only)", constexpr=False,
-             active=lambda c: c["persistent"], active_doc="persistent"),
+             active=_dot_form, active_doc="fused or bandwidth"),
         Knob("pre_warps", (1, 2, 4), "warps per precompute program",
-             active=lambda c: not c["fused"], active_doc="two-kernel form"),
+             active=_two_kernel, active_doc="two-kernel form"),
     ),
     constraints=(
-        Constraint("block_p >= 16 in the dot forms (fused, dots or bandwidth): tl.dot needs 16 rows",
+        Constraint("block_p >= 16 in the dot forms (fused or bandwidth): tl.dot needs 16 rows",
                    lambda c: not _dot_form(c) or c["block_p"] >= 16),
     ),
-    blocks=(("fused", "bandwidth", "dots", "block_p"), ("persistent", "programs_per_sm")),
+    blocks=(("fused", "bandwidth", "block_p"),),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).
-``bandwidth`` (issue 19's main) is never a hand-picked default; the H200 table
-(``mamba2_replay/tuned/nvidia-h200.json``) picks it at batch >= 64 where it was measured faster."""
+Three forms: fused (the default but at W = T from batch 64), the rank-1 two-kernel main (the
+default at W = T from batch 64) and the bandwidth-first main (the H200 table's pick from batch 64).
+The two-kernel `tl.dot` main and the persistent variants were removed in session 7 (issue 19: no
+default or table picked them)."""
 
 
 class TritonCheckpoint(_TritonMamba2):

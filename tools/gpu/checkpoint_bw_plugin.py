@@ -35,7 +35,7 @@ def bw_knobs() -> CheckpointKnobs:
         if name not in fields:
             raise ValueError(f"{KNOBS_ENV}: unknown knob {name!r}")
         given[name] = value == "True" if value in ("True", "False") else int(value) if value.isdigit() else value
-    return CheckpointKnobs(**{**given, "bandwidth": True, "fused": False, "persistent": False})
+    return CheckpointKnobs(**{**given, "bandwidth": True, "fused": False})
 
 
 class TritonCheckpointBw(TritonCheckpoint):

@@ -33,7 +33,7 @@ from triton.runtime import driver  # noqa: E402
 
 H, P, N, G, T, W = 16, 64, 128, 1, 6, 16
 BATCH = 64
-"""Rows of the compiled call: the non-persistent kernels do not specialize on the batch (batch 64
+"""Rows of the compiled call: the kernels do not specialize on the batch (batch 64
 and 1024 give the same SASS), and 64 keeps the host tensors small (the fp32 pool is 34 MB)."""
 MEMORY = ("LDG", "STG", "LDS", "STS", "LDGSTS", "LDSM", "UTMALDG", "UBLKCP", "ATOM", "RED")
 
@@ -54,9 +54,8 @@ def forms() -> list[Form]:
     return [
         Form("fused p32 w2 tf32x3 (default W=16)", dict(fused=True, block_p=32, num_warps=2, precision="tf32x3"),
              "main", 32, 64),
-        Form("dot main p16 w4 tf32x3", dict(dots=True, block_p=16, num_warps=4, precision="tf32x3"), "main", 16, 128),
-        Form("rank-1 main p4 w1 (default W=T b>=64)", dict(dots=False, block_p=4, num_warps=1), "main", 4, 32),
-        Form("precompute w2 (two-kernel forms)", dict(dots=False, pre_warps=2), "precompute", 0, 64),
+        Form("rank-1 main p4 w1 (default W=T b>=64)", dict(block_p=4, num_warps=1), "main", 4, 32),
+        Form("precompute w2 (two-kernel forms)", dict(pre_warps=2), "precompute", 0, 64),
         Form("bandwidth main p16 w4", dict(bandwidth=True, block_p=16, num_warps=4), "main", 16, 128),
         Form("bandwidth main p32 w4", dict(bandwidth=True, block_p=32, num_warps=4), "main", 32, 128),
         Form("bandwidth main p64 w4", dict(bandwidth=True, block_p=64, num_warps=4), "main", 64, 128),

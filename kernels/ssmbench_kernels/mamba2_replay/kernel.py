@@ -25,7 +25,8 @@ precompute (grid ``(H, batch)``, one program per head and row)
     decay ``exp(cum_h)`` (write rows);
   - history appends of dt (every head) and B (the first head of each group) at ring rows
     ``(ring_start + pnat + i) mod L``.
-main (grid ``(cdiv(P, BLOCK_P), H, batch)``, or persistent: see below)
+main (grid ``(cdiv(P, BLOCK_P), H, batch)``; rank-1 updates and row reductions, the form the
+defaults pick at W = T from batch 64 -- the bandwidth-first main of `kernel_bw` is the other)
   - write rows: ``S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h`` (one `tl.dot`, K = history
     columns), stored as the new checkpoint (RN / SR via `ssmbench_kernels.storage.kernel`; SR counter
     ``(h*P + p, n // 8, slot, step)``: the request is the slot itself);
@@ -37,14 +38,7 @@ main (grid ``(cdiv(P, BLOCK_P), H, batch)``, or persistent: see below)
 
 PDL: precompute calls `gdc_launch_dependents()` first; both kernels load indices, bookkeeping,
 checkpoint tile, history and parameters before `gdc_wait()` and the conv output / dt / z /
-precompute's coefficients after it. The persistent form peels its first work item so that its
-only `gdc_wait` is outside the loop (docs/spec.md §7, triton-lang/triton#11905).
-
-Persistent form (``knobs.persistent``): a fixed grid of ``min(items, programs)`` programs walks
-the work list ``(row, head, P-tile)`` with a stride; rows are ordered write-first on the device
-(every program ranks the batch's must_write flags itself: ``n_writes`` and the positions are
-computed from pnat in registers, no extra kernel), and each item branches to the write- or
-nowrite-specialized path. A CUDA graph captured once handles any write/nowrite mix.
+precompute's coefficients after it.
 
 Fused form (``knobs.fused``, `replay_fused_kernel`; docs/spec.md §7's conv1d -> main variant, the
 default on the GPU except W = T from batch 64): one program per (row, head, P-tile) computes what
@@ -102,17 +96,12 @@ class CheckpointKnobs:
     """Tuning knobs of the replay kernels (parameters, not constants)."""
 
     block_p: int = 16
-    """Head channels per main program (power of two >= 16: `tl.dot` needs 16 rows)."""
+    """Head channels per main program (power of two; >= 16 in the fused and bandwidth forms: `tl.dot`
+    needs 16 rows)."""
     num_warps: int = 4
     """Warps per main program."""
     pre_warps: int = 2
     """Warps per precompute program."""
-    dots: bool = True
-    """Main's fold and outputs as `tl.dot`s (True) or as rank-1 updates and row reductions."""
-    persistent: bool = False
-    """Main as a persistent kernel over a device-side, write-first work list."""
-    programs_per_sm: int = 4
-    """Persistent form: programs per SM."""
     fused: bool = False
     """One kernel (`replay_fused_kernel`, docs/spec.md §7's one-kernel variant) instead of precompute + main:
     every (row, head, P-tile) program computes its own coefficients in registers (cheap: T x W
@@ -121,12 +110,13 @@ class CheckpointKnobs:
     """Fused form: registers per thread cap (ptxas ``maxnreg``; 0 = the compiler's choice). Fewer
     registers, more programs per SM (memory-level parallelism), at the price of some spills."""
     precision: str = "ieee"
-    """`tl.dot` input precision of fp32 operands in the dot forms: "ieee" (FMA, exact products) or
+    """Fused form: `tl.dot` input precision of fp32 fold operands: "ieee" (FMA, exact products) or
     "tf32x3" (3 TF32 tensor-core products, ~2^-22 relative: inside the fp32 state tolerance)."""
     bandwidth: bool = False
     """Two-kernel form with the bandwidth-first main (`kernel_bw.replay_bw_main_kernel`, issue 19):
     one program per (row, head) streaming the state in ``block_p x N`` chunks after `gdc_wait`,
-    bf16-part tensor-core products; ``dots``, ``persistent`` and ``precision`` do not apply.
+    bf16-part tensor-core products; ``precision`` does not apply. Neither fused nor bandwidth: the
+    two-kernel rank-1 main (`replay_main_kernel`).
     The hand-picked defaults never pick it; the H200 knob table does at batch >= 64 for fp32,
     bf16 and fp16-SR (measured beside the default form: docs/checkpoint.md)."""
 
@@ -147,7 +137,7 @@ def default_knobs(
     if interpreting():  # CPU: the dot forms run fastest in the interpreter (every form is unit-tested)
         return CheckpointKnobs(fused=True, block_p=16, num_warps=4)
     if window is not None and window == T and batch >= 64:
-        return CheckpointKnobs(dots=False, block_p=min(4, triton.next_power_of_2(head_dim)), num_warps=1)
+        return CheckpointKnobs(block_p=min(4, triton.next_power_of_2(head_dim)), num_warps=1)
     return CheckpointKnobs(fused=True, block_p=16 if batch <= 16 else 32, num_warps=2, precision="tf32x3")
 
 
@@ -461,12 +451,11 @@ def _main_item(
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
-    USE_DOT: tl.constexpr,
-    PREC: tl.constexpr,
     WAIT: tl.constexpr,
 ):
-    """One work item (row b, head h, P-tile pid_p). WAIT: call `gdc_wait` after the
-    producer-independent loads (only the first item of a program)."""
+    """One program's work (row b, head h, P-tile pid_p) of the rank-1 main: the fold as rank-1
+    updates over the history rows, outputs as row reductions. WAIT: call `gdc_wait` after the
+    producer-independent loads."""
     g = h // HEADS_PER_GROUP
     L: tl.constexpr = W + T
     slot = tl.load(slot_ptr + b).to(tl.int64)
@@ -485,16 +474,6 @@ def _main_item(
     state = load_state_rows(ckpt_ptr, scale_ptr, s * (H * P) + srow, read_p, offs_n, mask_n, N, FMT)
 
     offs_j, j_ok, rj, fold_j = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
-    hrow = s * L + rj
-    if USE_DOT:
-        x_hist = tl.load(
-            hist_x_ptr + (hrow[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
-        )
-        b_hist = tl.load(
-            hist_B_ptr + (hrow[:, None] * G + g) * N + offs_n[None, :],
-            mask=fold_j[:, None] & mask_n[None, :],
-            other=0.0,
-        )
     Dh = tl.load(D_ptr + h).to(tl.float32)
 
     pdl_wait(WAIT)
@@ -507,12 +486,6 @@ def _main_item(
         mask=t_ok[:, None] & mask_p[None, :],
         other=0.0,
     )
-    if USE_DOT:
-        c_new = tl.load(
-            c_ptr + rows_t[:, None] * stride_c_row + g * N + offs_n[None, :],
-            mask=t_ok[:, None] & mask_n[None, :],
-            other=0.0,
-        )
     bh = b * H + h
     rect_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) == 0)  # history CB columns: nowrite rows only
     cb_t, cb_hist, cb_new, cdec = _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T, W, T_PAD, L_PAD)
@@ -521,50 +494,38 @@ def _main_item(
     if mw:
         # Fold the history into S', store the checkpoint.
         fdec = tl.load(fdec_ptr + bh)
-        if USE_DOT:  # one dot over the history columns
-            w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
-            xw = x_hist.to(tl.float32) * w[:, None]
-            state = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * fdec, PREC)
-        else:  # rank-1 updates, history rows loaded one by one (all independent: one latency)
-            state = state * fdec
-            for j in tl.static_range(W):
-                ok_p = mask_p & ((offs_p * 0 + j) < pnat)
-                ok_n = mask_n & ((offs_n * 0 + j) < pnat)
-                row_j = s * L + _ring(start + j, L)
-                x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
-                b_j = tl.load(hist_B_ptr + (row_j * G + g) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
-                w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
-                state += (x_j * w_j)[:, None] * b_j[None, :]
+        # rank-1 updates, history rows loaded one by one (all independent: one latency)
+        state = state * fdec
+        for j in tl.static_range(W):
+            ok_p = mask_p & ((offs_p * 0 + j) < pnat)
+            ok_n = mask_n & ((offs_n * 0 + j) < pnat)
+            row_j = s * L + _ring(start + j, L)
+            x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
+            b_j = tl.load(hist_B_ptr + (row_j * G + g) * N + offs_n, mask=ok_n, other=0.0).to(tl.float32)
+            w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
+            state += (x_j * w_j)[:, None] * b_j[None, :]
         _store_checkpoint(ckpt_ptr, scale_ptr, s * (H * P) + srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
                           N, BLOCK_N, FMT, SR)
 
-    # Outputs, transposed: Y^T (BLOCK_P, T_PAD).
-    if USE_DOT:
-        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-        yt = dot_precision(state, tl.trans(c_new.to(tl.float32)), yt, PREC)
-        yt = yt * cdec[None, :]
-        if not mw:
-            yt = dot_precision(tl.trans(x_hist.to(tl.float32)), tl.trans(cb_hist), yt, PREC)
-        yt = dot_precision(xt, tl.trans(cb_new), yt, PREC)
-    else:
-        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-        for t in tl.static_range(T):
-            c_ok = mask_n & ((offs_n * 0 + slot) >= 0)
-            c_t = tl.load(c_ptr + (b * T + t) * stride_c_row + g * N + offs_n, mask=c_ok, other=0.0)
-            col = tl.sum(state * c_t.to(tl.float32)[None, :], axis=1)
-            yt = tl.where(offs_t[None, :] == t, col[:, None], yt)
-        yt = yt * cdec[None, :]
-        if not mw:  # rectangle: history columns
-            for j in tl.static_range(W):
-                ok_p = mask_p & ((offs_p * 0 + j) < pnat)
-                row_j = s * L + _ring(start + j, L)
-                x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
-                cb_j = tl.load(cb_t + j, mask=t_ok[:, None] & ((offs_t * 0 + j) < pnat)[:, None], other=0.0)
-                yt += x_j[:, None] * tl.sum(cb_j, axis=1)[None, :]
-        for i in tl.static_range(T):  # new-token columns
-            x_i = tl.sum(tl.where(offs_t[None, :] == i, xt, 0.0), axis=1)
-            cb_i = tl.load(cb_t + W + i, mask=t_ok[:, None], other=0.0)
-            yt += x_i[:, None] * tl.sum(cb_i, axis=1)[None, :]
+    # Outputs, transposed: Y^T (BLOCK_P, T_PAD), as row reductions.
+    yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+    for t in tl.static_range(T):
+        c_ok = mask_n & ((offs_n * 0 + slot) >= 0)
+        c_t = tl.load(c_ptr + (b * T + t) * stride_c_row + g * N + offs_n, mask=c_ok, other=0.0)
+        col = tl.sum(state * c_t.to(tl.float32)[None, :], axis=1)
+        yt = tl.where(offs_t[None, :] == t, col[:, None], yt)
+    yt = yt * cdec[None, :]
+    if not mw:  # rectangle: history columns
+        for j in tl.static_range(W):
+            ok_p = mask_p & ((offs_p * 0 + j) < pnat)
+            row_j = s * L + _ring(start + j, L)
+            x_j = tl.load(hist_x_ptr + (row_j * H + h) * P + offs_p, mask=ok_p, other=0.0).to(tl.float32)
+            cb_j = tl.load(cb_t + j, mask=t_ok[:, None] & ((offs_t * 0 + j) < pnat)[:, None], other=0.0)
+            yt += x_j[:, None] * tl.sum(cb_j, axis=1)[None, :]
+    for i in tl.static_range(T):  # new-token columns
+        x_i = tl.sum(tl.where(offs_t[None, :] == i, xt, 0.0), axis=1)
+        cb_i = tl.load(cb_t + W + i, mask=t_ok[:, None], other=0.0)
+        yt += x_i[:, None] * tl.sum(cb_i, axis=1)[None, :]
     yt = yt + Dh * xt
     if HAS_Z:
         zt = tl.load(
@@ -605,7 +566,6 @@ def replay_main_kernel(
     fdec_ptr,
     seed,
     step,
-    batch,
     stride_x_row,
     stride_c_row,
     stride_z_row,
@@ -622,64 +582,18 @@ def replay_main_kernel(
     L_PAD: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    N_PTILES: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
-    USE_DOT: tl.constexpr,
-    PREC: tl.constexpr,
-    PERSISTENT: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    if not PERSISTENT:
-        _main_item(
-            tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
-            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
-            D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
-            stride_x_row, stride_c_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PREC,
-            PDL,
-        )
-    else:
-        # Work list: rows ordered write-first (ranked here from the bookkeeping), then heads and
-        # P-tiles of a row. Every program computes the same order.
-        rows = tl.arange(0, BLOCK_B)
-        rows_ok = rows < batch
-        slots = tl.load(slot_ptr + rows, mask=rows_ok, other=-1).to(tl.int64)
-        pn = tl.load(pnat_ptr + tl.maximum(slots, 0), mask=slots >= 0, other=0).to(tl.int64)
-        mw_all = ((slots >= 0) & (pn + T > W)).to(tl.int32)
-        n_writes = tl.sum(mw_all, axis=0)
-        pos = tl.where(mw_all != 0, tl.cumsum(mw_all, axis=0) - 1, n_writes + tl.cumsum(1 - mw_all, axis=0) - 1)
-        pos = tl.where(rows_ok, pos, -1)
-        per_row: tl.constexpr = H * N_PTILES
-        n_items = batch * per_row
-        pid = tl.program_id(0)
-        nprog = tl.num_programs(0)
-        # First item peeled: the only gdc_wait stays outside the loop.
-        r = pid // per_row
-        rem = pid % per_row
-        b = tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64)
-        _main_item(
-            b, rem // N_PTILES, rem % N_PTILES,
-            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
-            D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
-            stride_x_row, stride_c_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT, PREC,
-            PDL,
-        )
-        for item in range(pid + nprog, n_items, nprog):
-            r = item // per_row
-            rem = item % per_row
-            b = tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64)
-            _main_item(
-                b, rem // N_PTILES, rem % N_PTILES,
-                ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
-                D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
-                stride_x_row, stride_c_row, stride_z_row, stride_y_row,
-                T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, USE_DOT,
-                PREC, False,
-            )
+    _main_item(
+        tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
+        ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, x_ptr, c_ptr, z_ptr, y_ptr,
+        D_ptr, cb_ptr, cdec_ptr, w_ptr, fdec_ptr, seed, step,
+        stride_x_row, stride_c_row, stride_z_row, stride_y_row,
+        T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, L_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PDL,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -835,20 +749,6 @@ def _fused_item(
             tl.store(b_rows, b_new, mask=t_ok[:, None] & mask_n[None, :])
 
 
-@triton.jit
-def _write_first_order(slot_ptr, pnat_ptr, batch, T: tl.constexpr, W: tl.constexpr, BLOCK_B: tl.constexpr):
-    """Position of every row in the write-first work order (computed from pnat in registers by
-    every program: no extra kernel, graph-safe for any write/nowrite mix). Returns (rows, pos)."""
-    rows = tl.arange(0, BLOCK_B)
-    rows_ok = rows < batch
-    slots = tl.load(slot_ptr + rows, mask=rows_ok, other=-1)
-    pn = tl.load(pnat_ptr + tl.maximum(slots, 0), mask=slots >= 0, other=0).to(tl.int32)
-    mw_all = ((slots >= 0) & (pn + T > W)).to(tl.int32)
-    n_writes = tl.sum(mw_all, axis=0)
-    pos = tl.where(mw_all != 0, tl.cumsum(mw_all, axis=0) - 1, n_writes + tl.cumsum(1 - mw_all, axis=0) - 1)
-    return rows, tl.where(rows_ok, pos, -1)
-
-
 @triton.jit(do_not_specialize=["seed", "step"])
 def replay_fused_kernel(
     ckpt_ptr,
@@ -870,7 +770,6 @@ def replay_fused_kernel(
     dt_bias_ptr,
     seed,
     step,
-    batch,
     stride_x_row,
     stride_b_row,
     stride_c_row,
@@ -888,49 +787,19 @@ def replay_fused_kernel(
     W_PAD: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    BLOCK_B: tl.constexpr,
-    N_PTILES: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
     PREC: tl.constexpr,
-    PERSISTENT: tl.constexpr,
     PDL: tl.constexpr,
 ):
-    if not PERSISTENT:
-        _fused_item(
-            tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
-            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
-            dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
-            stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
-        )
-    else:
-        rows, pos = _write_first_order(slot_ptr, pnat_ptr, batch, T, W, BLOCK_B)
-        per_row: tl.constexpr = H * N_PTILES
-        n_items = batch * per_row
-        pid = tl.program_id(0)
-        nprog = tl.num_programs(0)
-        # First item peeled: the only gdc_wait stays outside the loop.
-        r = pid // per_row
-        rem = pid % per_row
-        _fused_item(
-            tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64), rem // N_PTILES, rem % N_PTILES,
-            ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
-            dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
-            stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
-            T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
-        )
-        for item in range(pid + nprog, n_items, nprog):
-            r = item // per_row
-            rem = item % per_row
-            _fused_item(
-                tl.sum(tl.where(pos == r, rows, 0), axis=0).to(tl.int64), rem // N_PTILES, rem % N_PTILES,
-                ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr,
-                c_ptr, dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
-                stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
-                T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, False,
-            )
+    _fused_item(
+        tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
+        ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
+        dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
+        stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
+        T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
+    )
 
 
 KERNEL_NAMES: tuple[str, ...] = (replay_precompute_kernel.fn.__name__, replay_main_kernel.fn.__name__)
@@ -960,17 +829,17 @@ def _reg_cap(knobs: CheckpointKnobs) -> dict:
     return {"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}
 
 
-def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int, step: int, *extra, H: int, P: int,
+def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int, step: int, *, H: int, P: int,
                 N: int, G: int, T: int, pads: tuple[int, int, int], pdl: bool, num_warps: int, **consts) -> None:
     """Enqueue a two-kernel main (`replay_main_kernel`, `kernel_bw.replay_bw_main_kernel`: the same
-    operands ckpt .. step, ``extra`` (the main's batch), the four row strides and shape constexprs);
+    operands ckpt .. step, the four row strides and shape constexprs);
     ``consts``: the kernel's own constexprs and launch options. Unscaled formats and ``z = None``
     pass dummy pointers, never read."""
     t_pad, w_pad, l_pad = pads
     kernel[grid](
         rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else D, slot_idx, rs.pnat, rs.ring_start,
         rs.hist_x, rs.hist_B, x, Cm, z if z is not None else y, y, D,
-        scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step, *extra,
+        scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step,
         x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
         T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
         PDL=pdl, **consts, **launch_options(pdl, num_warps, 1),
@@ -1093,22 +962,15 @@ def replay_step(
     if knobs.fused:
         if launch in ("both", "main"):  # launch="precompute" enqueues nothing: main does its work
             block_p = max(16, knobs.block_p)
-            n_ptiles = triton.cdiv(P, block_p)
-            if knobs.persistent:
-                programs = knobs.programs_per_sm * _sm_count(conv_out.device)
-                grid = (max(1, min(batch * H * n_ptiles, programs)), 1, 1)
-            else:
-                grid = (n_ptiles, H, batch)
-            replay_fused_kernel[grid](
+            replay_fused_kernel[(triton.cdiv(P, block_p), H, batch)](
                 rs.ckpt.data, rs.ckpt.scale if rs.ckpt.scale is not None else A, slot_idx, rs.pnat, rs.ring_start,
                 rs.hist_x, rs.hist_B, rs.hist_dt, x, Bm, Cm, dt_raw, z if z is not None else dt_raw, y, A, D, dt_bias,
-                seed, step, batch,
+                seed, step,
                 x.stride(0), Bm.stride(0), Cm.stride(0), dt_raw.stride(0), z.stride(0) if z is not None else 0,
                 y.stride(0),
                 T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad,
-                BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_B=max(16, triton.next_power_of_2(batch)), N_PTILES=n_ptiles,
-                FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, PREC=knobs.precision,
-                PERSISTENT=knobs.persistent, PDL=use_pdl,
+                BLOCK_P=block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
+                PREC=knobs.precision, PDL=use_pdl,
                 **launch_options(use_pdl, knobs.num_warps, 1),
                 **_reg_cap(knobs),
             )
@@ -1127,27 +989,12 @@ def replay_step(
         launch_bw_main(rs, slot_idx, x, Cm, z, y, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt_code=format_code(fmt),
                        sr=sr, seed=seed, step=step, pads=(t_pad, w_pad, l_pad), knobs=knobs, pdl=use_pdl)
     elif launch in ("both", "main"):
-        block_p = max(16, knobs.block_p) if knobs.dots else knobs.block_p
-        n_ptiles = triton.cdiv(P, block_p)
-        if knobs.persistent:
-            programs = knobs.programs_per_sm * _sm_count(conv_out.device)
-            grid = (max(1, min(batch * H * n_ptiles, programs)), 1, 1)
-        else:
-            grid = (n_ptiles, H, batch)
         _launch_main(
-            replay_main_kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed, step, batch,
-            H=H, P=P, N=N, G=G, T=T, pads=(t_pad, w_pad, l_pad), pdl=use_pdl, num_warps=knobs.num_warps,
-            BLOCK_P=block_p, BLOCK_N=block_n, BLOCK_B=max(16, triton.next_power_of_2(batch)), N_PTILES=n_ptiles,
-            FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, USE_DOT=knobs.dots, PREC=knobs.precision,
-            PERSISTENT=knobs.persistent,
+            replay_main_kernel, (triton.cdiv(P, knobs.block_p), H, batch), rs, slot_idx, x, Cm, z, y, D, scratch,
+            seed, step, H=H, P=P, N=N, G=G, T=T, pads=(t_pad, w_pad, l_pad), pdl=use_pdl, num_warps=knobs.num_warps,
+            BLOCK_P=knobs.block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
         )
     return y
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few programs, so the grid-stride loop is exercised
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def commit(rs, slot_idx: torch.Tensor, accepted: torch.Tensor, T: int) -> None:
