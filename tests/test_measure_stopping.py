@@ -8,7 +8,7 @@ import random
 import pytest
 
 from ssmbench.measure.stopping import MAX_ROUND, Stopper, StopRule, run_until_stopped
-from ssmbench.output.stats import median, quantile, relative_iqr, summarize
+from ssmbench.output.stats import median, median_ci_halfwidth, quantile, relative_iqr, summarize
 from ssmbench.spec.load import Measure
 
 
@@ -83,6 +83,36 @@ def test_min_time_zero_stops_at_min_samples() -> None:
     assert reason == "converged" and len(stopper.samples) == 10
 
 
+def test_median_ci_halfwidth_shrinks_with_n_where_the_spread_does_not() -> None:
+    rng = random.Random(9)
+    two_modes = [10.0 * (1.06 if rng.random() < 0.4 else 1.0) * (1 + 0.002 * rng.gauss(0, 1)) for _ in range(4000)]
+    assert relative_iqr(two_modes[:200]) > 0.05 and relative_iqr(two_modes) > 0.05  # never under 2%
+    widths = [median_ci_halfwidth(two_modes[:n]) for n in (50, 200, 800, 3200)]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.005
+    assert median_ci_halfwidth([1.0, 2.0, 3.0]) == math.inf  # too few for a 99% interval
+    assert median_ci_halfwidth([0.0] * 100) == math.inf
+    ordered = [float(i) for i in range(1, 101)]  # ranks 37 and 62 (0-based) for n = 100
+    assert median_ci_halfwidth(ordered) == pytest.approx((ordered[62] - ordered[37]) / 2 / 50.5)
+
+
+def test_a_wide_spread_stops_precise_once_its_median_is_known() -> None:
+    """Two kernel states 6% apart (a bimodal span, IQR/median ~6%): max_noise is never met, but
+    the median is known to +-0.5% after a few hundred samples; 0 turns the rule off."""
+    rng = random.Random(11)
+
+    def two_modes():
+        while True:
+            yield 10.0 * (1.06 if rng.random() < 0.3 else 1.0) * (1 + 0.003 * rng.gauss(0, 1))
+
+    rule = StopRule(min_samples=30, max_samples=2000, max_noise=0.02, min_time_s=0.2, timeout_s=60)
+    reason, stopper, _ = drive(rule, two_modes(), per_sample=1e-3)
+    assert reason == "precise" and 200 <= len(stopper.samples) < 2000
+    assert median_ci_halfwidth(stopper.samples) <= 0.005 and stopper.noise() > 0.02
+    reason, stopper, _ = drive(StopRule(min_samples=30, max_samples=2000, max_noise=0.02, min_time_s=0.2,
+                                        timeout_s=60, max_median_ci=0), two_modes(), per_sample=1e-3)
+    assert reason == "max_samples" and len(stopper.samples) == 2000
+
+
 def test_noisy_stream_stops_at_max_samples() -> None:
     rule = StopRule(min_samples=30, max_samples=500, max_noise=0.02, min_time_s=0.0, timeout_s=60)
     reason, stopper, batches = drive(rule, stream(random.Random(2), 50.0, 0.5), per_sample=1e-5)
@@ -138,3 +168,6 @@ def test_rule_from_the_spec_measure_block() -> None:
     rule = StopRule.from_measure(measure)
     assert rule == StopRule(min_samples=40, max_samples=2000, max_noise=0.01, min_time_s=0.2, timeout_s=5)
     assert StopRule.from_measure(measure.model_dump()) == rule
+    assert StopRule.from_measure(Measure(max_median_ci=0)).max_median_ci == 0  # off
+    old = {k: v for k, v in measure.model_dump().items() if k != "max_median_ci"}  # a results file of before
+    assert StopRule.from_measure(old) == rule

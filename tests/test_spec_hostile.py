@@ -108,6 +108,9 @@ HOSTILE = {
     "scale zero": (GDN + b"options: {scale: 0}\n", "greater than 0", 5),
     "timeout inf": (BASE + b"measure: {timeout_s: .inf}\n", "finite", 6),
     "min_time nan": (BASE + b"measure: {min_time_s: .nan}\n", "finite", 6),
+    "exclude pdl null": (BASE + b"exclude:\n  - {pdl: }\n", "Input should be 'on' or 'off'", 7),  # was a TypeError
+    "median ci negative": (BASE + b"measure: {max_median_ci: -0.01}\n", "greater than or equal to 0", 6),
+    "median ci one": (BASE + b"measure: {max_median_ci: 1}\n", "less than 1", 6),
     "gate nan": (BASE + b"gate: {threshold_pct: .nan}\n", "finite", 6),
     "confidence inf": (BASE + b"gate: {confidence: .inf}\n", "finite", 6),
     "batch bool": (BASE + b"axes: {batch: [true]}\n", "valid integer", 6),

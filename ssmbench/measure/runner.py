@@ -44,7 +44,7 @@ from ssmbench.measure.timer import (
     kernel_medians,
 )
 from ssmbench.output.results import CaseRecord, case_params
-from ssmbench.output.stats import summarize
+from ssmbench.output.stats import median_ci_halfwidth, summarize
 from ssmbench.spec.case import Case
 
 Emit = Callable[[tuple], None]
@@ -368,10 +368,13 @@ class Session:
         datasheet = (self.info.get("bandwidth") or {}).get("datasheet_tbps")
         clock = summarize_clocks(rounds, self.clocks.max_sm_mhz if self.clocks else None,
                                  self.clocks.source if self.clocks else None)
-        if stop != "converged":
-            noise = stats["noise"]
-            notes.append(f"stopped at {stop} with noise {noise if noise is not None else float('nan'):.3f} "
-                         f"(max_noise {rule.max_noise})")
+        noise = stats["noise"] if stats["noise"] is not None else float("nan")
+        if stop == "precise":
+            notes.append(f"spread {noise:.3f} above max_noise {rule.max_noise}: stopped when the median's 99% "
+                         f"interval was within +-{median_ci_halfwidth(spans) * 100:.2f}% (max_median_ci "
+                         f"{rule.max_median_ci})")
+        elif stop != "converged":
+            notes.append(f"stopped at {stop} with noise {noise:.3f} (max_noise {rule.max_noise})")
         if clock.get("throttled_samples"):
             notes.append(f"{clock['throttled_samples']} sample(s) taken while throttled: "
                          f"{', '.join(clock['throttle_reasons'])}")

@@ -1,10 +1,13 @@
 """Adaptive stopping (docs/spec.md §10 / the spec's ``measure:`` block): how many samples a case gets.
 
 A case takes at least ``min_samples``; it stops as soon as the noise (IQR / median) is under
-``max_noise`` *and* ``min_time_s`` of sampling has passed ("converged"), or at ``max_samples``,
-or at the hard ``timeout_s``. The reason is recorded with the result, so a number that stopped
-on the timeout (or at max_samples while still noisy) is visibly less trustworthy than one that
-converged.
+``max_noise`` *and* ``min_time_s`` of sampling has passed ("converged"); else, once
+``min_time_s`` has passed, as soon as the median itself is known to within ``max_median_ci``
+(the 99% order-statistic interval's half-width over the median: "precise"), which a wide or
+two-mode spread reaches after a few hundred samples where its IQR never falls under
+``max_noise``; or at ``max_samples``, or at the hard ``timeout_s``. The reason is recorded with
+the result, so a number that stopped on the timeout (or at max_samples while still noisy) is
+visibly less trustworthy than one that converged.
 
 Samples arrive in rounds (a CUPTI timer reads its records once per round); ``next_batch`` sizes
 the next round so checks stay frequent and a slow case cannot overrun its timeout by much.
@@ -18,9 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ssmbench.output.stats import relative_iqr
+from ssmbench.output.stats import median_ci_halfwidth, relative_iqr
 
-STOP_REASONS = ("converged", "max_samples", "timeout")
+STOP_REASONS = ("converged", "precise", "max_samples", "timeout")
 
 ROUND_SECONDS = 0.25
 """Target wall time of one measuring round (between two stop checks)."""
@@ -37,13 +40,15 @@ class StopRule:
     max_noise: float = 0.02
     min_time_s: float = 0.2
     timeout_s: float = 60.0
+    max_median_ci: float = 0.005
+    """The "precise" stop: the median's 99% interval within +-this fraction of it (0: off)."""
 
     @classmethod
     def from_measure(cls, measure: Any) -> StopRule:
         """From a `ssmbench.spec.load.Measure` (or its dict form)."""
         data = measure if isinstance(measure, dict) else measure.model_dump()
         keys = ("min_samples", "max_samples", "max_noise", "min_time_s", "timeout_s")
-        return cls(**{k: data[k] for k in keys})
+        return cls(**{k: data[k] for k in keys}, max_median_ci=data.get("max_median_ci", cls.max_median_ci))
 
 
 class Stopper:
@@ -68,8 +73,11 @@ class Stopper:
     def reason(self) -> str | None:
         """Why sampling is over, or None to go on. Convergence wins when several hold at once."""
         r, n, elapsed = self.rule, len(self.samples), self.elapsed
-        if n >= r.min_samples and elapsed >= r.min_time_s and self.noise() <= r.max_noise:
-            return "converged"
+        if n >= r.min_samples and elapsed >= r.min_time_s:
+            if self.noise() <= r.max_noise:
+                return "converged"
+            if r.max_median_ci > 0 and median_ci_halfwidth(self.samples) <= r.max_median_ci:
+                return "precise"
         if n >= r.max_samples:
             return "max_samples"
         if elapsed >= r.timeout_s:

@@ -116,7 +116,9 @@ class Axes(_Strict):
     @field_validator("pdl", mode="before")
     @classmethod
     def _pdl_bools(cls, value: Any) -> Any:
-        return ["on" if v is True else "off" if v is False else v for v in value]
+        # runs before _listify (pydantic applies "before" validators last-defined first): a lone
+        # value, null included, is listed here too, so bad input is a ValidationError, not a crash
+        return ["on" if v is True else "off" if v is False else v for v in _as_list(value)]
 
 
 AXIS_NAMES: tuple[str, ...] = tuple(Axes.model_fields)
@@ -131,6 +133,8 @@ class Measure(_Strict):
     max_noise: Annotated[float, Field(gt=0, lt=1)] = 0.02
     min_time_s: Annotated[float, Field(ge=0, le=3600)] = 0.2
     timeout_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    max_median_ci: Annotated[float, Field(ge=0, lt=1)] = 0.005
+    """Stop once the median's 99% interval is within +-this fraction (0: off; docs/measurement.md)."""
 
     @model_validator(mode="after")
     def _order(self) -> Measure:
