@@ -4,8 +4,9 @@
 # each call runs for at most TUNE_BUDGET, the log lives in results/tune/ (ignored by git, kept on a
 # warm machine between calls; on a fresh machine carry it: run(carry=["results/tune"])), and a
 # later call continues from it (no finished measurement is taken again). Run it until every
-# group of every impl says converged (or max passes); then copy
-#   $OUT/tune/<family>/nvidia-h200.json -> kernels/ssmbench_kernels/<family>/tuned/nvidia-h200.json
+# group of every impl says converged (or max passes); then install each table (each entry replaces
+# the one of its key and batch, the rest stay):
+#   python3 tools/gpu/install_tables.py $OUT/tune/<family>/nvidia-h200.json
 #
 #   bash tools/gpu/tune_h200.sh                        # every impl, in turn, within one call's budget
 #   IMPLS=triton.checkpoint TUNE_BUDGET=8m bash tools/gpu/tune_h200.sh
