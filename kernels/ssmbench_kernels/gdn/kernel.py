@@ -74,8 +74,9 @@ class GDNKnobs:
     stream_tokens: bool = False
     """T > 1: load each token's q, k, v, a, b on its own, in the layouts the state math uses, one
     token ahead, instead of all T as (T, tile) blocks picked out by one-hot selects (whose
-    cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). No default picks it;
-    the H200 table does in one tied group, and it stays in the tuner's space."""
+    cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
+    nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
+    ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
