@@ -104,7 +104,7 @@ def test_an_entry_that_kept_the_default_answers_with_the_rule_at_the_case_batch(
     tuned._read.cache_clear()
     t = impl.tunable
     config, source = t.choose(c32, "NVIDIA H200")
-    assert config is None and source == "default (nvidia-h200.json b8: the tune kept the default)"
+    assert config is None and source == "default (nvidia-h200.json b8 says default)"
     assert t.knobs(c32, "cuda") == t.default(c32)  # the rule at b32 itself, whatever it says there
     assert t.knobs(c64, "cuda").num_warps == 8
 

@@ -167,7 +167,7 @@ class Tunable:
         if entry is None:
             return None, f"default ({table.path.name}: no entry for this shape/format at or below b{case.batch})"
         if entry.config is None:
-            return None, f"default ({table.path.name} b{entry.batch}: the tune kept the default)"
+            return None, f"default ({table.path.name} b{entry.batch} says default)"
         return entry.config, f"{table.path.name} b{entry.batch}"
 
     def default_config(self, case: Case) -> Config:
