@@ -73,7 +73,8 @@ def test_tune_writes_a_table_discards_failures_and_resumes_from_its_log(spec: Pa
     assert table["impl"] == "test.tunable" and len(table["entries"]) == 2  # one per batch
     assert {e["batch"] for e in table["entries"]} == {1, 2}
     assert all(e["knobs"] is None or e["knobs"]["broken"] is False for e in table["entries"])  # null: default kept
-    assert "winners against the defaults" in first.output
+    assert "winners against where each group started" in first.output
+    assert first.output.count("(the default)") == 2  # no table here: both groups start at the default
     log = log_path(out)
     rounds = log.read_text().count('"type": "round"')
     assert rounds > 0
@@ -126,3 +127,52 @@ def test_tune_filter_picks_the_groups_as_sweep_filter_picks_cases(spec: Path) ->
     picked = tuning_groups(sweep_file, impl, impl.tunable, None, None, parse_filters(["batch=2", "format=fp32"]))
     assert [g.case.batch for g in picked] == [2]
     assert tuning_groups(sweep_file, impl, impl.tunable, None, None, parse_filters(["format=bf16"])) == []
+
+
+def test_a_group_starts_from_its_table_entry_and_a_resume_from_its_logged_start(tmp_path: Path) -> None:
+    """A re-tune starts where the impl is today: the table's entry (else the default), and its final
+    duel confirms against that, so it never ships a config slower than the one it replaces. The
+    start is logged: a resume starts there again even if the table changed meanwhile. A group that
+    ends on the default writes knobs null; one that keeps a table entry writes that entry."""
+    import dataclasses
+
+    from ssmbench.impls.tuned import table_key
+    from ssmbench.runs.tune.journal import Journal
+    from ssmbench.runs.tune.run import Group, starting_config, write_table
+    from ssmbench.runs.tune.search import SearchResult
+    from ssmbench.spec.expand import expand
+    from ssmbench.spec.load import load_sweep_file
+
+    impl = registry()["triton.checkpoint"]
+    tunable = dataclasses.replace(impl.tunable, table_dir=tmp_path)
+    sweep = load_sweep_file(Path(__file__).resolve().parents[1] / "sweeps" / "nemotron3-super-tp8.yaml").sweeps[0]
+    cases = {c.batch: c for c in expand(sweep).cases if c.window == 16 and c.state_dtype == "fp32"}
+    picked = {**tunable.default_config(cases[64]), "fused": False, "bandwidth": True, "block_p": 64}
+    (tmp_path / "nvidia-h200.json").write_text(json.dumps({
+        "schema": "ssmbench.knobs/1", "gpu": "NVIDIA H200", "impl": "triton.checkpoint",
+        "entries": [{**table_key(cases[64], True), "batch": 64, "knobs": picked}]}))
+    assert starting_config(tunable, cases[256], "NVIDIA H200") == (picked, "the table: nvidia-h200.json b64")
+    assert starting_config(tunable, cases[8], "NVIDIA H200") == (tunable.default_config(cases[8]), "the default")
+    assert starting_config(tunable, cases[256], None) == (tunable.default_config(cases[256]), "the default")
+
+    log = tmp_path / "t.jsonl"
+    settings = {"impl": "triton.checkpoint", "spec_name": "s", "rounds": 3, "samples": 50, "threshold_pct": 3.0,
+                "confidence": 0.99, "max_passes": 3}
+    journal = Journal(log, settings, resume=False)
+    assert journal.start("g", picked, "the table") == (picked, "the table")
+    journal.close()
+    journal = Journal(log, settings, resume=True)
+    other = tunable.default_config(cases[256])
+    assert journal.start("g", other, "the default") == (picked, "the table")  # the logged start wins
+    journal.close()
+
+    out = tmp_path / "knobs.json"
+    default = tunable.default_config(cases[256])
+    kept = SearchResult(picked, picked, [], stopped="converged")
+    back = SearchResult(picked, default, [], stopped="converged")
+    write_table(out, "triton.checkpoint", "NVIDIA H200",
+                [(Group("a", sweep.name, cases[256], table_key(cases[256], True)), kept, default),
+                 (Group("b", sweep.name, cases[1024], table_key(cases[1024], True)), back, default)], {})
+    entries = json.loads(out.read_text())["entries"]
+    assert entries[0]["knobs"] == picked and "from fused=False" in entries[0]["note"]
+    assert entries[1]["knobs"] is None

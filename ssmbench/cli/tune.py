@@ -44,8 +44,9 @@ def tune(
     plugin: PluginOption = None,
 ) -> None:
     """Tune an impl's knobs per (shape, batch, format, rounding, window) on this GPU: block
-    coordinate descent from the defaults, every candidate verified first, winners by the gate's
-    statistics; writes a knob table (docs/tuning.md).
+    coordinate descent from what the impl runs today (its table entry, else the default), every
+    candidate verified first, winners by the gate's statistics and confirmed against that start;
+    writes a knob table (docs/tuning.md).
 
     Exit 0 done, 1 stopped by a CUDA fault (the config is logged as discarded: --resume goes on
     without it), 2 bad input, 130 interrupted (--resume goes on)."""

@@ -11,7 +11,10 @@ differs from the one logged at that position) is refused, not mixed in.
 Lines: ``{"type": "tune", ...}`` (the settings, once per run), ``{"type": "verify", "group",
 "seq", "config", "problem"}``, ``{"type": "round", "group", "seq", "config", "samples_us"}``,
 ``{"type": "discard", "group", "seq", "config", "problem"}`` (that round faulted: `Fault`),
-``{"type": "result", "group", ...}`` (a group's outcome: replay reads only its ``stopped``).
+``{"type": "start", "group", "config", "source"}`` (where the group's descent starts: its table
+entry or the default when the group was first run; a resumed tune starts there again even if the
+table has changed since), ``{"type": "result", "group", ...}`` (a group's outcome: replay reads
+only its ``stopped``).
 
 The budget is wall-clock time, so whether the search stopped for it is not a function of the
 measurements: a replay (which takes no time) would go on where the logged search had stopped,
@@ -49,6 +52,8 @@ class Journal:
     def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
         self.path = Path(path)
         self.logged: dict[tuple[str, int], dict[str, Any]] = {}
+        self.starts: dict[str, tuple[Config, str]] = {}
+        """group -> the logged start (``start`` lines) and why it was chosen."""
         self.stopped: dict[str, str] = {}
         """group -> how its logged search stopped (``result`` lines): the budget checks' replay."""
         self.faulted: dict[tuple[str, str], str] = {}
@@ -77,6 +82,11 @@ class Journal:
                     if item.get(key) != settings.get(key):
                         raise UsageError(f"{self.path}:{number}: logged with {key}={item.get(key)!r}, this tune "
                                          f"has {settings.get(key)!r}; use another -o or --fresh")
+            elif item.get("type") == "start":
+                if not isinstance(item.get("group"), str) or not isinstance(item.get("config"), dict):
+                    raise UsageError(f"{self.path}:{number}: a start line needs 'group' and 'config'; use another "
+                                     "-o or --fresh")
+                self.starts[item["group"]] = (item["config"], str(item.get("source", "logged")))
             elif item.get("type") == "result" and isinstance(item.get("group"), str):
                 self.stopped[item["group"]] = str(item.get("stopped"))
             elif item.get("type") in ("verify", "round", "discard"):
@@ -85,6 +95,14 @@ class Journal:
                 self.logged[(item["group"], item["seq"])] = item
                 if item["type"] == "discard" or item.get("fault") is True:
                     self.faulted[(item["group"], config_key(item["config"]))] = item["problem"]
+
+    def start(self, group: str, config: Config, source: str) -> tuple[Config, str]:
+        """The group's start: the logged one when there is one (a resume starts where the run did),
+        else ``config`` (from ``source``), logged now."""
+        if group not in self.starts:
+            self.write({"type": "start", "group": group, "config": config, "source": source})
+            self.starts[group] = (config, source)
+        return self.starts[group]
 
     def write(self, item: dict[str, Any]) -> None:
         self._file.write(json.dumps(item) + "\n")

@@ -136,6 +136,7 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     if options.threshold_pct is not None:
         gate = Gate(options.threshold_pct, gate.confidence)
     device = sweep_device("tune")
+    gpu_model = _gpu_model(device)
     workers = compile_workers(options.compile_workers, device)
     output = check_output_path(options.output or f"{sweep_file.name}.{options.impl}.knobs.json", "-o")
     log = check_output_path(log_path(output), "-o's log")  # appended to from the first measurement on
@@ -163,7 +164,7 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
         return TargetMeasurer(session[0], group.case, impl, options.samples, workers, plugins, pool=compile_pool)
 
     start = time.monotonic()
-    results: list[tuple[Group, SearchResult]] = []
+    results: list[tuple[Group, SearchResult, dict]] = []
     group = groups[0]
     try:
         for number, group in enumerate(groups):
@@ -171,15 +172,16 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
             deadline = time.monotonic() + share
             measurer = journal.replaying(group.name, lambda g=group: live(g))
             default = tunable.default_config(group.case)
-            console.print(f"[{number + 1}/{len(groups)}] {group.name}: default {describe_config(default)}",
+            first, source = journal.start(group.name, *starting_config(tunable, group.case, gpu_model))
+            console.print(f"[{number + 1}/{len(groups)}] {group.name}: from {describe_config(first)} ({source})",
                           highlight=False)
-            result = descend(tunable.space, default, measurer, gate, rounds=options.rounds,
+            result = descend(tunable.space, first, measurer, gate, rounds=options.rounds,
                              max_passes=options.max_passes,
                              out_of_time=lambda m=measurer, d=deadline: m.out_of_time(lambda: time.monotonic() > d))
-            results.append((group, result))
-            journal.write({"type": "result", "group": group.name, "default": default, "best": result.best,
-                           "stopped": result.stopped, "discarded": [[c, why] for c, why in result.discarded],
-                           "replayed": measurer.replayed})
+            results.append((group, result, default))
+            journal.write({"type": "result", "group": group.name, "start": first, "default": default,
+                           "best": result.best, "stopped": result.stopped,
+                           "discarded": [[c, why] for c, why in result.discarded], "replayed": measurer.replayed})
             for config, why in result.discarded:
                 console.print(f"  discarded {describe_config(config)}: {why}", highlight=False, markup=False)
             console.print(f"  -> {describe_config(result.best)} ({result.stopped})", highlight=False)
@@ -192,37 +194,63 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     finally:
         journal.close()
         compile_pool.close()
-    gpu_name = session[0].info.get("name") if session else None
+    gpu_name = session[0].info.get("name") if session else gpu_model
     write_table(output, options.impl, gpu_name, results, settings)
     console.print(report(results, gate))
     console.print(f"knob table: {output} (log: {log})", highlight=False, markup=False)
     return 0
 
 
+def _gpu_model(device: str) -> str | None:
+    """The GPU model this tune times on (CUDA_VISIBLE_DEVICES picks it), for its knob table; None
+    off the GPU (the CPU test mode)."""
+    if device != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def starting_config(tunable: Tunable, case: Any, gpu: str | None) -> tuple[dict, str]:
+    """Where a group's descent starts, and why: what the impl runs today on this GPU model -- its
+    table's entry (`Tunable.choose`), else the hand-picked default. The final duel confirms the
+    result against it, so a re-tune never ships a config slower than the one it replaces."""
+    config, source = tunable.choose(case, gpu)
+    if config is None:
+        return tunable.default_config(case), "the default" if source.startswith("default") else source
+    return dict(config), f"the table: {source}"
+
+
 def write_table(output: Path, impl: str, gpu: str | None, results: list, settings: dict[str, Any]) -> None:
-    """The winners as a knob table (`ssmbench.impls.tuned`): copy it to the family's tuned/ folder.
-    A group that kept its default writes ``knobs: null`` ("the default"), not the default's config
-    at that batch: pinned, it would stand for every batch up to the next bucket, where the hand
-    rule may pick another config nobody measured against it."""
-    entries = [{**group.key, "batch": group.case.batch, "knobs": None if result.best == result.default else result.best,
-                "note": f"ssmbench tune: {result.stopped}; default {describe_config(result.default)}"
-                        + (f"; {result.confirmation.change_pct:+.1f}% {result.confirmation.interval_text()}"
-                           if result.confirmation is not None and result.best != result.default else "")}
-               for group, result in results]
+    """The winners as a knob table (`ssmbench.impls.tuned`): copy it to the family's tuned/ folder
+    (`tools/gpu/install_tables.py`). ``results``: (group, `SearchResult`, the hand-picked default).
+    A group whose result is the default writes ``knobs: null`` ("the default"), not the default's
+    config at that batch: pinned, it would stand for every batch up to the next bucket, where the
+    hand rule may pick another config nobody measured against it."""
+    entries = []
+    for group, result, default in results:
+        start = "the default" if result.default == default else describe_config(result.default)
+        change = (f"; {result.confirmation.change_pct:+.1f}% {result.confirmation.interval_text()}"
+                  if result.confirmation is not None and result.best != result.default else "")
+        entries.append({**group.key, "batch": group.case.batch,
+                        "knobs": None if result.best == default else result.best,
+                        "note": f"ssmbench tune: {result.stopped}; from {start}; default {describe_config(default)}"
+                                + change})
     data = {"schema": SCHEMA, "gpu": gpu or "unknown (every round replayed from the log)", "impl": impl,
             "tune": {k: v for k, v in settings.items() if k != "argv"}, "entries": entries}
     write_document(output, data)
 
 
 def report(results: list, gate: Gate) -> Table:
-    table = Table(title=f"tune: winners against the defaults (gate: ±{gate.threshold_pct:g}%, "
-                        f"{gate.confidence:g} interval; a winner must be FASTER in every round)")
-    for col in ("group", "default", "winner", "default us", "winner us", "change", "interval", "verdict", "stopped"):
+    table = Table(title=f"tune: winners against where each group started (its table entry, else the default; gate: "
+                        f"±{gate.threshold_pct:g}%, {gate.confidence:g} interval; a winner must be FASTER in every "
+                        "round)")
+    for col in ("group", "start", "winner", "start us", "winner us", "change", "interval", "verdict", "stopped"):
         table.add_column(col, overflow="fold")
-    for group, result in results:
+    for group, result, _default in results:
         row = result.confirmation
         same = result.best == result.default
-        winner = "(default)" if same else describe_config(result.best)
+        winner = "(kept)" if same else describe_config(result.best)
         table.add_row(group.name, describe_config(result.default), winner,
                       f"{row.old_median_us:.2f}" if row and row.old_median_us else "",
                       f"{row.new_median_us:.2f}" if row and row.new_median_us and not same else "",

@@ -4,7 +4,8 @@ is the real one, `ssmbench.runs.tune.journal` the one that replays a log.
 
 The algorithm, all of it:
 
-1. The incumbent starts at the impl's default config.
+1. The incumbent starts at the group's start config (`run.starting_config`: what the impl runs
+   today on this GPU model, its table's entry, else the hand-picked default).
 2. A pass visits the space's blocks in order (`KnobSpace.all_blocks`). For a block, the
    challengers are the valid configs that differ from the incumbent only in that block
    (`KnobSpace.neighbours`); each is verified against the reference first, and one that fails is
@@ -18,8 +19,8 @@ The algorithm, all of it:
    machine that slows down or speeds up mid-duel shifts one round, never all of them. Of the
    winners, the lowest median ratio takes the incumbent's place; no winner: the incumbent stays.
 5. Passes repeat until one changes nothing, ``max_passes`` is reached or time runs out.
-6. A final duel of the result against the default (same rule) confirms it; unconfirmed, the
-   default stays. Its pooled interval is what the report shows.
+6. A final duel of the result against the start (same rule) confirms it; unconfirmed, the
+   start stays. Its pooled interval is what the report shows.
 
 A config that faults (a CUDA error: the process can run nothing more) raises `Fault` out of the
 search; the journal logs it as discarded first, and a resumed search gets its verification's
