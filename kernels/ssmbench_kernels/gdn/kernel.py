@@ -27,7 +27,9 @@ Design
   output (q, k, v) and the in_proj outputs a, b after it. No software-pipelined loops.
 - All T tokens' q, k, v, a, b are loaded as ``(T_PAD, tile)`` blocks right after `gdc_wait` (one
   memory latency instead of T; the per-token stores in between would keep per-token loads from
-  being hoisted); token t is picked out with a one-hot select.
+  being hoisted); token t is picked out with a one-hot select. On one warp (the T > 1 default,
+  8-row tiles: FLA's tile) the select and the layout exchanges stay inside the warp, no barrier;
+  `GDNKnobs.stream_tokens` is the alternative that loads each token on its own.
 - 64-bit offsets: slots, batch rows and token rows are int64 before any multiply (a slot of
   HV*V*K = 2**20 elements passes 2**31 at slot 2048).
 """
