@@ -268,20 +268,29 @@ def _state_ct(state, ct, FMT: tl.constexpr, BLOCK_P: tl.constexpr, T_PAD: tl.con
 @triton.jit
 def _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row,
                    stride_y_row, T: tl.constexpr, HAS_Z: tl.constexpr):
-    """Finish and store Y^T (BLOCK_P, T_PAD): ``+ X_new^T CB_new^T`` (bf16 parts), ``+ D x``, the z
-    gate, exact zeros on padding rows; y / z rows ``row0 + t``, columns ``col0 + offs_p``."""
+    """Finish and store Y^T (BLOCK_P, T_PAD) of the dot forms: ``+ X_new^T CB_new^T`` (bf16 parts),
+    then `_gate_store`."""
     yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
-    yt = yt + Dh * tl.trans(x_new.to(tl.float32))
+    _gate_store(yt, tl.trans(x_new.to(tl.float32)), Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p,
+                stride_z_row, stride_y_row, T, HAS_Z)
+
+
+@triton.jit
+def _gate_store(yt, xt, Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row, stride_y_row,
+                T: tl.constexpr, HAS_Z: tl.constexpr):
+    """Every main's epilogue of Y^T (BLOCK_P, T_PAD): ``+ D x`` (``xt``: X_new^T in fp32), the z gate,
+    exact zeros on padding rows, the store; y / z rows ``row0 + t``, columns ``col0 + offs_p``."""
+    yt = yt + Dh * xt
     if HAS_Z:
         zt = tl.load(
-            z_ptr + row0 * stride_z_row + offs_t[None, :] * stride_z_row + col0 + offs_p[:, None],
+            z_ptr + (row0 + offs_t)[None, :] * stride_z_row + col0 + offs_p[:, None],
             mask=mask_p[:, None] & t_ok[None, :],
             other=0.0,
         ).to(tl.float32)
         yt = yt * (zt * tl.sigmoid(zt))
     yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
     tl.store(
-        y_ptr + row0 * stride_y_row + offs_t[None, :] * stride_y_row + col0 + offs_p[:, None],
+        y_ptr + (row0 + offs_t)[None, :] * stride_y_row + col0 + offs_p[:, None],
         yt.to(y_ptr.dtype.element_ty),
         mask=mask_p[:, None] & (offs_t[None, :] < T),
     )
@@ -526,20 +535,8 @@ def _main_item(
         x_i = tl.sum(tl.where(offs_t[None, :] == i, xt, 0.0), axis=1)
         cb_i = tl.load(cb_t + W + i, mask=t_ok[:, None], other=0.0)
         yt += x_i[:, None] * tl.sum(cb_i, axis=1)[None, :]
-    yt = yt + Dh * xt
-    if HAS_Z:
-        zt = tl.load(
-            z_ptr + rows_t[None, :] * stride_z_row + h * P + offs_p[:, None],
-            mask=mask_p[:, None] & t_ok[None, :],
-            other=0.0,
-        ).to(tl.float32)
-        yt = yt * (zt * tl.sigmoid(zt))
-    yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
-    tl.store(
-        y_ptr + rows_t[None, :] * stride_y_row + h * P + offs_p[:, None],
-        yt.to(y_ptr.dtype.element_ty),
-        mask=mask_p[:, None] & (offs_t[None, :] < T),
-    )
+    _gate_store(yt, xt, Dh, z_ptr, y_ptr, b * T, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, stride_y_row,
+                T, HAS_Z)
 
     # History append of x at ring rows (ring_start + pnat + i) mod L.
     wrow = s * L + _ring(start + pnat + offs_t, L)
