@@ -10,13 +10,9 @@ at the tiles `VARIANTS` names.
 
 from __future__ import annotations
 
-from typing import Any
-
-from ssmbench.families.mamba2 import Mamba2Workload
-from ssmbench.impls.base import Chain, register, snapshot
-from ssmbench.impls.triton_mamba import ConvHead, TritonConv1d
-from ssmbench.spec.case import Case
-from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES, Conv1dKnobs
+from ssmbench.impls.base import register
+from ssmbench.impls.triton_mamba import TritonConv1d
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 
 VARIANTS = {
     "triton.conv1d.columns": Conv1dKnobs(block_c=128, num_warps=2, rows=False),
@@ -28,22 +24,11 @@ VARIANTS = {
 
 
 class _ForcedConv1d(TritonConv1d):
-    """`triton.conv1d` with fixed knobs on every case (`TritonConv1d.build` with the head's knobs set)."""
+    """`triton.conv1d` with fixed knobs on every case."""
 
     def __init__(self, name: str, knobs: Conv1dKnobs) -> None:
         self.name = name
-        self.knobs = knobs
-
-    def build(self, case: Case, workload: Mamba2Workload) -> Chain:
-        head = ConvHead(case, workload, pdl_dependents=False)
-        head.knobs = self.knobs
-        head.launch(validate=True)
-        head.conv_state.copy_(workload.conv_state)
-
-        def outputs() -> dict[str, Any]:
-            return {"conv_out": head.conv_out, "conv_state": head.conv_state}
-
-        return Chain([head.launch], list(KERNEL_NAMES), outputs=outputs, restore=snapshot(head.conv_state))
+        self.conv_knobs = knobs
 
 
 for _name, _knobs in VARIANTS.items():
