@@ -61,14 +61,6 @@ def case_generator(case: Case, salt: str = "", device: torch.device | str = "cpu
     return gen
 
 
-def device_generator(case: Case, salt: str, device: torch.device | str) -> torch.Generator:
-    """`case_generator` on ``device`` for one large buffer (``salt`` names it): drawn where it
-    lives, it costs milliseconds on a GPU where the CPU took seconds (a Qwen3.5 GDN start state at
-    batch 512 is 537M values: 15 s of CPU draws on the 2-core CI machine). Same case, same
-    numbers on a device; a CPU and a CUDA run differ in these buffers (`case_generator`)."""
-    return case_generator(case, salt, torch.device(device))
-
-
 def uniform(gen: torch.Generator, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
 
@@ -99,7 +91,7 @@ def conv_params(gen: torch.Generator, conv_dim: int, d_conv: int, n_slots: int, 
                 state_gen: torch.Generator | None = None) -> tuple:
     """The conv1d weight (conv_dim, d_conv) and state pool (n_slots, conv_dim, d_conv - 2 + T).
     ``state_gen``: draw the pool with that generator where it lives (its device), not from ``gen``
-    on the CPU (a family whose pool is large: `device_generator`)."""
+    on the CPU (a family whose pool is large; `case_generator` with a salt and the device)."""
     weight = (torch.randn(conv_dim, d_conv, generator=gen, dtype=torch.float64) / math.sqrt(d_conv)).to(act)
     shape = (n_slots, conv_dim, d_conv - 2 + T)
     if state_gen is None:

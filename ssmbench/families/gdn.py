@@ -20,7 +20,6 @@ from ssmbench.families.common import (
     case_generator,
     conv1d_bytes,
     conv_params,
-    device_generator,
     draw_slots,
     inverse_softplus,
     real_rows,
@@ -88,10 +87,11 @@ def make_gdn_workload(case: Case, device: torch.device | str = "cpu") -> GDNWork
         choices = torch.nonzero(free).flatten()
         write_idx = choices[torch.randperm(len(choices), generator=gen)[:case.batch]]
         write_idx[read_idx < 0] = -1
-    # The two large buffers (conv state pool, start states: GBs at batch 512) are drawn on the
-    # workload's device by their own generators; the rest keeps the case's CPU draw sequence.
+    # The two large buffers (conv state pool, start states: GBs at batch 512, 15 s of CPU draws
+    # on the 2-core CI machine) are drawn on the workload's device by their own generators (ms on
+    # a GPU); the rest keeps the case's CPU draw sequence (docs/design.md, Workloads).
     weight, conv_state = conv_params(gen, s.conv_dim, s.d_conv, n_slots, case.T, act,
-                                     state_gen=device_generator(case, "conv_state", device))
+                                     state_gen=case_generator(case, "conv_state", device))
     dt_target = torch.exp(uniform(gen, (s.num_v_heads,), math.log(1e-3), math.log(1e-1)))
     wl = GDNWorkload(
         case=case, shape=s,
@@ -105,7 +105,7 @@ def make_gdn_workload(case: Case, device: torch.device | str = "cpu") -> GDNWork
         k_prev=draw_k(case.accept, case.T, case.batch, gen) if case.accept.kind != "fixed"
         else torch.ones(case.batch, dtype=torch.int64),
         start_state=0.5 * torch.randn(case.batch, s.num_v_heads, s.head_v_dim, s.head_k_dim,
-                                      generator=device_generator(case, "start_state", device), device=device),
+                                      generator=case_generator(case, "start_state", device), device=device),
         accepted=draw_k(case.accept, case.T, case.batch, gen),
     )
     return to_device(wl, device)

@@ -217,7 +217,7 @@ def starting_config(tunable: Tunable, case: Any, gpu: str | None) -> tuple[dict,
     result against it, so a re-tune never ships a config slower than the one it replaces."""
     config, source = tunable.choose(case, gpu)
     if config is None:
-        return tunable.default_config(case), "the default" if source.startswith("default") else source
+        return tunable.default_config(case), "the default"
     return dict(config), f"the table: {source}"
 
 
