@@ -321,7 +321,7 @@ def conv1d_update(
         PDL=use_pdl,
         ROWS=knobs.rows,
         S_PAD=triton.next_power_of_2(d_conv - 2 + T),
-        CONTIG=conv_state.stride(2) == 1 and conv_state.stride(1) == d_conv - 2 + T,
+        CONTIG=knobs.rows and conv_state.stride(2) == 1 and conv_state.stride(1) == d_conv - 2 + T,  # rows only
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
