@@ -16,6 +16,7 @@ format tolerance of `ssmbench.measure.verify`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import zlib
 
@@ -210,6 +211,18 @@ def test_replay_matches_reference(fmt, rounding, window, with_z, form) -> None:
     seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, with_z=with_z, knobs=FORMS[form],
                                          seed=zlib.crc32(f"{fmt}{rounding}{W}".encode()))
     assert seen_write and seen_nowrite, "the simulation must exercise both write and nowrite rows"
+
+
+@pytest.mark.parametrize("pre_heads", [1, 2, 4])
+@pytest.mark.parametrize("form", ["rank1", "bandwidth"])
+def test_replay_precompute_head_blocks(pre_heads, form) -> None:
+    """The precompute's head blocks (``pre_heads`` heads of one group per program, CB shared): 3
+    heads a group, so a block of 2 or 4 has masked heads and the group's B append comes from
+    block 0 only; every scratch element main reads is written (NaN-poisoned in `_simulate`)."""
+    knobs = dataclasses.replace(FORMS[form], pre_heads=pre_heads)
+    seen_write, seen_nowrite = _simulate("fp32", "rn", 3, 8, H=6, G=2, batch=3, knobs=knobs,
+                                         seed=zlib.crc32(f"heads{pre_heads}{form}".encode()))
+    assert seen_write and seen_nowrite
 
 
 def test_replay_head_dim_80_multi_tile() -> None:

@@ -58,14 +58,16 @@ CHECKPOINT_SPACE = KnobSpace(
              active=lambda c: c["fused"], active_doc="fused"),
         Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
-        Knob("pre_warps", (1, 2, 4), "warps per precompute program",
+        Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
+             "them)", active=_two_kernel, active_doc="two-kernel form"),
+        Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
              active=_two_kernel, active_doc="two-kernel form"),
     ),
     constraints=(
         Constraint("block_p >= 16 in the dot forms (fused or bandwidth): tl.dot needs 16 rows",
                    lambda c: not _dot_form(c) or c["block_p"] >= 16),
     ),
-    blocks=(("fused", "bandwidth", "block_p"),),
+    blocks=(("fused", "bandwidth", "block_p"), ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).

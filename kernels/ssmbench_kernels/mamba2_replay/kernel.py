@@ -14,7 +14,7 @@ order (token j at ring row ``(ring_start + j) mod L``, valid for ``j < pnat``), 
 columns carry dt = 0 (an exact no-op token), so one cumulative sum ``cum`` over the columns
 serves both cases.
 
-precompute (grid ``(H, batch)``, one program per head and row)
+precompute (grid ``(cdiv(H / G, pre_heads), G, batch)``, one program per row and block of one group's heads)
   - processed dt of the new tokens (softplus, threshold branch before exp), ``cum``;
   - ``CB[t, j] = exp(cum_out_t - cum_j) dt_j (C_t . B_j)`` for the T new tokens t: ``C @ B^T``
     is one `tl.dot` (act-dtype operands, fp32 accumulation) over all columns; nowrite rows keep
@@ -100,8 +100,14 @@ class CheckpointKnobs:
     needs 16 rows)."""
     num_warps: int = 4
     """Warps per main program."""
-    pre_warps: int = 2
+    pre_warps: int = 4
     """Warps per precompute program."""
+    pre_heads: int = 16
+    """Heads of one group per precompute program (power of two, clamped to the group's heads): the
+    group's ``C @ B^T`` and its B loads are shared by them, where one program per head redoes both
+    (session 7's precompute: 43 us of a 360 us chain at b1024, docs/checkpoint.md). 16 heads on 4
+    warps: 132 registers, no spills, 8.8k warp instructions a row against 24k for 16 one-head
+    programs on 2 warps (static SASS for sm_90, `tools/gpu/sass_replay.py`)."""
     fused: bool = False
     """One kernel (`replay_fused_kernel`, docs/spec.md §7's one-kernel variant) instead of precompute + main:
     every (row, head, P-tile) program computes its own coefficients in registers (cheap: T x W
@@ -266,27 +272,38 @@ def _state_ct(state, ct, FMT: tl.constexpr, BLOCK_P: tl.constexpr, T_PAD: tl.con
 
 
 @triton.jit
-def _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row,
-                   stride_y_row, T: tl.constexpr, HAS_Z: tl.constexpr):
+def _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_y_row,
+                   T: tl.constexpr, HAS_Z: tl.constexpr):
     """Finish and store Y^T (BLOCK_P, T_PAD) of the dot forms: ``+ X_new^T CB_new^T`` (bf16 parts),
     then `_gate_store`."""
     yt = _dot_bf16x2_rhs(tl.trans(x_new), tl.trans(cb_new), yt)
-    _gate_store(yt, tl.trans(x_new.to(tl.float32)), Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p,
-                stride_z_row, stride_y_row, T, HAS_Z)
+    _gate_store(yt, tl.trans(x_new.to(tl.float32)), Dh, zt, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p,
+                stride_y_row, T, HAS_Z)
 
 
 @triton.jit
-def _gate_store(yt, xt, Dh, z_ptr, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row, stride_y_row,
-                T: tl.constexpr, HAS_Z: tl.constexpr):
-    """Every main's epilogue of Y^T (BLOCK_P, T_PAD): ``+ D x`` (``xt``: X_new^T in fp32), the z gate,
-    exact zeros on padding rows, the store; y / z rows ``row0 + t``, columns ``col0 + offs_p``."""
-    yt = yt + Dh * xt
+def _z_tile(z_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_z_row, HAS_Z: tl.constexpr):
+    """Z^T (BLOCK_P, T_PAD) in fp32 for `_gate_store` (0 without z: never read). Apart from the
+    epilogue so that a main can issue it with its other loads instead of one round trip after its
+    products (the bandwidth-first main does)."""
+    zt = 0.0
     if HAS_Z:
         zt = tl.load(
             z_ptr + (row0 + offs_t)[None, :] * stride_z_row + col0 + offs_p[:, None],
             mask=mask_p[:, None] & t_ok[None, :],
             other=0.0,
         ).to(tl.float32)
+    return zt
+
+
+@triton.jit
+def _gate_store(yt, xt, Dh, zt, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p, stride_y_row,
+                T: tl.constexpr, HAS_Z: tl.constexpr):
+    """Every main's epilogue of Y^T (BLOCK_P, T_PAD): ``+ D x`` (``xt``: X_new^T in fp32), the z gate
+    (``zt``: `_z_tile`), exact zeros on padding rows, the store; y rows ``row0 + t``, columns
+    ``col0 + offs_p``."""
+    yt = yt + Dh * xt
+    if HAS_Z:
         yt = yt * (zt * tl.sigmoid(zt))
     yt = tl.where(t_ok[None, :], yt, 0.0)  # padding rows: exact zeros
     tl.store(
@@ -329,12 +346,17 @@ def replay_precompute_kernel(
     T_PAD: tl.constexpr,
     L_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    BLOCK_H: tl.constexpr,
     PDL: tl.constexpr,
 ):
+    """One program per (block of BLOCK_H heads of one group, row): the group's B history, new B
+    and C are loaded and ``C @ B^T`` computed once for the block's heads (not once per head);
+    per-head quantities are (BLOCK_H, ...) blocks, heads along the contiguous axis of dt / hist_dt
+    and of the scratch."""
     pdl_launch_dependents(PDL)
-    h = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    g = h // HEADS_PER_GROUP
+    hb = tl.program_id(0)
+    g = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
     L: tl.constexpr = W + T
 
     slot = tl.load(slot_ptr + b).to(tl.int64)
@@ -343,8 +365,12 @@ def replay_precompute_kernel(
     pnat = tl.load(pnat_ptr + s, mask=real, other=0).to(tl.int32)
     start = tl.load(rs_ptr + s, mask=real, other=0).to(tl.int32)
     mw = real & (pnat + T > W)
-    A = tl.load(A_ptr + h).to(tl.float32)
-    dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)
+
+    offs_h = hb * BLOCK_H + tl.arange(0, BLOCK_H)  # head inside the group
+    h_ok = offs_h < HEADS_PER_GROUP
+    heads = g * HEADS_PER_GROUP + offs_h
+    A = tl.load(A_ptr + heads, mask=h_ok, other=0.0).to(tl.float32)
+    dt_bias = tl.load(dt_bias_ptr + heads, mask=h_ok, other=0.0).to(tl.float32)
 
     cols = tl.arange(0, L_PAD)
     offs_n = tl.arange(0, BLOCK_N)
@@ -353,7 +379,8 @@ def replay_precompute_kernel(
     is_hist = cols < W
     hist_ok = is_hist & (cols < (zero_c + pnat)) & ((zero_c + slot) >= 0)
     hrow = s * L + _ring(start + cols, L)  # int64 ring rows of this slot (valid columns: start + j < 2L)
-    dt_hist = tl.load(hist_dt_ptr + hrow * H + h, mask=hist_ok, other=0.0)
+    dt_hist = tl.load(hist_dt_ptr + hrow[None, :] * H + heads[:, None], mask=h_ok[:, None] & hist_ok[None, :],
+                      other=0.0)
     b_hist = tl.load(
         hist_B_ptr + (hrow[:, None] * G + g) * N + offs_n[None, :], mask=hist_ok[:, None] & mask_n[None, :], other=0.0
     )
@@ -363,14 +390,15 @@ def replay_precompute_kernel(
     tok = cols - W
     new_ok = (cols >= W) & (cols < W + T) & ((zero_c + slot) >= 0)
     trow = b * T + tok
-    dt_new = tl.load(dt_ptr + trow * stride_dt_row + h, mask=new_ok, other=0.0).to(tl.float32)
-    dt_new = tl.where(new_ok, softplus_thresholded(dt_new + dt_bias), 0.0)
+    new_h = h_ok[:, None] & new_ok[None, :]
+    dt_new = tl.load(dt_ptr + trow[None, :] * stride_dt_row + heads[:, None], mask=new_h, other=0.0).to(tl.float32)
+    dt_new = tl.where(new_h, softplus_thresholded(dt_new + dt_bias[:, None]), 0.0)
     b_new = tl.load(
         b_ptr + trow[:, None] * stride_b_row + g * N + offs_n[None, :],
         mask=new_ok[:, None] & mask_n[None, :],
         other=0.0,
     )
-    dt_seq = tl.where(is_hist, dt_hist, dt_new)
+    dt_seq = tl.where(is_hist[None, :], dt_hist, dt_new)  # (BLOCK_H, L_PAD)
     b_seq = tl.where(is_hist[:, None], b_hist, b_new)
 
     offs_t = tl.arange(0, T_PAD)
@@ -380,34 +408,37 @@ def replay_precompute_kernel(
         mask=t_ok[:, None] & mask_n[None, :],
         other=0.0,
     )
-    cb_raw = dot(c_new, tl.trans(b_seq), tl.zeros((T_PAD, L_PAD), dtype=tl.float32))  # C_t . B_j
+    cb_raw = dot(c_new, tl.trans(b_seq), tl.zeros((T_PAD, L_PAD), dtype=tl.float32))  # C_t . B_j, once per group
 
-    cum = tl.cumsum(A * dt_seq, axis=0)
-    cum_h = tl.sum(tl.where(is_hist, A * dt_seq, 0.0), axis=0)
-    # cum at output token t is cum at column W + t.
-    cum_out = tl.sum(tl.where(cols[None, :] == (offs_t[:, None] + W), cum[None, :], 0.0), axis=1)
+    adt = A[:, None] * dt_seq
+    cum = tl.cumsum(adt, axis=1)  # (BLOCK_H, L_PAD)
+    cum_h = tl.sum(tl.where(is_hist[None, :], adt, 0.0), axis=1)  # (BLOCK_H,)
+    # cum at output token t is cum at column W + t: (BLOCK_H, T_PAD).
+    out_col = cols[None, :] == (offs_t[:, None] + W)
+    cum_out = tl.sum(tl.where(out_col[None, :, :], cum[:, None, :], 0.0), axis=2)
     causal_new = (cols[None, :] >= W) & (cols[None, :] <= offs_t[:, None] + W)
     keep_hist = hist_ok[None, :] & ((offs_t[:, None] * 0 + mw.to(tl.int32)) == 0)
-    keep = (causal_new | keep_hist) & t_ok[:, None]
-    decay = tl.exp(tl.where(keep, cum_out[:, None] - cum[None, :], 0.0))
-    cb = tl.where(keep, decay * dt_seq[None, :] * cb_raw, 0.0)
-    cdec = tl.where(mw, tl.exp(cum_out - cum_h), tl.exp(cum_out))
-    w = tl.where(hist_ok & mw, tl.exp(cum_h - cum) * dt_seq, 0.0)
+    keep = (causal_new | keep_hist) & t_ok[:, None]  # (T_PAD, L_PAD), the same for every head
+    decay = tl.exp(tl.where(keep[None, :, :], cum_out[:, :, None] - cum[:, None, :], 0.0))
+    cb = tl.where(keep[None, :, :], decay * dt_seq[:, None, :] * cb_raw[None, :, :], 0.0)
+    cdec = tl.where(mw, tl.exp(cum_out - cum_h[:, None]), tl.exp(cum_out))
+    w = tl.where((hist_ok & mw)[None, :], tl.exp(cum_h[:, None] - cum) * dt_seq, 0.0)
     fdec = tl.exp(cum_h)
 
-    bh = b * H + h
+    bh = b * H + heads  # (BLOCK_H,) int64
+    cb_rows = (bh[:, None] * T + offs_t[None, :]) * L_PAD  # (BLOCK_H, T_PAD)
     tl.store(
-        cb_ptr + (bh * T + offs_t[:, None]) * L_PAD + cols[None, :], cb,
-        mask=(offs_t[:, None] < T) & (cols[None, :] < W + T),
+        cb_ptr + cb_rows[:, :, None] + cols[None, None, :], cb,
+        mask=h_ok[:, None, None] & ((offs_t[:, None] < T) & (cols[None, :] < W + T))[None, :, :],
     )
-    tl.store(cdec_ptr + bh * T_PAD + offs_t, cdec, mask=offs_t < T)
-    tl.store(w_ptr + bh * L_PAD + cols, w, mask=is_hist)
-    tl.store(fdec_ptr + bh, fdec)
+    tl.store(cdec_ptr + bh[:, None] * T_PAD + offs_t[None, :], cdec, mask=h_ok[:, None] & (offs_t[None, :] < T))
+    tl.store(w_ptr + bh[:, None] * L_PAD + cols[None, :], w, mask=h_ok[:, None] & is_hist[None, :])
+    tl.store(fdec_ptr + bh, fdec, mask=h_ok)
 
     # History appends of this step's tokens (ring rows disjoint from the rows read above).
     wrow = s * L + _ring(start + pnat + tok, L)
-    tl.store(hist_dt_ptr + wrow * H + h, dt_new, mask=new_ok)
-    if h % HEADS_PER_GROUP == 0:
+    tl.store(hist_dt_ptr + wrow[None, :] * H + heads[:, None], dt_new, mask=new_h)
+    if hb == 0:  # the block holding the group's first head appends the group's B
         tl.store(
             hist_B_ptr + (wrow[:, None] * G + g) * N + offs_n[None, :], b_new, mask=new_ok[:, None] & mask_n[None, :]
         )
@@ -535,8 +566,8 @@ def _main_item(
         x_i = tl.sum(tl.where(offs_t[None, :] == i, xt, 0.0), axis=1)
         cb_i = tl.load(cb_t + W + i, mask=t_ok[:, None], other=0.0)
         yt += x_i[:, None] * tl.sum(cb_i, axis=1)[None, :]
-    _gate_store(yt, xt, Dh, z_ptr, y_ptr, b * T, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, stride_y_row,
-                T, HAS_Z)
+    zt = _z_tile(z_ptr, b * T, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
+    _gate_store(yt, xt, Dh, zt, y_ptr, b * T, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T, HAS_Z)
 
     # History append of x at ring rows (ring_start + pnat + i) mod L.
     wrow = s * L + _ring(start + pnat + offs_t, L)
@@ -733,8 +764,8 @@ def _fused_item(
     expo = tl.where(keep, cum_h + cl[:, None] - cum_hist[None, :], 0.0)
     cb_hist = tl.where(keep, tl.exp(expo) * dt_hist[None, :] * cb_rh, 0.0)
     yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
-    _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row,
-                   stride_y_row, T, HAS_Z)
+    zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
+    _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T, HAS_Z)
 
     # History appends at ring rows (ring_start + pnat + i) mod L (disjoint from every row read).
     wrow = _ring(start + pnat + offs_t, L)
@@ -973,12 +1004,13 @@ def replay_step(
             )
         return y
     if launch in ("both", "precompute"):
-        replay_precompute_kernel[(H, batch)](
+        block_h = min(knobs.pre_heads, triton.next_power_of_2(H // G))
+        replay_precompute_kernel[(triton.cdiv(H // G, block_h), G, batch)](
             slot_idx, rs.pnat, rs.ring_start, rs.hist_B, rs.hist_dt, Bm, Cm, dt_raw, A, dt_bias,
             scratch.cb, scratch.cdec, scratch.w, scratch.fdec,
             Bm.stride(0), Cm.stride(0), dt_raw.stride(0),
             T=T, W=rs.window, H=H, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, L_PAD=l_pad, BLOCK_N=block_n,
-            PDL=use_pdl, **launch_options(use_pdl, knobs.pre_warps, 1),
+            BLOCK_H=block_h, PDL=use_pdl, **launch_options(use_pdl, knobs.pre_warps, 1),
         )
     if launch in ("both", "main") and knobs.bandwidth:
         from ssmbench_kernels.mamba2_replay.kernel_bw import launch_bw_main  # (imports this module)

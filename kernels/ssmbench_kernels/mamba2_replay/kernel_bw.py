@@ -52,6 +52,7 @@ from ssmbench_kernels.mamba2_replay.kernel import (
     _state_ct,
     _store_checkpoint,
     _token_tile,
+    _z_tile,
 )
 from ssmbench_kernels.storage.kernel import load_state_rows
 
@@ -150,6 +151,9 @@ def replay_bw_main_kernel(
         x_hist = tl.load(
             hx_base + rj[:, None] * (H * P) + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
         )
+        # The epilogue's operands too, so every load of the chunk is one round trip before the products.
+        x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
+        zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
         if mw:
             # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
             xw = x_hist.to(tl.float32) * w[:, None]
@@ -160,9 +164,8 @@ def replay_bw_main_kernel(
         else:
             yt = _state_ct(state, ct, FMT, BLOCK_P, T_PAD)
             yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
-        x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
-        _outputs_store(yt, x_new, cb_new, Dh, z_ptr, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row,
-                       stride_y_row, T, HAS_Z)
+        _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T,
+                       HAS_Z)
         tl.store(hx_base + wrow[:, None] * (H * P) + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
 
 

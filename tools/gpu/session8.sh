@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# One H200 x2 session for the open issues 18-20 (2026-11-30, session 8), in phases: one device
+# call per phase, each ends before the 10-minute limit; every step is skipped once done and a tune
+# resumes from its journal (tools/gpu/lib.sh), so a phase cut short is finished by the next call.
+# Two lanes at once, one per GPU; results in $RESULTS_DIR (default results/s8/), packed into $OUT
+# after every step. On a fresh machine carry results/s8 back (and .whl .peer).
+#
+#   PHASE=1 bash tools/gpu/session8.sh    (carry .whl .peer [results/s8])
+#
+# Phase 1  GPU 0: the Triton headline on a bare machine (no Triton cache: "cold"), then again
+#                 with the cache it left ("warm"), one GPU, as `make sweep` runs the Triton impls
+#                 (18's wall-time numbers; the warm run against the cold one is an A/A of the
+#                 precise stop; both against the stored baseline show the head-blocked precompute, 19).
+#          GPU 1: `ssmbench tune` of triton.gdn at T = 1, fp32 then bf16, b8/64/512 (20).
+# Phase 2  the T = 1 tables installed; the headline with all four impls on both GPUs (19's
+#          baseline), then every GDN sweep with both impls on both GPUs (20's baseline).
+# Phase 3  GPU checks (tests/gpu: checkpoint, GDN), compute-sanitizer and determinism on the final
+#          checkpoint chain (b64: precompute + bandwidth main) and GDN (T = 1, T = 4), the smoke sweep.
+set -u
+PHASE=${PHASE:?PHASE=1, 2 or 3}
+R=${RESULTS_DIR:-$PWD/results/s8}
+OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R/tune"
+CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
+source tools/gpu/wheels.sh
+source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
+HEADLINE=sweeps/nemotron3-super-tp8.yaml
+GDN=sweeps/qwen35-gdn.yaml
+TRITON=(--impl triton.intermediate --impl triton.checkpoint)
+source tools/gpu/lib.sh
+log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
+nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
+
+tune() {  # tune GPU IMPL SPEC ARGS...: `ssmbench tune` on one GPU until this call's end, resumed from its journal
+  local gpu=$1 impl=$2 spec=$3; shift 3
+  local name=${TUNE_NAME:-$impl} resume=() t0=$SECONDS budget
+  local table="$R/tune/$name.knobs.json"
+  budget=$(( $(left) - 120 ))  # a duel under way may run past the budget: leave it room
+  [ -n "${TUNE_BUDGET:-}" ] && [ "$TUNE_BUDGET" -lt "$budget" ] && budget=$TUNE_BUDGET
+  if [ -f "$R/tune/$name.done" ]; then log "tune $name: already done"; return 0; fi
+  if [ "$budget" -lt 60 ]; then log "tune $name: no time left in this call"; return 1; fi
+  [ -f "$R/tune/$name.knobs.jsonl" ] && resume=(--resume)
+  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 100)) python3 -m ssmbench tune "$spec" --impl "$impl" \
+    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$name.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] && touch "$R/tune/$name.done"
+  log "tune $name rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(tail -n 1 "$R/tune-$name.log")"
+  pack
+  return $rc
+}
+
+gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
+  [ -f "$2" ] && [ -f "$3" ] || return 0
+  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
+  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
+}
+
+install_tables() {  # the tables the tunes wrote, into the families' tuned/ folders (this machine's copy)
+  local t
+  for t in "$R"/tune/*.knobs.json; do
+    [ -f "$t" ] && log "install $(python3 tools/gpu/install_tables.py "$t")"
+  done
+}
+
+lane0_phase1() {
+  sweep triton-cold "$HEADLINE" "${TRITON[@]}" --gpus 0
+  sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm-vs-cold "$R/triton-warm.json" "$R/triton-cold.json"
+  gate cold-vs-stored "$R/triton-cold.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+}
+
+lane1_phase1() {
+  TUNE_BUDGET=${TUNE_BUDGET:-170} TUNE_NAME=gdn-t1-fp32 tune 1 triton.gdn "$GDN" --filter T=1 --filter format=fp32 \
+    --batch 8,64,512
+  TUNE_BUDGET=${TUNE_BUDGET:-170} TUNE_NAME=gdn-t1-bf16 tune 1 triton.gdn "$GDN" --filter T=1 --filter format=bf16 \
+    --batch 8,64,512
+}
+
+phase2() {
+  install_tables
+  sweep headline "$HEADLINE" --gpus 0,1
+  gate headline-vs-stored "$R/headline.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  sweep gdn-all "$GDN" --impl triton.gdn --impl fla.gdn --gpus 0,1
+  gate gdn-all-vs-stored "$R/gdn-all.json" baselines/nvidia-h200/qwen35-gdn.json
+}
+
+phase3() {
+  install_tables
+  local ck="H16P64N128G1-b64-T6-fp16sr-pool-w16-hist-pdl-realistic"
+  local g1="H16HV64K128V128-b8-T1-bf16-pool-rate0.7-pdl-realistic"
+  local g4="H16HV64K128V128-b8-T4-bf16-pool-rate0.7-pdl-realistic-inter-nofinal"
+  CUDA_VISIBLE_DEVICES=0 STEP_TIMEOUT=300 once gpu-tests python3 -m pytest -q -p no:cacheprovider \
+    tests/gpu/test_checkpoint_gpu.py tests/gpu/test_gdn_gpu.py &
+  (CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=200 once sanitizer-ckpt python3 -m ssmbench profile "$HEADLINE" --case "$ck" \
+     --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-ckpt"
+   CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=120 once determinism-ckpt python3 -m ssmbench profile "$HEADLINE" \
+     --case "$ck" --impl triton.checkpoint --determinism 5
+   CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=120 once sanitizer-gdn-t1 python3 -m ssmbench profile "$GDN" --case "$g1" \
+     --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t1"
+   CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=120 once sanitizer-gdn-t4 python3 -m ssmbench profile "$GDN" --case "$g4" \
+     --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t4")
+  wait
+  sweep smoke sweeps/smoke.yaml --gpus 0,1
+  gate smoke-vs-stored "$R/smoke.json" baselines/nvidia-h200/smoke.json
+}
+
+case $PHASE in
+  1) lane0_phase1 & lane1_phase1; wait ;;
+  2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left
+     phase2 ;;
+  3) phase3 ;;
+esac
+log "phase $PHASE ended at $SECONDS s"
+pack
+cat "$R/summary.txt"
