@@ -235,3 +235,36 @@ def test_a_verified_config_keeps_its_buffers_until_measured(spec: Path) -> None:
     assert measurer.verify([fast, slow]) == [None, None]
     gc.collect()
     assert len(measurer.sample(fast)) == 3 and len(measurer.sample(slow)) == 3
+
+
+class MemoryBoundSession(GraphLikeSession):
+    """`GraphLikeSession` on a device that holds at most ``room`` captured chains: one more is the
+    allocator's out-of-memory error (a duel's targets at the largest batches: the H200 tune of
+    GDN T=1 fp32 b512, 2026-11-30)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room, self.captured = room, []
+
+    def capture(self, chain: Chain):
+        if sum(ref() is not None for ref in self.captured) >= self.room:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB (simulated)")
+        self.captured.append(weakref.ref(chain))
+        return super().capture(chain)
+
+
+def test_a_duel_that_does_not_fit_in_memory_releases_and_rebuilds(spec: Path) -> None:  # noqa: F811
+    """Out of memory while other configs are held is no config's fault: they are released, the
+    config is prepared alone, and each is rebuilt for its round. Alone out of memory, the config
+    itself is discarded with the allocator's message."""
+    case = expand(load_sweep_file(spec).sweeps[0]).cases[0]
+    measurer = TargetMeasurer(MemoryBoundSession(room=1), case, registry()["test.faulty"], samples=3,
+                              compile_workers=0, plugins=[])
+    fast, slow = {"mode": "fast"}, {"mode": "slow"}
+    assert measurer.verify([fast, slow]) == [None, None]
+    for config in (fast, slow, fast):
+        assert len(measurer.sample(config)) == 3
+    full = TargetMeasurer(MemoryBoundSession(room=0), case, registry()["test.faulty"], samples=3,
+                          compile_workers=0, plugins=[])
+    [problem] = full.verify([fast])
+    assert problem is not None and "out of memory" in problem.lower()

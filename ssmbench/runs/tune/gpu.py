@@ -40,7 +40,7 @@ class TargetMeasurer:
         access, fp8 SR b64)."""
 
     def verify(self, configs: Sequence[Config]) -> list[str | None]:
-        self.ready.clear()  # the last duel's targets; an incumbent is rebuilt on its next round
+        self._release()  # the last duel's targets; an incumbent is rebuilt on its next round
         failed: dict[str, str] = {}
         if self.compile_workers and len(configs) > 1:
             jobs = [Job("tune", self.case, self.impl.name, dict(c)) for c in configs]
@@ -58,6 +58,28 @@ class TargetMeasurer:
         return answers
 
     def _prepare(self, config: Config) -> str | None:
+        """Build, verify, capture and warm one config. Out of memory with other configs held (a
+        duel holds all its configs at once; at the largest batches they need not fit together, e.g.
+        eight GDN b512 fp32 targets of ~9 GB each plus the fp64 reference): those are released and
+        this one is tried once more; they are rebuilt when their round comes (`sample`), outside the
+        timed loop as before. Out of memory on its own is this config's problem."""
+        problem, oom = self._try_prepare(config)
+        if oom and self.ready:
+            self._release()
+            problem, oom = self._try_prepare(config)
+        return problem
+
+    def _release(self) -> None:
+        """Drop every held target (and its graph) and give their memory back to the allocator."""
+        import gc
+
+        self.ready.clear()
+        gc.collect()
+        if self.session.device.type == "cuda":
+            self.session.torch.cuda.empty_cache()
+
+    def _try_prepare(self, config: Config) -> tuple[str | None, bool]:
+        """`_prepare`'s one attempt: (the problem or None, whether it ran out of memory)."""
         session = self.session
         try:
             with forced(self.impl.name, config):
@@ -74,11 +96,12 @@ class TargetMeasurer:
                 run()
             session.sync()
         except Exception as exc:  # noqa: BLE001 - a config that cannot build or run is discarded
-            if classify_error(exc) == "fatal":  # the CUDA context is gone: the journal logs it, the tune stops
+            kind = classify_error(exc)
+            if kind == "fatal":  # the CUDA context is gone: the journal logs it, the tune stops
                 raise Fault(config, fault_problem(exc)) from exc
-            return describe_exception(exc)
+            return describe_exception(exc), kind == "oom"
         self.ready[config_key(config)] = (target, run, prepare)
-        return None
+        return None, False
 
     def sample(self, config: Config) -> list[float]:
         key = config_key(config)
