@@ -16,8 +16,10 @@
 #          baseline), then every GDN sweep with both impls on both GPUs (20's baseline).
 # Phase 3  GPU checks (tests/gpu: checkpoint, GDN), compute-sanitizer and determinism on the final
 #          checkpoint chain (b64: precompute + bandwidth main) and GDN (T = 1, T = 4), the smoke sweep.
+# Phase 4  GDN T = 1 tiles the T = 1 tunes never reached (tools/gpu/gdn_forms_plugin.py) beside the
+#          shipped table and fla.gdn: fp32 direct, bf16 pool, b64/256/512, both GPUs.
 set -u
-PHASE=${PHASE:?PHASE=1, 2 or 3}
+PHASE=${PHASE:?PHASE=1, 2, 3 or 4}
 R=${RESULTS_DIR:-$PWD/results/s8}
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R/tune"
 CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
@@ -103,11 +105,19 @@ phase3() {
   gate smoke-vs-stored "$R/smoke.json" baselines/nvidia-h200/smoke.json
 }
 
+phase4() {
+  PYTHONPATH="$PYTHONPATH:$PWD/tools/gpu" SWEEP_TIMEOUT=${SWEEP_TIMEOUT:-250} sweep gdn-t1-forms "$GDN" \
+    --plugin gdn_forms_plugin --filter T=1 --filter batch=64,256,512 --filter format=fp32,bf16 \
+    --impl triton.gdn --impl triton.gdn.bv8w1 --impl triton.gdn.bv16w1 --impl triton.gdn.bv64w8s --impl fla.gdn \
+    --gpus 0,1
+}
+
 case $PHASE in
   1) lane0_phase1 & lane1_phase1; wait ;;
   2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left
      phase2 ;;
   3) phase3 ;;
+  4) install_tables; phase4 ;;
 esac
 log "phase $PHASE ended at $SECONDS s"
 pack
