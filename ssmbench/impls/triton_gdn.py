@@ -48,9 +48,11 @@ GDN_SPACE = KnobSpace(
         Knob("stream_tokens", (False, True), "each token's q/k/v/a/b loaded on its own, one token ahead, instead "
              "of all T as blocks picked by one-hot selects (fewer registers and barriers at T > 1; docs/gdn.md)"),
     ),
-    # the streamed form pays off with more warps (compiled for sm_90 at T = 4: 74-120 registers at
-    # 8 warps against 189 for today's 2-warp block form), so the two move together
-    blocks=(("stream_tokens", "num_warps"),),
+    # Rows and warps move together (a tile's registers and instructions per element depend on both:
+    # from 32 x 8 the one-warp tiles at 32 rows spill, so moving one knob at a time never reached the
+    # 8 x 1 / 16 x 1 tiles the H200 measured fastest at T = 1, docs/tuning.md, session 8); then the
+    # streamed form with the warps (it pays off with more warps: 74-120 registers at 8 warps at T = 4).
+    blocks=(("block_v", "num_warps"), ("stream_tokens", "num_warps")),
 )
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
 

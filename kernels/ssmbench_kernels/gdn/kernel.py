@@ -82,17 +82,20 @@ class GDNKnobs:
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
-    """T = 1: 32-row tiles on 8 warps (the H100 knob sweep of docs/gdn.md: best at every batch;
-    93-95% of the DRAM floor on the H200). T > 1: 8-row tiles on one warp, FLA's fused_recurrent
-    tile. One warp is what fixes T > 1: the block form's per-token selects and layout exchanges
-    stay inside the warp (no barrier), and 80 registers let ~28 programs share an SM, where the
-    old 2-warp default waited on ~24 barriers a token (T = 4 at 2.3x the time of T = 1). The
-    H200 tune of 2026-11-29 (docs/tuning.md) put the block form ahead of the streamed form on
-    this tile in 8 of its 9 T > 1 groups (6-20%; the ninth a tie); a knob table overrides both."""
-    del HV, K, batch, fmt, rounding
-    if T == 1:
+    """T > 1, and T = 1 from batch 64: one warp on 8-row tiles (FLA's fused_recurrent tile) for an
+    fp32 state, 16-row tiles for bf16 (fewer instructions per element where a halved state leaves
+    the kernel issue-bound: 24 against 34 static SASS instructions per element for the old 32 x 8).
+    One warp is what fixes T > 1: the block form's per-token selects and layout exchanges stay
+    inside the warp (no barrier), and 72-128 registers let 16-28 programs share an SM, where the
+    old 2-warp default waited on ~24 barriers a token. T = 1 below batch 64: 32-row tiles on 8
+    warps (the H100 knob sweep of docs/gdn.md; kept by the H200 tune at b8). Measured on the H200
+    side by side (docs/gdn.md, session 8): T = 1 b64-b512 fp32 8 x 1 -1 to -3% against 32 x 8,
+    bf16 16 x 1 -6 to -19% against the tuned table's picks; a knob table overrides all of it."""
+    del HV, K, rounding
+    if T == 1 and batch < 64:
         return GDNKnobs(block_v=max(1, min(32, triton.next_power_of_2(V))), num_warps=8)
-    return GDNKnobs(block_v=max(1, min(8, triton.next_power_of_2(V))), num_warps=1)
+    rows = 16 if T == 1 and fmt == "bf16" else 8
+    return GDNKnobs(block_v=max(1, min(rows, triton.next_power_of_2(V))), num_warps=1)
 
 
 @triton.jit
