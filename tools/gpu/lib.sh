@@ -14,6 +14,11 @@
 #                            summary into $OUT: called after every step, so a call killed at the
 #                            device's limit still brings back everything finished before
 #   left                     seconds left in this call (CALL_LIMIT - SECONDS; 9999 without CALL_LIMIT)
+#   tune GPU IMPL SPEC ARGS  `ssmbench tune` on one GPU until the call's end (TUNE_BUDGET caps it), its
+#                            table and journal in $R/tune/${TUNE_NAME:-IMPL}.knobs.json[l], resumed from the
+#                            journal; a finished tune is not run again
+#   gate NAME NEW OLD ARGS   `ssmbench compare NEW OLD`, its verdict line into the summary
+#   install_tables           the tables in $R/tune into the families' tuned/ folders (this machine's copy)
 # Every step is stopped with SIGINT (a sweep keeps its results) and killed 15 s later if it hangs.
 : "${R:?set R (the results folder) before sourcing tools/gpu/lib.sh}"
 mkdir -p "$R"
@@ -62,4 +67,35 @@ pack() {
   tar -czf "$OUT/$(basename "$R").tar.gz" --no-wildcards-match-slash --exclude="$(basename "$R")/*.jsonl" \
     -C "$(dirname "$R")" "$(basename "$R")" 2>/dev/null
   cp "$R/summary.txt" "$OUT/summary.txt"
+}
+
+tune() {  # tune GPU IMPL SPEC ARGS...: `ssmbench tune` on one GPU until this call's end, resumed from its journal
+  local gpu=$1 impl=$2 spec=$3; shift 3
+  local name=${TUNE_NAME:-$impl} resume=() t0=$SECONDS budget
+  local table="$R/tune/$name.knobs.json"
+  budget=$(( $(left) - 120 ))  # a duel under way may run past the budget: leave it room
+  [ -n "${TUNE_BUDGET:-}" ] && [ "$TUNE_BUDGET" -lt "$budget" ] && budget=$TUNE_BUDGET
+  if [ -f "$R/tune/$name.done" ]; then log "tune $name: already done"; return 0; fi
+  if [ "$budget" -lt 60 ]; then log "tune $name: no time left in this call"; return 1; fi
+  [ -f "$R/tune/$name.knobs.jsonl" ] && resume=(--resume)
+  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 100)) python3 -m ssmbench tune "$spec" --impl "$impl" \
+    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$name.log" 2>&1
+  local rc=$?
+  [ $rc -eq 0 ] && touch "$R/tune/$name.done"
+  log "tune $name rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(tail -n 1 "$R/tune-$name.log")"
+  pack
+  return $rc
+}
+
+gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
+  [ -f "$2" ] && [ -f "$3" ] || return 0
+  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
+  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
+}
+
+install_tables() {  # the tables the tunes wrote, into the families' tuned/ folders (this machine's copy)
+  local t
+  for t in "$R"/tune/*.knobs.json; do
+    [ -f "$t" ] && log "install $(python3 tools/gpu/install_tables.py "$t")"
+  done
 }

@@ -90,12 +90,6 @@ phase4() {  # the one-GPU run of the Triton impls (issue 23's wall time), a shor
   gate all-vs-one-triton "$R/all.json" "$R/one-triton.json" --fail-on-missing
 }
 
-gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
-  [ -f "$2" ] && [ -f "$3" ] || return 0
-  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
-  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
-}
-
 case $PHASE in
   1) lane0_phase1 & lane1_phase1; wait ;;
   2) lane0_phase1 & lane1_phase1; wait  # whatever phase 1 left

@@ -30,37 +30,6 @@ source tools/gpu/lib.sh
 log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) $(git rev-parse --short HEAD 2>/dev/null) $(nproc) CPUs"
 nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
 
-tune() {  # tune GPU IMPL SPEC ARGS...: `ssmbench tune` on one GPU until this call's end, resumed from its journal
-  local gpu=$1 impl=$2 spec=$3; shift 3
-  local table="$R/tune/${TUNE_NAME:-$impl}.knobs.json" resume=() t0=$SECONDS budget
-  budget=$(( $(left) - 120 ))  # a duel under way may run past the budget: leave it room
-  [ -n "${TUNE_BUDGET:-}" ] && [ "$TUNE_BUDGET" -lt "$budget" ] && budget=$TUNE_BUDGET
-  local name=${TUNE_NAME:-$impl}
-  if [ -f "$R/tune/$name.done" ]; then log "tune $name: already done"; return 0; fi
-  if [ "$budget" -lt 60 ]; then log "tune $impl: no time left in this call"; return 1; fi
-  [ -f "$R/tune/$name.knobs.jsonl" ] && resume=(--resume)
-  CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 -s INT $((budget + 100)) python3 -m ssmbench tune "$spec" --impl "$impl" \
-    --budget "${budget}s" -o "$table" "${resume[@]}" "$@" > "$R/tune-$name.log" 2>&1
-  local rc=$?
-  [ $rc -eq 0 ] && touch "$R/tune/$name.done"
-  log "tune $name rc=$rc wall $((SECONDS - t0))s budget ${budget}s ${resume[*]} :: $(grep -E 'stopped|converged' "$R/tune-$name.log" | tail -n 3 | tr '\n' ' ') :: $(tail -n 1 "$R/tune-$name.log")"
-  pack
-  return $rc
-}
-
-gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into the summary
-  [ -f "$2" ] && [ -f "$3" ] || return 0
-  python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
-  log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
-}
-
-install_tables() {  # the tables the tunes wrote, into the families' tuned/ folders (this machine's copy)
-  local t
-  for t in "$R"/tune/*.knobs.json; do
-    [ -f "$t" ] && log "install $(python3 tools/gpu/install_tables.py "$t")"
-  done
-}
-
 lane0_phase1() {
   SWEEP_TIMEOUT=120 sweep conv1d-forms tools/gpu/conv1d-forms.yaml --plugin conv1d_forms_plugin --gpus 0
   tune 0 triton.checkpoint "$HEADLINE" --filter window=16 "${MAMBA_FORMATS[@]}"
