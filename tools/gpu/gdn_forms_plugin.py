@@ -9,11 +9,14 @@ one sweep times tiles the tuner's coordinate descent never reached beside the sh
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
+from ssmbench.spec.case import Case
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 from ssmbench_kernels.gdn.kernel import GDNKnobs
 
 VARIANTS = {
@@ -33,5 +36,16 @@ class _ForcedGDN(TritonGDN):
         self.tunable = Tunable(name, GDN_SPACE, Path("/nonexistent-knob-tables"), lambda case: knobs)
 
 
+class _LateTriggerGDN(TritonGDN):
+    """`triton.gdn` (its table and defaults) with conv1d letting the decode grid launch after its
+    stores (`Conv1dKnobs.late_trigger`), not first thing: the PDL question of docs/gdn.md, session 8."""
+
+    name = "triton.gdn.late-trigger"
+
+    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
+        return dataclasses.replace(super().conv_knobs(case, elem_bytes), late_trigger=True)
+
+
 for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
+register(_LateTriggerGDN())

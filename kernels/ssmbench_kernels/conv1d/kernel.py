@@ -54,6 +54,12 @@ class Conv1dKnobs:
     row, one wide store of the new row (docs/perf-notes.md, "conv1d"), instead of a 2-byte load or
     store per column and channel (the column form, whose strided stores cost one L2 sector
     operation per 2-4 bytes)."""
+    late_trigger: bool = False
+    """PDL: let the dependent grid launch after this program's stores instead of first thing. Early,
+    the consumer's programs take SM slots (and load what they may before their `gdc_wait`) while
+    conv1d still runs: in the GDN chain at T = 1 b512 conv1d took 59.7 us under PDL against 43.4 us
+    without (docs/gdn.md, session 8). No default picks it yet: measured next beside the early
+    trigger (`tools/gpu/gdn_forms_plugin.py`)."""
 
 
 def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
@@ -139,9 +145,10 @@ def conv1d_update_kernel(
     ROWS: tl.constexpr,
     S_PAD: tl.constexpr,
     CONTIG: tl.constexpr,
+    LATE_TRIGGER: tl.constexpr = False,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row."""
-    pdl_launch_dependents(PDL)
+    pdl_launch_dependents(PDL and not LATE_TRIGGER)
     pid_c = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -212,6 +219,7 @@ def conv1d_update_kernel(
         f0 = f1
         f1 = f2
         f2 = xf
+    pdl_launch_dependents(PDL and LATE_TRIGGER)
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -322,6 +330,7 @@ def conv1d_update(
         ROWS=knobs.rows,
         S_PAD=triton.next_power_of_2(d_conv - 2 + T),
         CONTIG=knobs.rows and conv_state.stride(2) == 1 and conv_state.stride(1) == d_conv - 2 + T,  # rows only
+        LATE_TRIGGER=knobs.late_trigger,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
