@@ -30,6 +30,7 @@ from typing import Any
 
 from ssmbench.measure.bandwidth import calibrate_copy, datasheet_tbps, sol_pct, tbps
 from ssmbench.measure.clocks import ClockMonitor, driver_version, open_clock_monitor, summarize_clocks
+from ssmbench.measure.compiles import CompileLog, describe_compiles, install_compile_log
 from ssmbench.measure.l2 import L2Flusher
 from ssmbench.measure.slowdown import slow_down, slowdown_fraction
 from ssmbench.measure.stopping import Stopper, StopRule, run_until_stopped
@@ -137,6 +138,8 @@ class Session:
         self.torch = torch
         self.clocks: ClockMonitor | None = None
         self.flusher: L2Flusher | None = None
+        self.compiles: CompileLog | None = None
+        """Kernels this process compiles itself (the pre-pass should leave none; `run` notes them)."""
         if config.device == "cpu":
             self.device = torch.device("cpu")
             self.timer: Timer = WallTimer()
@@ -150,6 +153,7 @@ class Session:
         if not torch.cuda.is_available():
             raise RuntimeError("the worker sees no CUDA device")
         self.device = torch.device("cuda", 0)
+        self.compiles = install_compile_log()
         # The timer first: CUPTI's kernel activity is enabled before this process creates its
         # CUDA context and long before any graph is captured.
         self.timer, timer_note = self._pick_timer()
@@ -232,6 +236,8 @@ class Session:
         for name in task.impls:
             emit(("phase", name, "build", setup))
             start = time.perf_counter()
+            if self.compiles is not None:
+                self.compiles.take()  # what came before this pair is not its own
             try:
                 record = self._measure(task, impls[name], workload, emit)
                 kind = "ok"
@@ -241,6 +247,8 @@ class Session:
                 if kind == "oom":
                     record.message = f"out of memory: {record.message}"
             record.seconds = time.perf_counter() - start
+            if self.compiles is not None and (compiled := self.compiles.take()):
+                record.notes = [*(record.notes or []), describe_compiles(compiled)]
             emit(("result", record.to_dict()))
             if kind == "fatal":
                 return False

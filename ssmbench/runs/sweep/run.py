@@ -205,6 +205,7 @@ def finish_sweep(options: SweepOptions, output: Path, md_path: Path | None, env:
     """The final JSON (``complete: false`` when interrupted), the tables, the summary line."""
     from datetime import datetime, timezone
 
+    from ssmbench.measure.compiles import pairs_that_compiled
     from ssmbench.output.report import markdown, pivot, print_tables, status_counts
 
     timers = sorted({str(d.get("timer")) for d in results.devices.values()})
@@ -224,6 +225,9 @@ def finish_sweep(options: SweepOptions, output: Path, md_path: Path | None, env:
     counts = status_counts(planned)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     console.print(f"{summary}; results: {output} (log: {log_path(output)})", highlight=False, markup=False)
+    if compiled := pairs_that_compiled(planned):
+        err_console.print(f"{compiled} pair(s) compiled kernels in the timing process (the compile pre-pass missed "
+                          "them; wall time, not measurements): see their notes", highlight=False, markup=False)
     if interrupted is not None:
         name = interrupted.args[0] if isinstance(interrupted, Interrupted) else "SIGINT"
         err_console.print(f"interrupted ({name}): the results so far are in {output} (complete: false); continue "
