@@ -32,7 +32,7 @@ from ssmbench.impls.optional import AVAILABLE, OptionalModule
 from ssmbench.impls.triton_gdn import restore_rows
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.conv1d.kernel import conv1d_update
 
 FLA_VERSION = "0.6.0"
 FLA = OptionalModule("fla.ops.gated_delta_rule", f"fla-core {FLA_VERSION}", "pip install 'ssmbench[fla]'")
@@ -160,13 +160,12 @@ class FLAGDN(Impl):
 
     def build(self, case: Case, workload: GDNWorkload) -> Chain:
         fla = FLA.load()
-        s, batch, T = workload.shape, workload.batch, case.T
+        T = case.T
         pool = gdn.state_pool(case, workload)
         read, write = workload.read_idx, workload.write_idx
         start_rows = pool.data.index_select(0, read)
         conv_state = workload.conv_state.clone()  # updated in place by conv1d
         conv_out = torch.full_like(workload.qkv, float("nan"))
-        conv_knobs = default_conv1d_knobs(s.conv_dim, batch, T, s.d_conv, conv_state.element_size())
         q, k, v = contiguous_inputs(workload, conv_out)
         h0 = torch.empty_like(start_rows) if gathers(case) else pool.data
         args = fla_arguments(case, workload, q=q, k=k, v=v, h0=h0)
@@ -174,7 +173,7 @@ class FLAGDN(Impl):
 
         def conv(validate: bool = False) -> None:
             conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, read, workload.k_prev, T=T,
-                          out=conv_out, pdl=False, knobs=conv_knobs, validate=validate)
+                          out=conv_out, pdl=False, validate=validate)
 
         def copy_inputs() -> None:
             for buf, view in zip((q, k, v), workload.views(conv_out), strict=True):

@@ -23,7 +23,7 @@ from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update
 from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode
 from ssmbench_kernels.gdn.kernel import KERNEL_NAMES as GDN_KERNELS
 from ssmbench_kernels.storage.reference import StoredState, dequantize
@@ -70,10 +70,11 @@ class TritonGDN(Impl):
                                                      case.shape.head_k_dim, case.batch, case.T, case.state_dtype,
                                                      case.rounding))
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        """The conv1d head's knobs (a plugin variant may replace them: tools/gpu/gdn_forms_plugin.py)."""
-        s = case.shape
-        return default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
+    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs | None:
+        """The conv1d head's knobs (None: `conv1d_update`'s default rule); a variant may override
+        it, as `TritonConv1d.conv_knobs` (tools/gpu/gdn_forms_plugin.py)."""
+        del case, elem_bytes
+        return None
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:

@@ -20,7 +20,7 @@ from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update
 from ssmbench_kernels.mamba2_states.kernel import KERNEL_NAMES as INTERMEDIATE_KERNELS
 from ssmbench_kernels.mamba2_states.kernel import default_knobs, mamba2_intermediate
 from ssmbench_kernels.storage.reference import StoredState, dequantize
@@ -31,13 +31,11 @@ class ConvHead:
 
     def __init__(self, case: Case, workload: Mamba2Workload, *, pdl_dependents: bool,
                  knobs: Conv1dKnobs | None = None) -> None:
-        """``knobs``: the conv1d knobs (None: `default_conv1d_knobs`)."""
+        """``knobs``: the conv1d knobs (None: `conv1d_update`'s default rule)."""
         self.workload = workload
         self.conv_state = workload.conv_state.clone()  # updated in place by the kernel
         self.conv_out = torch.full_like(workload.xbc, float("nan"))  # poisoned: unwritten shows
-        s = workload.shape
-        self.knobs = knobs or default_conv1d_knobs(s.conv_dim, workload.batch, case.T, s.d_conv,
-                                                   self.conv_state.element_size())
+        self.knobs = knobs
         self.pdl = case.pdl and pdl_dependents
         self.T = case.T
 
@@ -65,12 +63,16 @@ class TritonConv1d(_TritonMamba2):
     """docs/spec.md §6 conv1d update alone (the head of every chain)."""
 
     name = "triton.conv1d"
-    conv_knobs: Conv1dKnobs | None = None
-    """Fixed conv1d knobs for every case (None: the default rule); set by variants that time other
-    forms side by side (tools/gpu/conv1d_forms_plugin.py)."""
+
+    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs | None:
+        """The conv1d knobs of ``case`` (None: `conv1d_update`'s default rule). Variants that time
+        other forms side by side override it (tools/gpu/conv1d_forms_plugin.py)."""
+        del case, elem_bytes
+        return None
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
-        head = ConvHead(case, workload, pdl_dependents=False, knobs=self.conv_knobs)
+        head = ConvHead(case, workload, pdl_dependents=False,
+                        knobs=self.conv_knobs(case, workload.conv_state.element_size()))
         head.launch(validate=True)  # validate once, on the real indices, outside any timed loop
         head.conv_state.copy_(workload.conv_state)
 

@@ -47,8 +47,8 @@ class StopRule:
     def from_measure(cls, measure: Any) -> StopRule:
         """From a `ssmbench.spec.load.Measure` (or its dict form)."""
         data = measure if isinstance(measure, dict) else measure.model_dump()
-        keys = ("min_samples", "max_samples", "max_noise", "min_time_s", "timeout_s")
-        return cls(**{k: data[k] for k in keys}, max_median_ci=data.get("max_median_ci", cls.max_median_ci))
+        keys = ("min_samples", "max_samples", "max_noise", "min_time_s", "timeout_s", "max_median_ci")
+        return cls(**{k: data[k] for k in keys if k in data})  # a dict from before a field existed: its default
 
 
 class Stopper:

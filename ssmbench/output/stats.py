@@ -43,11 +43,11 @@ def median_ci_halfwidth(values: Sequence[float], z: float = 2.576) -> float:
     samples' spread and does not shrink with more of them, this is how well the median itself is
     known: it shrinks as 1/sqrt(n) even for a wide or two-mode distribution. inf when undefined."""
     n = len(values)
-    mid = median(values) if values else math.nan
+    ordered = sorted(values)
+    mid = median(ordered)  # (sorted input: the second sort is linear)
     lo = math.floor((n - z * math.sqrt(n)) / 2)
     if n < 2 or lo < 0 or not mid > 0:
         return math.inf
-    ordered = sorted(values)
     return (ordered[n - 1 - lo] - ordered[lo]) / 2 / mid
 
 

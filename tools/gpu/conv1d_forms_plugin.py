@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_mamba import TritonConv1d
+from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 
 VARIANTS = {
@@ -28,7 +29,11 @@ class _ForcedConv1d(TritonConv1d):
 
     def __init__(self, name: str, knobs: Conv1dKnobs) -> None:
         self.name = name
-        self.conv_knobs = knobs
+        self.fixed = knobs
+
+    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
+        del case, elem_bytes
+        return self.fixed
 
 
 for _name, _knobs in VARIANTS.items():

@@ -16,7 +16,7 @@ from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, default_conv1d_knobs
 from ssmbench_kernels.gdn.kernel import GDNKnobs
 
 VARIANTS = {
@@ -43,7 +43,9 @@ class _LateTriggerGDN(TritonGDN):
     name = "triton.gdn.late-trigger"
 
     def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        return dataclasses.replace(super().conv_knobs(case, elem_bytes), late_trigger=True)
+        s = case.shape
+        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
+        return dataclasses.replace(default, late_trigger=True)
 
 
 for _name, _knobs in VARIANTS.items():

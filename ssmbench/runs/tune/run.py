@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import describe_config
-from ssmbench.impls.tuned import SCHEMA, Tunable, table_key, tunable_of
+from ssmbench.impls.tuned import SCHEMA, Tunable, device_name, table_key, tunable_of
 from ssmbench.output.compare import MIN_SAMPLES, Gate, gates_from_spec
 from ssmbench.output.results import log_path, write_document
 from ssmbench.runs.sweep.options import parse_filters
@@ -136,7 +136,11 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     if options.threshold_pct is not None:
         gate = Gate(options.threshold_pct, gate.confidence)
     device = sweep_device("tune")
-    gpu_model = _gpu_model(device)
+    gpu_model = None  # the GPU model the tune times on (CUDA_VISIBLE_DEVICES picks it); None: CPU test mode
+    if device == "cuda":
+        import torch
+
+        gpu_model = device_name(torch.device("cuda", 0))
     workers = compile_workers(options.compile_workers, device)
     output = check_output_path(options.output or f"{sweep_file.name}.{options.impl}.knobs.json", "-o")
     log = check_output_path(log_path(output), "-o's log")  # appended to from the first measurement on
@@ -199,16 +203,6 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     console.print(report(results, gate))
     console.print(f"knob table: {output} (log: {log})", highlight=False, markup=False)
     return 0
-
-
-def _gpu_model(device: str) -> str | None:
-    """The GPU model this tune times on (CUDA_VISIBLE_DEVICES picks it), for its knob table; None
-    off the GPU (the CPU test mode)."""
-    if device != "cuda":
-        return None
-    import torch
-
-    return torch.cuda.get_device_name(0)
 
 
 def starting_config(tunable: Tunable, case: Any, gpu: str | None) -> tuple[dict, str]:
