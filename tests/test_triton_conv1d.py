@@ -43,7 +43,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
     return xbc, state, weight, bias, slots, k_prev
 
 
-@pytest.mark.parametrize("rows", [False, True], ids=["columns", "rows"])
+@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
 @pytest.mark.parametrize(
     "d_conv,has_bias,dtype,T",
     [
@@ -53,7 +53,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
         (4, False, torch.float32, 1),
     ],
 )
-def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtype, T: int, rows: bool) -> None:
+def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtype, T: int, form: str) -> None:
     batch, conv_dim, n_slots = 4, 40, 7  # conv_dim not a multiple of the block: masked tail
     xbc, state, weight, bias, slots, k_prev = _case(batch, conv_dim, T, d_conv, n_slots, dtype)
     bias = bias if has_bias else None
@@ -72,7 +72,7 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
         k_prev.to(DEVICE),
         T=T,
         out=out,
-        knobs=Conv1dKnobs(block_c=16, num_warps=1, rows=rows),
+        knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form),
     )
     assert got.data_ptr() == out.data_ptr()
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
@@ -82,8 +82,8 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
     assert torch.equal(st, ref_state), "conv state differs (must be an exact copy of inputs)"
 
 
-@pytest.mark.parametrize("rows", [False, True], ids=["columns", "rows"])
-def test_conv1d_channel_last_pool_and_3d_view(rows: bool) -> None:
+@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
+def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     """Any state strides work: a channel-last pool (n_slots, S, conv_dim).transpose(1, 2), and
     the input given as the (batch, conv_dim, T) view."""
     batch, conv_dim, T, d_conv, n_slots = 3, 24, 3, 4, 5
@@ -97,11 +97,44 @@ def test_conv1d_channel_last_pool_and_3d_view(rows: bool) -> None:
     x3d = xbc.to(DEVICE).view(batch, T, conv_dim).transpose(1, 2)
     got = conv1d_update(
         x3d, st_cl, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE), T=T,
-        knobs=Conv1dKnobs(rows=rows),
+        knobs=Conv1dKnobs(form=form),
     )
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
     torch.testing.assert_close(got3.double(), ref_out, **TOL[torch.bfloat16])
     assert torch.equal(st_cl.cpu(), ref_state)
+
+
+@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
+@pytest.mark.parametrize("T,dtype", [(1, torch.bfloat16), (4, torch.bfloat16), (2, torch.float32), (6, torch.bfloat16)])
+def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -> None:
+    """Three decode steps chained on one pool (each step's state is the next one's input), with
+    conv_dim a multiple of the block (the unmasked tile path) and rows of 3, 6, 4 and 8 columns
+    (GDN's T = 1 and 4 rows are 6 and 12 bytes); slots the batch does not name stay bit-identical."""
+    batch, conv_dim, d_conv, n_slots = 3, 48, 4, 6
+    _, state, weight, bias, _, _ = _case(batch, conv_dim, T, d_conv, n_slots, dtype, seed=11)
+    ref_state, st = state.clone(), state.to(DEVICE)
+    g = torch.Generator().manual_seed(12)
+    for step in range(3):
+        xbc = torch.randn(batch * T, conv_dim, generator=g).to(dtype)
+        slots = torch.randperm(n_slots, generator=g)[:batch]
+        slots[step % batch] = -1
+        k_prev = torch.randint(1, T + 1, (batch,), generator=g)
+        ref_out, ref_state = ref_conv1d_update(xbc.view(batch, T, conv_dim).transpose(1, 2), ref_state, weight,
+                                               bias, slots, k_prev)
+        out = torch.full((batch * T, conv_dim), float("nan"), dtype=dtype, device=DEVICE)
+        conv1d_update(xbc.to(DEVICE), st, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE),
+                      T=T, out=out, knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form))
+        got3 = out.cpu().view(batch, T, conv_dim).transpose(1, 2)
+        torch.testing.assert_close(got3.double(), ref_out, **TOL[dtype])
+        assert torch.equal(st.cpu(), ref_state), f"conv state differs after step {step}"
+
+
+def test_conv1d_unknown_form() -> None:
+    batch, conv_dim, T, d_conv, n_slots = 1, 16, 1, 4, 2
+    xbc, state, weight, bias, slots, k_prev = _case(batch, conv_dim, T, d_conv, n_slots, torch.bfloat16)
+    with pytest.raises(ValueError, match="columns, rows, flat"):
+        conv1d_update(xbc.to(DEVICE), state.to(DEVICE), weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE),
+                      k_prev.to(DEVICE), T=T, knobs=Conv1dKnobs(form="tiles"))
 
 
 def test_conv1d_all_padding_and_validation() -> None:

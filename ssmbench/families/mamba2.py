@@ -109,7 +109,8 @@ def make_mamba2_workload(case: Case, device: torch.device | str = "cpu") -> Mamb
         slot_idx=slot_idx, n_slots=n_slots,
         k_prev=draw_k(case.accept, case.T, case.batch, gen) if case.accept.kind != "fixed"
         else torch.ones(case.batch, dtype=torch.int64),
-        start_state=torch.randn(case.batch, s.nheads, s.head_dim, s.dstate, generator=gen).float(),
+        start_state=torch.randn(case.batch, s.nheads, s.head_dim, s.dstate,
+                                generator=case_generator(case, "start_state", device), device=device),
         accepted=draw_k(case.accept, case.T, case.batch, gen),
         pnat=draw_pnat(case.accept, case.T, window, case.batch, gen) if case.window is not None else None,
         parent=parent,
@@ -188,10 +189,14 @@ def fill_history(rs: ReplayState, slots: torch.Tensor, pnat: torch.Tensor, case:
     device = rs.hist_x.device
     rs.ring_start[slots] = torch.randint(0, L, (len(slots),), generator=gen).to(device)
     rs.pnat[slots] = pnat.to(device)
-    rs.hist_x[slots] = torch.randn(rs.hist_x[slots].shape, generator=gen).to(device, rs.hist_x.dtype)
-    rs.hist_B[slots] = torch.randn(rs.hist_B[slots].shape, generator=gen).to(device, rs.hist_B.dtype)
-    dt = torch.exp(torch.empty(rs.hist_dt[slots].shape).uniform_(-6.9, -2.3, generator=gen))
-    rs.hist_dt[slots] = dt.to(device, rs.hist_dt.dtype)
+    # The token buffers are drawn where they live (a separate generator: a batch-1024 history is
+    # tens of millions of values, seconds of CPU per case on the GPU machine).
+    big = case_generator(case, "history-tokens", device)
+    n = len(slots)
+    rs.hist_x[slots] = torch.randn((n, *rs.hist_x.shape[1:]), generator=big, device=device).to(rs.hist_x.dtype)
+    rs.hist_B[slots] = torch.randn((n, *rs.hist_B.shape[1:]), generator=big, device=device).to(rs.hist_B.dtype)
+    dt = torch.exp(torch.empty((n, *rs.hist_dt.shape[1:]), device=device).uniform_(-6.9, -2.3, generator=big))
+    rs.hist_dt[slots] = dt.to(rs.hist_dt.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

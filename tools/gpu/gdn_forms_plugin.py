@@ -36,18 +36,31 @@ class _ForcedGDN(TritonGDN):
         self.tunable = Tunable(name, GDN_SPACE, Path("/nonexistent-knob-tables"), lambda case: knobs)
 
 
-class _LateTriggerGDN(TritonGDN):
-    """`triton.gdn` (its table and defaults) with conv1d letting the decode grid launch after its
-    stores (`Conv1dKnobs.late_trigger`), not first thing: the PDL question of docs/gdn.md, session 8."""
+class _ConvFormGDN(TritonGDN):
+    """`triton.gdn` (its table and defaults) with other conv1d knobs than the default's: the conv1d
+    form and PDL-trigger questions of docs/gdn.md, timed in the chain beside the default."""
 
-    name = "triton.gdn.late-trigger"
+    def __init__(self, name: str, **changes: object) -> None:
+        self.name = name
+        self.changes = changes
 
     def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
         s = case.shape
         default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
-        return dataclasses.replace(default, late_trigger=True)
+        return dataclasses.replace(default, **self.changes)
+
+
+CONV_VARIANTS = {
+    "triton.gdn.late-trigger": {"late_trigger": True},
+    "triton.gdn.conv-columns": {"form": "columns"},
+    "triton.gdn.conv-flat": {"form": "flat"},
+    "triton.gdn.conv-flat-late": {"form": "flat", "late_trigger": True},
+    "triton.gdn.conv-flat512": {"form": "flat", "block_c": 512, "num_warps": 4},
+}
+"""conv1d knobs changed from the default's in the GDN chain."""
 
 
 for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
-register(_LateTriggerGDN())
+for _name, _changes in CONV_VARIANTS.items():
+    register(_ConvFormGDN(_name, **_changes))

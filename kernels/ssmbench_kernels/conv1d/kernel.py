@@ -49,11 +49,14 @@ class Conv1dKnobs:
     """Channels per program (power of two)."""
     num_warps: int = 2
     num_stages: int = 1
-    rows: bool = False
-    """Move each channel's state row as one (block_c, d_conv - 2 + T) tile: one wide load of the
-    row, one wide store of the new row (docs/perf-notes.md, "conv1d"), instead of a 2-byte load or
-    store per column and channel (the column form, whose strided stores cost one L2 sector
-    operation per 2-4 bytes)."""
+    form: str = "columns"
+    """How the state row of each channel is moved (`CONV1D_FORMS`): ``columns``, a 2-byte load or
+    store per state column and channel (any pool strides; strided stores cost one L2 sector
+    operation per 2-4 bytes); ``rows``, each channel's row as one (block_c, d_conv - 2 + T) tile
+    (16-byte accesses when the row is a whole number of 16-byte vectors); ``flat``, the block's rows
+    as one contiguous run of ``block_c * (d_conv - 2 + T)`` elements, stored with 16-byte vectors
+    whatever the row length (GDN's 6- and 12-byte rows). ``rows`` and ``flat`` need a
+    row-contiguous pool; on any other the kernel falls back to ``columns``."""
     late_trigger: bool = False
     """PDL: let the dependent grid launch after this program's stores instead of first thing. Early,
     the consumer's programs take SM slots (and load what they may before their `gdc_wait`) while
@@ -70,7 +73,7 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_by
     T=4: 6 and 12 bytes) would make them 2-byte accesses plus the column picks, the form measured
     1.3-1.7x slower on the H100 (docs/perf-notes.md, "conv1d")."""
     del conv_dim, batch
-    return Conv1dKnobs(block_c=128, num_warps=2, rows=(d_conv - 2 + T) * elem_bytes % 16 == 0)
+    return Conv1dKnobs(block_c=128, num_warps=2, form="rows" if (d_conv - 2 + T) * elem_bytes % 16 == 0 else "columns")
 
 
 @triton.jit
@@ -81,28 +84,22 @@ def _column(tile, offs_s, col):
 
 
 @triton.jit
-def _rows_update(state_ptr, x_row, slot, off, offs_c, mask_s, stride_s_slot, stride_s_c, stride_s_k, stride_x_t,
-                 T: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr, CONTIG: tl.constexpr):
-    """The row-tile form's state update: load each channel's whole state row once (one 16-byte
-    access per channel when the pool is row-contiguous, ``CONTIG``), write the new row
-    ``E[1 : 1 + S]`` = ``state[off + 1 : off + D_CONV - 1] ++ x`` as one tile, and return the
-    window columns ``off .. off + D_CONV - 2`` (oldest first, fp32) for the outputs. The new row's
-    old part is a bit copy (a shifted load of the row just read, served by L1), never arithmetic."""
+def _rows_update(x_row, s_base, off, offs_c, mask_s, stride_x_t,
+                 T: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr):
+    """The row-tile form's state update (row-contiguous pool): load each channel's whole state row
+    once (one 16-byte access per channel when the row is 16 bytes), write the new row ``E[1 : 1 +
+    S]`` = ``state[off + 1 : off + D_CONV - 1] ++ x`` as one tile, and return the window columns
+    ``off .. off + D_CONV - 2`` (oldest first, fp32) for the outputs. The new row's old part is a
+    bit copy (a shifted load of the row just read, served by L1), never arithmetic."""
     S: tl.constexpr = D_CONV - 2 + T
     offs_s = tl.arange(0, S_PAD)
-    base = state_ptr + slot * stride_s_slot
-    if CONTIG:
-        tile = base + offs_c.to(tl.int64)[:, None] * S + offs_s[None, :]
-        shift = off + 1
-    else:
-        tile = base + offs_c.to(tl.int64)[:, None] * stride_s_c + offs_s[None, :] * stride_s_k
-        shift = (off + 1) * stride_s_k
+    tile = s_base + offs_c.to(tl.int64)[:, None] * S + offs_s[None, :]
     in_row = mask_s[:, None] & (offs_s[None, :] < S)
     old = tl.load(tile, mask=in_row, other=0.0)
-    kept = tl.load(tile + shift, mask=in_row & (offs_s[None, :] < D_CONV - 2), other=0.0)
+    kept = tl.load(tile + off + 1, mask=in_row & (offs_s[None, :] < D_CONV - 2), other=0.0)
     x_cols = tl.load(x_row[:, None] + (offs_s[None, :] - (D_CONV - 2)) * stride_x_t,
                      mask=in_row & (offs_s[None, :] >= D_CONV - 2), other=0.0)
-    new = tl.where(offs_s[None, :] < D_CONV - 2, kept, x_cols.to(state_ptr.dtype.element_ty))
+    new = tl.where(offs_s[None, :] < D_CONV - 2, kept, x_cols.to(s_base.dtype.element_ty))
     # Every thread's loads of the row before any thread's store into it (the layouts Triton picks
     # for the loads and the store may split a row over threads differently).
     tl.debug_barrier()
@@ -115,6 +112,33 @@ def _rows_update(state_ptr, x_row, slot, off, offs_c, mask_s, stride_s_slot, str
     if D_CONV >= 4:
         h0 = _column(old, offs_s, off + D_CONV - 4)
     return h0, h1, h2
+
+
+@triton.jit
+def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
+                 T: tl.constexpr, D_CONV: tl.constexpr, BLOCK_C: tl.constexpr, F_PAD: tl.constexpr,
+                 EVEN_C: tl.constexpr):
+    """The flat form's state update (row-contiguous pool): the block's ``BLOCK_C`` rows of ``S``
+    columns are one contiguous run of ``BLOCK_C * S`` elements from ``s_base`` (the block's first
+    channel), so the new rows are written as one 1-D tile of 16-byte stores, full sectors, whatever
+    ``S`` is. Flat element ``i`` is channel ``i // S``, column ``i % S``: its new value is the old
+    element ``i + off + 1`` (the kept window columns, a shifted load of bytes this program's window
+    loads just brought into L1) or the input column ``i % S - (D_CONV - 2)``. The caller has loaded
+    the window columns (the outputs' operands) before; the barrier orders every thread's loads of
+    the block before any thread's store into it."""
+    S: tl.constexpr = D_CONV - 2 + T
+    offs_f = tl.arange(0, F_PAD)
+    ch = offs_f // S
+    col = offs_f % S
+    mask = (offs_f < BLOCK_C * S) & real  # constexpr bound: keeps 16-byte vectors (masks of runs of 16)
+    if not EVEN_C:
+        mask = mask & (c0 + ch < conv_dim)
+    kept = tl.load(s_base + offs_f + off + 1, mask=mask & (col < D_CONV - 2), other=0.0)
+    x_col = tl.load(x_base + (c0 + ch).to(tl.int64) * stride_x_c + (col - (D_CONV - 2)) * stride_x_t,
+                    mask=mask & (col >= D_CONV - 2), other=0.0)
+    new = tl.where(col < D_CONV - 2, kept, x_col.to(s_base.dtype.element_ty))
+    tl.debug_barrier()
+    tl.store(s_base + offs_f, new, mask=mask)
 
 
 @triton.jit
@@ -142,12 +166,15 @@ def conv1d_update_kernel(
     SILU: tl.constexpr,
     BLOCK_C: tl.constexpr,
     PDL: tl.constexpr,
-    ROWS: tl.constexpr,
+    FORM: tl.constexpr,
     S_PAD: tl.constexpr,
-    CONTIG: tl.constexpr,
+    F_PAD: tl.constexpr,
+    EVEN_C: tl.constexpr,
     LATE_TRIGGER: tl.constexpr = False,
 ):
-    """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row."""
+    """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row.
+    ``FORM``: 0 columns, 1 rows, 2 flat (`Conv1dKnobs.form`; 1 and 2 only on a row-contiguous pool,
+    ``stride_s_c == S`` and ``stride_s_k == 1``)."""
     pdl_launch_dependents(PDL and not LATE_TRIGGER)
     pid_c = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -176,13 +203,14 @@ def conv1d_update_kernel(
     pdl_wait(PDL)
 
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    x_row = x_ptr + pid_b * stride_x_b + offs_c.to(tl.int64) * stride_x_c
-    if ROWS:
-        h0, h1, h2 = _rows_update(state_ptr, x_row, slot, off, offs_c, mask_s, stride_s_slot, stride_s_c,
-                                  stride_s_k, stride_x_t, T, D_CONV, S_PAD, CONTIG)
+    x_base = x_ptr + pid_b * stride_x_b
+    x_row = x_base + offs_c.to(tl.int64) * stride_x_c
+    s_base = state_ptr + slot * stride_s_slot
+    s_row = s_base + offs_c.to(tl.int64) * stride_s_c
+    if FORM == 1:
+        h0, h1, h2 = _rows_update(x_row, s_base, off, offs_c, mask_s, stride_x_t, T, D_CONV, S_PAD)
     else:
         # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
-        s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
         h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
         h1 = h2
         h0 = h2
@@ -190,12 +218,19 @@ def conv1d_update_kernel(
             h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
         if D_CONV >= 4:
             h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
-        # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
-        if D_CONV == 3:
-            tl.store(s_row, h2, mask=mask_s)
-        if D_CONV == 4:
-            tl.store(s_row, h1, mask=mask_s)
-            tl.store(s_row + stride_s_k, h2, mask=mask_s)
+        if FORM == 2:
+            c0 = pid_c * BLOCK_C
+            # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
+            real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
+            _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
+                         T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
+        else:
+            # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
+            if D_CONV == 3:
+                tl.store(s_row, h2, mask=mask_s)
+            if D_CONV == 4:
+                tl.store(s_row, h1, mask=mask_s)
+                tl.store(s_row + stride_s_k, h2, mask=mask_s)
 
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
@@ -203,7 +238,7 @@ def conv1d_update_kernel(
     out_row = out_ptr + (pid_b * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
-        if not ROWS:
+        if FORM == 0:
             tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
         if D_CONV == 2:
@@ -220,6 +255,10 @@ def conv1d_update_kernel(
         f1 = f2
         f2 = xf
     pdl_launch_dependents(PDL and LATE_TRIGGER)
+
+
+CONV1D_FORMS: tuple[str, ...] = ("columns", "rows", "flat")
+"""`Conv1dKnobs.form`'s values, in the kernel's ``FORM`` numbering."""
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -301,6 +340,11 @@ def conv1d_update(
         return out
 
     knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv, conv_state.element_size())
+    if knobs.form not in CONV1D_FORMS:
+        raise ValueError(f"Conv1dKnobs.form {knobs.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
+    width = d_conv - 2 + T
+    row_contiguous = conv_state.stride(2) == 1 and conv_state.stride(1) == width
+    form = CONV1D_FORMS.index(knobs.form) if row_contiguous else 0
     use_pdl = pdl_enabled(pdl, xbc.device)
     grid = (triton.cdiv(conv_dim, knobs.block_c), batch)
     conv1d_update_kernel[grid](
@@ -327,9 +371,10 @@ def conv1d_update(
         SILU=activation == "silu",
         BLOCK_C=knobs.block_c,
         PDL=use_pdl,
-        ROWS=knobs.rows,
-        S_PAD=triton.next_power_of_2(d_conv - 2 + T),
-        CONTIG=knobs.rows and conv_state.stride(2) == 1 and conv_state.stride(1) == d_conv - 2 + T,  # rows only
+        FORM=form,
+        S_PAD=triton.next_power_of_2(width),
+        F_PAD=triton.next_power_of_2(knobs.block_c * width),
+        EVEN_C=conv_dim % knobs.block_c == 0,
         LATE_TRIGGER=knobs.late_trigger,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
