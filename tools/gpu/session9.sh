@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One H200 x2 session for the open issues 18-20 (2026-11-30, session 9), in phases: one device
+# One H200 session (one GPU, or two with GPUS=0,1) for the open issues 18-20 (2026-11-30, session 9), in phases: one device
 # call per phase, each ends before the 10-minute limit; every step is skipped once done
 # (tools/gpu/lib.sh), so a phase cut short is finished by the next call. Results in $RESULTS_DIR
 # (default results/s9/), packed into $OUT after every step. On a fresh machine carry results/s9
@@ -9,13 +9,14 @@
 #
 # Phase 1  conv1d forms (`Conv1dKnobs.form`: columns, rows, flat; tools/gpu/conv1d_forms_plugin.py)
 #          alone at the headline shape (T = 1, 4, 6) and at TP1's 10240 channels, then in the GDN
-#          chain beside the default, the late PDL trigger and fla.gdn (gdn_forms_plugin.py), both
-#          GPUs; the conv1d CPU tests on the GPU.
-# Phase 2  GPU 0: the Triton headline on a bare machine ("cold") then warm, one GPU, as `make sweep`
-#          runs it (18's wall-time numbers; start states now drawn on the device). GPU 1: every GDN
-#          sweep with both impls (20's baseline), then the GPU checks not reached in session 8.
-# Phase 3  the headline with all four impls on both GPUs (19's baseline), compute-sanitizer on the
-#          GDN chains (conv1d's new default form), gates against the stored baselines.
+#          chain beside the default, with the late PDL trigger, and fla.gdn (gdn_forms_plugin.py);
+#          the conv1d CPU tests on the GPU.
+# Phase 2  the Triton headline on a bare machine ("cold") then warm, on GPU 0, as `make sweep` runs
+#          it (18's wall-time numbers; start states now drawn on the device); every GDN sweep with
+#          both impls (20's baseline).
+# Phase 3  the headline with all four impls (19's baseline), gates against the stored baselines.
+# Phase 4  the GPU checks not reached in session 8; compute-sanitizer on the GDN chains (conv1d's
+#          new default form).
 set -u
 PHASE=${PHASE:?PHASE=1, 2 or 3}
 R=${RESULTS_DIR:-$PWD/results/s9}
@@ -27,52 +28,51 @@ HEADLINE=sweeps/nemotron3-super-tp8.yaml
 GDN=sweeps/qwen35-gdn.yaml
 TRITON=(--impl triton.intermediate --impl triton.checkpoint)
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
+GPUS=${GPUS:-0}
 source tools/gpu/lib.sh
 log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
 nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
 
 phase1() {
-  CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=120 once conv1d-tests python3 -m pytest -q -p no:cacheprovider \
-    tests/test_triton_conv1d.py &
-  PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=200 sweep conv1d-forms tools/gpu/conv1d-forms.yaml \
-    --plugin conv1d_forms_plugin --gpus 0
+  STEP_TIMEOUT=120 once conv1d-tests python3 -m pytest -q -p no:cacheprovider tests/test_triton_conv1d.py &
+  PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=150 sweep conv1d-forms tools/gpu/conv1d-forms.yaml \
+    --plugin conv1d_forms_plugin --gpus "$GPUS"
   wait
   PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=300 sweep gdn-conv-forms "$GDN" --plugin gdn_forms_plugin \
-    --filter batch=8,64,256,512 --filter pool=direct,pool --filter sweep=qwen35-gdn,qwen35-gdn-t4-inter,qwen35-gdn-peers \
-    --impl triton.gdn --impl triton.gdn.conv-flat --impl triton.gdn.conv-flat-late --impl triton.gdn.late-trigger \
-    --impl triton.gdn.conv-flat512 --impl fla.gdn --gpus 0,1
+    --filter batch=64,256,512 --filter pool=direct,pool --filter sweep=qwen35-gdn,qwen35-gdn-t4-inter,qwen35-gdn-peers \
+    --impl triton.gdn --impl triton.gdn.conv-flat --impl triton.gdn.conv-flat-late --impl fla.gdn --gpus "$GPUS"
 }
 
-lane0_phase2() {
+phase2() {  # 18's wall-time numbers, then 20's baseline
   sweep triton-cold "$HEADLINE" "${TRITON[@]}" --gpus 0
   sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate warm-vs-cold "$R/triton-warm.json" "$R/triton-cold.json"
-}
-
-lane1_phase2() {
-  sweep gdn-all "$GDN" --impl triton.gdn --impl fla.gdn --gpus 1
+  sweep gdn-all "$GDN" --impl triton.gdn --impl fla.gdn --gpus "$GPUS"
   gate gdn-all-vs-stored "$R/gdn-all.json" baselines/nvidia-h200/qwen35-gdn.json
-  CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=240 once gpu-tests python3 -m pytest -q -p no:cacheprovider \
-    tests/gpu/test_gdn_gpu.py tests/gpu/test_checkpoint_gpu.py -k "past_2_31 or 64bit or 256 or roundtrip"
 }
 
-phase3() {
-  local g1="H16HV64K128V128-b8-T1-bf16-pool-rate0.7-pdl-realistic"
-  local g4="H16HV64K128V128-b8-T4-bf16-pool-rate0.7-pdl-realistic-inter-nofinal"
-  sweep headline "$HEADLINE" --gpus 0,1
+phase3() {  # 19's baseline: the headline with all four impls
+  sweep headline "$HEADLINE" --gpus "$GPUS"
   gate headline-vs-cold "$R/headline.json" "$R/triton-cold.json"
   gate headline-vs-stored "$R/headline.json" baselines/nvidia-h200/nemotron3-super-tp8.json
-  CUDA_VISIBLE_DEVICES=0 STEP_TIMEOUT=120 once sanitizer-gdn-t1 python3 -m ssmbench profile "$GDN" --case "$g1" \
-    --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t1" &
-  CUDA_VISIBLE_DEVICES=1 STEP_TIMEOUT=120 once sanitizer-gdn-t4 python3 -m ssmbench profile "$GDN" --case "$g4" \
+}
+
+phase4() {  # checks on the final kernels
+  local g1="H16HV64K128V128-b8-T1-bf16-pool-rate0.7-pdl-realistic"
+  local g4="H16HV64K128V128-b8-T4-bf16-pool-rate0.7-pdl-realistic-inter-nofinal"
+  STEP_TIMEOUT=240 once gpu-tests python3 -m pytest -q -p no:cacheprovider \
+    tests/gpu/test_gdn_gpu.py tests/gpu/test_checkpoint_gpu.py -k "past_2_31 or 64bit or 256 or roundtrip"
+  STEP_TIMEOUT=120 once sanitizer-gdn-t1 python3 -m ssmbench profile "$GDN" --case "$g1" \
+    --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t1"
+  STEP_TIMEOUT=120 once sanitizer-gdn-t4 python3 -m ssmbench profile "$GDN" --case "$g4" \
     --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t4"
-  wait
 }
 
 case $PHASE in
   1) phase1 ;;
-  2) lane0_phase2 & lane1_phase2; wait ;;
+  2) phase2 ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 log "phase $PHASE ended at $SECONDS s"
 pack
