@@ -43,7 +43,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
     return xbc, state, weight, bias, slots, k_prev
 
 
-@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
+@pytest.mark.parametrize("form", ["columns", "flat"])
 @pytest.mark.parametrize(
     "d_conv,has_bias,dtype,T",
     [
@@ -82,7 +82,7 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
     assert torch.equal(st, ref_state), "conv state differs (must be an exact copy of inputs)"
 
 
-@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
+@pytest.mark.parametrize("form", ["columns", "flat"])
 def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     """Any state strides work: a channel-last pool (n_slots, S, conv_dim).transpose(1, 2), and
     the input given as the (batch, conv_dim, T) view."""
@@ -104,7 +104,7 @@ def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     assert torch.equal(st_cl.cpu(), ref_state)
 
 
-@pytest.mark.parametrize("form", ["columns", "rows", "flat"])
+@pytest.mark.parametrize("form", ["columns", "flat"])
 @pytest.mark.parametrize("T,dtype", [(1, torch.bfloat16), (4, torch.bfloat16), (2, torch.float32), (6, torch.bfloat16)])
 def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -> None:
     """Three decode steps chained on one pool (each step's state is the next one's input), with
@@ -132,7 +132,7 @@ def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -
 def test_conv1d_unknown_form() -> None:
     batch, conv_dim, T, d_conv, n_slots = 1, 16, 1, 4, 2
     xbc, state, weight, bias, slots, k_prev = _case(batch, conv_dim, T, d_conv, n_slots, torch.bfloat16)
-    with pytest.raises(ValueError, match="columns, rows, flat"):
+    with pytest.raises(ValueError, match="columns, flat"):
         conv1d_update(xbc.to(DEVICE), state.to(DEVICE), weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE),
                       k_prev.to(DEVICE), T=T, knobs=Conv1dKnobs(form="tiles"))
 

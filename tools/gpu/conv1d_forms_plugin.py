@@ -1,7 +1,7 @@
 """`triton.conv1d.columns`, `.flat`, ...: the conv1d update alone with other knobs than
 the default's, registered as impls so one sweep times the forms side by side, cell by cell (a
 `--plugin` module, like `checkpoint_bw_plugin`): each is one `Conv1dKnobs.form` (``columns``,
-``rows``, ``flat``) at the tile `VARIANTS` names.
+``flat``) at the tile `VARIANTS` names.
 
     PYTHONPATH=$PWD:$PWD/kernels:$PWD/tools/gpu python3 -m ssmbench sweep tools/gpu/conv1d-forms.yaml \\
         --plugin conv1d_forms_plugin
@@ -16,7 +16,6 @@ from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 
 VARIANTS = {
     "triton.conv1d.columns": Conv1dKnobs(block_c=128, num_warps=2, form="columns"),
-    "triton.conv1d.rows": Conv1dKnobs(block_c=128, num_warps=2, form="rows"),
     "triton.conv1d.flat": Conv1dKnobs(block_c=128, num_warps=2, form="flat"),
     "triton.conv1d.flat256": Conv1dKnobs(block_c=256, num_warps=4, form="flat"),
     "triton.conv1d.flat512": Conv1dKnobs(block_c=512, num_warps=4, form="flat"),

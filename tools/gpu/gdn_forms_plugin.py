@@ -56,6 +56,8 @@ CONV_VARIANTS = {
     "triton.gdn.conv-flat": {"form": "flat"},
     "triton.gdn.conv-flat-late": {"form": "flat", "late_trigger": True},
     "triton.gdn.conv-flat512": {"form": "flat", "block_c": 512, "num_warps": 4},
+    "triton.gdn.conv-nowait": {"dependent": False},
+    "triton.gdn.conv-nowait-late": {"dependent": False, "late_trigger": True},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
 

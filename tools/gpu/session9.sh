@@ -11,6 +11,8 @@
 #          alone at the headline shape (T = 1, 4, 6) and at TP1's 10240 channels, then in the GDN
 #          chain beside the default, with the late PDL trigger, and fla.gdn (gdn_forms_plugin.py);
 #          the conv1d CPU tests on the GPU.
+# Phase 1b the new conv1d default (flat from T = 2) in the GDN chain, beside conv1d launched as an
+#          ordinary kernel (`Conv1dKnobs.dependent` False) and fla.gdn.
 # Phase 2  the Triton headline on a bare machine ("cold") then warm, on GPU 0, as `make sweep` runs
 #          it (18's wall-time numbers; start states now drawn on the device); every GDN sweep with
 #          both impls (20's baseline).
@@ -43,6 +45,12 @@ phase1() {
     --impl triton.gdn --impl triton.gdn.conv-flat --impl triton.gdn.conv-flat-late --impl fla.gdn --gpus "$GPUS"
 }
 
+phase1b() {  # the new conv1d default in the GDN chain, and conv1d as an ordinary (not PDL-dependent) launch
+  PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=300 sweep gdn-conv-dependent "$GDN" --plugin gdn_forms_plugin \
+    --filter batch=64,256,512 --filter pool=direct,pool --filter T=1,2,4 --filter sweep=qwen35-gdn,qwen35-gdn-peers \
+    --impl triton.gdn --impl triton.gdn.conv-nowait --impl triton.gdn.conv-nowait-late --impl fla.gdn --gpus "$GPUS"
+}
+
 phase2() {  # 18's wall-time numbers, then 20's baseline
   sweep triton-cold "$HEADLINE" "${TRITON[@]}" --gpus 0
   sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
@@ -70,6 +78,7 @@ phase4() {  # checks on the final kernels
 
 case $PHASE in
   1) phase1 ;;
+  1b) phase1b ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;

@@ -7,8 +7,8 @@ Layouts
   view ``x.view(batch, T, conv_dim).transpose(1, 2)`` needs no copy.
 - ``conv_state``: a pool ``(n_slots, conv_dim, S)`` with ``S = d_conv - 2 + T`` (the reference's
   logical layout), **any strides**. A channel-last pool ``torch.empty(n_slots, S,
-  conv_dim).transpose(1, 2)`` makes every column access coalesced along channels; the default
-  (column-contiguous) pool works as well since one channel's S columns share a sector.
+  conv_dim).transpose(1, 2)`` makes every column access coalesced along channels (the column
+  form); the default row-contiguous pool lets the flat form store a block's rows as one run.
 - output: always a fresh or given contiguous ``(batch*T, conv_dim)`` tensor in the activation
   dtype, so x/B/C (Mamba-2) or q/k/v (GDN) are plain column-slice views of it.
 
@@ -19,8 +19,9 @@ d_conv]``; ``out = act(bias + sum_j w[:, j] * E[t + j])`` in fp32. The new state
 write zero outputs and touch no state.
 
 PDL: `gdc_launch_dependents()` first thing (the consumer only reads our output after its own
-`gdc_wait`), weights/bias/slot/k_prev loaded before `gdc_wait()`, the in_proj output and the
-conv state after it (both may be written by kernels earlier in the stream).
+`gdc_wait`; `Conv1dKnobs.late_trigger` moves it last), weights/bias/slot/k_prev loaded before
+`gdc_wait()`, the in_proj output and the conv state after it (both may be written by kernels
+earlier in the stream; `Conv1dKnobs.dependent` False drops the wait and the launch attribute).
 """
 
 from __future__ import annotations
@@ -50,13 +51,19 @@ class Conv1dKnobs:
     num_warps: int = 2
     num_stages: int = 1
     form: str = "columns"
-    """How the state row of each channel is moved (`CONV1D_FORMS`): ``columns``, a 2-byte load or
-    store per state column and channel (any pool strides; strided stores cost one L2 sector
-    operation per 2-4 bytes); ``rows``, each channel's row as one (block_c, d_conv - 2 + T) tile
-    (16-byte accesses when the row is a whole number of 16-byte vectors); ``flat``, the block's rows
-    as one contiguous run of ``block_c * (d_conv - 2 + T)`` elements, stored with 16-byte vectors
-    whatever the row length (GDN's 6- and 12-byte rows). ``rows`` and ``flat`` need a
-    row-contiguous pool; on any other the kernel falls back to ``columns``."""
+    """How the new state rows are stored (`CONV1D_FORMS`): ``columns``, one 2-byte store per state
+    column and channel (any pool strides; a warp's strided store writes each sector it touches
+    partially); ``flat``, the block's rows as one contiguous run of ``block_c * (d_conv - 2 + T)``
+    elements, 16-byte stores of full sectors whatever the row length. ``flat`` needs a
+    row-contiguous pool; on any other the kernel falls back to ``columns``. (A third form, each
+    row as a (block_c, row) tile, lost to ``flat`` everywhere on the H200 and was removed:
+    docs/perf-notes.md, session 9.)"""
+    dependent: bool = True
+    """With PDL: launched as a dependent of the kernel before it (the launch attribute, and
+    `gdc_wait` before the inputs that kernel writes). False: an ordinary launch that still lets
+    its own dependents launch early. The question measured in session 9: does being a PDL
+    dependent itself cost the chain's head time when nothing runs before it (GDN T = 1: conv1d
+    59.7 us in our chain against 43.4 us in FLA's, whose conv1d runs without PDL)?"""
     late_trigger: bool = False
     """PDL: let the dependent grid launch after this program's stores instead of first thing. Early,
     the consumer's programs take SM slots (and load what they may before their `gdc_wait`) while
@@ -66,52 +73,15 @@ class Conv1dKnobs:
 
 
 def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
-    """128 channels on 2 warps: from a knob sweep of the column form on the H100 (conv_dim 1280,
-    T=6, d_conv 4, batch 1..256: best or within 10% of it at every batch). The row form where a
-    channel's state row is a whole number of 16-byte vectors (the headline's bf16 T=6 rows are 16
-    bytes), so its tile accesses compile to 16-byte loads and stores; an odd row (GDN's T=1 and
-    T=4: 6 and 12 bytes) would make them 2-byte accesses plus the column picks, the form measured
-    1.3-1.7x slower on the H100 (docs/perf-notes.md, "conv1d")."""
-    del conv_dim, batch
-    return Conv1dKnobs(block_c=128, num_warps=2, form="rows" if (d_conv - 2 + T) * elem_bytes % 16 == 0 else "columns")
-
-
-@triton.jit
-def _column(tile, offs_s, col):
-    """Column ``col`` (a per-program scalar) of a (BLOCK_C, S_PAD) register tile, in fp32: the
-    window starts at a data-dependent column, so it is picked out of the row already loaded."""
-    return tl.sum(tl.where(offs_s[None, :] == col, tile.to(tl.float32), 0.0), axis=1)
-
-
-@triton.jit
-def _rows_update(x_row, s_base, off, offs_c, mask_s, stride_x_t,
-                 T: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr):
-    """The row-tile form's state update (row-contiguous pool): load each channel's whole state row
-    once (one 16-byte access per channel when the row is 16 bytes), write the new row ``E[1 : 1 +
-    S]`` = ``state[off + 1 : off + D_CONV - 1] ++ x`` as one tile, and return the window columns
-    ``off .. off + D_CONV - 2`` (oldest first, fp32) for the outputs. The new row's old part is a
-    bit copy (a shifted load of the row just read, served by L1), never arithmetic."""
-    S: tl.constexpr = D_CONV - 2 + T
-    offs_s = tl.arange(0, S_PAD)
-    tile = s_base + offs_c.to(tl.int64)[:, None] * S + offs_s[None, :]
-    in_row = mask_s[:, None] & (offs_s[None, :] < S)
-    old = tl.load(tile, mask=in_row, other=0.0)
-    kept = tl.load(tile + off + 1, mask=in_row & (offs_s[None, :] < D_CONV - 2), other=0.0)
-    x_cols = tl.load(x_row[:, None] + (offs_s[None, :] - (D_CONV - 2)) * stride_x_t,
-                     mask=in_row & (offs_s[None, :] >= D_CONV - 2), other=0.0)
-    new = tl.where(offs_s[None, :] < D_CONV - 2, kept, x_cols.to(s_base.dtype.element_ty))
-    # Every thread's loads of the row before any thread's store into it (the layouts Triton picks
-    # for the loads and the store may split a row over threads differently).
-    tl.debug_barrier()
-    tl.store(tile, new, mask=in_row)
-    h2 = _column(old, offs_s, off + D_CONV - 2)
-    h1 = h2
-    h0 = h2
-    if D_CONV >= 3:
-        h1 = _column(old, offs_s, off + D_CONV - 3)
-    if D_CONV >= 4:
-        h0 = _column(old, offs_s, off + D_CONV - 4)
-    return h0, h1, h2
+    """128 channels on 2 warps (a knob sweep of the column form on the H100, conv_dim 1280, T=6:
+    best or within 10% of it at every batch; on the H200 512 on 4 warps was 4% faster at 10240
+    channels and 36% slower at 1280). The flat form from 4 state columns up (T >= 2 at d_conv 4):
+    the H200's conv1d alone at b1024, T = 6 / 4 (16- and 12-byte bf16 rows), 20.8 / 19.7 us against
+    25.2 (the old row-tile form) / 33.5 (columns). At 3 columns (T = 1) the columns' three stores are
+    already few: flat was equal at 1280 channels and 10% slower at 10240 (docs/perf-notes.md,
+    session 9)."""
+    del conv_dim, batch, elem_bytes
+    return Conv1dKnobs(block_c=128, num_warps=2, form="flat" if d_conv - 2 + T >= 4 else "columns")
 
 
 @triton.jit
@@ -166,15 +136,15 @@ def conv1d_update_kernel(
     SILU: tl.constexpr,
     BLOCK_C: tl.constexpr,
     PDL: tl.constexpr,
-    FORM: tl.constexpr,
-    S_PAD: tl.constexpr,
+    FLAT: tl.constexpr,
     F_PAD: tl.constexpr,
     EVEN_C: tl.constexpr,
     LATE_TRIGGER: tl.constexpr = False,
+    WAIT: tl.constexpr = True,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row.
-    ``FORM``: 0 columns, 1 rows, 2 flat (`Conv1dKnobs.form`; 1 and 2 only on a row-contiguous pool,
-    ``stride_s_c == S`` and ``stride_s_k == 1``)."""
+    ``FLAT``: `Conv1dKnobs.form` ``flat`` (only on a row-contiguous pool, ``stride_s_c == S`` and
+    ``stride_s_k == 1``), else ``columns``."""
     pdl_launch_dependents(PDL and not LATE_TRIGGER)
     pid_c = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
@@ -200,37 +170,34 @@ def conv1d_update_kernel(
     else:
         bias = w0 * 0.0
 
-    pdl_wait(PDL)
+    pdl_wait(PDL and WAIT)
 
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
     x_base = x_ptr + pid_b * stride_x_b
     x_row = x_base + offs_c.to(tl.int64) * stride_x_c
     s_base = state_ptr + slot * stride_s_slot
     s_row = s_base + offs_c.to(tl.int64) * stride_s_c
-    if FORM == 1:
-        h0, h1, h2 = _rows_update(x_row, s_base, off, offs_c, mask_s, stride_x_t, T, D_CONV, S_PAD)
+    # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
+    h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
+    h1 = h2
+    h0 = h2
+    if D_CONV >= 3:
+        h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
+    if D_CONV >= 4:
+        h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
+    if FLAT:
+        c0 = pid_c * BLOCK_C
+        # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
+        real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
+        _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
+                     T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
     else:
-        # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
-        h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
-        h1 = h2
-        h0 = h2
-        if D_CONV >= 3:
-            h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
-        if D_CONV >= 4:
-            h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
-        if FORM == 2:
-            c0 = pid_c * BLOCK_C
-            # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
-            real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
-            _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
-                         T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
-        else:
-            # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
-            if D_CONV == 3:
-                tl.store(s_row, h2, mask=mask_s)
-            if D_CONV == 4:
-                tl.store(s_row, h1, mask=mask_s)
-                tl.store(s_row + stride_s_k, h2, mask=mask_s)
+        # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
+        if D_CONV == 3:
+            tl.store(s_row, h2, mask=mask_s)
+        if D_CONV == 4:
+            tl.store(s_row, h1, mask=mask_s)
+            tl.store(s_row + stride_s_k, h2, mask=mask_s)
 
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
@@ -238,7 +205,7 @@ def conv1d_update_kernel(
     out_row = out_ptr + (pid_b * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
-        if FORM == 0:
+        if not FLAT:
             tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
         if D_CONV == 2:
@@ -257,8 +224,8 @@ def conv1d_update_kernel(
     pdl_launch_dependents(PDL and LATE_TRIGGER)
 
 
-CONV1D_FORMS: tuple[str, ...] = ("columns", "rows", "flat")
-"""`Conv1dKnobs.form`'s values, in the kernel's ``FORM`` numbering."""
+CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
+"""`Conv1dKnobs.form`'s values."""
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -344,7 +311,6 @@ def conv1d_update(
         raise ValueError(f"Conv1dKnobs.form {knobs.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
     width = d_conv - 2 + T
     row_contiguous = conv_state.stride(2) == 1 and conv_state.stride(1) == width
-    form = CONV1D_FORMS.index(knobs.form) if row_contiguous else 0
     use_pdl = pdl_enabled(pdl, xbc.device)
     grid = (triton.cdiv(conv_dim, knobs.block_c), batch)
     conv1d_update_kernel[grid](
@@ -371,11 +337,11 @@ def conv1d_update(
         SILU=activation == "silu",
         BLOCK_C=knobs.block_c,
         PDL=use_pdl,
-        FORM=form,
-        S_PAD=triton.next_power_of_2(width),
+        FLAT=knobs.form == "flat" and row_contiguous,
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
         LATE_TRIGGER=knobs.late_trigger,
-        **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
+        WAIT=knobs.dependent,
+        **launch_options(use_pdl and knobs.dependent, knobs.num_warps, knobs.num_stages),
     )
     return out
