@@ -129,12 +129,14 @@ def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -
         assert torch.equal(st.cpu(), ref_state), f"conv state differs after step {step}"
 
 
-def test_conv1d_unknown_form() -> None:
+def test_conv1d_unknown_knob_values() -> None:
     batch, conv_dim, T, d_conv, n_slots = 1, 16, 1, 4, 2
     xbc, state, weight, bias, slots, k_prev = _case(batch, conv_dim, T, d_conv, n_slots, torch.bfloat16)
+    args = (xbc.to(DEVICE), state.to(DEVICE), weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE))
     with pytest.raises(ValueError, match="columns, flat"):
-        conv1d_update(xbc.to(DEVICE), state.to(DEVICE), weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE),
-                      k_prev.to(DEVICE), T=T, knobs=Conv1dKnobs(form="tiles"))
+        conv1d_update(*args, T=T, knobs=Conv1dKnobs(form="tiles"))
+    with pytest.raises(ValueError, match="first, last, none"):
+        conv1d_update(*args, T=T, knobs=Conv1dKnobs(trigger="early"))
 
 
 def test_conv1d_all_padding_and_validation() -> None:

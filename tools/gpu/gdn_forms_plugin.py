@@ -51,13 +51,12 @@ class _ConvFormGDN(TritonGDN):
 
 
 CONV_VARIANTS = {
-    "triton.gdn.late-trigger": {"late_trigger": True},
     "triton.gdn.conv-columns": {"form": "columns"},
     "triton.gdn.conv-flat": {"form": "flat"},
-    "triton.gdn.conv-flat-late": {"form": "flat", "late_trigger": True},
-    "triton.gdn.conv-flat512": {"form": "flat", "block_c": 512, "num_warps": 4},
+    "triton.gdn.conv-late": {"trigger": "last"},
+    "triton.gdn.conv-notrigger": {"trigger": "none"},
     "triton.gdn.conv-nowait": {"dependent": False},
-    "triton.gdn.conv-nowait-late": {"dependent": False, "late_trigger": True},
+    "triton.gdn.conv-nowait-notrigger": {"dependent": False, "trigger": "none"},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
 

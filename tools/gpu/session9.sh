@@ -13,6 +13,7 @@
 #          the conv1d CPU tests on the GPU.
 # Phase 1b the new conv1d default (flat from T = 2) in the GDN chain, beside conv1d launched as an
 #          ordinary kernel (`Conv1dKnobs.dependent` False) and fla.gdn.
+# Phase 1c conv1d's PDL trigger (first, last, none) and PDL on/off in the GDN chain (tools/gpu/gdn-pdl.yaml).
 # Phase 2  the Triton headline on a bare machine ("cold") then warm, on GPU 0, as `make sweep` runs
 #          it (18's wall-time numbers; start states now drawn on the device); every GDN sweep with
 #          both impls (20's baseline).
@@ -51,6 +52,10 @@ phase1b() {  # the new conv1d default in the GDN chain, and conv1d as an ordinar
     --impl triton.gdn --impl triton.gdn.conv-nowait --impl triton.gdn.conv-nowait-late --impl fla.gdn --gpus "$GPUS"
 }
 
+phase1c() {  # conv1d's trigger and PDL in the GDN chain
+  PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=300 sweep gdn-pdl tools/gpu/gdn-pdl.yaml --plugin gdn_forms_plugin --gpus "$GPUS"
+}
+
 phase2() {  # 18's wall-time numbers, then 20's baseline
   sweep triton-cold "$HEADLINE" "${TRITON[@]}" --gpus 0
   sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
@@ -79,6 +84,7 @@ phase4() {  # checks on the final kernels
 case $PHASE in
   1) phase1 ;;
   1b) phase1b ;;
+  1c) phase1c ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;

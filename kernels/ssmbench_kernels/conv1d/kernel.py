@@ -19,7 +19,7 @@ d_conv]``; ``out = act(bias + sum_j w[:, j] * E[t + j])`` in fp32. The new state
 write zero outputs and touch no state.
 
 PDL: `gdc_launch_dependents()` first thing (the consumer only reads our output after its own
-`gdc_wait`; `Conv1dKnobs.late_trigger` moves it last), weights/bias/slot/k_prev loaded before
+`gdc_wait`; `Conv1dKnobs.trigger` moves it last or drops it), weights/bias/slot/k_prev loaded before
 `gdc_wait()`, the in_proj output and the conv state after it (both may be written by kernels
 earlier in the stream; `Conv1dKnobs.dependent` False drops the wait and the launch attribute).
 """
@@ -64,12 +64,12 @@ class Conv1dKnobs:
     its own dependents launch early. The question measured in session 9: does being a PDL
     dependent itself cost the chain's head time when nothing runs before it (GDN T = 1: conv1d
     59.7 us in our chain against 43.4 us in FLA's, whose conv1d runs without PDL)?"""
-    late_trigger: bool = False
-    """PDL: let the dependent grid launch after this program's stores instead of first thing. Early,
-    the consumer's programs take SM slots (and load what they may before their `gdc_wait`) while
-    conv1d still runs: in the GDN chain at T = 1 b512 conv1d took 59.7 us under PDL against 43.4 us
-    without (docs/gdn.md, session 8). No default picks it yet: measured next beside the early
-    trigger (`tools/gpu/gdn_forms_plugin.py`)."""
+    trigger: str = "first"
+    """With PDL, where each program lets the dependent grid launch (`CONV1D_TRIGGERS`): ``first``
+    thing, ``last`` (after its stores), or ``none`` (the dependent launches as the programs exit).
+    Measured in the GDN chain (session 9): the trigger moves no overlap when conv1d runs in many
+    waves (the dependents launch only once the last wave has started), yet conv1d took 59.7 us
+    under PDL at T = 1 b512 against 43.4 us in FLA's chain, with either placement."""
 
 
 def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
@@ -139,13 +139,13 @@ def conv1d_update_kernel(
     FLAT: tl.constexpr,
     F_PAD: tl.constexpr,
     EVEN_C: tl.constexpr,
-    LATE_TRIGGER: tl.constexpr = False,
+    TRIGGER: tl.constexpr = 0,
     WAIT: tl.constexpr = True,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row.
     ``FLAT``: `Conv1dKnobs.form` ``flat`` (only on a row-contiguous pool, ``stride_s_c == S`` and
     ``stride_s_k == 1``), else ``columns``."""
-    pdl_launch_dependents(PDL and not LATE_TRIGGER)
+    pdl_launch_dependents(PDL and TRIGGER == 0)
     pid_c = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -221,11 +221,13 @@ def conv1d_update_kernel(
         f0 = f1
         f1 = f2
         f2 = xf
-    pdl_launch_dependents(PDL and LATE_TRIGGER)
+    pdl_launch_dependents(PDL and TRIGGER == 1)
 
 
 CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
 """`Conv1dKnobs.form`'s values."""
+CONV1D_TRIGGERS: tuple[str, ...] = ("first", "last", "none")
+"""`Conv1dKnobs.trigger`'s values, in the kernel's ``TRIGGER`` numbering."""
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -309,6 +311,8 @@ def conv1d_update(
     knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv, conv_state.element_size())
     if knobs.form not in CONV1D_FORMS:
         raise ValueError(f"Conv1dKnobs.form {knobs.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
+    if knobs.trigger not in CONV1D_TRIGGERS:
+        raise ValueError(f"Conv1dKnobs.trigger {knobs.trigger!r} unsupported ({', '.join(CONV1D_TRIGGERS)})")
     width = d_conv - 2 + T
     row_contiguous = conv_state.stride(2) == 1 and conv_state.stride(1) == width
     use_pdl = pdl_enabled(pdl, xbc.device)
@@ -340,7 +344,7 @@ def conv1d_update(
         FLAT=knobs.form == "flat" and row_contiguous,
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
-        LATE_TRIGGER=knobs.late_trigger,
+        TRIGGER=CONV1D_TRIGGERS.index(knobs.trigger),
         WAIT=knobs.dependent,
         **launch_options(use_pdl and knobs.dependent, knobs.num_warps, knobs.num_stages),
     )
