@@ -8,6 +8,7 @@ poisoned with NaN so an element the kernels fail to write fails verification.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode
 from ssmbench_kernels.gdn.kernel import KERNEL_NAMES as GDN_KERNELS
 from ssmbench_kernels.storage.reference import StoredState, dequantize
@@ -70,11 +71,15 @@ class TritonGDN(Impl):
                                                      case.shape.head_k_dim, case.batch, case.T, case.state_dtype,
                                                      case.rounding))
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs | None:
-        """The conv1d head's knobs (None: `conv1d_update`'s default rule); a variant may override
-        it, as `TritonConv1d.conv_knobs` (tools/gpu/gdn_forms_plugin.py)."""
-        del case, elem_bytes
-        return None
+    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
+        """The conv1d head's knobs: `conv1d_update`'s default rule, without the PDL trigger. In this
+        chain conv1d runs in many waves (96 programs a row), so an early trigger moves no overlap
+        (the decode grid may launch only once the last wave has started), and the H200 measured it
+        costing conv1d 16 us at T = 1 b512 (59.7 -> 43.5 us without it, first or last placement alike;
+        docs/gdn.md, session 9). A variant may override it (tools/gpu/gdn_forms_plugin.py)."""
+        s = case.shape
+        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
+        return dataclasses.replace(default, trigger="none")
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:

@@ -16,7 +16,7 @@ from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, default_conv1d_knobs
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 from ssmbench_kernels.gdn.kernel import GDNKnobs
 
 VARIANTS = {
@@ -45,18 +45,15 @@ class _ConvFormGDN(TritonGDN):
         self.changes = changes
 
     def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        s = case.shape
-        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
-        return dataclasses.replace(default, **self.changes)
+        return dataclasses.replace(super().conv_knobs(case, elem_bytes), **self.changes)
 
 
 CONV_VARIANTS = {
     "triton.gdn.conv-columns": {"form": "columns"},
     "triton.gdn.conv-flat": {"form": "flat"},
+    "triton.gdn.conv-first": {"trigger": "first"},
     "triton.gdn.conv-late": {"trigger": "last"},
-    "triton.gdn.conv-notrigger": {"trigger": "none"},
     "triton.gdn.conv-nowait": {"dependent": False},
-    "triton.gdn.conv-nowait-notrigger": {"dependent": False, "trigger": "none"},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
 
