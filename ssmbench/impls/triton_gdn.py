@@ -58,6 +58,11 @@ GDN_SPACE = KnobSpace(
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
 
 
+ONE_WAVE_PROGRAMS = 4096
+"""conv1d programs (of 2 warps) one wave holds: 32 an SM on 128 SMs (the H100 and H200 have 132).
+Qwen3.5's conv1d has 96 a row: one wave up to batch 42."""
+
+
 class TritonGDN(Impl):
     """docs/spec.md §9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
     per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16
@@ -72,14 +77,17 @@ class TritonGDN(Impl):
                                                      case.rounding))
 
     def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        """The conv1d head's knobs: `conv1d_update`'s default rule, without the PDL trigger. In this
-        chain conv1d runs in many waves (96 programs a row), so an early trigger moves no overlap
-        (the decode grid may launch only once the last wave has started), and the H200 measured it
-        costing conv1d 16 us at T = 1 b512 (59.7 -> 43.5 us without it, first or last placement alike;
-        docs/gdn.md, session 9). A variant may override it (tools/gpu/gdn_forms_plugin.py)."""
+        """The conv1d head's knobs: `conv1d_update`'s default rule, with the PDL trigger only when
+        conv1d runs in one wave (`ONE_WAVE_PROGRAMS`). Then the early trigger lets the decode grid
+        start and load its state during conv1d (H200, b1 T=1: 5.8 us chain against 7.1 without).
+        In more waves it moves no overlap (the decode grid may launch only once the last wave has
+        started) and cost conv1d 16 us at T=1 b512 (59.7 -> 43.5 us without it, first or last
+        placement alike; docs/gdn.md, session 9). A variant may override it
+        (tools/gpu/gdn_forms_plugin.py)."""
         s = case.shape
         default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
-        return dataclasses.replace(default, trigger="none")
+        programs = -(-s.conv_dim // default.block_c) * case.batch
+        return dataclasses.replace(default, trigger="first" if programs <= ONE_WAVE_PROGRAMS else "none")
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:

@@ -16,10 +16,11 @@
 # Phase 1c conv1d's PDL trigger (first, last, none) and PDL on/off in the GDN chain (tools/gpu/gdn-pdl.yaml).
 # Phase 2  the Triton headline on a bare machine ("cold") then warm, on GPU 0, as `make sweep` runs
 #          it (18's wall-time numbers; start states now drawn on the device); every GDN sweep with
-#          both impls (20's baseline).
-# Phase 3  the headline with all four impls (19's baseline), gates against the stored baselines.
-# Phase 4  the GPU checks not reached in session 8; compute-sanitizer on the GDN chains (conv1d's
-#          new default form).
+#          both impls.
+# Phase 3  every GDN sweep with both impls on the final conv1d rule (20's baseline), compute-sanitizer
+#          on the GDN chains, the GDN checks past 2**31 and the conv1d tests on the GPU; then the
+#          headline's FlashInfer impls (their half of the re-stored headline baseline: phase 2's warm
+#          run holds the Triton half, on the new workload draws).
 set -u
 PHASE=${PHASE:?PHASE=1, 2 or 3}
 R=${RESULTS_DIR:-$PWD/results/s9}
@@ -64,21 +65,18 @@ phase2() {  # 18's wall-time numbers, then 20's baseline
   gate gdn-all-vs-stored "$R/gdn-all.json" baselines/nvidia-h200/qwen35-gdn.json
 }
 
-phase3() {  # 19's baseline: the headline with all four impls
-  sweep headline "$HEADLINE" --gpus "$GPUS"
-  gate headline-vs-cold "$R/headline.json" "$R/triton-cold.json"
-  gate headline-vs-stored "$R/headline.json" baselines/nvidia-h200/nemotron3-super-tp8.json
-}
-
-phase4() {  # checks on the final kernels
+phase3() {  # 20's final run and checks, then the FlashInfer half of 19's headline baseline
   local g1="H16HV64K128V128-b8-T1-bf16-pool-rate0.7-pdl-realistic"
   local g4="H16HV64K128V128-b8-T4-bf16-pool-rate0.7-pdl-realistic-inter-nofinal"
-  STEP_TIMEOUT=240 once gpu-tests python3 -m pytest -q -p no:cacheprovider \
-    tests/gpu/test_gdn_gpu.py tests/gpu/test_checkpoint_gpu.py -k "past_2_31 or 64bit or 256 or roundtrip"
-  STEP_TIMEOUT=120 once sanitizer-gdn-t1 python3 -m ssmbench profile "$GDN" --case "$g1" \
+  sweep gdn-final "$GDN" --impl triton.gdn --impl fla.gdn --gpus "$GPUS"
+  gate gdn-final-vs-stored "$R/gdn-final.json" baselines/nvidia-h200/qwen35-gdn.json
+  STEP_TIMEOUT=100 once sanitizer-gdn-t1 python3 -m ssmbench profile "$GDN" --case "$g1" \
     --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t1"
-  STEP_TIMEOUT=120 once sanitizer-gdn-t4 python3 -m ssmbench profile "$GDN" --case "$g4" \
+  STEP_TIMEOUT=100 once sanitizer-gdn-t4 python3 -m ssmbench profile "$GDN" --case "$g4" \
     --impl triton.gdn --tool sanitizer -o "$R/sanitizer-gdn-t4"
+  STEP_TIMEOUT=150 once gpu-tests python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gdn_gpu.py \
+    tests/test_triton_conv1d.py -k "past_2_31 or conv1d"
+  sweep headline-flashinfer "$HEADLINE" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus "$GPUS"
 }
 
 case $PHASE in
@@ -87,7 +85,6 @@ case $PHASE in
   1c) phase1c ;;
   2) phase2 ;;
   3) phase3 ;;
-  4) phase4 ;;
 esac
 log "phase $PHASE ended at $SECONDS s"
 pack
