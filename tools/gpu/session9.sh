@@ -21,6 +21,8 @@
 #          on the GDN chains, the GDN checks past 2**31 and the conv1d tests on the GPU; then the
 #          headline's FlashInfer impls (their half of the re-stored headline baseline: phase 2's warm
 #          run holds the Triton half, on the new workload draws).
+# Phase 4  tools/gpu/profile_sweep.py on a warm cache (the headline at b64/b1024), and the
+#          checkpoint GPU checks session 8 did not reach.
 set -u
 PHASE=${PHASE:?PHASE=1, 2 or 3}
 R=${RESULTS_DIR:-$PWD/results/s9}
@@ -79,12 +81,20 @@ phase3() {  # 20's final run and checks, then the FlashInfer half of 19's headli
   sweep headline-flashinfer "$HEADLINE" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus "$GPUS"
 }
 
+phase4() {  # where the warm headline's time goes outside its pairs (18); the checkpoint checks session 8 did not reach (19)
+  sweep prof-warmup "$HEADLINE" "${TRITON[@]}" --filter batch=64,1024 --gpus 0
+  STEP_TIMEOUT=150 once profile-warm python3 tools/gpu/profile_sweep.py "$HEADLINE" "${TRITON[@]}" --filter batch=64,1024
+  STEP_TIMEOUT=120 once ckpt-checks python3 -m pytest -q -p no:cacheprovider tests/gpu/test_checkpoint_gpu.py \
+    -k "256 or 64bit or roundtrip"
+}
+
 case $PHASE in
   1) phase1 ;;
   1b) phase1b ;;
   1c) phase1c ;;
   2) phase2 ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 log "phase $PHASE ended at $SECONDS s"
 pack
