@@ -218,3 +218,17 @@ def test_verify_summary() -> None:
                               Comparison("state[fp8]", float("inf"), 0.14)])
     assert summary["worst_ratio"] == float("inf") and summary["max_error"] == float("inf")
     assert [c["ok"] for c in summary["comparisons"]] == [True, True, False]
+
+
+def test_cleanup_collects_per_case_not_per_pair(monkeypatch) -> None:
+    """A full garbage collection costs ~0.1 s in a worker: after a pair it runs only when device
+    memory is held (never on the CPU), after a case always."""
+    import ssmbench.measure.runner as runner
+
+    calls: list[int] = []
+    monkeypatch.setattr(runner.gc, "collect", lambda *a: calls.append(1) or 0)
+    session = runner.Session(runner.WorkerConfig(device="cpu"))
+    session._cleanup(pair=True)
+    assert calls == []
+    session._cleanup()
+    assert calls == [1]

@@ -55,6 +55,10 @@ UNKNOWN_L2_FLUSH_BYTES = 512 << 20
 """Flush size for a device that reports no L2 size: several times any L2 shipped so far."""
 """Force a timer: ``cupti`` or ``cuda-event`` (default: CUPTI when it works, else events)."""
 
+LEFTOVER_FRACTION = 0.25
+"""`Session._cleanup` after a pair: the share of device memory still allocated above which it
+collects garbage before the next pair."""
+
 FATAL_MARKERS = (
     "illegal memory access", "unspecified launch failure", "device-side assert", "misaligned address",
     "illegal instruction", "uncorrectable ecc", "launch timed out", "cuda error",
@@ -252,12 +256,25 @@ class Session:
             emit(("result", record.to_dict()))
             if kind == "fatal":
                 return False
-            self._cleanup()
+            self._cleanup(pair=True)
         del workload
         self._cleanup()
         return True
 
-    def _cleanup(self) -> None:
+    def _cleanup(self, *, pair: bool = False) -> None:
+        """Free what a whole case left (the workload included): a full garbage collection (device
+        buffers kept alive by reference cycles) and the allocator's cache. After one pair of a case
+        only when the device still holds more than `LEFTOVER_FRACTION` of its memory: a full
+        collection costs ~0.1 s in a worker (H200 profile of a warm headline sweep: 50 calls, 4.7 s
+        of 30 s; docs/perf-notes.md, session 9), buffers freed by reference counting return at once
+        anyway, and the caching allocator frees its cache itself before it would fail an
+        allocation."""
+        if pair:
+            if self.device.type != "cuda":
+                return
+            total = self.torch.cuda.get_device_properties(self.device).total_memory
+            if self.torch.cuda.memory_allocated(self.device) <= LEFTOVER_FRACTION * total:
+                return
         gc.collect()
         if self.device.type == "cuda":
             self.torch.cuda.empty_cache()
