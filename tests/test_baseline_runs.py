@@ -125,3 +125,19 @@ def test_runs_of_another_sweep_or_gpu_are_refused(h100: LogContents, tmp_path: P
     with pytest.raises(UsageError, match="interrupted"):
         save_baseline(first, tmp_path / "base", more=[save(interrupted, tmp_path / "c.json")])
     assert not (tmp_path / "base").exists()
+
+
+def test_runs_of_other_workload_draws_are_refused(h100: LogContents, tmp_path: Path) -> None:  # noqa: F811
+    """A MORE run that timed other draws of a case (another workload digest) would put another
+    workload's median into the band: refused, nothing stored. Without digests (older files) the
+    runs are taken as before."""
+    stamped = copy.deepcopy(h100)
+    for r in stamped.records.values():
+        r.workload = "aaaaaaaaaaaa"
+    first = save(stamped, tmp_path / "a.json")
+    redrawn = copy.deepcopy(stamped)
+    next(r for r in redrawn.records.values() if r.status == "ok").workload = "bbbbbbbbbbbb"
+    with pytest.raises(UsageError, match="other workload draws"):
+        save_baseline(first, tmp_path / "base", more=[save(redrawn, tmp_path / "b.json")])
+    assert not (tmp_path / "base").exists()
+    save_baseline(first, tmp_path / "base", more=[save(h100, tmp_path / "c.json")])  # no digests there

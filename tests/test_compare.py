@@ -202,6 +202,30 @@ def test_failed_new_missing_and_exit_precedence():
     assert exit_code([]) == EXIT_FAILED  # nothing compared: unusable input
 
 
+def test_redrawn_workload_is_not_compared_and_exits_2():
+    """Two records of one case whose workload digests differ timed different work (a change to how
+    workloads are drawn): REDRAWN, exit 2 until the baseline is re-stored, never a SLOWER or a
+    SAME; a record without a digest (written before digests) is compared as before."""
+    base = _synthetic(100, 10.0, 0.01, 4)
+
+    def rec(case_id: str, samples: list[float], digest: str | None) -> CaseRecord:
+        r = _record(case_id, samples)
+        r.workload = digest
+        return r
+
+    old = _results([rec("a", base, "aaaaaaaaaaaa"), rec("b", base, "bbbbbbbbbbbb"), rec("c", base, None)])
+    new = _results([rec("a", [x * 1.2 for x in base], "aaaaaaaaaaaa"), rec("b", base, "000000000000"),
+                    rec("c", base, "cccccccccccc")])
+    comparison = compare_results(new, old)
+    assert {r.id: r.verdict for r in comparison.rows} == {"a": "SLOWER", "b": "REDRAWN", "c": "SAME"}
+    assert "re-store the baseline" in next(r.note for r in comparison.rows if r.id == "b")
+    assert comparison.exit_code == EXIT_FAILED  # not 1: exit 1 means SLOWER and nothing else
+    only_redrawn = compare_results(_results([rec("b", base, "000000000000")]),
+                                   _results([rec("b", base, "bbbbbbbbbbbb")]))
+    assert only_redrawn.exit_code == EXIT_FAILED
+    assert "failure" in to_junit(only_redrawn)
+
+
 def test_only_ambiguous_exits_3_and_new_missing_do_not_fail():
     old_s = _synthetic(30, 10.0, 0.05, 2)
     new_s = _synthetic(30, 10.3, 0.05, 3)  # ~3% slower, noisy: the interval straddles the band edge

@@ -3,6 +3,7 @@ restore + L2 before each sample, records per impl, and how errors are classified
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,23 @@ def test_headline_spec_builds_production_workloads() -> None:
     again = make_workload(case, "cpu")  # seeded by (seed, case id): reproducible
     assert torch.equal(again.xbc, wl.xbc) and torch.equal(again.pnat, wl.pnat)
     assert [t.data_ptr() for t in in_proj_outputs(wl)] == [wl.xbc.data_ptr(), wl.dt_raw.data_ptr()]
+
+
+def test_work_digest_keys_the_work_not_the_values() -> None:
+    """Same case, same digest (drawn twice); another seed or batch, another digest; a float buffer
+    changed does not move it (the values are drawn where they live), an index does."""
+    sweep = load_sweep_file(SWEEPS / "nemotron3-super-tp8.yaml").sweeps[0]
+    cases = [c for c in expand(sweep).cases if c.state_dtype == "fp32" and c.window == 16]
+    one, two = (next(c for c in cases if c.batch == b) for b in (2, 4))
+    wl = make_workload(one, "cpu")
+    digest = wl.work_digest()
+    assert len(digest) == 12 and digest == make_workload(one, "cpu").work_digest()
+    assert make_workload(two, "cpu").work_digest() != digest
+    assert make_workload(dataclasses.replace(one, seed=one.seed + 1), "cpu").work_digest() != digest
+    wl.start_state.add_(1.0)
+    assert wl.work_digest() == digest
+    wl.pnat[0] += 1
+    assert wl.work_digest() != digest
 
 
 def test_gdn_spec_builds_workloads() -> None:
@@ -153,6 +171,7 @@ def test_ok_record_carries_samples_stats_and_verification(session) -> None:
     assert rec["verify"]["worst_ratio"] < 1 and {c["name"] for c in rec["verify"]["comparisons"]} >= {"y"}
     assert rec["bytes"] is None and rec["sol_pct"] is None  # the references declare no byte model
     assert rec["seconds"] > 0
+    assert rec["workload"] == make_workload(smoke_case("b3-T4-fp32-pool-w4"), "cpu").work_digest()
 
 
 def test_restore_runs_before_every_sample_and_bytes_give_sol(session) -> None:

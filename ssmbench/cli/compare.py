@@ -40,8 +40,8 @@ from ssmbench.output.compare import (
 )
 from ssmbench.output.results import LogContents, load_results
 
-VERDICT_STYLE = {"FAILED": "bold red", "SLOWER": "red", "AMBIGUOUS": "yellow", "MISSING": "magenta",
-                 "NEW": "cyan", "SAME": "", "FASTER": "green"}
+VERDICT_STYLE = {"FAILED": "bold red", "REDRAWN": "bold red", "SLOWER": "red", "AMBIGUOUS": "yellow",
+                 "MISSING": "magenta", "NEW": "cyan", "SAME": "", "FASTER": "green"}
 DEFAULT_RERUN_ROUNDS = 3
 RootOption = Annotated[Path | None, typer.Option(
     "--dir", help="Baselines directory (default: the checkout's baselines/, else the copies shipped with ssmbench).")]
@@ -203,9 +203,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Gate NEW against BASELINE from the raw samples, per (case, impl).
 
-        Verdicts SLOWER, FASTER, SAME, AMBIGUOUS, NEW, MISSING, FAILED (docs/gate.md). Exit 0 ok,
-        1 SLOWER (only), 2 FAILED, bad or unusable input (nothing shared, an ok record without
-        samples), or MISSING with --fail-on-missing, 3 only AMBIGUOUS left.
+        Verdicts SLOWER, FASTER, SAME, AMBIGUOUS, NEW, MISSING, FAILED, REDRAWN (docs/gate.md). Exit
+        0 ok, 1 SLOWER (only), 2 FAILED, REDRAWN (the baseline timed other draws of a case), bad or
+        unusable input (nothing shared, an ok record without samples), or MISSING with
+        --fail-on-missing, 3 only AMBIGUOUS left.
         """
         if threshold is not None and not (0 < threshold < 100):  # also NaN
             raise UsageError(f"--threshold {threshold}: allowed 0 < PCT < 100")

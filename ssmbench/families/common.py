@@ -132,6 +132,18 @@ class Workload:
     def batch(self) -> int:
         return self.case.batch
 
+    def work_digest(self) -> str:
+        """12 hex digits over what sets the work of this step: every integer tensor field (slots,
+        accepted lengths, pnat, tree parents: drawn on the CPU generator, so identical on every
+        machine) and ``n_slots``. Recorded with each result; `compare` refuses to compare two
+        records of one case whose digests differ (the workload was redrawn: docs/gate.md)."""
+        digest = hashlib.sha256(f"n_slots={self.n_slots}".encode())
+        for name, value in sorted(vars(self).items()):
+            if isinstance(value, torch.Tensor) and not value.is_floating_point():
+                digest.update(f";{name}:{tuple(value.shape)}:".encode())
+                digest.update(value.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:12]
+
 
 # ---------------------------------------------------------------------------------------------
 # Stored-state pools

@@ -231,6 +231,7 @@ class Session:
         try:
             workload = make_workload(task.case, self.device)
             self.sync()
+            digest = workload.work_digest()
         except Exception as exc:  # noqa: BLE001
             kind = classify_error(exc)
             message = f"workload: {describe_exception(exc)}"
@@ -251,6 +252,7 @@ class Session:
                 if kind == "oom":
                     record.message = f"out of memory: {record.message}"
             record.seconds = time.perf_counter() - start
+            record.workload = digest
             if self.compiles is not None and (compiled := self.compiles.take()):
                 record.notes = [*(record.notes or []), describe_compiles(compiled)]
             emit(("result", record.to_dict()))

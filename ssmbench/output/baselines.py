@@ -96,7 +96,8 @@ def _storable(path: Path, force: bool) -> LogContents:
 def add_run_medians(results: LogContents, path: Path, more: Sequence[Path], force: bool) -> None:
     """Give every ok pair of ``results`` its median in each run (its own first, then each of
     ``more`` where the pair was measured ok there): the states `compare` lays its band around.
-    The runs must be of the same sweep on the same GPU model; ``env.baseline_runs`` lists them
+    The runs must be of the same sweep on the same GPU model and time the same work (equal
+    workload digests where both records carry one); ``env.baseline_runs`` lists them
     (`run_provenance`)."""
     gpu, sweep = results_gpu(results, path), results_sweep(results, path)
     others = []
@@ -114,6 +115,10 @@ def add_run_medians(results: LogContents, path: Path, more: Sequence[Path], forc
         for other in others:
             twin = other.records.get(key)
             if twin is not None and twin.status == "ok" and usable_samples(twin.samples_us):
+                if record.workload and twin.workload and twin.workload != record.workload:
+                    raise UsageError(f"{more[others.index(other)]}: {record.impl} {record.id} was measured on other "
+                                     f"workload draws (digest {twin.workload}, {path}: {record.workload}): every run "
+                                     "of one baseline must time the same work")
                 medians.append(median(twin.samples_us))
         record.run_medians_us = medians if len(medians) > 1 else []
     results.env["baseline_runs"] = [run_provenance(r, p) for r, p in ((results, path), *zip(others, more, strict=True))]

@@ -16,7 +16,9 @@ Verdicts, with the threshold band [1 - t, 1 + t] around a ratio of 1:
 - ``SAME``: the whole interval inside the band;
 - ``AMBIGUOUS``: anything else (the interval straddles a band edge, or too few samples);
 - ``NEW`` (no usable baseline record), ``MISSING`` (in the baseline, not measured now),
-  ``FAILED`` (the new record's status is ``fail`` or ``error``: always gates).
+  ``FAILED`` (the new record's status is ``fail`` or ``error``: always gates), ``REDRAWN`` (both
+  records carry a workload digest and they differ: the two runs timed different work, e.g. after
+  a change to how workloads are drawn; not compared, exit 2 until the baseline is re-stored).
 
 A baseline stored from several runs (``run_medians_us``) widens the band to the range of states
 the pair was seen in, [(1 - t) low, (1 + t) high] (`baseline_span`, `verdict_for`).
@@ -49,9 +51,9 @@ CLOCK_WARN_FRACTION = 0.05
 MIN_SAMPLES = 8
 """Below this many samples on either side the interval is not computed: AMBIGUOUS."""
 
-VERDICTS = ("FAILED", "SLOWER", "AMBIGUOUS", "MISSING", "NEW", "SAME", "FASTER")
+VERDICTS = ("FAILED", "REDRAWN", "SLOWER", "AMBIGUOUS", "MISSING", "NEW", "SAME", "FASTER")
 """Worst first: the order of the table."""
-GATING = ("FAILED", "SLOWER")
+GATING = ("FAILED", "REDRAWN", "SLOWER")
 """Verdicts that fail the gate (JUnit failures)."""
 
 COMPARED = ("SLOWER", "AMBIGUOUS", "SAME", "FASTER")
@@ -249,6 +251,11 @@ def compare_pair(new: CaseRecord | None, old: CaseRecord | None, gate: Gate) -> 
                    note=f"{new.status}: {new.message}"[:300], threshold_pct=gate.threshold_pct)
     old_ok = old is not None and old.status == "ok" and usable_samples(old.samples_us)
     new_ok = new is not None and new.status == "ok" and usable_samples(new.samples_us)
+    if new_ok and old_ok and new.workload and old.workload and new.workload != old.workload:
+        return Row(sweep, case_id, impl, "REDRAWN", old_median_us=old.median_us, new_median_us=new.median_us,
+                   old_n=len(old.samples_us), new_n=len(new.samples_us), threshold_pct=gate.threshold_pct,
+                   note=f"workload {old.workload} in the baseline, {new.workload} now: the case's slots, "
+                        "acceptance or pnat were drawn differently; re-store the baseline")
     if new_ok and old_ok:
         row = compare_samples(sweep, case_id, impl, new.samples_us, old.samples_us, gate, baseline_span(old))
         row.devices = (new.gpu or "?", old.gpu or "?")
@@ -610,18 +617,18 @@ def verdict_counts(rows: Iterable[Row]) -> dict[str, int]:
 
 
 def gating_verdicts(fail_on_missing: bool = False) -> tuple[str, ...]:
-    """Verdicts that fail the gate: FAILED and SLOWER, and MISSING with ``--fail-on-missing``."""
+    """Verdicts that fail the gate: FAILED, REDRAWN and SLOWER, and MISSING with ``--fail-on-missing``."""
     return GATING + (("MISSING",) if fail_on_missing else ())
 
 
 def exit_code(rows: Iterable[Row], fail_on_missing: bool = False) -> int:
-    """2 a FAILED pair (or, with ``fail_on_missing``, a MISSING one), else 1 a SLOWER one, else 3 an
+    """2 a FAILED or REDRAWN pair (or, with ``fail_on_missing``, a MISSING one), else 1 a SLOWER one, else 3 an
     AMBIGUOUS one, else 0 (FASTER, SAME, NEW and MISSING never fail the gate). An empty comparison
     is unusable input: 2. Exit 1 means SLOWER and nothing else."""
     counts = verdict_counts(rows)
     if not sum(counts.values()):
         return EXIT_FAILED
-    if counts["FAILED"] or (fail_on_missing and counts["MISSING"]):
+    if counts["FAILED"] or counts["REDRAWN"] or (fail_on_missing and counts["MISSING"]):
         return EXIT_FAILED
     if counts["SLOWER"]:
         return EXIT_SLOWER
@@ -690,7 +697,7 @@ def to_markdown(comparison: Comparison, new_name: str, old_name: str, gate: Gate
 
 
 def to_junit(comparison: Comparison, suite: str = "ssmbench compare") -> str:
-    """JUnit XML: one testcase per (case, impl); SLOWER and FAILED are failures, AMBIGUOUS and
+    """JUnit XML: one testcase per (case, impl); SLOWER, FAILED and REDRAWN are failures, AMBIGUOUS and
     MISSING carry a message in system-out."""
     gating = comparison.gating
     failures = sum(1 for r in comparison.rows if r.verdict in gating)

@@ -89,6 +89,10 @@ class CaseRecord:
     gpu: str | None = None
     seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    workload: str | None = None
+    """`Workload.work_digest` of the case's workload (slots, accepted lengths, pnat...): `compare`
+    refuses to compare records of one case with different digests (REDRAWN). None in records
+    written before it existed (compared as before)."""
     run_medians_us: list[float] = field(default_factory=list)
     """A baseline stored from several runs (`baseline save RUN MORE...`): this pair's median in
     each run, its own first; empty for a single run. `compare` reads them as the states the
@@ -305,6 +309,7 @@ class CaseFields(TypedDict):
     gpu: NotRequired[Label | None]
     seconds: NotRequired[Number | None]
     notes: NotRequired[list[Text]]
+    workload: NotRequired[Label | None]
     run_medians_us: NotRequired[list[Sample]]
 
 
