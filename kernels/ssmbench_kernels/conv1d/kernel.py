@@ -48,6 +48,11 @@ class Conv1dKnobs:
 
     block_c: int = 128
     """Channels per program (power of two)."""
+    rows_per_program: int = 1
+    """Consecutive batch rows per program (power of two): the weights and bias are loaded once for
+    them, and there are that many times fewer programs. Staged in session 9 for GDN's T = 1 conv1d
+    (57% of its byte floor, where a program moves 16 bytes a channel and its per-program work
+    weighs most); no default picks it until it is measured."""
     num_warps: int = 2
     num_stages: int = 1
     form: str = "columns"
@@ -112,68 +117,14 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
 
 
 @triton.jit
-def conv1d_update_kernel(
-    x_ptr,
-    state_ptr,
-    w_ptr,
-    bias_ptr,
-    slot_ptr,
-    kprev_ptr,
-    out_ptr,
-    conv_dim,
-    stride_x_b,
-    stride_x_c,
-    stride_x_t,
-    stride_s_slot,
-    stride_s_c,
-    stride_s_k,
-    stride_w_c,
-    stride_w_k,
-    stride_out_row,
-    T: tl.constexpr,
-    D_CONV: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SILU: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    PDL: tl.constexpr,
-    FLAT: tl.constexpr,
-    F_PAD: tl.constexpr,
-    EVEN_C: tl.constexpr,
-    TRIGGER: tl.constexpr = 0,
-    WAIT: tl.constexpr = True,
-):
-    """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row.
-    ``FLAT``: `Conv1dKnobs.form` ``flat`` (only on a row-contiguous pool, ``stride_s_c == S`` and
-    ``stride_s_k == 1``), else ``columns``."""
-    pdl_launch_dependents(PDL and TRIGGER == 0)
-    pid_c = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < conv_dim
-
-    slot = tl.load(slot_ptr + pid_b).to(tl.int64)
+def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+              T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
+              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
+    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs."""
     real = slot >= 0
-    off = (tl.load(kprev_ptr + pid_b) - 1).to(tl.int64)
-
-    # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
-    w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
-    w0 = tl.load(w_row, mask=mask_c, other=0.0).to(tl.float32)
-    w1 = tl.load(w_row + stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    w2 = w1 * 0.0
-    w3 = w1 * 0.0
-    if D_CONV >= 3:
-        w2 = tl.load(w_row + 2 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    if D_CONV >= 4:
-        w3 = tl.load(w_row + 3 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-    else:
-        bias = w0 * 0.0
-
-    pdl_wait(PDL and WAIT)
-
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    x_base = x_ptr + pid_b * stride_x_b
+    x_base = x_ptr + row * stride_x_b
     x_row = x_base + offs_c.to(tl.int64) * stride_x_c
     s_base = state_ptr + slot * stride_s_slot
     s_row = s_base + offs_c.to(tl.int64) * stride_s_c
@@ -186,7 +137,7 @@ def conv1d_update_kernel(
     if D_CONV >= 4:
         h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
     if FLAT:
-        c0 = pid_c * BLOCK_C
+        c0 = tl.program_id(0) * BLOCK_C
         # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
         real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
         _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
@@ -202,7 +153,7 @@ def conv1d_update_kernel(
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
     f2 = h2.to(tl.float32)
-    out_row = out_ptr + (pid_b * T) * stride_out_row + offs_c
+    out_row = out_ptr + (row * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
         if not FLAT:
@@ -221,6 +172,78 @@ def conv1d_update_kernel(
         f0 = f1
         f1 = f2
         f2 = xf
+
+
+@triton.jit
+def conv1d_update_kernel(
+    x_ptr,
+    state_ptr,
+    w_ptr,
+    bias_ptr,
+    slot_ptr,
+    kprev_ptr,
+    out_ptr,
+    conv_dim,
+    batch,
+    stride_x_b,
+    stride_x_c,
+    stride_x_t,
+    stride_s_slot,
+    stride_s_c,
+    stride_s_k,
+    stride_w_c,
+    stride_w_k,
+    stride_out_row,
+    T: tl.constexpr,
+    D_CONV: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SILU: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    PDL: tl.constexpr,
+    FLAT: tl.constexpr,
+    F_PAD: tl.constexpr,
+    EVEN_C: tl.constexpr,
+    ROWS: tl.constexpr = 1,
+    TRIGGER: tl.constexpr = 0,
+    WAIT: tl.constexpr = True,
+):
+    """Grid ``(cdiv(conv_dim, BLOCK_C), cdiv(batch, ROWS))``; one program = BLOCK_C channels of
+    ``ROWS`` consecutive rows (their weights loaded once). ``FLAT``: `Conv1dKnobs.form` ``flat``
+    (only on a row-contiguous pool, ``stride_s_c == S`` and ``stride_s_k == 1``), else ``columns``."""
+    pdl_launch_dependents(PDL and TRIGGER == 0)
+    pid_c = tl.program_id(0)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_c = offs_c < conv_dim
+    offs_r = tl.arange(0, ROWS)
+    rows = tl.program_id(1).to(tl.int64) * ROWS + offs_r
+    slots = tl.load(slot_ptr + rows, mask=rows < batch, other=-1).to(tl.int64)
+    offs = (tl.load(kprev_ptr + rows, mask=rows < batch, other=1) - 1).to(tl.int64)
+
+    # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
+    w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
+    w0 = tl.load(w_row, mask=mask_c, other=0.0).to(tl.float32)
+    w1 = tl.load(w_row + stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    w2 = w1 * 0.0
+    w3 = w1 * 0.0
+    if D_CONV >= 3:
+        w2 = tl.load(w_row + 2 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if D_CONV >= 4:
+        w3 = tl.load(w_row + 3 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        bias = w0 * 0.0
+
+    pdl_wait(PDL and WAIT)
+
+    for r in tl.static_range(ROWS):
+        row = tl.program_id(1).to(tl.int64) * ROWS + r
+        if row < batch:
+            slot = tl.sum(tl.where(offs_r == r, slots, 0))
+            off = tl.sum(tl.where(offs_r == r, offs, 0))
+            _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+                      stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+                      T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
     pdl_launch_dependents(PDL and TRIGGER == 1)
 
 
@@ -311,12 +334,15 @@ def conv1d_update(
     knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv, conv_state.element_size())
     if knobs.form not in CONV1D_FORMS:
         raise ValueError(f"Conv1dKnobs.form {knobs.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
+    rpp = knobs.rows_per_program
+    if not (isinstance(rpp, int) and rpp >= 1 and rpp & (rpp - 1) == 0):
+        raise ValueError(f"Conv1dKnobs.rows_per_program {rpp!r} unsupported (a power of two >= 1)")
     if knobs.trigger not in CONV1D_TRIGGERS:
         raise ValueError(f"Conv1dKnobs.trigger {knobs.trigger!r} unsupported ({', '.join(CONV1D_TRIGGERS)})")
     width = d_conv - 2 + T
     row_contiguous = conv_state.stride(2) == 1 and conv_state.stride(1) == width
     use_pdl = pdl_enabled(pdl, xbc.device)
-    grid = (triton.cdiv(conv_dim, knobs.block_c), batch)
+    grid = (triton.cdiv(conv_dim, knobs.block_c), triton.cdiv(batch, knobs.rows_per_program))
     conv1d_update_kernel[grid](
         x3,
         conv_state,
@@ -326,6 +352,7 @@ def conv1d_update(
         k_prev,
         out,
         conv_dim,
+        batch,
         x3.stride(0),
         x3.stride(1),
         x3.stride(2),
@@ -344,6 +371,7 @@ def conv1d_update(
         FLAT=knobs.form == "flat" and row_contiguous,
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
+        ROWS=knobs.rows_per_program,
         TRIGGER=CONV1D_TRIGGERS.index(knobs.trigger),
         WAIT=knobs.dependent,
         **launch_options(use_pdl and knobs.dependent, knobs.num_warps, knobs.num_stages),
