@@ -52,8 +52,7 @@ CONV_VARIANTS = {
     "triton.gdn.conv-columns": {"form": "columns"},
     "triton.gdn.conv-flat": {"form": "flat"},
     "triton.gdn.conv-first": {"trigger": "first"},
-    "triton.gdn.conv-late": {"trigger": "last"},
-    "triton.gdn.conv-nowait": {"dependent": False},
+    "triton.gdn.conv-none": {"trigger": "none"},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
 

@@ -7,13 +7,14 @@
 #
 #   PHASE=1 bash tools/gpu/session9.sh    (carry .whl .peer [results/s9])
 #
-# Phase 1  conv1d forms (`Conv1dKnobs.form`: columns, rows, flat; tools/gpu/conv1d_forms_plugin.py)
-#          alone at the headline shape (T = 1, 4, 6) and at TP1's 10240 channels, then in the GDN
-#          chain beside the default, with the late PDL trigger, and fla.gdn (gdn_forms_plugin.py);
+# Phase 1  conv1d forms (`Conv1dKnobs.form`: columns, flat; tools/gpu/conv1d_forms_plugin.py; the row tile, then
+#          a third form, was removed after it) alone at the headline shape (T = 1, 4, 6) and at TP1's
+#          10240 channels, then in the GDN
+#          chain beside the default and fla.gdn (gdn_forms_plugin.py);
 #          the conv1d CPU tests on the GPU.
-# Phase 1b the new conv1d default (flat from T = 2) in the GDN chain, beside conv1d launched as an
-#          ordinary kernel (`Conv1dKnobs.dependent` False) and fla.gdn.
-# Phase 1c conv1d's PDL trigger (first, last, none) and PDL on/off in the GDN chain (tools/gpu/gdn-pdl.yaml).
+#          (As run at b216483 and, as "phase 1b", 84cb6ae, it also timed a late PDL trigger and conv1d
+#          launched as an ordinary kernel: both changed nothing and were removed; docs/gpu-runs.md.)
+# Phase 1c conv1d with and without its PDL trigger, PDL on/off, in the GDN chain (tools/gpu/gdn-pdl.yaml).
 # Phase 2  the Triton headline on a bare machine ("cold") then warm, on GPU 0, as `make sweep` runs
 #          it (18's wall-time numbers; start states now drawn on the device); every GDN sweep with
 #          both impls.
@@ -24,7 +25,7 @@
 # Phase 4  tools/gpu/profile_sweep.py on a warm cache (the headline at b64/b1024), and the
 #          checkpoint GPU checks session 8 did not reach.
 set -u
-PHASE=${PHASE:?PHASE=1, 2 or 3}
+PHASE=${PHASE:?PHASE=1, 1c, 2, 3 or 4}
 R=${RESULTS_DIR:-$PWD/results/s9}
 OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R"
 CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
@@ -46,13 +47,7 @@ phase1() {
   wait
   PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=300 sweep gdn-conv-forms "$GDN" --plugin gdn_forms_plugin \
     --filter batch=64,256,512 --filter pool=direct,pool --filter sweep=qwen35-gdn,qwen35-gdn-t4-inter,qwen35-gdn-peers \
-    --impl triton.gdn --impl triton.gdn.conv-flat --impl triton.gdn.conv-flat-late --impl fla.gdn --gpus "$GPUS"
-}
-
-phase1b() {  # the new conv1d default in the GDN chain, and conv1d as an ordinary (not PDL-dependent) launch
-  PYTHONPATH=$FORMS_PATH SWEEP_TIMEOUT=300 sweep gdn-conv-dependent "$GDN" --plugin gdn_forms_plugin \
-    --filter batch=64,256,512 --filter pool=direct,pool --filter T=1,2,4 --filter sweep=qwen35-gdn,qwen35-gdn-peers \
-    --impl triton.gdn --impl triton.gdn.conv-nowait --impl triton.gdn.conv-nowait-late --impl fla.gdn --gpus "$GPUS"
+    --impl triton.gdn --impl triton.gdn.conv-flat --impl triton.gdn.conv-columns --impl fla.gdn --gpus "$GPUS"
 }
 
 phase1c() {  # conv1d's trigger and PDL in the GDN chain
@@ -90,7 +85,6 @@ phase4() {  # where the warm headline's time goes outside its pairs (18); the ch
 
 case $PHASE in
   1) phase1 ;;
-  1b) phase1b ;;
   1c) phase1c ;;
   2) phase2 ;;
   3) phase3 ;;

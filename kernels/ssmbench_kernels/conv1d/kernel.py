@@ -19,9 +19,9 @@ d_conv]``; ``out = act(bias + sum_j w[:, j] * E[t + j])`` in fp32. The new state
 write zero outputs and touch no state.
 
 PDL: `gdc_launch_dependents()` first thing (the consumer only reads our output after its own
-`gdc_wait`; `Conv1dKnobs.trigger` moves it last or drops it), weights/bias/slot/k_prev loaded before
+`gdc_wait`; `Conv1dKnobs.trigger` drops it), weights/bias/slot/k_prev loaded before
 `gdc_wait()`, the in_proj output and the conv state after it (both may be written by kernels
-earlier in the stream; `Conv1dKnobs.dependent` False drops the wait and the launch attribute).
+earlier in the stream).
 """
 
 from __future__ import annotations
@@ -63,18 +63,14 @@ class Conv1dKnobs:
     row-contiguous pool; on any other the kernel falls back to ``columns``. (A third form, each
     row as a (block_c, row) tile, lost to ``flat`` everywhere on the H200 and was removed:
     docs/perf-notes.md, session 9.)"""
-    dependent: bool = True
-    """With PDL: launched as a dependent of the kernel before it (the launch attribute, and
-    `gdc_wait` before the inputs that kernel writes). False: an ordinary launch that still lets
-    its own dependents launch early. The question measured in session 9: does being a PDL
-    dependent itself cost the chain's head time when nothing runs before it (GDN T = 1: conv1d
-    59.7 us in our chain against 43.4 us in FLA's, whose conv1d runs without PDL)?"""
     trigger: str = "first"
-    """With PDL, where each program lets the dependent grid launch (`CONV1D_TRIGGERS`): ``first``
-    thing, ``last`` (after its stores), or ``none`` (the dependent launches as the programs exit).
-    Measured in the GDN chain (session 9): the trigger moves no overlap when conv1d runs in many
-    waves (the dependents launch only once the last wave has started), yet conv1d took 59.7 us
-    under PDL at T = 1 b512 against 43.4 us in FLA's chain, with either placement."""
+    """With PDL, whether each program lets the dependent grid launch first thing (`CONV1D_TRIGGERS`:
+    ``first``) or not at all (``none``: the dependent launches as the programs exit). Measured in
+    the GDN chain (session 9): the trigger moves no overlap when conv1d runs in many waves (the
+    dependents launch only once the last wave has started), yet conv1d took 59.7 us under it at
+    T = 1 b512 against 43.5 us without; at one wave (b1, b8) it lets the decode kernel load its
+    state during conv1d. Placing it after the stores, or launching conv1d as an ordinary kernel,
+    changed nothing (both removed)."""
 
 
 def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
@@ -204,13 +200,12 @@ def conv1d_update_kernel(
     F_PAD: tl.constexpr,
     EVEN_C: tl.constexpr,
     ROWS: tl.constexpr = 1,
-    TRIGGER: tl.constexpr = 0,
-    WAIT: tl.constexpr = True,
+    TRIGGER: tl.constexpr = True,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), cdiv(batch, ROWS))``; one program = BLOCK_C channels of
     ``ROWS`` consecutive rows (their weights loaded once). ``FLAT``: `Conv1dKnobs.form` ``flat``
     (only on a row-contiguous pool, ``stride_s_c == S`` and ``stride_s_k == 1``), else ``columns``."""
-    pdl_launch_dependents(PDL and TRIGGER == 0)
+    pdl_launch_dependents(PDL and TRIGGER)
     pid_c = tl.program_id(0)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < conv_dim
@@ -234,7 +229,7 @@ def conv1d_update_kernel(
     else:
         bias = w0 * 0.0
 
-    pdl_wait(PDL and WAIT)
+    pdl_wait(PDL)
 
     for r in tl.static_range(ROWS):
         row = tl.program_id(1).to(tl.int64) * ROWS + r
@@ -244,13 +239,12 @@ def conv1d_update_kernel(
             _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
                       stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
                       T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
-    pdl_launch_dependents(PDL and TRIGGER == 1)
 
 
 CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
 """`Conv1dKnobs.form`'s values."""
-CONV1D_TRIGGERS: tuple[str, ...] = ("first", "last", "none")
-"""`Conv1dKnobs.trigger`'s values, in the kernel's ``TRIGGER`` numbering."""
+CONV1D_TRIGGERS: tuple[str, ...] = ("first", "none")
+"""`Conv1dKnobs.trigger`'s values."""
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -372,8 +366,7 @@ def conv1d_update(
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
         ROWS=knobs.rows_per_program,
-        TRIGGER=CONV1D_TRIGGERS.index(knobs.trigger),
-        WAIT=knobs.dependent,
-        **launch_options(use_pdl and knobs.dependent, knobs.num_warps, knobs.num_stages),
+        TRIGGER=knobs.trigger == "first",
+        **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
