@@ -19,6 +19,8 @@
 #                            journal; a finished tune is not run again
 #   gate NAME NEW OLD ARGS   `ssmbench compare NEW OLD`, its verdict line into the summary
 #   install_tables           the tables in $R/tune into the families' tuned/ folders (this machine's copy)
+#   phase_header             the phase, date, host, commit ($SSMBENCH_COMMIT) and GPUs into the summary
+#   phase_end                the phase's time into the summary, pack, print the summary
 # Every step is stopped with SIGINT (a sweep keeps its results) and killed 15 s later if it hangs.
 : "${R:?set R (the results folder) before sourcing tools/gpu/lib.sh}"
 mkdir -p "$R"
@@ -98,4 +100,15 @@ install_tables() {  # the tables the tunes wrote, into the families' tuned/ fold
   for t in "$R"/tune/*.knobs.json; do
     [ -f "$t" ] && log "install $(python3 tools/gpu/install_tables.py "$t")"
   done
+}
+
+phase_header() {  # what ran where: the device's checkout reports a stale git sha, so the commit comes from SSMBENCH_COMMIT
+  log "== phase ${PHASE:-?} $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
+  nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
+}
+
+phase_end() {
+  log "phase ${PHASE:-?} ended at $SECONDS s"
+  pack
+  cat "$R/summary.txt"
 }

@@ -37,8 +37,7 @@ TRITON=(--impl triton.intermediate --impl triton.checkpoint)
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
 GPUS=${GPUS:-0}
 source tools/gpu/lib.sh
-log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
-nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
+phase_header
 
 phase1() {
   STEP_TIMEOUT=120 once conv1d-tests python3 -m pytest -q -p no:cacheprovider tests/test_triton_conv1d.py &
@@ -90,6 +89,4 @@ case $PHASE in
   3) phase3 ;;
   4) phase4 ;;
 esac
-log "phase $PHASE ended at $SECONDS s"
-pack
-cat "$R/summary.txt"
+phase_end
