@@ -62,3 +62,29 @@ def test_the_sweep_counts_the_pairs_that_compiled() -> None:
     records = [SimpleNamespace(notes=[describe_compiles([("k", 1.0)])]), SimpleNamespace(notes=["other"]),
                SimpleNamespace(notes=None)]
     assert pairs_that_compiled(records) == 1
+
+
+def test_the_trace_writes_each_first_use_with_its_specialization(tmp_path, monkeypatch) -> None:
+    """`SSMBENCH_COMPILE_TRACE`: one JSON line per first use, role and Triton's specialization data,
+    so what a timing process compiled can be diffed against what the pre-pass compiled."""
+    import json
+
+    from ssmbench.measure.compiles import TRACE_ENV
+
+    trace = tmp_path / "compiles.jsonl"
+    monkeypatch.setenv(TRACE_ENV, str(trace))
+    clock = Clock()
+    log = CompileLog(clock=clock, role="prepass")
+    kwargs = hook_kwargs("replay_fused_kernel", ("k",))
+    kwargs["compile"] = {"specialization_data": '{"attrs": [["tt.divisibility", 16]]}'}
+    log.before(**kwargs)
+    clock.now += 1.25
+    log.after(**kwargs)
+    lines = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert len(lines) == 1
+    assert lines[0]["role"] == "prepass" and lines[0]["kernel"] == "replay_fused_kernel"
+    assert lines[0]["seconds"] == 1.25 and "tt.divisibility" in lines[0]["specialization"]
+    monkeypatch.delenv(TRACE_ENV)
+    log.before(**kwargs)
+    log.after(**kwargs)
+    assert len(trace.read_text().splitlines()) == 1  # no trace without the variable

@@ -12,6 +12,8 @@ nothing) records nothing.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +21,11 @@ from typing import Any
 
 COMPILE_S = 0.3
 """A first use slower than this is a compile, not a load from the cache."""
+TRACE_ENV = "SSMBENCH_COMPILE_TRACE"
+"""A file path: every process with a compile log (the timing workers and the pre-pass's) appends one
+JSON line per first use of a kernel to it -- role, kernel, seconds, and Triton's specialization
+data (argument types, alignments, constants, options) -- so a kernel the timing process compiled
+although the pre-pass ran its pair can be diffed against what the pre-pass compiled."""
 NOTE_PREFIX = "compiled in the timing process"
 """How a record's note about them begins (`describe_compiles`; the sweep's summary counts them)."""
 
@@ -30,6 +37,8 @@ class CompileLog:
     started: dict[Any, tuple[str, float]] = field(default_factory=dict)
     events: list[tuple[str, float]] = field(default_factory=list)
     clock: Callable[[], float] = time.perf_counter
+    role: str = "timing"
+    """Written into the trace (`TRACE_ENV`): ``timing`` or ``prepass``."""
 
     def before(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -43,6 +52,13 @@ class CompileLog:
             seconds = self.clock() - t0
             if seconds >= COMPILE_S:
                 self.events.append((name, seconds))
+            trace = os.environ.get(TRACE_ENV)
+            if trace:
+                spec = (kwargs.get("compile") or {}).get("specialization_data")
+                line = {"role": self.role, "pid": os.getpid(), "kernel": name, "seconds": round(seconds, 3),
+                        "specialization": spec}
+                with open(trace, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(line) + "\n")
         except Exception:  # noqa: BLE001
             pass
 
@@ -69,7 +85,7 @@ def _chained(first: Callable | None, second: Callable) -> Callable:
     return hook
 
 
-def install_compile_log() -> CompileLog | None:
+def install_compile_log(role: str = "timing") -> CompileLog | None:
     """Start recording this process's compiles (None: this Triton has no such hooks)."""
     try:
         from triton import knobs
@@ -78,7 +94,7 @@ def install_compile_log() -> CompileLog | None:
         before, after = runtime.jit_cache_hook, runtime.jit_post_compile_hook
     except Exception:  # noqa: BLE001 - an older Triton, or none
         return None
-    log = CompileLog()
+    log = CompileLog(role=role)
     runtime.jit_cache_hook = _chained(before, log.before)
     runtime.jit_post_compile_hook = _chained(after, log.after)
     return log

@@ -30,6 +30,7 @@ from typing import Any
 
 from ssmbench.impls.knobs import Config, forced
 from ssmbench.impls.tuned import tunable_of
+from ssmbench.measure.compiles import TRACE_ENV, install_compile_log
 from ssmbench.measure.runner import classify_error
 from ssmbench.measure.target import attempt
 from ssmbench.output.results import case_params
@@ -124,6 +125,8 @@ def run_group(args: tuple[int, list[Job], str, list[str]]) -> tuple[int, list[tu
     from ssmbench.impls.registry import import_plugins, registry
 
     torch.set_num_threads(1)
+    if os.environ.get(TRACE_ENV):
+        install_compile_log("prepass")  # the trace only: the pre-pass compiles on purpose
     import_plugins(plugins)
     impls = registry()
     dev = torch.device(device)
