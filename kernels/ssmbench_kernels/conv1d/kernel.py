@@ -209,10 +209,15 @@ def conv1d_update_kernel(
     pid_c = tl.program_id(0)
     offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < conv_dim
-    offs_r = tl.arange(0, ROWS)
-    rows = tl.program_id(1).to(tl.int64) * ROWS + offs_r
-    slots = tl.load(slot_ptr + rows, mask=rows < batch, other=-1).to(tl.int64)
-    offs = (tl.load(kprev_ptr + rows, mask=rows < batch, other=1) - 1).to(tl.int64)
+    if ROWS == 1:  # the measured default: its row's slot and offset as scalars, no row guard
+        row = tl.program_id(1).to(tl.int64)
+        slot = tl.load(slot_ptr + row).to(tl.int64)
+        off = (tl.load(kprev_ptr + row) - 1).to(tl.int64)
+    else:
+        offs_r = tl.arange(0, ROWS)
+        rows = tl.program_id(1).to(tl.int64) * ROWS + offs_r
+        slots = tl.load(slot_ptr + rows, mask=rows < batch, other=-1).to(tl.int64)
+        offs = (tl.load(kprev_ptr + rows, mask=rows < batch, other=1) - 1).to(tl.int64)
 
     # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
     w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
@@ -231,14 +236,19 @@ def conv1d_update_kernel(
 
     pdl_wait(PDL)
 
-    for r in tl.static_range(ROWS):
-        row = tl.program_id(1).to(tl.int64) * ROWS + r
-        if row < batch:
-            slot = tl.sum(tl.where(offs_r == r, slots, 0))
-            off = tl.sum(tl.where(offs_r == r, offs, 0))
-            _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
-                      stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-                      T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+    if ROWS == 1:
+        _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+                  stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+                  T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+    else:
+        for r in tl.static_range(ROWS):
+            row = tl.program_id(1).to(tl.int64) * ROWS + r
+            if row < batch:  # the last program's rows past the batch: nothing
+                slot = tl.sum(tl.where(offs_r == r, slots, 0))
+                off = tl.sum(tl.where(offs_r == r, offs, 0))
+                _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias,
+                          conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k,
+                          stride_out_row, T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
 
 
 CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
