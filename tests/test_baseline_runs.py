@@ -140,4 +140,7 @@ def test_runs_of_other_workload_draws_are_refused(h100: LogContents, tmp_path: P
     with pytest.raises(UsageError, match="other workload draws"):
         save_baseline(first, tmp_path / "base", more=[save(redrawn, tmp_path / "b.json")])
     assert not (tmp_path / "base").exists()
-    save_baseline(first, tmp_path / "base", more=[save(h100, tmp_path / "c.json")])  # no digests there
+    unstamped = copy.deepcopy(h100)
+    for r in unstamped.records.values():
+        r.workload = None
+    save_baseline(first, tmp_path / "base", more=[save(unstamped, tmp_path / "c.json")])  # no digests there
