@@ -257,7 +257,10 @@ def plot_comparison(comparison: Comparison, new: LogContents, old: LogContents, 
     plt = pyplot()
     rows = [r for r in comparison.rows if r.verdict in COMPARED and r.interval is not None]
     if not rows:
-        raise UsageError(f"{new_name} vs {old_name}: no pair measured on both sides: nothing to plot")
+        redrawn = sum(r.verdict == "REDRAWN" for r in comparison.rows)
+        why = (f"{redrawn} pair(s) REDRAWN (the baseline timed other workload draws: re-store it)" if redrawn
+               else "no pair measured on both sides")
+        raise UsageError(f"{new_name} vs {old_name}: {why}: nothing to plot")
     rows.sort(key=lambda r: -(r.change_pct or 0.0))
     shown = rows[:MAX_COMPARE_ROWS]
     fig, ax = plt.subplots(figsize=(10, 0.24 * len(shown) + 1.8))
