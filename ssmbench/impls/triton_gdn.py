@@ -24,7 +24,7 @@ from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update, default_conv1d_knobs
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_grid, conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.gdn.kernel import GDN_FORMATS, default_gdn_knobs, gdn_decode
 from ssmbench_kernels.gdn.kernel import KERNEL_NAMES as GDN_KERNELS
 from ssmbench_kernels.storage.reference import StoredState, dequantize
@@ -76,7 +76,7 @@ class TritonGDN(Impl):
                                                      case.shape.head_k_dim, case.batch, case.T, case.state_dtype,
                                                      case.rounding))
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
+    def conv_knobs(self, case: Case) -> Conv1dKnobs:
         """The conv1d head's knobs: `conv1d_update`'s default rule, with the PDL trigger only when
         conv1d runs in one wave (`ONE_WAVE_PROGRAMS`). Then the early trigger lets the decode grid
         start and load its state during conv1d (H200, b1 T=1: 5.8 us chain against 7.1 without).
@@ -85,8 +85,9 @@ class TritonGDN(Impl):
         placement alike; docs/gdn.md, session 9). A variant may override it
         (tools/gpu/gdn_forms_plugin.py)."""
         s = case.shape
-        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv, elem_bytes)
-        programs = -(-s.conv_dim // default.block_c) * case.batch
+        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv)
+        blocks, row_groups = conv1d_grid(s.conv_dim, case.batch, default)
+        programs = blocks * row_groups
         return dataclasses.replace(default, trigger="first" if programs <= ONE_WAVE_PROGRAMS else "none")
 
     def supports(self, case: Case) -> str | None:
@@ -117,7 +118,7 @@ class TritonGDN(Impl):
         conv_out = torch.full_like(workload.qkv, float("nan"))
         y = torch.full((batch * T, s.num_v_heads * s.head_v_dim), float("nan"), dtype=workload.qkv.dtype,
                        device=device)
-        conv_knobs = self.conv_knobs(case, conv_state.element_size())
+        conv_knobs = self.conv_knobs(case)
         knobs = self.tunable.knobs(case, device)
 
         def conv(validate: bool = False) -> None:

@@ -64,15 +64,15 @@ class TritonConv1d(_TritonMamba2):
 
     name = "triton.conv1d"
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs | None:
+    def conv_knobs(self, case: Case) -> Conv1dKnobs | None:
         """The conv1d knobs of ``case`` (None: `conv1d_update`'s default rule). Variants that time
         other forms side by side override it (tools/gpu/conv1d_forms_plugin.py)."""
-        del case, elem_bytes
+        del case
         return None
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         head = ConvHead(case, workload, pdl_dependents=False,
-                        knobs=self.conv_knobs(case, workload.conv_state.element_size()))
+                        knobs=self.conv_knobs(case))
         head.launch(validate=True)  # validate once, on the real indices, outside any timed loop
         head.conv_state.copy_(workload.conv_state)
 

@@ -32,8 +32,8 @@ class _ForcedConv1d(TritonConv1d):
         self.name = name
         self.fixed = knobs
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        del case, elem_bytes
+    def conv_knobs(self, case: Case) -> Conv1dKnobs:
+        del case
         return self.fixed
 
 

@@ -44,8 +44,8 @@ class _ConvFormGDN(TritonGDN):
         self.name = name
         self.changes = changes
 
-    def conv_knobs(self, case: Case, elem_bytes: int) -> Conv1dKnobs:
-        return dataclasses.replace(super().conv_knobs(case, elem_bytes), **self.changes)
+    def conv_knobs(self, case: Case) -> Conv1dKnobs:
+        return dataclasses.replace(super().conv_knobs(case), **self.changes)
 
 
 CONV_VARIANTS = {

@@ -72,8 +72,30 @@ class Conv1dKnobs:
     state during conv1d. Placing it after the stores, or launching conv1d as an ordinary kernel,
     changed nothing (both removed)."""
 
+    def __post_init__(self) -> None:
+        """Checked once, where the knobs are made, not on every launch. Raises ValueError."""
+        if self.form not in CONV1D_FORMS:
+            raise ValueError(f"Conv1dKnobs.form {self.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
+        if self.trigger not in CONV1D_TRIGGERS:
+            raise ValueError(f"Conv1dKnobs.trigger {self.trigger!r} unsupported ({', '.join(CONV1D_TRIGGERS)})")
+        for name in ("block_c", "rows_per_program"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1 and value & (value - 1) == 0):
+                raise ValueError(f"Conv1dKnobs.{name} {value!r} unsupported (a power of two >= 1)")
 
-def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_bytes: int = 2) -> Conv1dKnobs:
+
+CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
+"""`Conv1dKnobs.form`'s values."""
+CONV1D_TRIGGERS: tuple[str, ...] = ("first", "none")
+"""`Conv1dKnobs.trigger`'s values."""
+
+
+def conv1d_grid(conv_dim: int, batch: int, knobs: Conv1dKnobs) -> tuple[int, int]:
+    """The kernel's grid: (channel blocks, row groups)."""
+    return triton.cdiv(conv_dim, knobs.block_c), triton.cdiv(batch, knobs.rows_per_program)
+
+
+def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv1dKnobs:
     """128 channels on 2 warps (a knob sweep of the column form on the H100, conv_dim 1280, T=6:
     best or within 10% of it at every batch; on the H200 512 on 4 warps was 4% faster at 10240
     channels and 36% slower at 1280). The flat form from 4 state columns up (T >= 2 at d_conv 4):
@@ -81,7 +103,7 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int, elem_by
     25.2 (the old row-tile form) / 33.5 (columns). At 3 columns (T = 1) the columns' three stores are
     already few: flat was equal at 1280 channels and 10% slower at 10240 (docs/perf-notes.md,
     session 9)."""
-    del conv_dim, batch, elem_bytes
+    del conv_dim, batch
     return Conv1dKnobs(block_c=128, num_warps=2, form="flat" if d_conv - 2 + T >= 4 else "columns")
 
 
@@ -251,12 +273,6 @@ def conv1d_update_kernel(
                           stride_out_row, T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
 
 
-CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
-"""`Conv1dKnobs.form`'s values."""
-CONV1D_TRIGGERS: tuple[str, ...] = ("first", "none")
-"""`Conv1dKnobs.trigger`'s values."""
-
-
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
 """Kernel names `conv1d_update` launches, for CUPTI attribution."""
 
@@ -335,18 +351,11 @@ def conv1d_update(
     if batch == 0:
         return out
 
-    knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv, conv_state.element_size())
-    if knobs.form not in CONV1D_FORMS:
-        raise ValueError(f"Conv1dKnobs.form {knobs.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
-    rpp = knobs.rows_per_program
-    if not (isinstance(rpp, int) and rpp >= 1 and rpp & (rpp - 1) == 0):
-        raise ValueError(f"Conv1dKnobs.rows_per_program {rpp!r} unsupported (a power of two >= 1)")
-    if knobs.trigger not in CONV1D_TRIGGERS:
-        raise ValueError(f"Conv1dKnobs.trigger {knobs.trigger!r} unsupported ({', '.join(CONV1D_TRIGGERS)})")
+    knobs = knobs or default_conv1d_knobs(conv_dim, batch, T, d_conv)
     width = d_conv - 2 + T
     row_contiguous = conv_state.stride(2) == 1 and conv_state.stride(1) == width
     use_pdl = pdl_enabled(pdl, xbc.device)
-    grid = (triton.cdiv(conv_dim, knobs.block_c), triton.cdiv(batch, knobs.rows_per_program))
+    grid = conv1d_grid(conv_dim, batch, knobs)
     conv1d_update_kernel[grid](
         x3,
         conv_state,
