@@ -247,7 +247,7 @@ def test_cleanup_collects_per_case_not_per_pair(monkeypatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(runner.gc, "collect", lambda *a: calls.append(1) or 0)
     session = runner.Session(runner.WorkerConfig(device="cpu"))
-    session._cleanup(pair=True)
+    session.free_memory(pair=True)
     assert calls == []
-    session._cleanup()
+    session.free_memory()
     assert calls == [1]

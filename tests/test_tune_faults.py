@@ -215,6 +215,11 @@ class GraphLikeSession:
     def sync(self) -> None:
         pass
 
+    def free_memory(self, *, pair: bool = False) -> None:
+        """`Session.free_memory` on the CPU: the collection (what frees the chains of released targets)."""
+        del pair
+        gc.collect()
+
     def measure(self, run, prepare, n: int) -> list[SimpleNamespace]:
         spans = []
         for _ in range(n):

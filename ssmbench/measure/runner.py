@@ -56,7 +56,7 @@ UNKNOWN_L2_FLUSH_BYTES = 512 << 20
 """Force a timer: ``cupti`` or ``cuda-event`` (default: CUPTI when it works, else events)."""
 
 LEFTOVER_FRACTION = 0.25
-"""`Session._cleanup` after a pair: the share of device memory still allocated above which it
+"""`Session.free_memory` after a pair: the share of device memory still allocated above which it
 collects garbage before the next pair."""
 
 FATAL_MARKERS = (
@@ -258,15 +258,15 @@ class Session:
             emit(("result", record.to_dict()))
             if kind == "fatal":
                 return False
-            self._cleanup(pair=True)
+            self.free_memory(pair=True)
         del workload
-        self._cleanup()
+        self.free_memory()
         return True
 
-    def _cleanup(self, *, pair: bool = False) -> None:
-        """Free what a whole case left (the workload included): a full garbage collection (device
-        buffers kept alive by reference cycles) and the allocator's cache. After one pair of a case
-        only when the device still holds more than `LEFTOVER_FRACTION` of its memory: a full
+    def free_memory(self, *, pair: bool = False) -> None:
+        """Free what a whole case left (the workload included; the tuner: a duel's targets): a full
+        garbage collection (device buffers kept alive by reference cycles) and the allocator's cache.
+        After one pair of a case only when the device still holds more than `LEFTOVER_FRACTION` of its memory: a full
         collection costs ~0.1 s in a worker (H200 profile of a warm headline sweep: 50 calls, 4.7 s
         of 30 s; docs/perf-notes.md, session 9), buffers freed by reference counting return at once
         anyway, and the caching allocator frees its cache itself before it would fail an

@@ -70,13 +70,9 @@ class TargetMeasurer:
         return problem
 
     def _release(self) -> None:
-        """Drop every held target (and its graph) and give their memory back to the allocator."""
-        import gc
-
+        """Drop every held target (and its graph) and give their memory back (`Session.free_memory`)."""
         self.ready.clear()
-        gc.collect()
-        if self.session.device.type == "cuda":
-            self.session.torch.cuda.empty_cache()
+        self.session.free_memory()
 
     def _try_prepare(self, config: Config) -> tuple[str | None, bool]:
         """`_prepare`'s one attempt: (the problem or None, whether it ran out of memory)."""
