@@ -112,11 +112,11 @@ def add_run_medians(results: LogContents, path: Path, more: Sequence[Path], forc
         if record.status != "ok" or not usable_samples(record.samples_us):
             continue
         medians = [median(record.samples_us)]
-        for other in others:
+        for other, other_path in zip(others, more, strict=True):
             twin = other.records.get(key)
             if twin is not None and twin.status == "ok" and usable_samples(twin.samples_us):
                 if record.workload and twin.workload and twin.workload != record.workload:
-                    raise UsageError(f"{more[others.index(other)]}: {record.impl} {record.id} was measured on other "
+                    raise UsageError(f"{other_path}: {record.impl} {record.id} was measured on other "
                                      f"workload draws (digest {twin.workload}, {path}: {record.workload}): every run "
                                      "of one baseline must time the same work")
                 medians.append(median(twin.samples_us))
