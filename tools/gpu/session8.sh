@@ -20,17 +20,8 @@
 #          shipped table and fla.gdn: fp32 direct, bf16 pool, b64/256/512, both GPUs.
 set -u
 PHASE=${PHASE:?PHASE=1, 2, 3 or 4}
-R=${RESULTS_DIR:-$PWD/results/s8}
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R/tune"
-CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
-source tools/gpu/wheels.sh
-source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
-HEADLINE=sweeps/nemotron3-super-tp8.yaml
-GDN=sweeps/qwen35-gdn.yaml
-TRITON=(--impl triton.intermediate --impl triton.checkpoint)
-source tools/gpu/lib.sh
-log "== phase $PHASE $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
-nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"
+SESSION=s8
+source tools/gpu/session_env.sh
 
 lane0_phase1() {
   sweep triton-cold "$HEADLINE" "${TRITON[@]}" --gpus 0
@@ -88,6 +79,4 @@ case $PHASE in
   3) phase3 ;;
   4) install_tables; phase4 ;;
 esac
-log "phase $PHASE ended at $SECONDS s"
-pack
-cat "$R/summary.txt"
+phase_end

@@ -26,18 +26,10 @@
 #          checkpoint GPU checks session 8 did not reach.
 set -u
 PHASE=${PHASE:?PHASE=1, 1c, 2, 3 or 4}
-R=${RESULTS_DIR:-$PWD/results/s9}
-OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R"
-CALL_LIMIT=${CALL_LIMIT:-540}  # the device stops a command at 600 s; leave room to pack
-source tools/gpu/wheels.sh
-source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
-HEADLINE=sweeps/nemotron3-super-tp8.yaml
-GDN=sweeps/qwen35-gdn.yaml
-TRITON=(--impl triton.intermediate --impl triton.checkpoint)
+SESSION=s9
+source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
 GPUS=${GPUS:-0}
-source tools/gpu/lib.sh
-phase_header
 
 phase1() {
   STEP_TIMEOUT=120 once conv1d-tests python3 -m pytest -q -p no:cacheprovider tests/test_triton_conv1d.py &
