@@ -104,7 +104,7 @@ def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     assert torch.equal(st_cl.cpu(), ref_state)
 
 
-@pytest.mark.parametrize("rows_per_program", [1, 2])
+@pytest.mark.parametrize("rows_per_program", [1, 2, 4])
 @pytest.mark.parametrize("form", ["columns", "flat"])
 @pytest.mark.parametrize("T,dtype", [(1, torch.bfloat16), (4, torch.bfloat16), (2, torch.float32), (6, torch.bfloat16)])
 def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str, rows_per_program: int) -> None:

@@ -56,7 +56,7 @@ class CompileLog:
             if trace:
                 spec = (kwargs.get("compile") or {}).get("specialization_data")
                 line = {"role": self.role, "pid": os.getpid(), "kernel": name, "seconds": round(seconds, 3),
-                        "specialization": spec}
+                        "cache_dir": os.environ.get("TRITON_CACHE_DIR", ""), "specialization": spec}
                 with open(trace, "a", encoding="utf-8") as out:
                     out.write(json.dumps(line) + "\n")
         except Exception:  # noqa: BLE001

@@ -7,6 +7,8 @@ workload draws pnat from the long-run distribution instead.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ssmbench.spec.case import AcceptLaw
@@ -34,12 +36,19 @@ def stationary_pnat(law: AcceptLaw, T: int, window: int, steps: int = 4096) -> t
     Bookkeeping: when pnat + T > window the step writes a checkpoint and pnat becomes k, else
     pnat grows by k. The chain starts at pnat = 0; a Cesaro average over ``steps`` steps gives
     the long-run fractions even where the chain is periodic (e.g. a single possible k).
+    Remembered per (law, T, window, steps): the average costs ~30 ms and every replay case of a
+    sweep asks it again (issue 18's profile: 0.5 s of 30).
     """
+    return torch.tensor(_stationary_pnat(law, T, window, steps), dtype=torch.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _stationary_pnat(law: AcceptLaw, T: int, window: int, steps: int) -> tuple[float, ...]:
     if law.kind == "fixed":
         probs = torch.zeros(window + 1, dtype=torch.float64)
         for v in law.values:
             probs[int(v)] += 1
-        return probs / probs.sum()
+        return tuple((probs / probs.sum()).tolist())
     pk = k_distribution(law, T)
     n = window + 1
     trans = torch.zeros(n, n, dtype=torch.float64)
@@ -53,7 +62,7 @@ def stationary_pnat(law: AcceptLaw, T: int, window: int, steps: int = 4096) -> t
     for _ in range(steps):
         dist = dist @ trans
         total += dist
-    return total / steps
+    return tuple((total / steps).tolist())
 
 
 def draw_k(law: AcceptLaw, T: int, batch: int, generator: torch.Generator) -> torch.Tensor:

@@ -50,9 +50,11 @@ class Conv1dKnobs:
     """Channels per program (power of two)."""
     rows_per_program: int = 1
     """Consecutive batch rows per program (power of two): the weights and bias are loaded once for
-    them, and there are that many times fewer programs. Staged in session 9 for GDN's T = 1 conv1d
-    (57% of its byte floor, where a program moves 16 bytes a channel and its per-program work
-    weighs most); no default picks it until it is measured."""
+    them, and there are that many times fewer programs. The rows are one (rows, channels) tile:
+    every row's loads are issued before any store (session 10; session 9's loop over the rows
+    serialized them). For GDN's T = 1 conv1d (57% of its byte floor, where a program moves 16 bytes
+    a channel and its per-program work weighs most), and for conv1d in one wave
+    (`ssmbench.impls.triton_gdn.one_wave_conv_knobs`)."""
     num_warps: int = 2
     num_stages: int = 1
     form: str = "columns"
@@ -111,16 +113,17 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv
 def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
                  T: tl.constexpr, D_CONV: tl.constexpr, BLOCK_C: tl.constexpr, F_PAD: tl.constexpr,
                  EVEN_C: tl.constexpr):
-    """The flat form's state update (row-contiguous pool): the block's ``BLOCK_C`` rows of ``S``
-    columns are one contiguous run of ``BLOCK_C * S`` elements from ``s_base`` (the block's first
-    channel), so the new rows are written as one 1-D tile of 16-byte stores, full sectors, whatever
-    ``S`` is. Flat element ``i`` is channel ``i // S``, column ``i % S``: its new value is the old
-    element ``i + off + 1`` (the kept window columns, a shifted load of bytes this program's window
-    loads just brought into L1) or the input column ``i % S - (D_CONV - 2)``. The caller has loaded
-    the window columns (the outputs' operands) before; the barrier orders every thread's loads of
-    the block before any thread's store into it."""
+    """The flat form's state update (row-contiguous pool), for a (ROWS, 1) column of rows:
+    each row's ``BLOCK_C`` state rows of ``S`` columns are one contiguous run of ``BLOCK_C * S``
+    elements from ``s_base`` (its block's first channel), so the new rows are written as one 1-D
+    run per row of 16-byte stores, full sectors, whatever ``S`` is. Flat element ``i`` is channel
+    ``i // S``, column ``i % S``: its new value is the old element ``i + off + 1`` (the kept window
+    columns, a shifted load of bytes this program's window loads just brought into L1) or the
+    input column ``i % S - (D_CONV - 2)``. The caller has loaded the window columns (the outputs'
+    operands) before; the barrier orders every thread's loads of the block before any thread's
+    store into it. ``s_base``, ``x_base``, ``off``, ``real``: (ROWS, 1)."""
     S: tl.constexpr = D_CONV - 2 + T
-    offs_f = tl.arange(0, F_PAD)
+    offs_f = tl.arange(0, F_PAD)[None, :]
     ch = offs_f // S
     col = offs_f % S
     mask = (offs_f < BLOCK_C * S) & real  # constexpr bound: keeps 16-byte vectors (masks of runs of 16)
@@ -135,17 +138,24 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
 
 
 @triton.jit
-def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
-              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-              T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
-              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
-    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs."""
-    real = slot >= 0
-    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    x_base = x_ptr + row * stride_x_b
-    x_row = x_base + offs_c.to(tl.int64) * stride_x_c
-    s_base = state_ptr + slot * stride_s_slot
-    s_row = s_base + offs_c.to(tl.int64) * stride_s_c
+def _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, mask_c, w0, w1, w2, w3, bias,
+               conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+               T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
+               FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
+    """``ROWS`` rows' BLOCK_C channels as (ROWS, BLOCK_C) tiles (``rows``, ``in_batch``, ``slots``,
+    ``offs``: (ROWS, 1); ``offs_c``, ``mask_c``, weights, bias: (1, BLOCK_C)): every row's window
+    columns are loaded before any state store, so a program of several rows keeps all their loads
+    in flight at once (rows have distinct slots: no store of one row feeds another's load). Then
+    the new state (flat or column form) and T outputs."""
+    real = slots >= 0
+    off = offs
+    mask_s = mask_c & real
+    mask_o = mask_c & in_batch
+    ch = offs_c.to(tl.int64)
+    x_base = x_ptr + rows * stride_x_b
+    x_row = x_base + ch * stride_x_c
+    s_base = state_ptr + slots * stride_s_slot
+    s_row = s_base + ch * stride_s_c
     # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
     h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
     h1 = h2
@@ -156,9 +166,7 @@ def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1,
         h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
     if FLAT:
         c0 = tl.program_id(0) * BLOCK_C
-        # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
-        real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
-        _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
+        _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
                      T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
     else:
         # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
@@ -171,7 +179,7 @@ def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1,
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
     f2 = h2.to(tl.float32)
-    out_row = out_ptr + (row * T) * stride_out_row + offs_c
+    out_row = out_ptr + (rows * T) * stride_out_row + ch
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
         if not FLAT:
@@ -186,7 +194,7 @@ def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1,
         if SILU:
             acc = acc * tl.sigmoid(acc)
         acc = tl.where(real, acc, 0.0)
-        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
+        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_o)
         f0 = f1
         f1 = f2
         f2 = xf
@@ -229,17 +237,13 @@ def conv1d_update_kernel(
     (only on a row-contiguous pool, ``stride_s_c == S`` and ``stride_s_k == 1``), else ``columns``."""
     pdl_launch_dependents(PDL and TRIGGER)
     pid_c = tl.program_id(0)
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    # Every index is a 2-D (rows, channels) tile from the start: no layout conversions (barriers).
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
     mask_c = offs_c < conv_dim
-    if ROWS == 1:  # the measured default: its row's slot and offset as scalars, no row guard
-        row = tl.program_id(1).to(tl.int64)
-        slot = tl.load(slot_ptr + row).to(tl.int64)
-        off = (tl.load(kprev_ptr + row) - 1).to(tl.int64)
-    else:
-        offs_r = tl.arange(0, ROWS)
-        rows = tl.program_id(1).to(tl.int64) * ROWS + offs_r
-        slots = tl.load(slot_ptr + rows, mask=rows < batch, other=-1).to(tl.int64)
-        offs = (tl.load(kprev_ptr + rows, mask=rows < batch, other=1) - 1).to(tl.int64)
+    rows = tl.program_id(1).to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
+    in_batch = rows < batch  # the last program's rows past the batch: no state, no output
+    slots = tl.load(slot_ptr + rows, mask=in_batch, other=-1).to(tl.int64)
+    offs = (tl.load(kprev_ptr + rows, mask=in_batch, other=1) - 1).to(tl.int64)
 
     # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
     w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
@@ -258,19 +262,9 @@ def conv1d_update_kernel(
 
     pdl_wait(PDL)
 
-    if ROWS == 1:
-        _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
-                  stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-                  T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
-    else:
-        for r in tl.static_range(ROWS):
-            row = tl.program_id(1).to(tl.int64) * ROWS + r
-            if row < batch:  # the last program's rows past the batch: nothing
-                slot = tl.sum(tl.where(offs_r == r, slots, 0))
-                off = tl.sum(tl.where(offs_r == r, offs, 0))
-                _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias,
-                          conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k,
-                          stride_out_row, T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+    _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, mask_c, w0, w1, w2, w3, bias,
+               conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+               T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
