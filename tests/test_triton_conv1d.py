@@ -104,14 +104,12 @@ def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     assert torch.equal(st_cl.cpu(), ref_state)
 
 
-@pytest.mark.parametrize("rows_per_program", [1, 2, 4])
 @pytest.mark.parametrize("form", ["columns", "flat"])
 @pytest.mark.parametrize("T,dtype", [(1, torch.bfloat16), (4, torch.bfloat16), (2, torch.float32), (6, torch.bfloat16)])
-def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str, rows_per_program: int) -> None:
+def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -> None:
     """Three decode steps chained on one pool (each step's state is the next one's input), with
     conv_dim a multiple of the block (the unmasked tile path) and rows of 3, 6, 4 and 8 columns
-    (GDN's T = 1 and 4 rows are 6 and 12 bytes); slots the batch does not name stay bit-identical.
-    Two rows a program: batch 3 leaves the last program one row past the batch (written nowhere)."""
+    (GDN's T = 1 and 4 rows are 6 and 12 bytes); slots the batch does not name stay bit-identical."""
     batch, conv_dim, d_conv, n_slots = 3, 48, 4, 6
     _, state, weight, bias, _, _ = _case(batch, conv_dim, T, d_conv, n_slots, dtype, seed=11)
     ref_state, st = state.clone(), state.to(DEVICE)
@@ -125,8 +123,7 @@ def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str, r
                                                bias, slots, k_prev)
         out = torch.full((batch * T, conv_dim), float("nan"), dtype=dtype, device=DEVICE)
         conv1d_update(xbc.to(DEVICE), st, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE),
-                      T=T, out=out, knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form,
-                                                      rows_per_program=rows_per_program))
+                      T=T, out=out, knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form))
         got3 = out.cpu().view(batch, T, conv_dim).transpose(1, 2)
         torch.testing.assert_close(got3.double(), ref_out, **TOL[dtype])
         assert torch.equal(st.cpu(), ref_state), f"conv state differs after step {step}"
@@ -141,7 +138,7 @@ def test_conv1d_unknown_knob_values() -> None:
     with pytest.raises(ValueError, match="first, none"):
         conv1d_update(*args, T=T, knobs=Conv1dKnobs(trigger="early"))
     with pytest.raises(ValueError, match="power of two"):
-        conv1d_update(*args, T=T, knobs=Conv1dKnobs(rows_per_program=3))
+        conv1d_update(*args, T=T, knobs=Conv1dKnobs(block_c=48))
 
 
 def test_conv1d_all_padding_and_validation() -> None:

@@ -69,17 +69,6 @@ def fits_one_wave(conv_dim: int, batch: int, knobs: Conv1dKnobs) -> bool:
     return blocks * row_groups <= ONE_WAVE_PROGRAMS
 
 
-def one_wave_conv_knobs(conv_dim: int, batch: int, knobs: Conv1dKnobs) -> Conv1dKnobs:
-    """``knobs`` with the fewest rows a program (a power of two) that fit conv1d in one wave, and
-    the PDL trigger first: the decode grid then launches at once and its first programs load their
-    state while conv1d runs (session 10's question: does that overlap, which the trigger bought at
-    b1, pay at b64-b512, where one wave means 2-16 rows a program?)."""
-    rows = knobs.rows_per_program
-    while not fits_one_wave(conv_dim, batch, dataclasses.replace(knobs, rows_per_program=rows)):
-        rows *= 2
-    return dataclasses.replace(knobs, rows_per_program=rows, trigger="first")
-
-
 class TritonGDN(Impl):
     """docs/spec.md §9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
     per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16

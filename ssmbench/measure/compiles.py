@@ -12,6 +12,7 @@ nothing) records nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -39,6 +40,9 @@ class CompileLog:
     clock: Callable[[], float] = time.perf_counter
     role: str = "timing"
     """Written into the trace (`TRACE_ENV`): ``timing`` or ``prepass``."""
+    identity: dict | None = None
+    """This process's parts of Triton's on-disk cache key besides the kernel (`_cache_identity`),
+    read at the first traced compile (the CUDA context exists by then)."""
 
     def before(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -55,8 +59,11 @@ class CompileLog:
             trace = os.environ.get(TRACE_ENV)
             if trace:
                 spec = (kwargs.get("compile") or {}).get("specialization_data")
+                if self.identity is None:
+                    self.identity = _cache_identity()
                 line = {"role": self.role, "pid": os.getpid(), "kernel": name, "seconds": round(seconds, 3),
-                        "cache_dir": os.environ.get("TRITON_CACHE_DIR", ""), "specialization": spec}
+                        "source_key": _short(getattr(getattr(kwargs.get("fn"), "jit_function", None), "cache_key", "")),
+                        **self.identity, "specialization": spec}
                 with open(trace, "a", encoding="utf-8") as out:
                     out.write(json.dumps(line) + "\n")
         except Exception:  # noqa: BLE001
@@ -65,6 +72,28 @@ class CompileLog:
     def take(self) -> list[tuple[str, float]]:
         events, self.events = self.events, []
         return events
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()[:12] if text else ""
+
+
+def _cache_identity() -> dict:
+    """What Triton's on-disk cache key holds besides the kernel's source and specialization: its
+    own install (``triton_key``), the backend (ptxas version, arch), the cache-invalidating
+    environment, and the cache folder. Two processes that compile one specialization twice differ
+    in one of these or in the kernel's source key (issue 18's cold-run puzzle)."""
+    try:
+        from triton import knobs
+        from triton._C.libtriton import get_cache_invalidating_env_vars
+        from triton.compiler.compiler import make_backend, triton_key
+        from triton.runtime.driver import driver
+
+        backend = make_backend(driver.active.get_current_target())
+        return {"triton_key": _short(triton_key()), "backend": backend.hash(),
+                "env": get_cache_invalidating_env_vars(), "cache_dir": str(knobs.cache.dir)}
+    except Exception as exc:  # noqa: BLE001 - an observer must never break a compile
+        return {"identity_error": repr(exc)[:200]}
 
 
 def _key(kwargs: dict) -> Any:

@@ -19,8 +19,6 @@ VARIANTS = {
     "triton.conv1d.flat": Conv1dKnobs(block_c=128, num_warps=2, form="flat"),
     "triton.conv1d.flat256": Conv1dKnobs(block_c=256, num_warps=4, form="flat"),
     "triton.conv1d.flat512": Conv1dKnobs(block_c=512, num_warps=4, form="flat"),
-    "triton.conv1d.columns.r2": Conv1dKnobs(block_c=128, num_warps=2, form="columns", rows_per_program=2),
-    "triton.conv1d.columns.r4": Conv1dKnobs(block_c=128, num_warps=2, form="columns", rows_per_program=4),
 }
 """The forms timed beside the default (`triton.conv1d`: `default_conv1d_knobs`)."""
 

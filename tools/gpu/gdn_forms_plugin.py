@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from ssmbench.impls.base import register
-from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN, one_wave_conv_knobs
+from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
@@ -53,28 +53,13 @@ CONV_VARIANTS = {
     "triton.gdn.conv-flat": {"form": "flat"},
     "triton.gdn.conv-first": {"trigger": "first"},
     "triton.gdn.conv-none": {"trigger": "none"},
-    "triton.gdn.conv-r2": {"rows_per_program": 2},
-    "triton.gdn.conv-r4": {"rows_per_program": 4},
     "triton.gdn.conv-c256": {"block_c": 256, "num_warps": 4},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
-
-
-class _OneWaveGDN(TritonGDN):
-    """`triton.gdn` with conv1d in one wave (`one_wave_conv_knobs`), its trigger first or none."""
-
-    def __init__(self, name: str, trigger: str) -> None:
-        self.name = name
-        self.trigger = trigger
-
-    def conv_knobs(self, case: Case) -> Conv1dKnobs:
-        wave = one_wave_conv_knobs(case.shape.conv_dim, case.batch, super().conv_knobs(case))
-        return dataclasses.replace(wave, trigger=self.trigger)
 
 
 for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
 for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormGDN(_name, **_changes))
-register(_OneWaveGDN("triton.gdn.conv-wave", "first"))
-register(_OneWaveGDN("triton.gdn.conv-wave-none", "none"))
+

@@ -48,13 +48,6 @@ class Conv1dKnobs:
 
     block_c: int = 128
     """Channels per program (power of two)."""
-    rows_per_program: int = 1
-    """Consecutive batch rows per program (power of two): the weights and bias are loaded once for
-    them, and there are that many times fewer programs. The rows are one (rows, channels) tile:
-    every row's loads are issued before any store (session 10; session 9's loop over the rows
-    serialized them). For GDN's T = 1 conv1d (57% of its byte floor, where a program moves 16 bytes
-    a channel and its per-program work weighs most), and for conv1d in one wave
-    (`ssmbench.impls.triton_gdn.one_wave_conv_knobs`)."""
     num_warps: int = 2
     num_stages: int = 1
     form: str = "columns"
@@ -80,10 +73,8 @@ class Conv1dKnobs:
             raise ValueError(f"Conv1dKnobs.form {self.form!r} unsupported ({', '.join(CONV1D_FORMS)})")
         if self.trigger not in CONV1D_TRIGGERS:
             raise ValueError(f"Conv1dKnobs.trigger {self.trigger!r} unsupported ({', '.join(CONV1D_TRIGGERS)})")
-        for name in ("block_c", "rows_per_program"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1 and value & (value - 1) == 0):
-                raise ValueError(f"Conv1dKnobs.{name} {value!r} unsupported (a power of two >= 1)")
+        if not (isinstance(self.block_c, int) and self.block_c >= 1 and self.block_c & (self.block_c - 1) == 0):
+            raise ValueError(f"Conv1dKnobs.block_c {self.block_c!r} unsupported (a power of two >= 1)")
 
 
 CONV1D_FORMS: tuple[str, ...] = ("columns", "flat")
@@ -93,8 +84,8 @@ CONV1D_TRIGGERS: tuple[str, ...] = ("first", "none")
 
 
 def conv1d_grid(conv_dim: int, batch: int, knobs: Conv1dKnobs) -> tuple[int, int]:
-    """The kernel's grid: (channel blocks, row groups)."""
-    return triton.cdiv(conv_dim, knobs.block_c), triton.cdiv(batch, knobs.rows_per_program)
+    """The kernel's grid: (channel blocks, rows)."""
+    return triton.cdiv(conv_dim, knobs.block_c), batch
 
 
 def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv1dKnobs:
@@ -113,17 +104,16 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv
 def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
                  T: tl.constexpr, D_CONV: tl.constexpr, BLOCK_C: tl.constexpr, F_PAD: tl.constexpr,
                  EVEN_C: tl.constexpr):
-    """The flat form's state update (row-contiguous pool), for a (ROWS, 1) column of rows:
-    each row's ``BLOCK_C`` state rows of ``S`` columns are one contiguous run of ``BLOCK_C * S``
-    elements from ``s_base`` (its block's first channel), so the new rows are written as one 1-D
-    run per row of 16-byte stores, full sectors, whatever ``S`` is. Flat element ``i`` is channel
-    ``i // S``, column ``i % S``: its new value is the old element ``i + off + 1`` (the kept window
-    columns, a shifted load of bytes this program's window loads just brought into L1) or the
-    input column ``i % S - (D_CONV - 2)``. The caller has loaded the window columns (the outputs'
-    operands) before; the barrier orders every thread's loads of the block before any thread's
-    store into it. ``s_base``, ``x_base``, ``off``, ``real``: (ROWS, 1)."""
+    """The flat form's state update (row-contiguous pool): the block's ``BLOCK_C`` rows of ``S``
+    columns are one contiguous run of ``BLOCK_C * S`` elements from ``s_base`` (the block's first
+    channel), so the new rows are written as one 1-D tile of 16-byte stores, full sectors, whatever
+    ``S`` is. Flat element ``i`` is channel ``i // S``, column ``i % S``: its new value is the old
+    element ``i + off + 1`` (the kept window columns, a shifted load of bytes this program's window
+    loads just brought into L1) or the input column ``i % S - (D_CONV - 2)``. The caller has loaded
+    the window columns (the outputs' operands) before; the barrier orders every thread's loads of
+    the block before any thread's store into it."""
     S: tl.constexpr = D_CONV - 2 + T
-    offs_f = tl.arange(0, F_PAD)[None, :]
+    offs_f = tl.arange(0, F_PAD)
     ch = offs_f // S
     col = offs_f % S
     mask = (offs_f < BLOCK_C * S) & real  # constexpr bound: keeps 16-byte vectors (masks of runs of 16)
@@ -138,24 +128,17 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
 
 
 @triton.jit
-def _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, mask_c, w0, w1, w2, w3, bias,
-               conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-               T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
-               FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
-    """``ROWS`` rows' BLOCK_C channels as (ROWS, BLOCK_C) tiles (``rows``, ``in_batch``, ``slots``,
-    ``offs``: (ROWS, 1); ``offs_c``, ``mask_c``, weights, bias: (1, BLOCK_C)): every row's window
-    columns are loaded before any state store, so a program of several rows keeps all their loads
-    in flight at once (rows have distinct slots: no store of one row feeds another's load). Then
-    the new state (flat or column form) and T outputs."""
-    real = slots >= 0
-    off = offs
-    mask_s = mask_c & real
-    mask_o = mask_c & in_batch
-    ch = offs_c.to(tl.int64)
-    x_base = x_ptr + rows * stride_x_b
-    x_row = x_base + ch * stride_x_c
-    s_base = state_ptr + slots * stride_s_slot
-    s_row = s_base + ch * stride_s_c
+def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+              T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
+              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
+    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs."""
+    real = slot >= 0
+    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
+    x_base = x_ptr + row * stride_x_b
+    x_row = x_base + offs_c.to(tl.int64) * stride_x_c
+    s_base = state_ptr + slot * stride_s_slot
+    s_row = s_base + offs_c.to(tl.int64) * stride_s_c
     # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
     h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
     h1 = h2
@@ -166,7 +149,9 @@ def _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, m
         h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
     if FLAT:
         c0 = tl.program_id(0) * BLOCK_C
-        _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
+        # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
+        real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
+        _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
                      T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
     else:
         # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
@@ -179,7 +164,7 @@ def _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, m
     f0 = h0.to(tl.float32)
     f1 = h1.to(tl.float32)
     f2 = h2.to(tl.float32)
-    out_row = out_ptr + (rows * T) * stride_out_row + ch
+    out_row = out_ptr + (row * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
         if not FLAT:
@@ -194,7 +179,7 @@ def _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, m
         if SILU:
             acc = acc * tl.sigmoid(acc)
         acc = tl.where(real, acc, 0.0)
-        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_o)
+        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
         f0 = f1
         f1 = f2
         f2 = xf
@@ -210,7 +195,6 @@ def conv1d_update_kernel(
     kprev_ptr,
     out_ptr,
     conv_dim,
-    batch,
     stride_x_b,
     stride_x_c,
     stride_x_t,
@@ -229,21 +213,19 @@ def conv1d_update_kernel(
     FLAT: tl.constexpr,
     F_PAD: tl.constexpr,
     EVEN_C: tl.constexpr,
-    ROWS: tl.constexpr = 1,
     TRIGGER: tl.constexpr = True,
 ):
-    """Grid ``(cdiv(conv_dim, BLOCK_C), cdiv(batch, ROWS))``; one program = BLOCK_C channels of
-    ``ROWS`` consecutive rows (their weights loaded once). ``FLAT``: `Conv1dKnobs.form` ``flat``
-    (only on a row-contiguous pool, ``stride_s_c == S`` and ``stride_s_k == 1``), else ``columns``."""
+    """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row (several
+    rows a program lost at T = 1 on the H200, session 10: docs/perf-notes.md). ``FLAT``:
+    `Conv1dKnobs.form` ``flat`` (only on a row-contiguous pool, ``stride_s_c == S`` and
+    ``stride_s_k == 1``), else ``columns``."""
     pdl_launch_dependents(PDL and TRIGGER)
     pid_c = tl.program_id(0)
-    # Every index is a 2-D (rows, channels) tile from the start: no layout conversions (barriers).
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < conv_dim
-    rows = tl.program_id(1).to(tl.int64) * ROWS + tl.arange(0, ROWS)[:, None]
-    in_batch = rows < batch  # the last program's rows past the batch: no state, no output
-    slots = tl.load(slot_ptr + rows, mask=in_batch, other=-1).to(tl.int64)
-    offs = (tl.load(kprev_ptr + rows, mask=in_batch, other=1) - 1).to(tl.int64)
+    row = tl.program_id(1).to(tl.int64)
+    slot = tl.load(slot_ptr + row).to(tl.int64)
+    off = (tl.load(kprev_ptr + row) - 1).to(tl.int64)
 
     # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
     w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
@@ -262,9 +244,9 @@ def conv1d_update_kernel(
 
     pdl_wait(PDL)
 
-    _conv_rows(x_ptr, state_ptr, out_ptr, rows, in_batch, slots, offs, offs_c, mask_c, w0, w1, w2, w3, bias,
-               conv_dim, stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-               T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+    _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+              T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -359,7 +341,6 @@ def conv1d_update(
         k_prev,
         out,
         conv_dim,
-        batch,
         x3.stride(0),
         x3.stride(1),
         x3.stride(2),
@@ -378,7 +359,6 @@ def conv1d_update(
         FLAT=knobs.form == "flat" and row_contiguous,
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
-        ROWS=knobs.rows_per_program,
         TRIGGER=knobs.trigger == "first",
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
