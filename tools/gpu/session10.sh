@@ -16,8 +16,11 @@
 # Phase 2  the headline with all four impls in one run on a bare machine (19's baseline, on the new
 #          workload draws; the trace now also logs each process's cache-key parts), then the Triton
 #          headline warm again (the worker's objects frozen out of its collections).
+# Phase 3  the Triton headline cold then warm once more, every kernel's cache key now settled in
+#          one order in every process (ssmbench_kernels.common.cache_keys: the Triton 3.6 key-order
+#          dependence phase 2's trace showed); the trace on, to count what the worker still compiles.
 set -u
-PHASE=${PHASE:?PHASE=1 or 2}
+PHASE=${PHASE:?PHASE=1, 2 or 3}
 SESSION=s10
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -34,8 +37,16 @@ phase2() {
   gate warm2-vs-all "$R/triton-warm2.json" "$R/headline-all.json"
 }
 
+phase3() {
+  SSMBENCH_COMPILE_TRACE="$R/compile-trace3.jsonl" sweep triton-cold3 "$HEADLINE" "${TRITON[@]}" --gpus 0
+  cp "$R/compile-trace3.jsonl" "$R/compile-trace3.txt" 2>/dev/null; pack  # .jsonl does not travel
+  sweep triton-warm3 "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm3-vs-cold3 "$R/triton-warm3.json" "$R/triton-cold3.json"
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
+  3) phase3 ;;
 esac
 phase_end
