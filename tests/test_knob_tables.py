@@ -95,6 +95,27 @@ def test_a_table_is_read_with_the_nearest_bucket_not_above(table_dir: Path) -> N
     assert [len(x.entries) for x in t.tables()] == [2]
 
 
+def test_tables_off_builds_every_case_with_its_default(table_dir: Path, monkeypatch) -> None:
+    """SSMBENCH_KNOB_TABLES=off: the A/B of the tables against the hand-picked defaults; a value
+    other than on/off is a usage error naming the variable and the allowed values."""
+    impl = registry()["triton.checkpoint"]
+    c64 = checkpoint_case(64)
+    write_table(table_dir / "nvidia-h200.json", [entry(c64, 64, num_warps=8)])
+    tuned._read.cache_clear()
+    t = impl.tunable
+    assert t.knobs(c64, "cuda").num_warps == 8
+    monkeypatch.setenv(tuned.TABLES_ENV, "off")
+    assert t.choose(c64, "NVIDIA H200") == (None, f"default ({tuned.TABLES_ENV}=off)")
+    assert t.knobs(c64, "cuda") == t.default(c64)
+    with forced("triton.checkpoint", {**entry(c64, 1)["knobs"], "block_p": 64}):
+        assert t.knobs(c64, "cuda").block_p == 64  # the tuner's candidate still wins
+    monkeypatch.setenv(tuned.TABLES_ENV, "maybe")
+    with pytest.raises(UsageError, match="SSMBENCH_KNOB_TABLES='maybe': allowed values: on, off"):
+        t.choose(c64, "NVIDIA H200")
+    result = CliRunner().invoke(app, ["list"])  # every command refuses it up front: exit 2, one line
+    assert result.exit_code == 2 and "allowed values: on, off" in result.output and "Traceback" not in result.output
+
+
 def test_an_entry_that_kept_the_default_answers_with_the_rule_at_the_case_batch(table_dir: Path) -> None:
     """``knobs: null`` (the tune kept the default at b8): b8..b63 get the hand rule at their own
     batch, b64 up the b64 entry."""

@@ -26,6 +26,7 @@ rule 2); ``note`` is free text (the tune that found it).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -134,6 +135,19 @@ def device_name(device: Any) -> str | None:
     return torch.cuda.get_device_name(device)
 
 
+TABLES_ENV = "SSMBENCH_KNOB_TABLES"
+"""``off``: every impl builds with its hand-picked default (rule 3), as if no table were shipped:
+the A/B of the tables against the defaults (docs/tuning.md). ``on`` (or unset): the rules above."""
+
+
+def tables_enabled() -> bool:
+    """Whether `TABLES_ENV` lets the knob tables apply (UsageError on a value other than on/off)."""
+    value = os.environ.get(TABLES_ENV, "on").strip().lower() or "on"
+    if value not in ("on", "off"):
+        raise UsageError(f"environment variable {TABLES_ENV}={os.environ[TABLES_ENV]!r}: allowed values: on, off")
+    return value == "on"
+
+
 @dataclass(frozen=True)
 class Tunable:
     """An impl's knob space and where its tables live: what `ssmbench tune` tunes and what the
@@ -160,6 +174,8 @@ class Tunable:
             return config, "forced (tune)"
         if gpu is None:
             return None, "default (no GPU model: no table)"
+        if not tables_enabled():
+            return None, f"default ({TABLES_ENV}=off)"
         table = load_table(self.table_path(gpu), self.impl, self.space)
         if table is None:
             return None, f"default (no table for {gpu})"

@@ -19,8 +19,12 @@
 # Phase 3  the Triton headline cold then warm once more, every kernel's cache key now settled in
 #          one order in every process (ssmbench_kernels.common.cache_keys: the Triton 3.6 key-order
 #          dependence phase 2's trace showed); the trace on, to count what the worker still compiles.
+# Phase 4  the Triton headline with the knob tables, then with every impl on its hand-picked
+#          defaults (SSMBENCH_KNOB_TABLES=off): 18's "tables never slower than the defaults" as one
+#          compare; then `ssmbench tune` of triton.intermediate's untuned int8 / fp8 SR cells for
+#          what is left of the call (resumable from results/s10/tune).
 set -u
-PHASE=${PHASE:?PHASE=1, 2 or 3}
+PHASE=${PHASE:?PHASE=1, 2, 3 or 4}
 SESSION=s10
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -44,9 +48,17 @@ phase3() {
   gate warm3-vs-cold3 "$R/triton-warm3.json" "$R/triton-cold3.json"
 }
 
+phase4() {
+  sweep triton-tables "$HEADLINE" "${TRITON[@]}" --gpus 0
+  SSMBENCH_KNOB_TABLES=off sweep triton-defaults "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate tables-vs-defaults "$R/triton-tables.json" "$R/triton-defaults.json"
+  tune 0 triton.intermediate "$HEADLINE" --filter format=int8sr,fp8sr --batch 8,64,1024
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 phase_end
