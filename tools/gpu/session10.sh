@@ -23,8 +23,10 @@
 #          defaults (SSMBENCH_KNOB_TABLES=off): 18's "tables never slower than the defaults" as one
 #          compare; then `ssmbench tune` of triton.intermediate's untuned int8 / fp8 SR cells for
 #          what is left of the call (resumable from results/s10/tune).
+# Phase 5  `ssmbench tune` of triton.gdn at T = 1, bf16 state, b64 / b256 / b512, from the 16 x 1
+#          default (20's last miss: bf16 T = 1 at 82-88% of its floor).
 set -u
-PHASE=${PHASE:?PHASE=1, 2, 3 or 4}
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s10
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -55,10 +57,16 @@ phase4() {
   tune 0 triton.intermediate "$HEADLINE" --filter format=int8sr,fp8sr --batch 8,64,1024
 }
 
+phase5() {
+  TUNE_NAME=gdn-t1-bf16 tune 0 triton.gdn "$GDN" --filter T=1 --filter format=bf16 --filter sweep=qwen35-gdn \
+    --batch 64,256,512
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;
+  5) phase5 ;;
 esac
 phase_end
