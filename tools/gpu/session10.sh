@@ -25,8 +25,11 @@
 #          what is left of the call (resumable from results/s10/tune).
 # Phase 5  `ssmbench tune` of triton.gdn at T = 1, bf16 state, b64 / b256 / b512, from the 16 x 1
 #          default (20's last miss: bf16 T = 1 at 82-88% of its floor).
+# Phase 6  `ssmbench tune` of triton.intermediate's other headline cells (fp32, bf16, fp16 SR at b1, 8,
+#          64, 256, 1024): with phase 4's int8 / fp8 SR groups, the impl's whole headline grid
+#          (25 groups), each part within its own budget (TUNE_BUDGET, default 290 s).
 set -u
-PHASE=${PHASE:?PHASE=1 to 5}
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s10
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -62,11 +65,17 @@ phase5() {
     --batch 64,256,512
 }
 
+phase6() {
+  TUNE_NAME=intermediate-grid tune 0 triton.intermediate "$HEADLINE" --filter format=fp32,bf16,fp16sr \
+    --batch 1,8,64,256,1024
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;
   5) phase5 ;;
+  6) phase6 ;;
 esac
 phase_end
