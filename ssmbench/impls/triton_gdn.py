@@ -63,12 +63,6 @@ ONE_WAVE_PROGRAMS = 4096
 Qwen3.5's conv1d has 96 a row: one wave up to batch 42."""
 
 
-def fits_one_wave(conv_dim: int, batch: int, knobs: Conv1dKnobs) -> bool:
-    """Whether conv1d's grid under ``knobs`` fits one wave (`ONE_WAVE_PROGRAMS`)."""
-    blocks, row_groups = conv1d_grid(conv_dim, batch, knobs)
-    return blocks * row_groups <= ONE_WAVE_PROGRAMS
-
-
 class TritonGDN(Impl):
     """docs/spec.md §9 pool-mode GDN decode: read slots, split write slots, padding rows, optional
     per-token states (``intermediate``) and final pool write (``write_final``), fp32 or bf16
@@ -92,8 +86,9 @@ class TritonGDN(Impl):
         (tools/gpu/gdn_forms_plugin.py)."""
         s = case.shape
         default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv)
-        one_wave = fits_one_wave(s.conv_dim, case.batch, default)
-        return dataclasses.replace(default, trigger="first" if one_wave else "none")
+        blocks, row_groups = conv1d_grid(s.conv_dim, case.batch, default)
+        programs = blocks * row_groups
+        return dataclasses.replace(default, trigger="first" if programs <= ONE_WAVE_PROGRAMS else "none")
 
     def supports(self, case: Case) -> str | None:
         if (reason := super().supports(case)) is not None:
