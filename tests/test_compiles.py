@@ -88,3 +88,35 @@ def test_the_trace_writes_each_first_use_with_its_specialization(tmp_path, monke
     log.before(**kwargs)
     log.after(**kwargs)
     assert len(trace.read_text().splitlines()) == 1  # no trace without the variable
+
+
+def test_the_trace_names_each_process_cache_key_parts(tmp_path, monkeypatch) -> None:
+    """Besides the specialization, a trace line carries the kernel's source key and the process's
+    other cache-key parts (Triton install, backend, environment, folder): what told a key-order
+    difference from a specialization difference on the H200 (session 10). Compiled for sm_90 with a
+    stand-in driver: no GPU needed (ptxas ships with Triton)."""
+    import json
+
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.driver import driver
+
+    from ssmbench.measure.compiles import TRACE_ENV
+
+    class StandIn:
+        def get_current_target(self) -> GPUTarget:
+            return GPUTarget("cuda", 90, 32)
+
+    monkeypatch.setattr(driver, "_active", StandIn(), raising=False)
+    if getattr(driver, "active", None).__class__ is not StandIn:
+        pytest.skip("this Triton keeps its active driver elsewhere")
+    trace = tmp_path / "compiles.jsonl"
+    monkeypatch.setenv(TRACE_ENV, str(trace))
+    log = CompileLog(clock=Clock(), role="timing")
+    kwargs = hook_kwargs("gdn_decode_kernel", ("k",))
+    kwargs["fn"] = SimpleNamespace(name="gdn_decode_kernel", jit_function=SimpleNamespace(cache_key="abc"))
+    log.before(**kwargs)
+    log.after(**kwargs)
+    line = json.loads(trace.read_text())
+    assert "identity_error" not in line, line.get("identity_error")
+    assert len(line["triton_key"]) == 12 and line["backend"].endswith("90") and isinstance(line["env"], dict)
+    assert line["cache_dir"] and len(line["source_key"]) == 12

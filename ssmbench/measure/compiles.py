@@ -86,7 +86,8 @@ def _cache_identity() -> dict:
     try:
         from triton import knobs
         from triton._C.libtriton import get_cache_invalidating_env_vars
-        from triton.compiler.compiler import make_backend, triton_key
+        from triton.compiler.compiler import make_backend
+        from triton.runtime.cache import triton_key  # 3.6 and 3.9 alike (not in compiler.compiler in 3.6)
         from triton.runtime.driver import driver
 
         backend = make_backend(driver.active.get_current_target())
