@@ -55,8 +55,8 @@ GDN_SPACE = KnobSpace(
     # from 32 x 8 the one-warp tiles at 32 rows spill, so moving one knob at a time never reached the
     # 8 x 1 / 16 x 1 tiles the H200 measured fastest at T = 1, docs/tuning.md, session 8); then the
     # streamed form with the warps (it pays off with more warps: 74-120 registers at 8 warps at T = 4);
-    # then the state's vector width with the rows (8-byte bf16 vectors take 32 x 1 from 255 registers
-    # and spills to 175 and none: static SASS, session 10).
+    # then the state's vector width with the rows (8-byte bf16 vectors rid 32 x 1 of its spills:
+    # static SASS, session 10).
     blocks=(("block_v", "num_warps"), ("stream_tokens", "num_warps"), ("state_vector_bytes", "block_v")),
 )
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""

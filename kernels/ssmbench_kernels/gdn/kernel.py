@@ -84,10 +84,10 @@ class GDNKnobs:
     vector, Triton's choice (a bf16 tile gets (1, 8) x (2, 16) lanes). 8: the state's K offsets are
     declared 8-byte contiguous, so a bf16 tile on one warp gets the (1, 4) x (1, 32) layout of the
     q / k vectors it is multiplied with, and the compiler no longer converts the whole tile into it
-    and back through warp shuffles (sm_90 static SASS, T = 1 bf16: 16 x 1 24.1 -> 18.1 instructions
-    per element, 266 -> 170 shuffles; 32 x 1 22.7 -> 15.3 and no spills, 255 -> 175 registers; fp32
-    unchanged; 32 x 8 worse, 34 -> 39). Staged in session 10, not yet timed on a GPU: no default or
-    table picks it (docs/gdn.md)."""
+    and back through warp shuffles (sm_90 static SASS, T = 1 bf16, Triton 3.9 / the H200's 3.6:
+    16 x 1 24.1 -> 18.1 / 22.5 -> 20.6 instructions per element (3.6: 168 registers, from 128);
+    32 x 1 22.7 -> 15.3 / 23.6 -> 18.0 and no spills; fp32 and T = 4 worse, 32 x 8 worse). Staged
+    in session 10, not yet timed on a GPU: no default or table picks it (docs/gdn.md)."""
 
     def __post_init__(self) -> None:
         """Checked where the knobs are made. Raises ValueError."""
