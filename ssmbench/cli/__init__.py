@@ -36,17 +36,14 @@ SWEEPS_DIR = resources.SWEEPS_DIR
 
 
 @app.callback(invoke_without_command=True)
+@friendly_errors
 def main(version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False) -> None:
     if version:
         console.print(f"ssmbench {__version__}")
         raise typer.Exit(0)
     from ssmbench.impls.tuned import tables_enabled
 
-    try:
-        tables_enabled()  # read by every impl build, in every worker: a bad value stops here, once
-    except UsageError as exc:
-        err_console.print(f"[bold red]error[/]: {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+    tables_enabled()  # read by every impl build, in every worker: a bad value stops here, once (exit 2)
 
 
 @app.command("list")

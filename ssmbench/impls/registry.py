@@ -12,6 +12,7 @@ and its impls are left out: the rest of the tool works. A module the user named 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -90,20 +91,15 @@ def use_plugins(names: list[str]) -> None:
         os.environ[PLUGINS_ENV] = ",".join(known + extra)
 
 
-_keys_settled = False
-
-
+@functools.cache
 def _settle_kernel_keys() -> None:
     """Once per process, before any kernel runs and before the plugins load: every shipped Triton
     function keyed in one fixed order, so each process (the compile pre-pass's, the timing
     worker's, the next run's) finds the others' on-disk cache entries
     (`ssmbench_kernels.common.cache_keys`: Triton 3.6 keys a kernel by what else was keyed first)."""
-    global _keys_settled
-    if not _keys_settled:
-        _keys_settled = True
-        from ssmbench_kernels.common.cache_keys import settle_cache_keys
+    from ssmbench_kernels.common.cache_keys import settle_cache_keys
 
-        settle_cache_keys()
+    settle_cache_keys()
 
 
 def registry() -> dict[str, Impl]:

@@ -71,8 +71,7 @@ class TritonConv1d(_TritonMamba2):
         return None
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
-        head = ConvHead(case, workload, pdl_dependents=False,
-                        knobs=self.conv_knobs(case))
+        head = ConvHead(case, workload, pdl_dependents=False, knobs=self.conv_knobs(case))
         head.launch(validate=True)  # validate once, on the real indices, outside any timed loop
         head.conv_state.copy_(workload.conv_state)
 
