@@ -30,3 +30,22 @@ def test_helpers_are_keyed_before_the_kernels_that_call_them() -> None:
     assert order.index("ssmbench_kernels.storage.kernel") < order.index("ssmbench_kernels.mamba2_states.kernel")
     assert max(order.index(f"ssmbench_kernels.common.{m}") for m in ("launch", "activation", "dots")) \
         < order.index("ssmbench_kernels.storage.kernel")
+
+
+def test_a_failure_to_settle_warns_and_the_registry_goes_on(monkeypatch, capsys) -> None:
+    """Settling is an optimization: a Triton whose keys cannot be computed here must not take the
+    registry (every command) down."""
+    from ssmbench.impls import registry as reg
+    from ssmbench_kernels.common import cache_keys
+
+    def broken() -> int:
+        raise RuntimeError("no keys here")
+
+    monkeypatch.setattr(cache_keys, "settle_cache_keys", broken)
+    reg._settle_kernel_keys.cache_clear()
+    try:
+        reg._settle_kernel_keys()
+        assert "Triton cache keys not settled (RuntimeError: no keys here)" in capsys.readouterr().err
+        assert "triton.gdn" in reg.registry()
+    finally:
+        reg._settle_kernel_keys.cache_clear()
