@@ -45,6 +45,22 @@ def test_bw_main_matches_reference(fmt, rounding, window, with_z) -> None:
     assert seen_write and seen_nowrite, "the simulation must exercise both write and nowrite rows"
 
 
+@pytest.mark.parametrize(
+    "fmt,rounding,window",
+    [("fp32", "rn", 16), ("bf16", "sr", "T"), ("bf16", "rn", 16), ("fp16", "sr", 16), ("int8", "sr", 16)],
+)
+def test_bw_main_column_tiles_match_reference(fmt, rounding, window) -> None:
+    """The state streamed in 16-column tiles (`CheckpointKnobs.n_tile`): N = 40 runs three tiles, the
+    last one half masked; SR fields drawn per tile must be the whole row's (the same codes); int8
+    takes whole rows (its row scale needs every column)."""
+    T = 3
+    W = T if window == "T" else window
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, stages=2)
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True, knobs=knobs,
+                                         seed=zlib.crc32(f"tiles{fmt}{rounding}{W}".encode()))
+    assert seen_write and seen_nowrite
+
+
 def test_bw_main_one_group_one_chunk_no_padding() -> None:
     """G = 1 (every head shares B/C), P = N = 16 in one chunk, no padding rows, W = 8."""
     _simulate("bf16", "sr", 2, 8, H=2, P=16, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],

@@ -179,28 +179,6 @@ def test_gdn_knobs_do_not_change_bits() -> None:
         assert torch.equal(x.view(torch.int16), y.view(torch.int16))
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["blocks", "streamed"])
-@pytest.mark.parametrize("fmt,rounding", [("bf16", "sr"), ("fp32", "rn")])
-def test_gdn_narrow_state_vectors_match_reference_and_bits(fmt: str, rounding: str, stream: bool) -> None:
-    """`GDNKnobs.state_vector_bytes=8` (the state's K offsets declared contiguous in shorter runs):
-    verified against the reference, and bit-identical to the 16-byte form (same values, another
-    layout), with a masked K (12) so the narrowed offsets meet the K mask."""
-    c = _make(3, 2, 1, 2, 12, 8, fmt, seed=21)
-    _check(c, fmt, rounding, intermediate=True, write_final=True,
-           knobs=GDNKnobs(block_v=4, num_warps=1, stream_tokens=stream, state_vector_bytes=8))
-    kw = dict(rounding=rounding, intermediate=True, write_final=True, scale=None, seed=1, step=2)
-    wide = _run_kernel(c, fmt, knobs=GDNKnobs(block_v=4, num_warps=1, stream_tokens=stream), **kw)
-    narrow = _run_kernel(c, fmt, knobs=GDNKnobs(block_v=4, num_warps=1, stream_tokens=stream,
-                                                 state_vector_bytes=8), **kw)
-    for x, y in zip(wide, narrow, strict=True):
-        assert torch.equal(x, y) or torch.equal(x.isnan(), y.isnan()) and torch.equal(x[~x.isnan()], y[~y.isnan()])
-
-
-def test_gdn_unknown_state_vector_bytes() -> None:
-    with pytest.raises(ValueError, match="state_vector_bytes 4 unsupported \\(16, 8\\)"):
-        GDNKnobs(state_vector_bytes=4)
-
-
 def test_gdn_all_padding_touches_nothing() -> None:
     c = _make(2, 1, 1, 2, 8, 4, "fp32", n_pad=2, seed=4)
     out, pool, _ = _run_kernel(c, "fp32", rounding="rn", intermediate=False, write_final=True, scale=None, seed=0,

@@ -62,7 +62,7 @@ def _store_kernel(
     tile = pid * R * C + offs_r[:, None] * C + offs_c[None, :]
     v = tl.load(v_ptr + tile, mask=(offs_r < R)[:, None] & cm[None, :], other=0.0)
     rows = slot * R + offs_r
-    bits = request_sr_bits(seed, offs_r, slot, step, BC, FMT, SR)
+    bits = request_sr_bits(seed, offs_r, slot, step, 0, BC, FMT, SR)
     store_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, v, C, FMT, SR, bits)
     tl.debug_barrier()  # on the GPU other threads may have stored the elements read back below
     back = load_state_rows(data_ptr, scale_ptr, rows, rm, offs_c, cm, C, FMT)
@@ -71,15 +71,16 @@ def _store_kernel(
 
 @triton.jit(do_not_specialize=["seed", "step"])
 def _uniform_kernel(
-    u_ptr, slot_ptr, seed, step, ROW0, NR: tl.constexpr, NC: tl.constexpr, RB: tl.constexpr, BN: tl.constexpr
+    u_ptr, slot_ptr, seed, step, ROW0, NR: tl.constexpr, NC: tl.constexpr, RB: tl.constexpr, BN: tl.constexpr,
+    COL0: tl.constexpr = 0,
 ):
-    """Random fields of rows ROW0 .. ROW0 + NR - 1 (columns 0 .. NC - 1) of request
+    """Random fields of rows ROW0 .. ROW0 + NR - 1 (columns COL0 .. COL0 + NC - 1) of request
     ``slot_ptr[pid]``, drawn by `sr_bits` on an (RB, BN) tile, stored as (NR, NC) per program."""
     pid = tl.program_id(0)
     slot = tl.load(slot_ptr + pid).to(tl.int64)
     r = tl.arange(0, RB)
     n = tl.arange(0, BN)
-    bits = sr_bits(seed, ROW0 + r, slot, step, BN)
+    bits = sr_bits(seed, ROW0 + r, slot, step, COL0, BN)
     m = (r < NR)[:, None] & (n < NC)[None, :]
     tl.store(u_ptr + pid * NR * NC + r[:, None] * NC + n[None, :], bits, mask=m)
 
@@ -198,6 +199,12 @@ def test_sr_bits_match_reference_fields() -> None:
         _uniform_kernel[(len(slots),)](u, slots.to(DEVICE), seed, step, row0, nr, nc, rb, bn)
         ref = sr_fields(seed, slots, step, (row0 + nr, nc))[:, row0:].to(torch.int32)
         assert torch.equal(u.cpu(), ref), f"seed={seed} step={step}"
+    # Column tiles (kernels that stream a row in parts): tile [c0, c0 + 16) of a 64-column row.
+    for c0 in (0, 16, 48):
+        u = torch.empty(len(slots), 3, 16, dtype=torch.int32, device=DEVICE)
+        _uniform_kernel[(len(slots),)](u, slots.to(DEVICE), SEED, 7, 2, 3, 16, 4, 16, c0)
+        ref = sr_fields(SEED, slots, 7, (5, 64))[:, 2:, c0:c0 + 16].to(torch.int32)
+        assert torch.equal(u.cpu(), ref), f"column tile at {c0}"
     assert torch.equal(sr_uniform(SEED, slots, 5, (3, 12)),
                        (sr_fields(SEED, slots, 5, (3, 12)).double() + 0.5) / 65536)
 

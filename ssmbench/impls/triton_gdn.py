@@ -48,16 +48,12 @@ GDN_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per program"),
         Knob("stream_tokens", (False, True), "each token's q/k/v/a/b loaded on its own, one token ahead, instead "
              "of all T as blocks picked by one-hot selects (fewer registers and barriers at T > 1; docs/gdn.md)"),
-        Knob("state_vector_bytes", (16, 8), "bytes a lane moves per state load/store along K; 8 gives a bf16 tile "
-             "on one warp the q/k vectors' layout (no whole-tile layout conversion; staged, docs/gdn.md)"),
     ),
     # Rows and warps move together (a tile's registers and instructions per element depend on both:
     # from 32 x 8 the one-warp tiles at 32 rows spill, so moving one knob at a time never reached the
     # 8 x 1 / 16 x 1 tiles the H200 measured fastest at T = 1, docs/tuning.md, session 8); then the
-    # streamed form with the warps (it pays off with more warps: 74-120 registers at 8 warps at T = 4);
-    # then the state's vector width with the rows (8-byte bf16 vectors rid 32 x 1 of its spills:
-    # static SASS, session 10).
-    blocks=(("block_v", "num_warps"), ("stream_tokens", "num_warps"), ("state_vector_bytes", "block_v")),
+    # streamed form with the warps (it pays off with more warps: 74-120 registers at 8 warps at T = 4).
+    blocks=(("block_v", "num_warps"), ("stream_tokens", "num_warps")),
 )
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
 

@@ -1,6 +1,8 @@
 """`triton.checkpoint.bw`: the `triton.checkpoint` chain with the bandwidth-first main forced
 (`CheckpointKnobs.bandwidth`, issue 19), registered as its own impl so one sweep times it beside
-the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.sh`).
+the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.sh`); and
+`triton.checkpoint.tiles-*`: the bandwidth main with the state streamed in column tiles
+(`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`).
 
 Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
 default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
@@ -52,4 +54,25 @@ class TritonCheckpointBw(TritonCheckpoint):
         return super().supports(case)
 
 
+class _ForcedCheckpoint(TritonCheckpoint):
+    """`triton.checkpoint` with fixed knobs on every case (no table, no default)."""
+
+    def __init__(self, name: str, knobs: CheckpointKnobs) -> None:
+        self.name = name
+        self.tunable = Tunable(name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables", lambda case: knobs,
+                               uses_window=True)
+
+
+TILE_VARIANTS = {
+    f"triton.checkpoint.tiles-p{bp}n{nt}w{nw}s{st}": CheckpointKnobs(
+        bandwidth=True, block_p=bp, n_tile=nt, num_warps=nw, stages=st)
+    for bp, nt, nw, st in ((64, 32, 4, 1), (64, 32, 4, 2), (64, 32, 4, 3), (64, 16, 4, 3), (64, 16, 4, 4))
+}
+"""64 x N state per program on one warpgroup (4 warps: Hopper's warpgroup MMA) in 32- or 16-column
+tiles, 1 to 4 pipeline stages: 72-116 registers without spills under Triton 3.6 (static SASS,
+`SASS_FORMS=tiles python3 tools/gpu/sass_replay.py`), against 255 for the table's whole-row 64 x 2."""
+
+
 register(TritonCheckpointBw())
+for _name, _knobs in TILE_VARIANTS.items():
+    register(_ForcedCheckpoint(_name, _knobs))

@@ -23,13 +23,9 @@ VARIANTS = {
     "triton.gdn.bv8w1": GDNKnobs(block_v=8, num_warps=1),
     "triton.gdn.bv16w1": GDNKnobs(block_v=16, num_warps=1),
     "triton.gdn.bv64w8s": GDNKnobs(block_v=64, num_warps=8, stream_tokens=True),
-    "triton.gdn.bv16w1v8": GDNKnobs(block_v=16, num_warps=1, state_vector_bytes=8),
-    "triton.gdn.bv32w1v8": GDNKnobs(block_v=32, num_warps=1, state_vector_bytes=8),
 }
 """T = 1 tiles: FLA's 8 x 1 (the T > 1 default), 16 x 1 (fewest instructions per element without
-spills in fp32, static SASS), 64 x 8 streamed (the bf16 b512 tune's fastest, inside the 3% band);
-16 x 1 and 32 x 1 with 8-byte state vectors (`GDNKnobs.state_vector_bytes`, staged in session 10: the
-bf16 T = 1 tile without its layout round trip; tools/gpu/gdn-t1-vec.yaml)."""
+spills in fp32, static SASS), 64 x 8 streamed (the bf16 b512 tune's fastest, inside the 3% band)."""
 
 
 class _ForcedGDN(TritonGDN):

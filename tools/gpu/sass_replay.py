@@ -68,6 +68,17 @@ def forms() -> list[Form]:
     ]
 
 
+def tile_forms() -> list[Form]:
+    """The bandwidth main with the state streamed in column tiles (`CheckpointKnobs.n_tile`,
+    session 11): rows x tile columns x warps x pipeline stages; "per elem" counts one tile."""
+    out = []
+    for bp, nt, nw, st in ((64, 32, 4, 1), (64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 2), (64, 16, 4, 3),
+                           (32, 32, 2, 2), (64, 32, 2, 2), (64, 64, 8, 2), (32, 64, 4, 2)):
+        out.append(Form(f"tiles p{bp} n{nt} w{nw} s{st}",
+                        dict(bandwidth=True, block_p=bp, num_warps=nw, n_tile=nt, stages=st), "main", bp, nw * 32))
+    return out
+
+
 def compile_form(form: Form, fmt: str, rounding: str, cache: str) -> str:
     """Compile one kernel of `replay_step` into ``cache``; returns the cache directory of it."""
     from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, make_scratch, replay_step
@@ -112,7 +123,7 @@ def main(labels: list[str]) -> None:
         fmt, rounding = (label[:-2], "sr") if label.endswith("sr") else (label, "rn")
         if fmt not in DTYPES:
             raise SystemExit(f"unknown format {label!r}: one of {', '.join(DTYPES)} (+ 'sr')")
-        for form in forms():
+        for form in (tile_forms() if os.environ.get("SASS_FORMS") == "tiles" else forms()):
             if form.launch == "precompute" and label != labels[0]:
                 continue  # the precompute does not depend on the state format
             kdir = compile_form(form, fmt, rounding, tempfile.mkdtemp())

@@ -79,25 +79,6 @@ class GDNKnobs:
     cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
     nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
     ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
-    state_vector_bytes: int = 16
-    """Bytes a lane moves per state load / store along K (`STATE_VECTOR_BYTES`). 16: the widest
-    vector, Triton's choice (a bf16 tile gets (1, 8) x (2, 16) lanes). 8: the state's K offsets are
-    declared 8-byte contiguous, so a bf16 tile on one warp gets the (1, 4) x (1, 32) layout of the
-    q / k vectors it is multiplied with, and the compiler no longer converts the whole tile into it
-    and back through warp shuffles (sm_90 static SASS, T = 1 bf16, Triton 3.9 / the H200's 3.6:
-    16 x 1 24.1 -> 18.1 / 22.5 -> 20.6 instructions per element (3.6: 168 registers, from 128);
-    32 x 1 22.7 -> 15.3 / 23.6 -> 18.0 and no spills; fp32 and T = 4 worse, 32 x 8 worse). Staged
-    in session 10, not yet timed on a GPU: no default or table picks it (docs/gdn.md)."""
-
-    def __post_init__(self) -> None:
-        """Checked where the knobs are made. Raises ValueError."""
-        if self.state_vector_bytes not in STATE_VECTOR_BYTES:
-            raise ValueError(f"GDNKnobs.state_vector_bytes {self.state_vector_bytes!r} unsupported "
-                             f"({', '.join(map(str, STATE_VECTOR_BYTES))})")
-
-
-STATE_VECTOR_BYTES: tuple[int, ...] = (16, 8)
-"""`GDNKnobs.state_vector_bytes`' values."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -148,7 +129,7 @@ def _token_inputs(q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, row, h, hv, offs_k, mask_k,
 
 @triton.jit
 def _streamed_tokens(state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, o_col, b, h, hv, src,
-                     offs_v, mask_v, offs_k, offs_ks, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
+                     offs_v, mask_v, offs_k, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
                      stride_qkv_row, stride_a_row, stride_b_row, stride_o_row, dst,
                      T: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, FMT: tl.constexpr,
                      SR: tl.constexpr, INTERMEDIATE: tl.constexpr, WRITE_FINAL: tl.constexpr):
@@ -168,10 +149,10 @@ def _streamed_tokens(state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_p
         tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_col.dtype.element_ty), mask=mask_v)
         if INTERMEDIATE:
             entry = b * T + t  # flat (batch, T) index of the intermediate buffer
-            store_state_rows(inter_ptr, inter_ptr, entry * (HV * V) + head_rows, mask_v, offs_ks, mask_k, state, K,
+            store_state_rows(inter_ptr, inter_ptr, entry * (HV * V) + head_rows, mask_v, offs_k, mask_k, state, K,
                              FMT, SR, sr_fields)
     if WRITE_FINAL:
-        store_state_rows(pool_ptr, pool_ptr, dst * (HV * V) + head_rows, mask_v & ((offs_v * 0 + dst) >= 0), offs_ks,
+        store_state_rows(pool_ptr, pool_ptr, dst * (HV * V) + head_rows, mask_v & ((offs_v * 0 + dst) >= 0), offs_k,
                          mask_k, state, K, FMT, SR, sr_fields)
 
 
@@ -210,7 +191,6 @@ def gdn_decode_kernel(
     WRITE_FINAL: tl.constexpr,
     PDL: tl.constexpr,
     STREAM: tl.constexpr = False,
-    K_VEC: tl.constexpr = 0,
 ):
     pid_v = tl.program_id(0)
     hv = tl.program_id(1)
@@ -219,9 +199,6 @@ def gdn_decode_kernel(
 
     offs_v = pid_v * BLOCK_V + tl.arange(0, BLOCK_V)
     offs_k = tl.arange(0, BLOCK_K)
-    offs_ks = offs_k  # the state's K offsets (`GDNKnobs.state_vector_bytes`): the same values, ...
-    if K_VEC > 0:  # ... declared contiguous in runs of K_VEC only (narrower vectors, another layout)
-        offs_ks = (offs_k // K_VEC) * K_VEC + offs_k % K_VEC
     mask_v = offs_v < V
     mask_k = offs_k < K
     head_rows = hv * V + offs_v  # row inside one slot's state (SR counter word 0)
@@ -231,8 +208,8 @@ def gdn_decode_kernel(
     real = src >= 0
     # Masks from tensor comparisons (a scalar-bool & tensor-bool is int32 in the interpreter).
     read_v = mask_v & ((offs_v * 0 + src) >= 0)
-    state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_ks, mask_k, K, FMT)
-    sr_fields = request_sr_bits(seed, head_rows, src, step, BLOCK_K, FMT, SR)  # shared by every store
+    state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_k, mask_k, K, FMT)
+    sr_fields = request_sr_bits(seed, head_rows, src, step, 0, BLOCK_K, FMT, SR)  # shared by every store
     dst = src
     if WRITE_FINAL:
         dst = tl.load(write_ptr + b).to(tl.int64)
@@ -245,7 +222,7 @@ def gdn_decode_kernel(
         if real:
             _streamed_tokens(
                 state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_ptr, o_col, b, h, hv, src,
-                offs_v, mask_v, offs_k, offs_ks, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
+                offs_v, mask_v, offs_k, mask_k, head_rows, sr_fields, neg_a, dt_bias, scale,
                 stride_qkv_row, stride_a_row, stride_b_row, stride_o_row, dst,
                 T, HV, K, V, FMT, SR, INTERMEDIATE, WRITE_FINAL,
             )
@@ -300,7 +277,7 @@ def gdn_decode_kernel(
                     inter_ptr,
                     entry * (HV * V) + head_rows,
                     mask_v,
-                    offs_ks,
+                    offs_k,
                     mask_k,
                     state,
                     K,
@@ -314,7 +291,7 @@ def gdn_decode_kernel(
                 pool_ptr,
                 dst * (HV * V) + head_rows,
                 mask_v & ((offs_v * 0 + dst) >= 0),
-                offs_ks,
+                offs_k,
                 mask_k,
                 state,
                 K,
@@ -486,7 +463,6 @@ def gdn_decode(
         WRITE_FINAL=write_final,
         PDL=use_pdl,
         STREAM=knobs.stream_tokens,
-        K_VEC=0 if knobs.state_vector_bytes == 16 else knobs.state_vector_bytes // pool_data.element_size(),
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out

@@ -125,6 +125,15 @@ class CheckpointKnobs:
     two-kernel rank-1 main (`replay_main_kernel`).
     The hand-picked defaults never pick it; the H200 knob table does at batch >= 64 for fp32,
     bf16 and fp16-SR (measured beside the default form: docs/checkpoint.md)."""
+    n_tile: int = 0
+    """Bandwidth main: state columns per step of its tile loop (0: whole rows). A ``block_p x
+    n_tile`` tile holds a fraction of the registers of a whole-row chunk (the fold's accumulator,
+    the C and history-B operands shrink with it): more programs per SM, more state bytes in flight
+    (ncu, session 11: the whole-row main runs at 255 registers, 8 warps an SM). Whole rows for
+    int8 / fp8 (a row's scale needs all its columns)."""
+    stages: int = 1
+    """Bandwidth main with column tiles: software-pipeline depth of the tile loop (Triton's
+    ``num_stages``: tiles ahead brought into shared memory by asynchronous copies; 1 = none)."""
 
 
 def default_knobs(
@@ -252,22 +261,23 @@ def _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T: tl.cons
 
 
 @triton.jit
-def _store_checkpoint(ckpt, scale, rows, srow, read_p, offs_n, mask_n, state, seed, s, step, N: tl.constexpr,
+def _store_checkpoint(ckpt, scale, rows, srow, read_p, offs_n, mask_n, state, seed, s, step, col0, N: tl.constexpr,
                       BLOCK_N: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
-    """A write row's folded state S' stored as the slot's checkpoint (state rows ``rows`` of
-    ``ckpt`` / ``scale``); SR fields drawn once, counter rows ``srow``, request = the slot ``s``."""
-    sr_fields = request_sr_bits(seed, srow, s, step, BLOCK_N, FMT, SR)
+    """A write row's folded state S' (columns ``col0 + arange(BLOCK_N)``) stored as the slot's
+    checkpoint (state rows ``rows`` of ``ckpt`` / ``scale``); SR fields drawn once, counter rows
+    ``srow``, request = the slot ``s``."""
+    sr_fields = request_sr_bits(seed, srow, s, step, col0, BLOCK_N, FMT, SR)
     store_state_rows(ckpt, scale, rows, read_p, offs_n, mask_n, state, N, FMT, SR, sr_fields)
 
 
 @triton.jit
-def _state_ct(state, ct, FMT: tl.constexpr, BLOCK_P: tl.constexpr, T_PAD: tl.constexpr):
-    """``S C^T`` (BLOCK_P, T_PAD) on the tensor cores: a bf16 checkpoint as itself (bf16-exact: one
-    product), others as two bf16 parts (`_dot_bf16x2`)."""
+def _state_ct(state, ct, acc, FMT: tl.constexpr):
+    """``acc + S C^T`` (BLOCK_P, T_PAD) on the tensor cores: a bf16 checkpoint as itself (bf16-exact:
+    one product), others as two bf16 parts (`_dot_bf16x2`)."""
     if FMT == FMT_BF16:
-        yt = dot(state.to(tl.bfloat16), ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+        yt = dot(state.to(tl.bfloat16), ct, acc)
     else:
-        yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32))
+        yt = _dot_bf16x2(state, ct, acc)
     return yt
 
 
@@ -545,7 +555,7 @@ def _main_item(
             w_j = tl.load(w_ptr + bh * L_PAD + j + offs_p * 0, mask=ok_p, other=0.0)
             state += (x_j * w_j)[:, None] * b_j[None, :]
         _store_checkpoint(ckpt_ptr, scale_ptr, s * (H * P) + srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
-                          N, BLOCK_N, FMT, SR)
+                          0, N, BLOCK_N, FMT, SR)
 
     # Outputs, transposed: Y^T (BLOCK_P, T_PAD), as row reductions.
     yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
@@ -736,8 +746,8 @@ def _fused_item(
         w = tl.where(j_ok, tl.exp(cum_h - cum_hist) * dt_hist, 0.0)
         xw = x_hist.to(tl.float32) * w[:, None]
         folded = dot_precision(tl.trans(xw), b_hist.to(tl.float32), state * tl.exp(cum_h), PREC)
-        _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, folded, seed, s, step, N, BLOCK_N,
-                          FMT, SR)
+        _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, folded, seed, s, step, 0, N,
+                          BLOCK_N, FMT, SR)
 
     pdl_wait(WAIT)
 
@@ -758,7 +768,8 @@ def _fused_item(
     # Outputs from S_ckpt for every row (the rectangle: write rows' S' C_t expands to the same sum),
     # so they need neither the fold nor a layout change of its result. Y^T = (S_ckpt C^T) diag(cdec)
     # + X_h^T CB_h^T + X_new^T CB_new^T; fp32 operands as sums of bf16 parts (C, x are bf16-exact).
-    yt = _state_ct(state, tl.trans(c_new), FMT, BLOCK_P, T_PAD) * tl.exp(cum_h + cl)[None, :]
+    yt = _state_ct(state, tl.trans(c_new), tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32), FMT)
+    yt = yt * tl.exp(cum_h + cl)[None, :]
     cb_rh = dot(c_new, tl.trans(b_hist), tl.zeros((T_PAD, W_PAD), dtype=tl.float32))
     keep = t_ok[:, None] & j_ok[None, :]
     expo = tl.where(keep, cum_h + cl[:, None] - cum_hist[None, :], 0.0)

@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.dots import dot
-from ssmbench_kernels.common.launch import pdl_wait
+from ssmbench_kernels.common.launch import interpreting, pdl_wait
 from ssmbench_kernels.mamba2_replay.kernel import (
     CheckpointKnobs,
     ReplayScratch,
@@ -54,18 +54,25 @@ from ssmbench_kernels.mamba2_replay.kernel import (
     _token_tile,
     _z_tile,
 )
-from ssmbench_kernels.storage.kernel import load_state_rows
+from ssmbench_kernels.storage.kernel import FMT_FP8, FMT_INT8, load_state_rows
 
 
 @triton.jit
-def _dot_bf16x3(a, b, acc):
-    """``acc + a @ b`` for fp32 ``a`` and bf16 ``b`` as three bf16 tensor-core products: a = hi +
-    mid + lo (|a - hi - mid - lo| <= ~2^-24 |a|), products exact, fp32 sums. For the fold of a
-    stored fp32 checkpoint (fp32 accuracy without TF32's operand conversions)."""
+def _bf16x3_parts(a):
+    """fp32 ``a`` as three bf16 parts hi + mid + lo (|a - hi - mid - lo| <= ~2^-24 |a|): the fold's
+    left operand, split once and used by every column tile (`_dot_bf16x3`)."""
     hi = a.to(tl.bfloat16)
     r = a - hi.to(tl.float32)
     mid = r.to(tl.bfloat16)
     lo = (r - mid.to(tl.float32)).to(tl.bfloat16)
+    return hi, mid, lo
+
+
+@triton.jit
+def _dot_bf16x3(hi, mid, lo, b, acc):
+    """``acc + (hi + mid + lo) @ b`` for bf16 ``b`` as three tensor-core products, exact products,
+    fp32 sums: the fold of a stored fp32 checkpoint at fp32 accuracy without TF32's operand
+    conversions."""
     return dot(lo, b, dot(mid, b, dot(hi, b, acc)))
 
 
@@ -106,6 +113,8 @@ def replay_bw_main_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_N: tl.constexpr,
     N_CHUNKS: tl.constexpr,
+    N_TILE: tl.constexpr,
+    STAGES: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -118,28 +127,26 @@ def replay_bw_main_kernel(
     slot, real, s = _row_slot(slot_ptr, b)
     pnat, start, mw = _row_ring(pnat_ptr, rs_ptr, s, real, T, W)
 
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
     offs_j, j_ok, rj, fold_j = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
     rect_j = j_ok & ((offs_j * 0 + mw.to(tl.int32)) == 0)  # history CB columns: nowrite rows only
     # Per-slot bases in int64 (scalars), offsets inside a slot in int32.
     ckpt_base = ckpt_ptr + s * (H * P * N)
     scale_base = scale_ptr + s * (H * P)  # (a dummy pointer, never read, for unscaled formats)
     hx_base = hist_x_ptr + s * (L * H * P) + h * P
-    b_hist = _hist_B_tile(hist_B_ptr + s * (L * G * N), rj, g, offs_n, fold_j, mask_n, G, N)
+    hb_base = hist_B_ptr + s * (L * G * N)
     Dh = tl.load(D_ptr + h).to(tl.float32)
 
     pdl_wait(PDL)
 
-    # Per-(row, head) operands, once for every P-chunk.
+    # Per-(row, head) operands, once for every P-chunk and column tile.
     offs_t = tl.arange(0, T_PAD)
     t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
     row0 = b * T  # int64; token offsets below are int32
-    ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n))
     bh = b * H + h
     _, cb_hist, cb_new, cdec = _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T, W, T_PAD, L_PAD)
     w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
-    fdec = tl.load(fdec_ptr + bh + offs_n * 0, mask=(offs_n * 0 + mw.to(tl.int32)) != 0, other=0.0)
+    offs_k = tl.arange(0, N_TILE)
+    fdec = tl.load(fdec_ptr + bh + offs_k * 0, mask=(offs_k * 0 + mw.to(tl.int32)) != 0, other=0.0)
     wrow = _ring(start + pnat + offs_t, L)  # append rows (disjoint from every row read)
 
     for pc in range(N_CHUNKS):
@@ -147,27 +154,36 @@ def replay_bw_main_kernel(
         mask_p = offs_p < P
         srow = h * P + offs_p
         read_p = mask_p & ((offs_p * 0 + slot) >= 0)  # (vector forms of scalar masks: the interpreter)
-        state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
         x_hist = tl.load(
             hx_base + rj[:, None] * (H * P) + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
         )
-        # The epilogue's operands too, so every load of the chunk is one round trip before the products.
+        # The epilogue's operands too, issued with the first state tile instead of after the products.
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
-        if mw:
-            # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
-            xw = x_hist.to(tl.float32) * w[:, None]
-            state = _dot_bf16x3(tl.trans(xw), b_hist, state * fdec[None, :])
-            _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, state, seed, s, step, N,
-                              BLOCK_N, FMT, SR)
-            yt = _dot_bf16x2(state, ct, tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)) * cdec[None, :]
-        else:
-            yt = _state_ct(state, ct, FMT, BLOCK_P, T_PAD)
-            yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
+        xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+        # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
+        # elementwise in the columns, so a tile needs only its own columns of C and history B.
+        for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
+            offs_n = n0 + offs_k
+            mask_n = offs_n < N
+            state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
+            ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n))
+            b_hist = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
+            if mw:
+                # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
+                state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
+                _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
+                                  n0, N, N_TILE, FMT, SR)
+                yt = _dot_bf16x2(state, ct, yt)
+            else:
+                yt = _state_ct(state, ct, yt, FMT)
+        yt = yt * cdec[None, :]
+        if not mw:
+            yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
         _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T,
                        HAS_Z)
         tl.store(hx_base + wrow[:, None] * (H * P) + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
-
 
 KERNEL_NAME: str = replay_bw_main_kernel.fn.__name__
 """The main kernel's name (after `replay_precompute_kernel`), for CUPTI attribution."""
@@ -198,9 +214,20 @@ def launch_bw_main(
 ) -> None:
     """Enqueue the bandwidth-first main on grid ``(H, batch)`` (inputs checked by `replay_step`)."""
     block_p = max(16, min(knobs.block_p, triton.next_power_of_2(P)))
+    block_n = max(16, triton.next_power_of_2(N))
     _launch_main(
         replay_bw_main_kernel, (H, slot_idx.shape[0]), rs, slot_idx, x, Cm, z, y, D, scratch, seed, step,
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
-        BLOCK_P=block_p, BLOCK_N=max(16, triton.next_power_of_2(N)), N_CHUNKS=triton.cdiv(P, block_p),
+        BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
+        N_TILE=column_tile(knobs, block_n, fmt_code), STAGES=knobs.stages if not interpreting() else 1,
         FMT=fmt_code, SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
     )
+
+
+def column_tile(knobs: CheckpointKnobs, block_n: int, fmt_code: int) -> int:
+    """State columns per step of the main's tile loop: ``knobs.n_tile`` (0: whole rows), whole rows
+    for the scaled formats (int8 / fp8: a stored row's scale is the max over all its columns, which
+    a column tile cannot know before the last one)."""
+    if knobs.n_tile == 0 or fmt_code in (FMT_INT8.value, FMT_FP8.value):
+        return block_n
+    return max(16, min(knobs.n_tile, block_n))

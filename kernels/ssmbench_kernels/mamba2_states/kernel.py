@@ -155,7 +155,7 @@ def mamba2_intermediate_kernel(
     # Masks from tensor comparisons (a scalar-bool & tensor-bool is int32 in the interpreter).
     read_p = mask_p & ((offs_p * 0 + src) >= 0)
     state = load_state_rows(pool_ptr, scale_ptr, src * (H * P) + head_rows, read_p, offs_n, mask_n, N, FMT)
-    sr_fields = request_sr_bits(seed, head_rows, src, step, BLOCK_N, FMT, SR)  # shared by the T stores
+    sr_fields = request_sr_bits(seed, head_rows, src, step, 0, BLOCK_N, FMT, SR)  # shared by the T stores
     A = tl.load(A_ptr + h).to(tl.float32)
     Dh = tl.load(D_ptr + h).to(tl.float32)
     dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)

@@ -101,24 +101,25 @@ def _halves(word):
 
 
 @triton.jit
-def sr_bits(seed, row, request, step, BLOCK_N: tl.constexpr):
-    """16 random bits per element of a ``(R, BLOCK_N)`` tile (int32 in [0, 2**16)), the same
-    fields as the reference `sr_fields`: Philox4x32-10 with key ``seed`` and counter
-    ``(row, n // 8, request, step)`` runs once per group of 8 columns, on an
+def sr_bits(seed, row, request, step, col0, BLOCK_N: tl.constexpr):
+    """16 random bits per element of a ``(R, BLOCK_N)`` tile of columns ``col0 .. col0 + BLOCK_N``
+    (int32 in [0, 2**16)), the same fields as the reference `sr_fields`: Philox4x32-10 with key
+    ``seed`` and counter ``(row, n // 8, request, step)`` runs once per group of 8 columns, on an
     ``(R, BLOCK_N // 8)`` tile; column 8g + j takes the low (j even) or high (j odd) half of
-    output ``j // 2``.
+    output ``j // 2``. ``col0``: a multiple of 8 (0 for whole rows; a column tile's first column
+    for kernels that stream a row in parts).
 
     Called once per tile before the token loop: every store of the request in this step shares
     the result. ``row``: int tile ``(R,)`` of row indices inside one slot's state (counter word
     0); ``request``/``step``: scalars (counter words 2 and 3, truncated to 32 bits as counter
-    words are). BLOCK_N: power of two >= 4; tile column c is row column n = c.
+    words are). BLOCK_N: power of two >= 4; tile column c is row column n = col0 + c.
     """
     tl.static_assert(BLOCK_N >= 4, "sr_bits needs BLOCK_N >= 4")
     GROUPS: tl.constexpr = BLOCK_N // 8 if BLOCK_N >= 8 else 1
     grp = tl.arange(0, GROUPS)
     zero = (row[:, None] * 0 + grp[None, :] * 0).to(tl.int64)  # (R, GROUPS)
     c0 = (zero + row[:, None]).to(tl.uint32)
-    c1 = (zero + grp[None, :]).to(tl.uint32)
+    c1 = (zero + grp[None, :] + col0 // 8).to(tl.uint32)
     c2 = (zero + request).to(tl.uint32)
     c3 = (zero + step).to(tl.uint32)
     r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, c3)
@@ -139,11 +140,11 @@ def sr_bits(seed, row, request, step, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def request_sr_bits(seed, row, request, step, BLOCK_N: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
+def request_sr_bits(seed, row, request, step, col0, BLOCK_N: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
     """`sr_bits` when FMT is stored with SR, else zeros (never read; compiled away): what a
     kernel draws once per tile and hands to every `store_state_rows` of the request."""
     if SR and FMT != FMT_FP32:
-        return sr_bits(seed, row, request, step, BLOCK_N)
+        return sr_bits(seed, row, request, step, col0, BLOCK_N)
     else:
         return tl.zeros((row.shape[0], BLOCK_N), tl.int32)
 
