@@ -107,3 +107,17 @@ def test_bw_knob_names_and_space() -> None:
     assert config["bandwidth"] is True
     assert all(c.holds(config) for c in CHECKPOINT_SPACE.constraints)
     assert not CHECKPOINT_SPACE.config_of(CheckpointKnobs(fused=True))["bandwidth"]
+
+
+def test_column_tile_knobs_in_the_space() -> None:
+    """n_tile / stages reach the tuner, only for the bandwidth main; pipelined 32-column tiles (which
+    faulted on the H200, session 11) are outside the space, 16-column ones inside."""
+    def holds(**knobs) -> bool:
+        config = CHECKPOINT_SPACE.config_of(CheckpointKnobs(bandwidth=True, block_p=64, **knobs))
+        return all(c.holds(config) for c in CHECKPOINT_SPACE.constraints)
+
+    assert holds(n_tile=32, stages=1) and holds(n_tile=16, stages=4) and holds(n_tile=0)
+    assert not holds(n_tile=32, stages=2)
+    by_name = {k.name: k for k in CHECKPOINT_SPACE.knobs}
+    fused = CHECKPOINT_SPACE.config_of(CheckpointKnobs(fused=True, n_tile=16, stages=3))
+    assert not by_name["n_tile"].is_active(fused) and not by_name["stages"].is_active(fused)

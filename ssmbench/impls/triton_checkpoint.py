@@ -47,6 +47,10 @@ def _two_kernel(config: dict) -> bool:
     return not config["fused"]
 
 
+def _bandwidth_main(config: dict) -> bool:
+    return bool(config["bandwidth"] and not config["fused"])
+
+
 CHECKPOINT_SPACE = KnobSpace(
     knobs=(
         Knob("fused", (False, True), "one kernel (docs/spec.md §7's variant) instead of precompute + main"),
@@ -58,6 +62,10 @@ CHECKPOINT_SPACE = KnobSpace(
              active=lambda c: c["fused"], active_doc="fused"),
         Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
+        Knob("n_tile", (0, 16, 32), "state columns per step of the bandwidth main (0: whole rows)",
+             active=_bandwidth_main, active_doc="bandwidth main"),
+        Knob("stages", (1, 2, 3, 4), "pipeline depth of the bandwidth main's column-tile loop",
+             active=lambda c: _bandwidth_main(c) and c["n_tile"] > 0, active_doc="bandwidth main with n_tile"),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
@@ -66,13 +74,17 @@ CHECKPOINT_SPACE = KnobSpace(
     constraints=(
         Constraint("block_p >= 16 in the dot forms (fused or bandwidth): tl.dot needs 16 rows",
                    lambda c: not _dot_form(c) or c["block_p"] >= 16),
+        Constraint("32-column tiles unpipelined (stages 1): pipelined, they fault on the H200 under Triton 3.6 "
+                   "(illegal address or wrong outputs at every batch, session 11; 16-column tiles verified)",
+                   lambda c: not _bandwidth_main(c) or c["n_tile"] != 32 or c["stages"] == 1),
     ),
-    blocks=(("fused", "bandwidth", "block_p"), ("pre_heads", "pre_warps")),
+    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages"), ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).
 Three forms: fused (the default but at W = T from batch 64), the rank-1 two-kernel main (the
-default at W = T from batch 64) and the bandwidth-first main (the H200 table's pick from batch 64).
+default at W = T from batch 64) and the bandwidth-first main (the H200 table's pick from batch 64),
+whole rows or column tiles (session 11).
 The two-kernel `tl.dot` main and the persistent variants were removed in session 7 (issue 19: no
 default or table picked them)."""
 

@@ -11,8 +11,12 @@
 #          fp32 (stall reasons, issue activity, occupancy of today's bandwidth main).
 # Phase 2  the bandwidth main's column tiles on the GPU: its CPU tests there, then
 #          tools/gpu/checkpoint-tiles.yaml (five tile variants beside the shipped table and FlashInfer).
+# Phase 3  the headline with all four impls in one run on the new table entries (19's baseline), its gate
+#          against the stored baseline, a warm Triton rerun (medians for the store); compute-sanitizer and
+#          5-launch determinism on the chains the new entries pick (fp16 SR b64: 16-column tiles, 3 stages;
+#          fp32 b256: 32-column tiles), and compute-sanitizer on the faulting form (32 columns, 2 stages).
 set -u
-PHASE=${PHASE:?PHASE=1 to 2}
+PHASE=${PHASE:?PHASE=1 to 3}
 SESSION=s11
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -31,8 +35,24 @@ phase2() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-tiles tools/gpu/checkpoint-tiles.yaml --plugin checkpoint_bw_plugin
 }
 
+phase3() {
+  sweep headline-all "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate all-vs-stored "$R/headline-all.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  STEP_TIMEOUT=100 once sanitizer-tiles16 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 fp16sr)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-tiles16"
+  STEP_TIMEOUT=100 once sanitizer-tiles32 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 256 fp32)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-tiles32"
+  STEP_TIMEOUT=60 once determinism-tiles python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 fp16sr)" \
+    --impl triton.checkpoint --determinism 5
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=100 once sanitizer-n32s2 python3 -m ssmbench profile tools/gpu/checkpoint-tiles.yaml \
+    --case "$(ckpt_case 8 bf16)" --impl triton.checkpoint.tiles-p64n32w4s2 --plugin checkpoint_bw_plugin \
+    --tool sanitizer -o "$R/sanitizer-n32s2"
+  sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
+  3) phase3 ;;
 esac
 phase_end
