@@ -15,8 +15,11 @@
 #          against the stored baseline, a warm Triton rerun (medians for the store); compute-sanitizer and
 #          5-launch determinism on the chains the new entries pick (fp16 SR b64: 16-column tiles, 3 stages;
 #          fp32 b256: 32-column tiles), and compute-sanitizer on the faulting form (32 columns, 2 stages).
+# Phase 4  second round of column tiles (tools/gpu/checkpoint-tiles2.yaml: 16/32/64 columns, 1-4 stages, W = 16
+#          and W = T) beside the table; ncu (full set) of the table's new chains at b1024 (bf16: 16-column
+#          tiles, 4 stages; fp32: 32-column tiles).
 set -u
-PHASE=${PHASE:?PHASE=1 to 3}
+PHASE=${PHASE:?PHASE=1 to 4}
 SESSION=s11
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -50,9 +53,18 @@ phase3() {
   sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
 }
 
+phase4() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-tiles2 tools/gpu/checkpoint-tiles2.yaml --plugin checkpoint_bw_plugin
+  for fmt in bf16 fp32; do
+    once "ncu-tiles-$fmt" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 1024 $fmt)" \
+      --impl triton.checkpoint --tool ncu --set full -o "$R/ncu-tiles-$fmt"
+  done
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
+  4) phase4 ;;
 esac
 phase_end
