@@ -18,8 +18,10 @@
 # Phase 4  second round of column tiles (tools/gpu/checkpoint-tiles2.yaml: 16/32/64 columns, 1-4 stages, W = 16
 #          and W = T) beside the table; ncu (full set) of the table's new chains at b1024 (bf16: 16-column
 #          tiles, 4 stages; fp32: 32-column tiles).
+# Phase 5  the bf16 state tile fed to S C^T as loaded (no trip through fp32; kernel_bw._state_tile): the
+#          bf16 cells of tools/gpu/checkpoint-tiles2.yaml again, and ncu of the table's bf16 chain at b1024.
 set -u
-PHASE=${PHASE:?PHASE=1 to 4}
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s11
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -61,10 +63,18 @@ phase4() {
   done
 }
 
+phase5() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-tiles2-bf16 tools/gpu/checkpoint-tiles2.yaml --plugin checkpoint_bw_plugin \
+    --filter state_dtype=bf16
+  once ncu-tiles-bf16-raw python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 1024 bf16)" \
+    --impl triton.checkpoint --tool ncu --set full -o "$R/ncu-tiles-bf16-raw"
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;
+  5) phase5 ;;
 esac
 phase_end
