@@ -18,8 +18,10 @@
 # Phase 4  second round of column tiles (tools/gpu/checkpoint-tiles2.yaml: 16/32/64 columns, 1-4 stages, W = 16
 #          and W = T) beside the table; ncu (full set) of the table's new chains at b1024 (bf16: 16-column
 #          tiles, 4 stages; fp32: 32-column tiles).
-# Phase 5  the bf16 state tile fed to S C^T as loaded (no trip through fp32; kernel_bw._state_tile): the
-#          bf16 cells of tools/gpu/checkpoint-tiles2.yaml again, and ncu of the table's bf16 chain at b1024.
+# Phase 5  (as run at 69c84ca) the bf16 state tile fed to S C^T as loaded (no trip through fp32): the bf16
+#          cells of tools/gpu/checkpoint-tiles2.yaml again, and ncu of the table's bf16 chain at b1024. The
+#          pipelined forms gave wrong outputs on every nowrite row (the warpgroup MMA reading the pipelined
+#          buffer itself: the Triton 3.6 miscompile again); reverted.
 set -u
 PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s11

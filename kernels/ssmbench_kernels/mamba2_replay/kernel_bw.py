@@ -54,7 +54,7 @@ from ssmbench_kernels.mamba2_replay.kernel import (
     _token_tile,
     _z_tile,
 )
-from ssmbench_kernels.storage.kernel import FMT_BF16, FMT_FP8, FMT_INT8, bf16_to_fp32, load_state_rows
+from ssmbench_kernels.storage.kernel import FMT_FP8, FMT_INT8, load_state_rows
 
 
 @triton.jit
@@ -74,28 +74,6 @@ def _dot_bf16x3(hi, mid, lo, b, acc):
     fp32 sums: the fold of a stored fp32 checkpoint at fp32 accuracy without TF32's operand
     conversions."""
     return dot(lo, b, dot(mid, b, dot(hi, b, acc)))
-
-
-@triton.jit
-def _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N: tl.constexpr, FMT: tl.constexpr):
-    """A (rows, columns) tile of the checkpoint as the products take it: a bf16 checkpoint as loaded
-    (S C^T's bf16 operand as it is, no trip through fp32 and back: session 11's ncu had the bf16 main
-    issue-bound at 60%), any other format dequantized to fp32 (`load_state_rows`). Masked elements
-    read as 0."""
-    if FMT == FMT_BF16:
-        tile = tl.load(ckpt_base + srow[:, None] * N + offs_n[None, :], mask=read_p[:, None] & mask_n[None, :],
-                       other=0.0)
-    else:
-        tile = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
-    return tile
-
-
-@triton.jit
-def _fp32_tile(tile, FMT: tl.constexpr):
-    """`_state_tile`'s tile in fp32 (the fold's operand)."""
-    if FMT == FMT_BF16:
-        tile = bf16_to_fp32(tile)
-    return tile
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
@@ -189,15 +167,15 @@ def replay_bw_main_kernel(
         for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
             offs_n = n0 + offs_k
             mask_n = offs_n < N
-            state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
+            state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
             ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n))
             b_hist = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
             if mw:
                 # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
-                folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
-                _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, folded, seed, s, step,
+                state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
+                _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
                                   n0, N, N_TILE, FMT, SR)
-                yt = _dot_bf16x2(folded, ct, yt)
+                yt = _dot_bf16x2(state, ct, yt)
             else:
                 yt = _state_ct(state, ct, yt, FMT)
         yt = yt * cdec[None, :]
