@@ -68,7 +68,12 @@ TILE_VARIANTS = {
         bandwidth=True, block_p=bp, n_tile=nt, num_warps=nw, stages=st)
     for bp, nt, nw, st in ((64, 16, 4, 1), (64, 16, 4, 2), (64, 16, 4, 3), (64, 16, 4, 4), (64, 32, 4, 1),
                            (64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2))
+} | {
+    f"triton.checkpoint.before-p64n{nt}w4s{st}": CheckpointKnobs(
+        bandwidth=True, block_p=64, n_tile=nt, num_warps=4, stages=st, rect_outputs=False)
+    for nt, st in ((16, 2), (16, 4), (32, 1))
 }
+"""(`before-*`: the same tiles in the form before session 11's A/B, `CheckpointKnobs.rect_outputs`.)"""
 """64 x N state per program on one warpgroup (4 warps: Hopper's warpgroup MMA) in 16-, 32- or 64-column
 tiles, 1 to 4 pipeline stages: 72-149 registers without spills under Triton 3.6 (static SASS,
 `SASS_FORMS=tiles python3 tools/gpu/sass_replay.py`), against 255 for the table's whole-row 64 x 2.

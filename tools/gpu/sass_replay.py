@@ -72,8 +72,8 @@ def tile_forms() -> list[Form]:
     """The bandwidth main with the state streamed in column tiles (`CheckpointKnobs.n_tile`,
     session 11): rows x tile columns x warps x pipeline stages; "per elem" counts one tile."""
     out = []
-    for bp, nt, nw, st in ((64, 32, 4, 1), (64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 2), (64, 16, 4, 3),
-                           (32, 32, 2, 2), (64, 32, 2, 2), (64, 64, 8, 2), (32, 64, 4, 2)):
+    for bp, nt, nw, st in ((64, 16, 4, 2), (64, 16, 4, 3), (64, 16, 4, 4), (64, 32, 4, 1), (64, 32, 4, 2),
+                           (64, 32, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2)):
         out.append(Form(f"tiles p{bp} n{nt} w{nw} s{st}",
                         dict(bandwidth=True, block_p=bp, num_warps=nw, n_tile=nt, stages=st), "main", bp, nw * 32))
     return out

@@ -22,8 +22,10 @@
 #          cells of tools/gpu/checkpoint-tiles2.yaml again, and ncu of the table's bf16 chain at b1024. The
 #          pipelined forms gave wrong outputs on every nowrite row (the warpgroup MMA reading the pipelined
 #          buffer itself: the Triton 3.6 miscompile again); reverted.
+# Phase 6  every row's outputs from S_ckpt (the state tile into S C^T outside the loop's branch): the A/B
+#          tools/gpu/checkpoint-tiles3.yaml, new form against the form before, in one run.
 set -u
-PHASE=${PHASE:?PHASE=1 to 5}
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s11
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -72,11 +74,16 @@ phase5() {
     --impl triton.checkpoint --tool ncu --set full -o "$R/ncu-tiles-bf16-raw"
 }
 
+phase6() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-tiles3 tools/gpu/checkpoint-tiles3.yaml --plugin checkpoint_bw_plugin
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
   3) phase3 ;;
   4) phase4 ;;
   5) phase5 ;;
+  6) phase6 ;;
 esac
 phase_end

@@ -134,6 +134,10 @@ class CheckpointKnobs:
     stages: int = 1
     """Bandwidth main with column tiles: software-pipeline depth of the tile loop (Triton's
     ``num_stages``: tiles ahead brought into shared memory by asynchronous copies; 1 = none)."""
+    rect_outputs: bool = True
+    """Session 11 A/B, not a tuner knob (removed with its loser): the bandwidth main's outputs of every
+    row from S_ckpt, the state tile straight into S C^T outside the loop's branch (True), or write
+    rows' outputs from S' inside it (False, the form before)."""
 
 
 def default_knobs(

@@ -54,7 +54,7 @@ from ssmbench_kernels.mamba2_replay.kernel import (
     _token_tile,
     _z_tile,
 )
-from ssmbench_kernels.storage.kernel import FMT_FP8, FMT_INT8, load_state_rows
+from ssmbench_kernels.storage.kernel import FMT_BF16, FMT_FP8, FMT_INT8, bf16_to_fp32, load_state_rows
 
 
 @triton.jit
@@ -74,6 +74,28 @@ def _dot_bf16x3(hi, mid, lo, b, acc):
     fp32 sums: the fold of a stored fp32 checkpoint at fp32 accuracy without TF32's operand
     conversions."""
     return dot(lo, b, dot(mid, b, dot(hi, b, acc)))
+
+
+@triton.jit
+def _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N: tl.constexpr, FMT: tl.constexpr):
+    """A (rows, columns) tile of the checkpoint as the products take it: a bf16 checkpoint as loaded
+    (S C^T's bf16 operand as it is, no trip through fp32 and back: session 11's ncu had the bf16 main
+    issue-bound at 60%), any other format dequantized to fp32 (`load_state_rows`). Masked elements
+    read as 0."""
+    if FMT == FMT_BF16:
+        tile = tl.load(ckpt_base + srow[:, None] * N + offs_n[None, :], mask=read_p[:, None] & mask_n[None, :],
+                       other=0.0)
+    else:
+        tile = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
+    return tile
+
+
+@triton.jit
+def _fp32_tile(tile, FMT: tl.constexpr):
+    """`_state_tile`'s tile in fp32 (the fold's operand)."""
+    if FMT == FMT_BF16:
+        tile = bf16_to_fp32(tile)
+    return tile
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
@@ -115,6 +137,7 @@ def replay_bw_main_kernel(
     N_CHUNKS: tl.constexpr,
     N_TILE: tl.constexpr,
     STAGES: tl.constexpr,
+    RECT: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -147,6 +170,9 @@ def replay_bw_main_kernel(
     w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
     offs_k = tl.arange(0, N_TILE)
     fdec = tl.load(fdec_ptr + bh + offs_k * 0, mask=(offs_k * 0 + mw.to(tl.int32)) != 0, other=0.0)
+    fdec_t = tl.load(fdec_ptr + bh + offs_t * 0, mask=(offs_t * 0 + mw.to(tl.int32)) != 0, other=0.0)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
     wrow = _ring(start + pnat + offs_t, L)  # append rows (disjoint from every row read)
 
     for pc in range(N_CHUNKS):
@@ -161,26 +187,56 @@ def replay_bw_main_kernel(
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
         xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
-        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-        # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
-        # elementwise in the columns, so a tile needs only its own columns of C and history B.
-        for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-            offs_n = n0 + offs_k
-            mask_n = offs_n < N
-            state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
-            ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n))
-            b_hist = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
-            if mw:
-                # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
-                state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
-                _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_n, mask_n, state, seed, s, step,
-                                  n0, N, N_TILE, FMT, SR)
-                yt = _dot_bf16x2(state, ct, yt)
-            else:
+        if RECT:  # (session 11 A/B: RECT = False is the form before; the loser is removed)
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+            # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
+            # elementwise in the columns, so a tile needs only its own columns of C and history B. The
+            # loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
+            # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
+            # outputs on the H200 under Triton 3.6: session 11).
+            for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
+                offs_nt = n0 + offs_k
+                mask_nt = offs_nt < N
+                state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
-        yt = yt * cdec[None, :]
-        if not mw:
-            yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
+                if mw:
+                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
+                    folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
+                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
+                                      step, n0, N, N_TILE, FMT, SR)
+            # Write rows' outputs come from S_ckpt too, term by term: S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T);
+            # B_h C^T does not involve the state: once per (row, head), from whole history-B and C rows.
+            bc = tl.zeros((W_PAD, T_PAD), dtype=tl.float32)
+            if mw:
+                b_full = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
+                c_full = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
+                bc = dot(b_full, tl.trans(c_full), bc)
+            if mw:
+                hist = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
+                yt = (yt * fdec_t[None, :] + hist) * cdec[None, :]
+            else:
+                yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
+        else:
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+            for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
+                offs_nt = n0 + offs_k
+                mask_nt = offs_nt < N
+                state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
+                if mw:
+                    state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
+                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s, step,
+                                      n0, N, N_TILE, FMT, SR)
+                    yt = _dot_bf16x2(state, ct, yt)
+                else:
+                    yt = _state_ct(state, ct, yt, FMT)
+            yt = yt * cdec[None, :]
+            if not mw:
+                yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt)
         _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T,
                        HAS_Z)
         tl.store(hx_base + wrow[:, None] * (H * P) + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
@@ -220,6 +276,7 @@ def launch_bw_main(
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
         N_TILE=column_tile(knobs, block_n, fmt_code), STAGES=knobs.stages if not interpreting() else 1,
+        RECT=knobs.rect_outputs,
         FMT=fmt_code, SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
     )
 

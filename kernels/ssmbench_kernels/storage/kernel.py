@@ -321,6 +321,13 @@ def store_state_rows(
 
 
 @triton.jit
+def bf16_to_fp32(raw):
+    """A bf16 tile widened to fp32 through its bits (exact; the interpreter's cast is not trusted
+    with subnormals)."""
+    return (raw.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def load_state_rows(data_ptr, scale_ptr, rows, row_mask, offs_n, col_mask, ROW_STRIDE, FMT: tl.constexpr):
     """Load rows ``rows`` (int64, (R,)) of a pool in FMT as an fp32 (R, C) tile, dequantized
     (``data * scale``); masked-off elements read as 0 and touch no memory."""
@@ -329,7 +336,7 @@ def load_state_rows(data_ptr, scale_ptr, rows, row_mask, offs_n, col_mask, ROW_S
     ptrs = data_ptr + rows[:, None] * ROW_STRIDE + offs_n[None, :]
     raw = tl.load(ptrs, mask=mask)
     if FMT == FMT_BF16:
-        values = (raw.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+        values = bf16_to_fp32(raw)
     else:
         values = raw.to(tl.float32)
     values = tl.where(mask, values, 0.0)
