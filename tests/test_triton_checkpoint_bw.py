@@ -46,18 +46,21 @@ def test_bw_main_matches_reference(fmt, rounding, window, with_z) -> None:
 
 
 @pytest.mark.parametrize(
-    "fmt,rounding,window",
-    [("fp32", "rn", 16), ("bf16", "sr", "T"), ("bf16", "rn", 16), ("fp16", "sr", 16), ("int8", "sr", 16)],
+    "fmt,rounding,window,rect",
+    [("fp32", "rn", 16, False), ("fp32", "rn", 16, True), ("bf16", "sr", "T", True), ("bf16", "rn", 16, True),
+     ("bf16", "rn", 16, False), ("fp16", "sr", 16, False), ("fp16", "rn", 16, True), ("int8", "sr", 16, True),
+     ("fp8", "sr", "T", False)],
 )
-def test_bw_main_column_tiles_match_reference(fmt, rounding, window) -> None:
+def test_bw_main_column_tiles_match_reference(fmt, rounding, window, rect) -> None:
     """The state streamed in 16-column tiles (`CheckpointKnobs.n_tile`): N = 40 runs three tiles, the
-    last one half masked; SR fields drawn per tile must be the whole row's (the same codes); int8
-    takes whole rows (its row scale needs every column)."""
+    last one half masked; SR fields drawn per tile must be the whole row's (the same codes); int8 and
+    fp8 take whole rows (a row scale needs every column). Both output forms (`rect_outputs`: write
+    rows' outputs from S_ckpt plus the history term, or from S')."""
     T = 3
     W = T if window == "T" else window
-    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, stages=2)
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, stages=2, rect_outputs=rect)
     seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True, knobs=knobs,
-                                         seed=zlib.crc32(f"tiles{fmt}{rounding}{W}".encode()))
+                                         seed=zlib.crc32(f"tiles{fmt}{rounding}{W}{rect}".encode()))
     assert seen_write and seen_nowrite
 
 
@@ -110,14 +113,27 @@ def test_bw_knob_names_and_space() -> None:
 
 
 def test_column_tile_knobs_in_the_space() -> None:
-    """n_tile / stages reach the tuner, only for the bandwidth main; pipelined 32-column tiles (which
-    faulted on the H200, session 11) are outside the space, 16-column ones inside."""
+    """n_tile / stages / rect_outputs reach the tuner, only for the bandwidth main; the tiles that
+    faulted or miscomputed on the H200 (session 11: pipelined 32-column tiles of the form before,
+    pipelined 64-column tiles) are outside the space."""
     def holds(**knobs) -> bool:
         config = CHECKPOINT_SPACE.config_of(CheckpointKnobs(bandwidth=True, block_p=64, **knobs))
         return all(c.holds(config) for c in CHECKPOINT_SPACE.constraints)
 
     assert holds(n_tile=32, stages=1) and holds(n_tile=16, stages=4) and holds(n_tile=0)
-    assert not holds(n_tile=32, stages=2)
+    assert holds(n_tile=32, stages=3, rect_outputs=True) and holds(n_tile=64, stages=1)
+    assert not holds(n_tile=32, stages=2) and not holds(n_tile=64, stages=2, rect_outputs=True)
     by_name = {k.name: k for k in CHECKPOINT_SPACE.knobs}
     fused = CHECKPOINT_SPACE.config_of(CheckpointKnobs(fused=True, n_tile=16, stages=3))
-    assert not by_name["n_tile"].is_active(fused) and not by_name["stages"].is_active(fused)
+    assert not any(by_name[k].is_active(fused) for k in ("n_tile", "stages", "rect_outputs"))
+
+
+@pytest.mark.parametrize("fmt,rounding,window", [("bf16", "rn", "T"), ("fp16", "sr", 16)])
+def test_bw_main_whole_rows_outputs_from_the_checkpoint(fmt, rounding, window) -> None:
+    """`rect_outputs` on whole rows (one column tile), the H200 table's bf16 W = T pick at batch 64."""
+    T = 3
+    W = T if window == "T" else window
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, rect_outputs=True)
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, with_z=True, knobs=knobs,
+                                         seed=zlib.crc32(f"rect{fmt}{rounding}{W}".encode()))
+    assert seen_write

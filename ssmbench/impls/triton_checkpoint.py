@@ -62,10 +62,12 @@ CHECKPOINT_SPACE = KnobSpace(
              active=lambda c: c["fused"], active_doc="fused"),
         Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
-        Knob("n_tile", (0, 16, 32), "state columns per step of the bandwidth main (0: whole rows)",
+        Knob("n_tile", (0, 16, 32, 64), "state columns per step of the bandwidth main (0: whole rows)",
              active=_bandwidth_main, active_doc="bandwidth main"),
         Knob("stages", (1, 2, 3, 4), "pipeline depth of the bandwidth main's column-tile loop",
              active=lambda c: _bandwidth_main(c) and c["n_tile"] > 0, active_doc="bandwidth main with n_tile"),
+        Knob("rect_outputs", (False, True), "bandwidth main: every row's outputs from S_ckpt, S C^T outside the "
+             "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main"),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
@@ -74,11 +76,14 @@ CHECKPOINT_SPACE = KnobSpace(
     constraints=(
         Constraint("block_p >= 16 in the dot forms (fused or bandwidth): tl.dot needs 16 rows",
                    lambda c: not _dot_form(c) or c["block_p"] >= 16),
-        Constraint("32-column tiles unpipelined (stages 1): pipelined, they fault on the H200 under Triton 3.6 "
-                   "(illegal address or wrong outputs at every batch, session 11; 16-column tiles verified)",
-                   lambda c: not _bandwidth_main(c) or c["n_tile"] != 32 or c["stages"] == 1),
+        Constraint("pipelined 32-column tiles only with rect_outputs: in the other form they fault on the H200 "
+                   "under Triton 3.6 (illegal shared-memory reads by the warpgroup MMA, wrong outputs; session 11)",
+                   lambda c: not _bandwidth_main(c) or c["n_tile"] != 32 or c["stages"] == 1 or c["rect_outputs"]),
+        Constraint("64-column tiles unpipelined (stages 1): pipelined, they gave wrong outputs on the H200 in both "
+                   "forms (session 11)",
+                   lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),
     ),
-    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages"), ("pre_heads", "pre_warps")),
+    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs"), ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).

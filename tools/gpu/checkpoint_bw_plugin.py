@@ -64,20 +64,20 @@ class _ForcedCheckpoint(TritonCheckpoint):
 
 
 TILE_VARIANTS = {
-    f"triton.checkpoint.tiles-p{bp}n{nt}w{nw}s{st}": CheckpointKnobs(
-        bandwidth=True, block_p=bp, n_tile=nt, num_warps=nw, stages=st)
-    for bp, nt, nw, st in ((64, 16, 4, 1), (64, 16, 4, 2), (64, 16, 4, 3), (64, 16, 4, 4), (64, 32, 4, 1),
-                           (64, 32, 4, 2), (64, 32, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2))
+    f"triton.checkpoint.tiles-p64n{nt}w4s{st}": CheckpointKnobs(
+        bandwidth=True, block_p=64, n_tile=nt, num_warps=4, stages=st, rect_outputs=True)
+    for nt, st in ((16, 2), (16, 4), (32, 1), (32, 2), (32, 3), (64, 1), (64, 2))
 } | {
     f"triton.checkpoint.before-p64n{nt}w4s{st}": CheckpointKnobs(
         bandwidth=True, block_p=64, n_tile=nt, num_warps=4, stages=st, rect_outputs=False)
-    for nt, st in ((16, 2), (16, 4), (32, 1))
+    for nt, st in ((16, 1), (16, 2), (16, 3), (16, 4), (32, 1), (32, 2), (32, 3), (64, 1), (64, 2))
 }
-"""(`before-*`: the same tiles in the form before session 11's A/B, `CheckpointKnobs.rect_outputs`.)"""
 """64 x N state per program on one warpgroup (4 warps: Hopper's warpgroup MMA) in 16-, 32- or 64-column
-tiles, 1 to 4 pipeline stages: 72-149 registers without spills under Triton 3.6 (static SASS,
-`SASS_FORMS=tiles python3 tools/gpu/sass_replay.py`), against 255 for the table's whole-row 64 x 2.
-The pipelined 32-column forms fault under Triton 3.6 (session 11: kept here to reproduce it)."""
+tiles, 1 to 4 pipeline stages: `tiles-*` with every row's outputs from S_ckpt (`rect_outputs`), `before-*`
+in the form before (session 11's rounds: tools/gpu/checkpoint-tiles*.yaml; the names of rounds 1 and 2 are
+`before-*` here). 72-128 registers without spills under Triton 3.6 (static SASS, `SASS_FORMS=tiles
+python3 tools/gpu/sass_replay.py`), against 255 for the whole-row 64 x 2. Pipelined 32-column tiles of the
+form before and pipelined 64-column tiles fault or miscompute under Triton 3.6: kept here to reproduce it."""
 
 
 register(TritonCheckpointBw())

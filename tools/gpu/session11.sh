@@ -24,8 +24,11 @@
 #          buffer itself: the Triton 3.6 miscompile again); reverted.
 # Phase 6  every row's outputs from S_ckpt (the state tile into S C^T outside the loop's branch): the A/B
 #          tools/gpu/checkpoint-tiles3.yaml, new form against the form before, in one run.
+# Phase 7  the final chain: its CPU tests on the GPU, the headline with all four impls in one run (19's
+#          baseline), its gate against the stored baseline, compute-sanitizer and determinism on the bf16
+#          chain (32-column tiles, 3 stages, outputs from S_ckpt) and the fp32 one, a warm Triton rerun.
 set -u
-PHASE=${PHASE:?PHASE=1 to 6}
+PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s11
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -54,7 +57,7 @@ phase3() {
   STEP_TIMEOUT=60 once determinism-tiles python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 fp16sr)" \
     --impl triton.checkpoint --determinism 5
   PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=100 once sanitizer-n32s2 python3 -m ssmbench profile tools/gpu/checkpoint-tiles.yaml \
-    --case "$(ckpt_case 8 bf16)" --impl triton.checkpoint.tiles-p64n32w4s2 --plugin checkpoint_bw_plugin \
+    --case "$(ckpt_case 8 bf16)" --impl triton.checkpoint.before-p64n32w4s2 --plugin checkpoint_bw_plugin \
     --tool sanitizer -o "$R/sanitizer-n32s2"
   sweep triton-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
 }
@@ -78,6 +81,20 @@ phase6() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-tiles3 tools/gpu/checkpoint-tiles3.yaml --plugin checkpoint_bw_plugin
 }
 
+phase7() {
+  STEP_TIMEOUT=150 once bw-tests-gpu-final python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py
+  sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  gate final-vs-phase3 "$R/headline-final.json" "$R/headline-all.json"
+  STEP_TIMEOUT=100 once sanitizer-rect32 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 bf16)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-rect32"
+  STEP_TIMEOUT=60 once determinism-rect32 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 bf16)" \
+    --impl triton.checkpoint --determinism 5
+  STEP_TIMEOUT=100 once sanitizer-fp32-final python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 256 fp32)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-fp32-final"
+  sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+}
+
 case $PHASE in
   1) phase1 ;;
   2) phase2 ;;
@@ -85,5 +102,6 @@ case $PHASE in
   4) phase4 ;;
   5) phase5 ;;
   6) phase6 ;;
+  7) phase7 ;;
 esac
 phase_end

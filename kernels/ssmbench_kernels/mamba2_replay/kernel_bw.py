@@ -187,7 +187,7 @@ def replay_bw_main_kernel(
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
         xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
-        if RECT:  # (session 11 A/B: RECT = False is the form before; the loser is removed)
+        if RECT:  # `CheckpointKnobs.rect_outputs`
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
             # elementwise in the columns, so a tile needs only its own columns of C and history B. The
