@@ -10,21 +10,35 @@ and is built to keep DRAM busy instead:
   neighbouring 32 KB (fp32) state tiles; the per-(row, head) operands (C, CB, cdec, history B and
   the fold weights) are loaded once and reused by every P-chunk of the head, not once per P-tile
   (the two-kernel dot main re-reads them for each of its 4 P-tiles: ~2x its state bytes in L2);
-- the state streams in ``BLOCK_P x N`` chunks (a small register tile: 16 x 128 fp32 on 4 warps is
-  16 registers a thread), loaded only after `gdc_wait` (no state held across the wait; before it
-  only the bookkeeping and history B);
+- the state streams in ``BLOCK_P x N_TILE`` tiles (`CheckpointKnobs.n_tile`; whole rows when 0,
+  always for int8 / fp8, whose row scale needs every column): S C^T is a sum over the columns and
+  the fold is elementwise in them, so a tile needs only its own columns of C and history B, and
+  64 x 16 or 64 x 32 tiles on one warpgroup hold 67-96 registers where whole 64-row chunks held 255
+  (ncu, session 11: 8 warps an SM, latency-bound). The tile loop is software-pipelined by Triton
+  (``stages``: tiles ahead in shared memory by asynchronous copies). State loads only after
+  `gdc_wait` (no state held across the wait; before it only the bookkeeping);
 - every product on the tensor cores in bf16 parts with exact products and fp32 sums: outputs
   ``S C^T`` as hi + lo (2^-17 relative, inside the act-dtype tolerance; one product for a bf16
   checkpoint), the write rows' fold ``(X_h^T diag(w)) B_h`` as hi + mid + lo parts of the fp32
   ``x w`` (~2^-24 relative: fp32 checkpoints keep fp32 accuracy, unlike one bf16 pass), against
   bf16 B / C / x operands (activations are bf16, as the fused form assumes);
-- the fold runs once per write row and chunk, and the outputs of write rows come from the
-  unrounded S' (docs/spec.md §5b), nowrite rows' from S_ckpt over the rectangle.
+- the fold runs once per write row and tile; write rows' outputs either come from the unrounded
+  S' inside the loop's branch (docs/spec.md §5b), or (``rect_outputs``) from S_ckpt like every
+  row's, term by term: ``S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T)``, the product outside the
+  branch and a bf16 tile fed to it as loaded (the pipelined copy straight into the warpgroup
+  MMA: 7-10% faster for bf16, slower for the other formats; session 11). Nowrite rows' outputs
+  come from S_ckpt over the rectangle.
 
-Storage goes through `load_state_rows` / `store_state_rows`; SR fields are drawn once per chunk by
-`request_sr_bits` with request = the slot (docs/spec.md §8). Padding rows (slot < 0) touch no
-state or history and write zero outputs. Per-slot bases are int64 scalars, offsets inside a slot
-int32; ring rows by `_ring`.
+Triton 3.6 miscompiles some pipelined forms on Hopper (the warpgroup MMA reading shared memory
+past the allocation, or stale buffers: wrong outputs): pipelined 32-column tiles without
+``rect_outputs``, pipelined 64-column tiles, and a pipelined bf16 tile consumed by an MMA inside
+the loop's branch. The knob space excludes the first two (`ssmbench.impls.triton_checkpoint`);
+this kernel has none of the third. See docs/checkpoint.md, session 11.
+
+Storage goes through `load_state_rows` / `store_state_rows`; SR fields are drawn once per tile by
+`request_sr_bits` (from the tile's first column) with request = the slot (docs/spec.md §8).
+Padding rows (slot < 0) touch no state or history and write zero outputs. Per-slot bases are int64
+scalars, offsets inside a slot int32; ring rows by `_ring`.
 """
 
 from __future__ import annotations
@@ -74,6 +88,19 @@ def _dot_bf16x3(hi, mid, lo, b, acc):
     fp32 sums: the fold of a stored fp32 checkpoint at fp32 accuracy without TF32's operand
     conversions."""
     return dot(lo, b, dot(mid, b, dot(hi, b, acc)))
+
+
+@triton.jit
+def _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok, hb_base, rj, fold_j, g, N: tl.constexpr,
+                   G: tl.constexpr):
+    """Column tile ``n0 + offs_k``: (its columns, their mask, C^T's rows and history B's columns of
+    those columns). The state tile needs nothing else: S C^T sums over the columns and the fold is
+    elementwise in them."""
+    offs_nt = n0 + offs_k
+    mask_nt = offs_nt < N
+    ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+    b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
+    return offs_nt, mask_nt, ct, b_hist
 
 
 @triton.jit
@@ -187,50 +214,41 @@ def replay_bw_main_kernel(
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
         xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
         if RECT:  # `CheckpointKnobs.rect_outputs`
-            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-            # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
-            # elementwise in the columns, so a tile needs only its own columns of C and history B. The
-            # loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
-            # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
-            # outputs on the H200 under Triton 3.6: session 11).
+            # The loop's only branch holds the write rows' fold and store; S C^T runs for every row
+            # outside it (a product inside a branch of the pipelined loop, reading the pipelined
+            # tile, gave wrong outputs on the H200 under Triton 3.6: session 11).
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt = n0 + offs_k
-                mask_nt = offs_nt < N
+                offs_nt, mask_nt, ct, b_hist = _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok,
+                                                              hb_base, rj, fold_j, g, N, G)
                 state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
-                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
-                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
                 if mw:
                     # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
                     folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
                     _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
                                       step, n0, N, N_TILE, FMT, SR)
-            # Write rows' outputs come from S_ckpt too, term by term: S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T);
-            # B_h C^T does not involve the state: once per (row, head), from whole history-B and C rows.
-            bc = tl.zeros((W_PAD, T_PAD), dtype=tl.float32)
             if mw:
+                # S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T); B_h C^T does not involve the state:
+                # once, from whole history-B and C rows.
                 b_full = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
                 c_full = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
-                bc = dot(b_full, tl.trans(c_full), bc)
-            if mw:
-                hist = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
+                bc = dot(b_full, tl.trans(c_full), tl.zeros((W_PAD, T_PAD), dtype=tl.float32))
+                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, tl.zeros_like(yt)))
                 yt = (yt * fdec_t[None, :] + hist) * cdec[None, :]
             else:
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         else:
-            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt = n0 + offs_k
-                mask_nt = offs_nt < N
+                offs_nt, mask_nt, ct, b_hist = _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok,
+                                                              hb_base, rj, fold_j, g, N, G)
                 state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
-                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
-                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 if mw:
+                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
                     state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
-                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s, step,
-                                      n0, N, N_TILE, FMT, SR)
+                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s,
+                                      step, n0, N, N_TILE, FMT, SR)
                     yt = _dot_bf16x2(state, ct, yt)
                 else:
                     yt = _state_ct(state, ct, yt, FMT)
