@@ -91,19 +91,6 @@ def _dot_bf16x3(hi, mid, lo, b, acc):
 
 
 @triton.jit
-def _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok, hb_base, rj, fold_j, g, N: tl.constexpr,
-                   G: tl.constexpr):
-    """Column tile ``n0 + offs_k``: (its columns, their mask, C^T's rows and history B's columns of
-    those columns). The state tile needs nothing else: S C^T sums over the columns and the fold is
-    elementwise in them."""
-    offs_nt = n0 + offs_k
-    mask_nt = offs_nt < N
-    ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
-    b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
-    return offs_nt, mask_nt, ct, b_hist
-
-
-@triton.jit
 def _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N: tl.constexpr, FMT: tl.constexpr):
     """A (rows, columns) tile of the checkpoint as the products take it: a bf16 checkpoint as loaded
     (S C^T's bf16 operand as it is, no trip through fp32 and back: session 11's ncu had the bf16 main
@@ -214,41 +201,50 @@ def replay_bw_main_kernel(
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
         xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
-        yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
         if RECT:  # `CheckpointKnobs.rect_outputs`
-            # The loop's only branch holds the write rows' fold and store; S C^T runs for every row
-            # outside it (a product inside a branch of the pipelined loop, reading the pipelined
-            # tile, gave wrong outputs on the H200 under Triton 3.6: session 11).
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+            # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
+            # elementwise in the columns, so a tile needs only its own columns of C and history B. The
+            # loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
+            # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
+            # outputs on the H200 under Triton 3.6: session 11).
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt, mask_nt, ct, b_hist = _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok,
-                                                              hb_base, rj, fold_j, g, N, G)
+                offs_nt = n0 + offs_k
+                mask_nt = offs_nt < N
                 state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
                 if mw:
                     # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
                     folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
                     _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
                                       step, n0, N, N_TILE, FMT, SR)
+            # Write rows' outputs come from S_ckpt too, term by term: S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T);
+            # B_h C^T does not involve the state: once per (row, head), from whole history-B and C rows.
+            bc = tl.zeros((W_PAD, T_PAD), dtype=tl.float32)
             if mw:
-                # S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T); B_h C^T does not involve the state:
-                # once, from whole history-B and C rows.
                 b_full = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
                 c_full = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
-                bc = dot(b_full, tl.trans(c_full), tl.zeros((W_PAD, T_PAD), dtype=tl.float32))
-                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, tl.zeros_like(yt)))
+                bc = dot(b_full, tl.trans(c_full), bc)
+            if mw:
+                hist = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
                 yt = (yt * fdec_t[None, :] + hist) * cdec[None, :]
             else:
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         else:
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt, mask_nt, ct, b_hist = _tile_operands(n0, offs_k, c_ptr, row0, stride_c_row, offs_t, t_ok,
-                                                              hb_base, rj, fold_j, g, N, G)
+                offs_nt = n0 + offs_k
+                mask_nt = offs_nt < N
                 state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 if mw:
-                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h: stored, and the outputs' reference point.
                     state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
-                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s,
-                                      step, n0, N, N_TILE, FMT, SR)
+                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s, step,
+                                      n0, N, N_TILE, FMT, SR)
                     yt = _dot_bf16x2(state, ct, yt)
                 else:
                     yt = _state_ct(state, ct, yt, FMT)
