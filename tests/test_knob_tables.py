@@ -161,6 +161,28 @@ def test_a_table_entry_outside_the_space_is_refused(table_dir: Path, knobs: dict
         registry()["triton.checkpoint"].tunable.choose(c64, "NVIDIA H200")
 
 
+def test_a_table_written_before_a_knob_existed_reads_with_its_legacy_value(table_dir: Path) -> None:
+    """A user's table from before session 11 (no n_tile / stages / rect_outputs) keeps working: the
+    added knobs take the values of the kernel it measured; a knob that has always been there is still
+    required (the error names it)."""
+    c64 = checkpoint_case(64)
+    old = entry(c64, 64, fused=False, bandwidth=True, block_p=64, num_warps=4)
+    for added in ("n_tile", "stages", "rect_outputs"):
+        del old["knobs"][added]
+    write_table(table_dir / "nvidia-h200.json", [old])
+    tuned._read.cache_clear()
+    config, source = registry()["triton.checkpoint"].tunable.choose(c64, "NVIDIA H200")
+    assert source == "nvidia-h200.json b64"
+    assert (config["n_tile"], config["stages"], config["rect_outputs"]) == (0, 1, False)
+    assert config["block_p"] == 64 and config["bandwidth"] is True
+
+    del old["knobs"]["block_p"]
+    write_table(table_dir / "nvidia-h200.json", [old])
+    tuned._read.cache_clear()
+    with pytest.raises(UsageError, match="knob 'block_p' missing"):
+        registry()["triton.checkpoint"].tunable.choose(c64, "NVIDIA H200")
+
+
 @pytest.mark.parametrize("name", TUNABLE)
 def test_every_shipped_table_is_inside_its_space(name: str) -> None:
     """The shipped tables parse against the impl's space as it is now (a knob added to the space

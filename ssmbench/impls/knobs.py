@@ -22,6 +22,9 @@ from typing import Any
 
 Config = dict[str, Any]
 
+NO_LEGACY_VALUE: Any = object()
+"""`Knob.legacy`'s marker: the knob has been in every config since its space was first written."""
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -37,6 +40,11 @@ class Knob:
     """None: always matters; else whether the knob matters under a config (e.g. the precompute's
     warps only in the two-kernel forms). The tuner never varies an inactive knob."""
     active_doc: str = ""
+    legacy: Any = NO_LEGACY_VALUE
+    """For a knob added after tables existed: the value that gives the kernel as it was before the
+    knob (what an entry written without it measured). Reading a config that lacks the knob fills
+    it in (`KnobSpace.complete`), so a user's older table keeps working; a knob without one
+    stays required."""
 
     def type_name(self) -> str:
         return type(self.choices[0]).__name__
@@ -90,6 +98,13 @@ class KnobSpace:
     def apply(self, default: Any, config: Config) -> Any:
         """The knob dataclass: ``default`` with the config's values."""
         return dataclasses.replace(default, **config)
+
+    def complete(self, config: Config) -> Config:
+        """``config`` with every absent knob that has a `Knob.legacy` value filled in with it (a
+        config written before the knob existed); other absent knobs stay absent (`problem` says so)."""
+        missing = {k.name: k.legacy for k in self.knobs
+                   if k.name not in config and k.legacy is not NO_LEGACY_VALUE}
+        return {**config, **missing} if missing else config
 
     def problem(self, config: Config) -> str | None:
         """Why ``config`` is not a point of this space (None: it is). Types are strict: ``1`` is

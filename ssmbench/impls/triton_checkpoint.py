@@ -63,11 +63,12 @@ CHECKPOINT_SPACE = KnobSpace(
         Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
         Knob("n_tile", (0, 16, 32, 64), "state columns per step of the bandwidth main (0: whole rows)",
-             active=_bandwidth_main, active_doc="bandwidth main"),
+             active=_bandwidth_main, active_doc="bandwidth main", legacy=0),
         Knob("stages", (1, 2, 3, 4), "pipeline depth of the bandwidth main's column-tile loop",
-             active=lambda c: _bandwidth_main(c) and c["n_tile"] > 0, active_doc="bandwidth main with n_tile"),
+             active=lambda c: _bandwidth_main(c) and c["n_tile"] > 0, active_doc="bandwidth main with n_tile",
+             legacy=1),
         Knob("rect_outputs", (False, True), "bandwidth main: every row's outputs from S_ckpt, S C^T outside the "
-             "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main"),
+             "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",

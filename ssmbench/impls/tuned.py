@@ -103,7 +103,7 @@ def parse_table(data: Any, path: Path, impl: str, space: KnobSpace) -> Table:
         if isinstance(raw, dict) and "knobs" in raw and raw["knobs"] is None:
             entries.append(Entry(tuple(key), batch, None, str(raw.get("note", ""))))
             continue
-        config = _field(raw, "knobs", dict, at)
+        config = space.complete(_field(raw, "knobs", dict, at))
         if (problem := space.problem(config)) is not None:
             raise UsageError(f"{at}.knobs: {problem}")
         entries.append(Entry(tuple(key), batch, dict(config), str(raw.get("note", ""))))
