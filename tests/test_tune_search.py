@@ -231,3 +231,32 @@ def test_a_log_that_is_not_text_is_a_usage_error(tmp_path: Path) -> None:
     log.write_bytes(b'{"type": "tune"}\n\xff\xfe\n')
     with pytest.raises(UsageError, match="not UTF-8 text"):
         Journal(log, SETTINGS, resume=True)
+
+
+def test_a_log_written_before_a_knob_existed_replays_with_its_legacy_value(tmp_path: Path) -> None:
+    """A tune resumed after its impl gained a knob (with a `Knob.legacy` value): the logged start
+    and measurements read as that value, so nothing measured is taken again; a knob without one
+    leaves the logged start outside the space (the tune then stops with a usage error)."""
+    log = tmp_path / "tune.jsonl"
+    journal = Journal(log, SETTINGS, resume=False)
+    journal.start("g", DEFAULT, "the default")
+    before = Fake(bowl)
+    journal.replaying("g", lambda: before).verify([DEFAULT, {**DEFAULT, "warps": 2}])
+    journal.close()
+
+    grown = KnobSpace(knobs=(*SPACE.knobs, Knob("cols", (0, 16), "column tile", legacy=0)),
+                      constraints=SPACE.constraints, blocks=SPACE.blocks)
+    journal = Journal(log, SETTINGS, resume=True, complete=grown.complete)
+    start, _ = journal.start("g", {**DEFAULT, "cols": 16}, "the default")
+    assert start == {**DEFAULT, "cols": 0} and grown.problem(start) is None
+    after = Fake(bowl)
+    replay = journal.replaying("g", lambda: after)
+    assert replay.verify([start, {**start, "warps": 2}]) == [None, None]
+    assert replay.replayed == 2 and after.verified == []  # both answered by the log
+    journal.close()
+
+    strict = KnobSpace(knobs=(*SPACE.knobs, Knob("cols", (0, 16), "column tile")), blocks=SPACE.blocks)
+    journal = Journal(log, SETTINGS, resume=True, complete=strict.complete)
+    start, _ = journal.start("g", DEFAULT, "the default")
+    assert strict.problem(start) == "knob 'cols' missing"
+    journal.close()

@@ -49,8 +49,12 @@ SETTINGS = ("impl", "spec_name", "rounds", "samples", "threshold_pct", "confiden
 
 
 class Journal:
-    def __init__(self, path: Path, settings: dict[str, Any], resume: bool) -> None:
+    def __init__(self, path: Path, settings: dict[str, Any], resume: bool,
+                 complete: Callable[[Config], Config] = lambda config: config) -> None:
+        """``complete``: the space's `KnobSpace.complete`, applied to every logged config as it is
+        read, so a log written before a knob existed replays as the knob's legacy value."""
         self.path = Path(path)
+        self.complete = complete
         self.logged: dict[tuple[str, int], dict[str, Any]] = {}
         self.starts: dict[str, tuple[Config, str]] = {}
         """group -> the logged start (``start`` lines) and why it was chosen."""
@@ -86,12 +90,13 @@ class Journal:
                 if not isinstance(item.get("group"), str) or not isinstance(item.get("config"), dict):
                     raise UsageError(f"{self.path}:{number}: a start line needs 'group' and 'config'; use another "
                                      "-o or --fresh")
-                self.starts[item["group"]] = (item["config"], str(item.get("source", "logged")))
+                self.starts[item["group"]] = (self.complete(item["config"]), str(item.get("source", "logged")))
             elif item.get("type") == "result" and isinstance(item.get("group"), str):
                 self.stopped[item["group"]] = str(item.get("stopped"))
             elif item.get("type") in ("verify", "round", "discard"):
                 if (problem := _malformed(item)) is not None:
                     raise UsageError(f"{self.path}:{number}: {problem}; use another -o or --fresh")
+                item["config"] = self.complete(item["config"])
                 self.logged[(item["group"], item["seq"])] = item
                 if item["type"] == "discard" or item.get("fault") is True:
                     self.faulted[(item["group"], config_key(item["config"]))] = item["problem"]

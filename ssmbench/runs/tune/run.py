@@ -149,7 +149,7 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
                 "max_passes": options.max_passes, "argv": options.argv}
     if options.fresh and log.exists():
         log.unlink()
-    journal = Journal(log, settings, resume=options.resume)
+    journal = Journal(log, settings, resume=options.resume, complete=tunable.space.complete)
     if journal.repaired:
         console.print(journal.repaired, highlight=False, markup=False)
 
@@ -177,6 +177,8 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
             measurer = journal.replaying(group.name, lambda g=group: live(g))
             default = tunable.default_config(group.case)
             first, source = journal.start(group.name, *starting_config(tunable, group.case, gpu_model))
+            if (problem := tunable.space.problem(first)) is not None:  # a logged start of another space
+                raise UsageError(f"{log}: the logged start of {group.name}: {problem}; use another -o or --fresh")
             console.print(f"[{number + 1}/{len(groups)}] {group.name}: from {describe_config(first)} ({source})",
                           highlight=False)
             result = descend(tunable.space, first, measurer, gate, rounds=options.rounds,
