@@ -1032,7 +1032,7 @@ def replay_step(
     if launch in ("both", "main") and knobs.bandwidth:
         from ssmbench_kernels.mamba2_replay.kernel_bw import launch_bw_main  # (imports this module)
 
-        launch_bw_main(rs, slot_idx, x, Cm, z, y, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt_code=format_code(fmt),
+        launch_bw_main(rs, slot_idx, x, Cm, z, y, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt=fmt,
                        sr=sr, seed=seed, step=step, pads=(t_pad, w_pad, l_pad), knobs=knobs, pdl=use_pdl)
     elif launch in ("both", "main"):
         _launch_main(

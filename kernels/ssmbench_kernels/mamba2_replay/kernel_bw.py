@@ -68,7 +68,7 @@ from ssmbench_kernels.mamba2_replay.kernel import (
     _token_tile,
     _z_tile,
 )
-from ssmbench_kernels.storage.kernel import FMT_BF16, FMT_FP8, FMT_INT8, bf16_to_fp32, load_state_rows
+from ssmbench_kernels.storage.kernel import FMT_BF16, SCALED, bf16_to_fp32, format_code, load_state_rows
 
 
 @triton.jit
@@ -274,7 +274,7 @@ def launch_bw_main(
     N: int,
     G: int,
     T: int,
-    fmt_code: int,
+    fmt: str,
     sr: bool,
     seed: int,
     step: int,
@@ -289,16 +289,16 @@ def launch_bw_main(
         replay_bw_main_kernel, (H, slot_idx.shape[0]), rs, slot_idx, x, Cm, z, y, D, scratch, seed, step,
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
-        N_TILE=column_tile(knobs, block_n, fmt_code), STAGES=knobs.stages if not interpreting() else 1,
+        N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs,
-        FMT=fmt_code, SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
+        FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
     )
 
 
-def column_tile(knobs: CheckpointKnobs, block_n: int, fmt_code: int) -> int:
+def column_tile(knobs: CheckpointKnobs, block_n: int, fmt: str) -> int:
     """State columns per step of the main's tile loop: ``knobs.n_tile`` (0: whole rows), whole rows
     for the scaled formats (int8 / fp8: a stored row's scale is the max over all its columns, which
     a column tile cannot know before the last one)."""
-    if knobs.n_tile == 0 or fmt_code in (FMT_INT8.value, FMT_FP8.value):
+    if knobs.n_tile == 0 or fmt in SCALED:
         return block_n
     return max(16, min(knobs.n_tile, block_n))
