@@ -22,7 +22,6 @@ from pathlib import Path
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
 from ssmbench.impls.tuned import Tunable
-from ssmbench.spec.case import Case
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs
 
 KNOBS_ENV = "SSMBENCH_BW_KNOBS"
@@ -38,20 +37,6 @@ def bw_knobs() -> CheckpointKnobs:
             raise ValueError(f"{KNOBS_ENV}: unknown knob {name!r}")
         given[name] = value == "True" if value in ("True", "False") else int(value) if value.isdigit() else value
     return CheckpointKnobs(**{**given, "bandwidth": True, "fused": False})
-
-
-class TritonCheckpointBw(TritonCheckpoint):
-    """`triton.checkpoint` with the bandwidth-first main on every case (no table, no default)."""
-
-    name = "triton.checkpoint.bw"
-
-    def __init__(self) -> None:
-        knobs = bw_knobs()
-        self.tunable = Tunable(self.name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
-                               lambda case: knobs, uses_window=True)
-
-    def supports(self, case: Case) -> str | None:
-        return super().supports(case)
 
 
 class _ForcedCheckpoint(TritonCheckpoint):
@@ -80,6 +65,6 @@ python3 tools/gpu/sass_replay.py`), against 255 for the whole-row 64 x 2. Pipeli
 form before and pipelined 64-column tiles fault or miscompute under Triton 3.6: kept here to reproduce it."""
 
 
-register(TritonCheckpointBw())
+register(_ForcedCheckpoint("triton.checkpoint.bw", bw_knobs()))
 for _name, _knobs in TILE_VARIANTS.items():
     register(_ForcedCheckpoint(_name, _knobs))
