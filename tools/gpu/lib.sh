@@ -21,6 +21,7 @@
 #   install_tables           the tables in $R/tune into the families' tuned/ folders (this machine's copy)
 #   phase_header             the phase, date, host, commit ($SSMBENCH_COMMIT) and GPUs into the summary
 #   phase_end                the phase's time into the summary, pack, print the summary
+#   run_phase                the script's function phase$PHASE (exit 2 naming the phases when there is none), then phase_end
 # Every step is stopped with SIGINT (a sweep keeps its results) and killed 15 s later if it hangs.
 : "${R:?set R (the results folder) before sourcing tools/gpu/lib.sh}"
 mkdir -p "$R"
@@ -111,4 +112,13 @@ phase_end() {
   log "phase ${PHASE:-?} ended at $SECONDS s"
   pack
   cat "$R/summary.txt"
+}
+
+run_phase() {  # run_phase: the calling script's phase$PHASE, then phase_end
+  if ! declare -F "phase$PHASE" > /dev/null; then
+    echo "PHASE=$PHASE: no such phase; phases: $(declare -F | awk '$3 ~ /^phase[0-9]/ {sub("phase", "", $3); printf "%s ", $3}')" >&2
+    exit 2
+  fi
+  "phase$PHASE"
+  phase_end
 }

@@ -95,13 +95,4 @@ phase7() {
   sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
 }
 
-case $PHASE in
-  1) phase1 ;;
-  2) phase2 ;;
-  3) phase3 ;;
-  4) phase4 ;;
-  5) phase5 ;;
-  6) phase6 ;;
-  7) phase7 ;;
-esac
-phase_end
+run_phase
