@@ -64,6 +64,24 @@ def test_bw_main_column_tiles_match_reference(fmt, rounding, window, rect) -> No
     assert seen_write and seen_nowrite
 
 
+@pytest.mark.parametrize(
+    "fmt,rounding,window,rect,n_tile",
+    [("fp32", "rn", 16, False, 16), ("bf16", "rn", 16, True, 16), ("bf16", "sr", "T", False, 16),
+     ("fp16", "sr", 16, False, 16), ("fp16", "sr", "T", True, 16), ("int8", "sr", 16, True, 16),
+     ("fp8", "rn", 16, False, 0), ("bf16", "rn", 16, True, 0)],
+)
+def test_bw_main_split_loops_match_reference(fmt, rounding, window, rect, n_tile) -> None:
+    """`split_loops`: write and nowrite rows in their own tile loops, both output forms, column tiles
+    (N = 40: three tiles, the last half masked) and whole rows."""
+    T = 3
+    W = T if window == "T" else window
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=n_tile, stages=2, rect_outputs=rect,
+                            split_loops=True)
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True, knobs=knobs,
+                                         seed=zlib.crc32(f"split{fmt}{rounding}{W}{rect}{n_tile}".encode()))
+    assert seen_write and seen_nowrite
+
+
 def test_bw_main_one_group_one_chunk_no_padding() -> None:
     """G = 1 (every head shares B/C), P = N = 16 in one chunk, no padding rows, W = 8."""
     _simulate("bf16", "sr", 2, 8, H=2, P=16, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],

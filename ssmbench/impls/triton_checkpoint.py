@@ -69,6 +69,8 @@ CHECKPOINT_SPACE = KnobSpace(
              legacy=1),
         Knob("rect_outputs", (False, True), "bandwidth main: every row's outputs from S_ckpt, S C^T outside the "
              "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
+        Knob("split_loops", (False, True), "bandwidth main: write and nowrite rows in their own tile loops (nowrite "
+             "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
@@ -84,7 +86,8 @@ CHECKPOINT_SPACE = KnobSpace(
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),
     ),
-    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs"), ("pre_heads", "pre_warps")),
+    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs", "split_loops"),
+            ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change
 alone often breaks the tile constraint); one-pass ``tf32`` is left out (outside the fp32 contract).

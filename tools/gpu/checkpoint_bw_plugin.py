@@ -2,7 +2,9 @@
 (`CheckpointKnobs.bandwidth`, issue 19), registered as its own impl so one sweep times it beside
 the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.sh`); and
 `triton.checkpoint.tiles-*`: the bandwidth main with the state streamed in column tiles
-(`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`).
+(`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`); and
+`triton.checkpoint.pick+*`: the knobs `triton.checkpoint` picks for the case (table or default), with a few
+fields overridden (`PICK_VARIANTS`, session 12).
 
 Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
 default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ssmbench.impls.base import register
@@ -65,6 +68,43 @@ python3 tools/gpu/sass_replay.py`), against 255 for the whole-row 64 x 2. Pipeli
 form before and pipelined 64-column tiles fault or miscompute under Triton 3.6: kept here to reproduce it."""
 
 
+@dataclass(frozen=True)
+class _PickWith(Tunable):
+    """`triton.checkpoint`'s pick for the case (its table or default), with ``overrides`` applied."""
+
+    overrides: tuple = ()
+
+    def knobs(self, case, device):
+        return dataclasses.replace(TritonCheckpoint.tunable.knobs(case, device), **dict(self.overrides))
+
+
+class _PickedCheckpoint(TritonCheckpoint):
+    """`triton.checkpoint` with some knobs of its own pick overridden on every case."""
+
+    def __init__(self, name: str, **overrides) -> None:
+        self.name = name
+        self.tunable = _PickWith(name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
+                                 TritonCheckpoint.tunable.default, uses_window=True,
+                                 overrides=tuple(sorted(overrides.items())))
+
+
+PICK_VARIANTS = {
+    "split": dict(split_loops=True),
+    "split-r96": dict(split_loops=True, max_regs=96),
+    "r64": dict(max_regs=64),
+    "r80": dict(max_regs=80),
+    "pre4": dict(pre_heads=4),
+    "pre4w2": dict(pre_heads=4, pre_warps=2),
+    "p64n32s1-r64": dict(bandwidth=True, fused=False, block_p=64, num_warps=4, n_tile=32, stages=1,
+                         rect_outputs=False, max_regs=64),
+}
+"""Session 12's round (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
+(`split_loops`, with and without a register cap), register caps for one wave at batch 64 (1024
+programs: 8 programs of 4 warps an SM need <= 64 registers), the precompute on 4 heads a program."""
+
+
 register(_ForcedCheckpoint("triton.checkpoint.bw", bw_knobs()))
+for _name, _over in PICK_VARIANTS.items():
+    register(_PickedCheckpoint(f"triton.checkpoint.pick+{_name}", **_over))
 for _name, _knobs in TILE_VARIANTS.items():
     register(_ForcedCheckpoint(_name, _knobs))

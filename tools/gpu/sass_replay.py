@@ -70,12 +70,15 @@ def forms() -> list[Form]:
 
 def tile_forms() -> list[Form]:
     """The bandwidth main with the state streamed in column tiles (`CheckpointKnobs.n_tile`,
-    session 11): rows x tile columns x warps x pipeline stages; "per elem" counts one tile."""
+    session 11): the H200 table's W = 16 picks (fp32 64 x 32, 1 stage; bf16 64 x 32, 3 stages,
+    `rect_outputs`; fp16 SR 64 x 16, 3 stages), each in one tile loop and in two (`split_loops`,
+    session 12); "per elem" counts one tile."""
     out = []
-    for bp, nt, nw, st in ((64, 16, 4, 2), (64, 16, 4, 3), (64, 16, 4, 4), (64, 32, 4, 1), (64, 32, 4, 2),
-                           (64, 32, 4, 3), (64, 64, 4, 1), (64, 64, 4, 2)):
-        out.append(Form(f"tiles p{bp} n{nt} w{nw} s{st}",
-                        dict(bandwidth=True, block_p=bp, num_warps=nw, n_tile=nt, stages=st), "main", bp, nw * 32))
+    for nt, st, rect in ((32, 1, False), (32, 3, True), (16, 3, False)):
+        for split in (False, True):
+            out.append(Form(f"tiles p64 n{nt} w4 s{st}{' rect' if rect else ''}{' split' if split else ''}",
+                            dict(bandwidth=True, block_p=64, num_warps=4, n_tile=nt, stages=st, rect_outputs=rect,
+                                 split_loops=split), "main", 64, 128))
     return out
 
 

@@ -140,6 +140,11 @@ class CheckpointKnobs:
     MMA), write rows adding ``(X_h^T diag(w)) (B_h C^T)``; else write rows' outputs from S' inside
     the branch. Session 11, one H200 run: 7-10% faster for a bf16 state, 3-12% slower for fp32 and
     fp16 (their tile goes through registers either way, and the products add registers)."""
+    split_loops: bool = False
+    """Bandwidth main: write and nowrite rows each in their own tile loop, no branch inside either:
+    a nowrite row (~70% of the rows at W = 16) skips the fold operands' split and staging (with
+    ``rect_outputs``, about two thirds of a nowrite bf16 program's instructions ran outside the
+    tile loop: static SASS, session 11); else one loop whose body branches on the row."""
 
 
 def default_knobs(

@@ -112,6 +112,32 @@ def _fp32_tile(tile, FMT: tl.constexpr):
     return tile
 
 
+@triton.jit
+def _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, c_col0, t_ok,
+                 N: tl.constexpr, FMT: tl.constexpr):
+    """One step of a tile loop: the columns ``n0 + offs_k`` (offsets, mask), the state tile
+    (`_state_tile`) and C^T over those columns (``c_col0``: the group's first C column)."""
+    offs_nt = n0 + offs_k
+    mask_nt = offs_nt < N
+    state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+    ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, c_col0, offs_nt, t_ok, mask_nt))
+    return offs_nt, mask_nt, state, ct
+
+
+@triton.jit
+def _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n, c_ptr, row0, stride_c_row, offs_t, t_ok,
+                     G: tl.constexpr, N: tl.constexpr, BLOCK_P: tl.constexpr, W_PAD: tl.constexpr,
+                     T_PAD: tl.constexpr):
+    """A write row's outputs beyond ``fdec S_ckpt C^T`` (``rect_outputs``): ``(X_h^T diag(w)) (B_h C^T)``,
+    B_h C^T once per (row, head) from whole history-B and C rows (it does not involve the state);
+    the fold operand's hi + mid parts (outputs need the act-dtype tolerance only)."""
+    b_full = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
+    c_full = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
+    bc = dot(b_full, tl.trans(c_full), tl.zeros((W_PAD, T_PAD), dtype=tl.float32))
+    hist = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+    return _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
+
+
 @triton.jit(do_not_specialize=["seed", "step"])
 def replay_bw_main_kernel(
     ckpt_ptr,
@@ -152,6 +178,7 @@ def replay_bw_main_kernel(
     N_TILE: tl.constexpr,
     STAGES: tl.constexpr,
     RECT: tl.constexpr,
+    SPLIT: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -200,19 +227,47 @@ def replay_bw_main_kernel(
         # The epilogue's operands too, issued with the first state tile instead of after the products.
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
-        xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
-        if RECT:  # `CheckpointKnobs.rect_outputs`
-            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+        if SPLIT:  # `CheckpointKnobs.split_loops`
             # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
-            # elementwise in the columns, so a tile needs only its own columns of C and history B. The
-            # loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
+            # elementwise in the columns, so a tile needs only its own columns of C and history B.
+            # Write and nowrite rows run their own tile loop, neither with a branch inside: a nowrite
+            # row (~70% of them at W = 16) never builds the fold's operands.
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+            if mw:
+                xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+                for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
+                    offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
+                                                               row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                    b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
+                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
+                    folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
+                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
+                                      step, n0, N, N_TILE, FMT, SR)
+                    if RECT:
+                        yt = _state_ct(state, ct, yt, FMT)
+                    else:
+                        yt = _dot_bf16x2(folded, ct, yt)
+                if RECT:
+                    yt = (yt * fdec_t[None, :] + _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j,
+                                                                  mask_n, c_ptr, row0, stride_c_row, offs_t, t_ok,
+                                                                  G, N, BLOCK_P, W_PAD, T_PAD)) * cdec[None, :]
+                else:
+                    yt = yt * cdec[None, :]
+            else:
+                for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
+                    offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
+                                                               row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                    yt = _state_ct(state, ct, yt, FMT)
+                yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
+        elif RECT:  # `CheckpointKnobs.rect_outputs`
+            xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
+            # The loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
             # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
             # outputs on the H200 under Triton 3.6: session 11).
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt = n0 + offs_k
-                mask_nt = offs_nt < N
-                state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
-                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
+                                                           row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
                 b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
                 if mw:
@@ -220,26 +275,21 @@ def replay_bw_main_kernel(
                     folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
                     _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
                                       step, n0, N, N_TILE, FMT, SR)
-            # Write rows' outputs come from S_ckpt too, term by term: S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T);
-            # B_h C^T does not involve the state: once per (row, head), from whole history-B and C rows.
-            bc = tl.zeros((W_PAD, T_PAD), dtype=tl.float32)
             if mw:
-                b_full = _hist_B_tile(hb_base, rj, g, offs_n, fold_j, mask_n, G, N)
-                c_full = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
-                bc = dot(b_full, tl.trans(c_full), bc)
-            if mw:
-                hist = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-                hist = _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
-                yt = (yt * fdec_t[None, :] + hist) * cdec[None, :]
+                yt = (yt * fdec_t[None, :] + _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n,
+                                                              c_ptr, row0, stride_c_row, offs_t, t_ok, G, N, BLOCK_P,
+                                                              W_PAD, T_PAD)) * cdec[None, :]
             else:
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         else:
+            xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt = n0 + offs_k
-                mask_nt = offs_nt < N
-                state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
-                ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_nt, t_ok, mask_nt))
+                offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
+                                                           row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                # In fp32 before the branch: a pipelined bf16 tile read by an MMA inside it gave wrong
+                # outputs under Triton 3.6 (session 11).
+                state = _fp32_tile(state, FMT)
                 b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 if mw:
                     state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
@@ -254,6 +304,7 @@ def replay_bw_main_kernel(
         _outputs_store(yt, x_new, cb_new, Dh, zt, y_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_y_row, T,
                        HAS_Z)
         tl.store(hx_base + wrow[:, None] * (H * P) + offs_p[None, :], x_new, mask=t_ok[:, None] & mask_p[None, :])
+
 
 KERNEL_NAME: str = replay_bw_main_kernel.fn.__name__
 """The main kernel's name (after `replay_precompute_kernel`), for CUPTI attribution."""
@@ -290,7 +341,7 @@ def launch_bw_main(
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
-        RECT=knobs.rect_outputs,
+        RECT=knobs.rect_outputs, SPLIT=knobs.split_loops,
         FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, **_reg_cap(knobs),
     )
 

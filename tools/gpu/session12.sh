@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One H200 session for the open issues 19-20 (2026-11-30, session 12), in phases: one device call per
+# phase, each ends before the 10-minute limit; every step is skipped once done (tools/gpu/lib.sh).
+# Results in $RESULTS_DIR (default results/s12/), packed into $OUT after every step.
+#
+#   PHASE=1 bash tools/gpu/session12.sh    (carry .whl .peer)
+#
+# Phase 1  19: the bandwidth main's CPU tests on the GPU (with `split_loops`: write and nowrite rows in their
+#          own tile loops), then tools/gpu/checkpoint-picks.yaml: the shipped picks beside the same picks with
+#          split loops, register caps (one wave at b64), the precompute on 4 heads a program, and FlashInfer;
+#          20: ncu (full set) of the GDN chain at T = 1, bf16, b512 (where conv1d's 42 us go).
+set -u
+PHASE=${PHASE:?PHASE=1}
+SESSION=s12
+source tools/gpu/session_env.sh
+FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
+ckpt_case() { echo "H16P64N128G1-b$1-T6-$2-pool-w16-hist-pdl-realistic"; }
+
+phase1() {
+  STEP_TIMEOUT=150 once bw-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+  once ncu-gdn-t1-bf16 python3 -m ssmbench profile "$GDN" --case "H16HV64K128V128-b512-T1-bf16-pool-rate0.7-pdl-realistic" \
+    --impl triton.gdn --tool ncu --set full -o "$R/ncu-gdn-t1-bf16"
+}
+
+run_phase
