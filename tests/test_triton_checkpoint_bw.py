@@ -9,6 +9,7 @@ bookkeeping) and the implied state after the last step against an independent re
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 
 import pytest
@@ -82,6 +83,16 @@ def test_bw_main_split_loops_match_reference(fmt, rounding, window, rect, n_tile
     assert seen_write and seen_nowrite
 
 
+@pytest.mark.parametrize("fmt,rounding,n_tile", [("fp32", "rn", 16), ("bf16", "sr", 16), ("fp16", "sr", 0)])
+def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile) -> None:
+    """`prefetch` (the state tile into L2 before the wait; P x N = 20 x 40: a line count that is not a
+    power of two) changes no result. A no-op in the interpreter; on the GPU it compiles."""
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=n_tile, stages=2, prefetch=True)
+    seen_write, seen_nowrite = _simulate(fmt, rounding, 3, 16, P=20, N=40, with_z=True, knobs=knobs,
+                                         seed=zlib.crc32(f"prefetch{fmt}{rounding}{n_tile}".encode()))
+    assert seen_write and seen_nowrite
+
+
 def test_bw_main_one_group_one_chunk_no_padding() -> None:
     """G = 1 (every head shares B/C), P = N = 16 in one chunk, no padding rows, W = 8."""
     _simulate("bf16", "sr", 2, 8, H=2, P=16, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],
@@ -89,8 +100,9 @@ def test_bw_main_one_group_one_chunk_no_padding() -> None:
 
 
 def test_bw_main_padding_and_pdl_flag() -> None:
-    """All-padding rows touch nothing and write zeros; the PDL flag on gives the same bits as off
-    (on the CPU it degrades to stream order; on a Hopper GPU it compiles the waits)."""
+    """All-padding rows touch nothing and write zeros; the PDL flag on (with and without the L2
+    prefetch before the wait) gives the same bits as off (on the CPU it degrades to stream order;
+    on a Hopper GPU it compiles the waits)."""
     rs, slots, g = _initial(2, 2, 4, 2, 8, 8, 1, "int8", [4, 1], n_pad=2, seed=3)
     before = rs.clone()
     A, D, dt_bias = _params(g, 2)
@@ -108,15 +120,16 @@ def test_bw_main_padding_and_pdl_flag() -> None:
     A, D, dt_bias = _params(g, 2)
     conv_out, dt_raw, z = _inputs(g, 3, 2, 2, 16, 8, 1, True)
     outs = []
-    for pdl in (False, True):
+    for pdl, knobs in ((False, BW), (True, BW), (True, dataclasses.replace(BW, prefetch=True))):
         live = rs.clone()
         y = torch.full((6, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
         replay_step(live, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=16, dstate=8,
                     ngroups=1, T=2, y=y, scratch=make_scratch(3, 2, 2, 4, DEVICE), z=d(z), rounding="sr", seed=5,
-                    step=2, pdl=pdl, knobs=BW)
+                    step=2, pdl=pdl, knobs=knobs)
         outs.append((y, live.ckpt.data, live.hist_x, live.hist_B, live.hist_dt))
-    for a, b in zip(*outs, strict=True):
-        assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))
 
 
 def test_bw_knob_names_and_space() -> None:

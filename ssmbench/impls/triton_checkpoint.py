@@ -60,7 +60,7 @@ CHECKPOINT_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per main (or fused) program"),
         Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of the fused form's fp32 fold operands",
              active=lambda c: c["fused"], active_doc="fused"),
-        Knob("max_regs", (0, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
+        Knob("max_regs", (0, 64, 80, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
         Knob("n_tile", (0, 16, 32, 64), "state columns per step of the bandwidth main (0: whole rows)",
              active=_bandwidth_main, active_doc="bandwidth main", legacy=0),
@@ -71,6 +71,8 @@ CHECKPOINT_SPACE = KnobSpace(
              "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("split_loops", (False, True), "bandwidth main: write and nowrite rows in their own tile loops (nowrite "
              "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
+        Knob("prefetch", (False, True), "bandwidth main: the program's state tile into L2 before the grid-dependency "
+             "wait", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
@@ -86,7 +88,7 @@ CHECKPOINT_SPACE = KnobSpace(
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),
     ),
-    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs", "split_loops"),
+    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs", "split_loops", "prefetch"),
             ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change

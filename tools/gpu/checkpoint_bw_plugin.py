@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from picked import pick_with
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
@@ -68,24 +69,12 @@ python3 tools/gpu/sass_replay.py`), against 255 for the whole-row 64 x 2. Pipeli
 form before and pipelined 64-column tiles fault or miscompute under Triton 3.6: kept here to reproduce it."""
 
 
-@dataclass(frozen=True)
-class _PickWith(Tunable):
-    """`triton.checkpoint`'s pick for the case (its table or default), with ``overrides`` applied."""
-
-    overrides: tuple = ()
-
-    def knobs(self, case, device):
-        return dataclasses.replace(TritonCheckpoint.tunable.knobs(case, device), **dict(self.overrides))
-
-
 class _PickedCheckpoint(TritonCheckpoint):
     """`triton.checkpoint` with some knobs of its own pick overridden on every case."""
 
     def __init__(self, name: str, **overrides) -> None:
         self.name = name
-        self.tunable = _PickWith(name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
-                                 TritonCheckpoint.tunable.default, uses_window=True,
-                                 overrides=tuple(sorted(overrides.items())))
+        self.tunable = pick_with(name, TritonCheckpoint.tunable, **overrides)
 
 
 PICK_VARIANTS = {
@@ -93,14 +82,21 @@ PICK_VARIANTS = {
     "split-r96": dict(split_loops=True, max_regs=96),
     "r64": dict(max_regs=64),
     "r80": dict(max_regs=80),
+    "r0": dict(max_regs=0),
     "pre4": dict(pre_heads=4),
     "pre4w2": dict(pre_heads=4, pre_warps=2),
+    "pre2": dict(pre_heads=2),
+    "pre16": dict(pre_heads=16),
     "p64n32s1-r64": dict(bandwidth=True, fused=False, block_p=64, num_warps=4, n_tile=32, stages=1,
                          rect_outputs=False, max_regs=64),
+    "prefetch": dict(prefetch=True),
+    "prefetch-split": dict(prefetch=True, split_loops=True),
+    "prefetch-pre2": dict(prefetch=True, pre_heads=2),
 }
-"""Session 12's round (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
-(`split_loops`, with and without a register cap), register caps for one wave at batch 64 (1024
-programs: 8 programs of 4 warps an SM need <= 64 registers), the precompute on 4 heads a program."""
+"""Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
+(`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
+programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
+into L2 before the wait (`prefetch`); `r0` / `pre16` undo what the table took from the first round."""
 
 
 register(_ForcedCheckpoint("triton.checkpoint.bw", bw_knobs()))

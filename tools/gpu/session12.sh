@@ -9,8 +9,13 @@
 #          own tile loops), then tools/gpu/checkpoint-picks.yaml: the shipped picks beside the same picks with
 #          split loops, register caps (one wave at b64), the precompute on 4 heads a program, and FlashInfer;
 #          20: ncu (full set) of the GDN chain at T = 1, bf16, b512 (where conv1d's 42 us go).
+# Phase 2  19: the table with phase 1's winners (fp32 64 x 32 tiles at 64 registers, the precompute on 4 heads
+#          a program up to b256) against undoing each, and against the state tile prefetched into L2 before
+#          the grid-dependency wait (`prefetch`), W = 16 and W = T, one run with FlashInfer
+#          (checkpoint-picks2); the bandwidth main's tests on the GPU (prefetch with PDL bit-identical);
+#          compute-sanitizer on the prefetch form; 20: the bf16 / fp32 T = 1 GDN decode under register caps.
 set -u
-PHASE=${PHASE:?PHASE=1}
+PHASE=${PHASE:?PHASE=1 or 2}
 SESSION=s12
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -21,6 +26,15 @@ phase1() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
   once ncu-gdn-t1-bf16 python3 -m ssmbench profile "$GDN" --case "H16HV64K128V128-b512-T1-bf16-pool-rate0.7-pdl-realistic" \
     --impl triton.gdn --tool ncu --set full -o "$R/ncu-gdn-t1-bf16"
+}
+
+phase2() {
+  STEP_TIMEOUT=150 once bw-tests-gpu2 python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks2 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+  PYTHONPATH=$FORMS_PATH sweep gdn-regs tools/gpu/gdn-regs.yaml --plugin gdn_forms_plugin
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=100 once sanitizer-prefetch python3 -m ssmbench profile tools/gpu/checkpoint-picks.yaml \
+    --case "$(ckpt_case 64 fp32)" --impl triton.checkpoint.pick+prefetch --plugin checkpoint_bw_plugin \
+    --tool sanitizer -o "$R/sanitizer-prefetch"
 }
 
 run_phase

@@ -51,6 +51,13 @@ def launch_options(pdl: bool, num_warps: int, num_stages: int) -> dict:
     return opts
 
 
+def reg_cap(max_regs: int) -> dict:
+    """The launch option capping registers per thread (ptxas ``maxnreg``) at ``max_regs``; none when
+    0 (the compiler's choice) or interpreting. Fewer registers, more programs an SM (bytes in
+    flight), at the price of spills."""
+    return {"maxnreg": max_regs} if max_regs and not interpreting() else {}
+
+
 def is_capturing() -> bool:
     """True while the current CUDA stream is being captured into a graph (no host syncs then)."""
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
@@ -72,3 +79,18 @@ def pdl_launch_dependents(ENABLED: tl.constexpr):
     """Let the next PDL kernel in the stream start launching (no-op unless ENABLED)."""
     if ENABLED:
         gdc_launch_dependents()
+
+
+@triton.jit
+def prefetch_l2(base, BYTES: tl.constexpr, LINES_PAD: tl.constexpr, ENABLED: tl.constexpr):
+    """Ask L2 for the ``BYTES`` contiguous bytes at ``base`` (a typed pointer), one
+    ``prefetch.global.L2`` per 128-byte line (``LINES_PAD``: a power of two >= the line count; the
+    extra lanes repeat the last line). Nothing comes back to registers: a consumer issues it for
+    data no producer writes, before `pdl_wait`, so the bytes move while the producer runs. No-op
+    unless ENABLED (the interpreter has no inline assembly: the wrappers pass False there)."""
+    if ENABLED:
+        ELEM: tl.constexpr = base.dtype.element_ty.primitive_bitwidth // 8
+        LINES: tl.constexpr = (BYTES + 127) // 128
+        lines = tl.minimum(tl.arange(0, LINES_PAD), LINES - 1)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + lines * (128 // ELEM)],
+                                  dtype=tl.int32, is_pure=False, pack=1)

@@ -77,6 +77,7 @@ from ssmbench_kernels.common.launch import (
     pdl_enabled,
     pdl_launch_dependents,
     pdl_wait,
+    reg_cap,
 )
 from ssmbench_kernels.common.validation import check_slot_range, check_unique_slots
 from ssmbench_kernels.storage.kernel import (
@@ -145,6 +146,11 @@ class CheckpointKnobs:
     a nowrite row (~70% of the rows at W = 16) skips the fold operands' split and staging (with
     ``rect_outputs``, about two thirds of a nowrite bf16 program's instructions ran outside the
     tile loop: static SASS, session 11); else one loop whose body branches on the row."""
+    prefetch: bool = False
+    """Bandwidth main: before `gdc_wait`, ask L2 for the program's whole state tile (one contiguous
+    run, no producer writes it): the first wave of programs, resident while conv1d and the
+    precompute run, finds its state in L2 after the wait instead of starting its DRAM round trips
+    then. Holds nothing in registers across the wait. (No-op in the interpreter.)"""
 
 
 def default_knobs(
@@ -874,11 +880,6 @@ def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def _reg_cap(knobs: CheckpointKnobs) -> dict:
-    """The launch option of ``knobs.max_regs`` (ptxas ``maxnreg``; none when 0 or interpreting)."""
-    return {"maxnreg": knobs.max_regs} if knobs.max_regs and not interpreting() else {}
-
-
 def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int, step: int, *, H: int, P: int,
                 N: int, G: int, T: int, pads: tuple[int, int, int], pdl: bool, num_warps: int, **consts) -> None:
     """Enqueue a two-kernel main (`replay_main_kernel`, `kernel_bw.replay_bw_main_kernel`: the same
@@ -1022,7 +1023,7 @@ def replay_step(
                 BLOCK_P=block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
                 PREC=knobs.precision, PDL=use_pdl,
                 **launch_options(use_pdl, knobs.num_warps, 1),
-                **_reg_cap(knobs),
+                **reg_cap(knobs.max_regs),
             )
         return y
     if launch in ("both", "precompute"):
