@@ -118,7 +118,7 @@ class TritonCheckpoint(_TritonMamba2):
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
         slot_idx = workload.slot_idx
-        head = ConvHead(case, workload, pdl_dependents=True)
+        head = ConvHead(case, workload, pdl_dependents=True, knobs=self.conv_knobs(case))
         rs = replay_state(case, workload)
         start = replay_implied_state(rs, slot_idx, workload.A)
         device = workload.xbc.device

@@ -48,8 +48,6 @@ GDN_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per program"),
         Knob("stream_tokens", (False, True), "each token's q/k/v/a/b loaded on its own, one token ahead, instead "
              "of all T as blocks picked by one-hot selects (fewer registers and barriers at T > 1; docs/gdn.md)"),
-        Knob("max_regs", (0, 64, 80, 96), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
-             legacy=0),
     ),
     # Rows and warps move together (a tile's registers and instructions per element depend on both:
     # from 32 x 8 the one-warp tiles at 32 rows spill, so moving one knob at a time never reached the

@@ -58,17 +58,18 @@ class _TritonMamba2(Impl):
             return "conv widths 2..4"
         return None
 
+    def conv_knobs(self, case: Case) -> Conv1dKnobs | None:
+        """The conv1d head's knobs for ``case`` (None: `conv1d_update`'s default rule). Variants that
+        time other forms side by side override it (tools/gpu/conv1d_forms_plugin.py,
+        tools/gpu/checkpoint_bw_plugin.py)."""
+        del case
+        return None
+
 
 class TritonConv1d(_TritonMamba2):
     """docs/spec.md §6 conv1d update alone (the head of every chain)."""
 
     name = "triton.conv1d"
-
-    def conv_knobs(self, case: Case) -> Conv1dKnobs | None:
-        """The conv1d knobs of ``case`` (None: `conv1d_update`'s default rule). Variants that time
-        other forms side by side override it (tools/gpu/conv1d_forms_plugin.py)."""
-        del case
-        return None
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         head = ConvHead(case, workload, pdl_dependents=False, knobs=self.conv_knobs(case))
@@ -105,7 +106,7 @@ class TritonIntermediate(_TritonMamba2):
 
     def build(self, case: Case, workload: Mamba2Workload) -> Chain:
         s, b, T = workload.shape, workload.batch, case.T
-        head = ConvHead(case, workload, pdl_dependents=True)
+        head = ConvHead(case, workload, pdl_dependents=True, knobs=self.conv_knobs(case))
         pool, dst = intermediate_pool(case, workload)
         initial = pool.clone()
         y = torch.full((b * T, s.nheads * s.head_dim), float("nan"), dtype=workload.xbc.dtype,

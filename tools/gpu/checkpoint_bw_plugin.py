@@ -26,6 +26,7 @@ from picked import pick_with
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
 from ssmbench.impls.tuned import Tunable
+from ssmbench_kernels.conv1d.kernel import default_conv1d_knobs
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs
 
 KNOBS_ENV = "SSMBENCH_BW_KNOBS"
@@ -92,14 +93,40 @@ PICK_VARIANTS = {
     "prefetch": dict(prefetch=True),
     "prefetch-split": dict(prefetch=True, split_loops=True),
     "prefetch-pre2": dict(prefetch=True, pre_heads=2),
+    "noprefetch": dict(prefetch=False),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
 programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
-into L2 before the wait (`prefetch`); `r0` / `pre16` undo what the table took from the first round."""
+into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what the table took from a round
+before."""
+
+
+class _ConvFormCheckpoint(TritonCheckpoint):
+    """`triton.checkpoint` (its table) with other conv1d knobs than the default's in front."""
+
+    def __init__(self, name: str, **changes: object) -> None:
+        self.name = name
+        self.changes = changes
+
+    def conv_knobs(self, case):
+        s = case.shape
+        return dataclasses.replace(default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv), **self.changes)
+
+
+CONV_VARIANTS = {
+    "c64w1": dict(block_c=64, num_warps=1),
+    "c64w2": dict(block_c=64, num_warps=2),
+    "c256w4": dict(block_c=256, num_warps=4),
+    "c256w2": dict(block_c=256, num_warps=2),
+}
+"""conv1d in front of the checkpoint chain (issue 19's third item: >= 70% of its floor from b256): shorter
+programs (more of them in flight) or wider ones (more bytes a thread), timed in the chain (session 12)."""
 
 
 register(_ForcedCheckpoint("triton.checkpoint.bw", bw_knobs()))
+for _name, _changes in CONV_VARIANTS.items():
+    register(_ConvFormCheckpoint(f"triton.checkpoint.conv-{_name}", **_changes))
 for _name, _over in PICK_VARIANTS.items():
     register(_PickedCheckpoint(f"triton.checkpoint.pick+{_name}", **_over))
 for _name, _knobs in TILE_VARIANTS.items():

@@ -19,6 +19,9 @@ VARIANTS = {
     "triton.conv1d.flat": Conv1dKnobs(block_c=128, num_warps=2, form="flat"),
     "triton.conv1d.flat256": Conv1dKnobs(block_c=256, num_warps=4, form="flat"),
     "triton.conv1d.flat512": Conv1dKnobs(block_c=512, num_warps=4, form="flat"),
+    "triton.conv1d.flat64w1": Conv1dKnobs(block_c=64, num_warps=1, form="flat"),
+    "triton.conv1d.flat64w2": Conv1dKnobs(block_c=64, num_warps=2, form="flat"),
+    "triton.conv1d.flat256w2": Conv1dKnobs(block_c=256, num_warps=2, form="flat"),
 }
 """The forms timed beside the default (`triton.conv1d`: `default_conv1d_knobs`)."""
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from picked import pick_with
-
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
@@ -50,22 +48,6 @@ class _ConvFormGDN(TritonGDN):
         return dataclasses.replace(super().conv_knobs(case), **self.changes)
 
 
-class _PickedGDN(TritonGDN):
-    """`triton.gdn` (its table and defaults) with some knobs of its own pick overridden."""
-
-    def __init__(self, name: str, **overrides: object) -> None:
-        self.name = name
-        self.tunable = pick_with(name, TritonGDN.tunable, **overrides)
-
-
-PICK_VARIANTS = {
-    "triton.gdn.r64": {"max_regs": 64},
-    "triton.gdn.r80": {"max_regs": 80},
-    "triton.gdn.r96": {"max_regs": 96},
-}
-"""Register caps on the shipped pick (session 12: the bf16 T = 1 tile runs at 128 registers, 16 warps an SM)."""
-
-
 CONV_VARIANTS = {
     "triton.gdn.conv-columns": {"form": "columns"},
     "triton.gdn.conv-flat": {"form": "flat"},
@@ -80,6 +62,5 @@ for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
 for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormGDN(_name, **_changes))
-for _name, _changes in PICK_VARIANTS.items():
-    register(_PickedGDN(_name, **_changes))
+
 

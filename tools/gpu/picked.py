@@ -1,6 +1,6 @@
 """`PickWith`: an impl's own pick for a case (its knob table or default), with some knobs overridden:
 the plugin variants that time one knob change against the shipped pick, cell by cell, in one sweep
-(`checkpoint_bw_plugin`, `gdn_forms_plugin`)."""
+(`checkpoint_bw_plugin`)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,11 @@
 #          the grid-dependency wait (`prefetch`), W = 16 and W = T, one run with FlashInfer
 #          (checkpoint-picks2); the bandwidth main's tests on the GPU (prefetch with PDL bit-identical);
 #          compute-sanitizer on the prefetch form; 20: the bf16 / fp32 T = 1 GDN decode under register caps.
+# Phase 3  19: the table with phase 2's winners (bf16: `prefetch`; fp16 SR: `prefetch` + `split_loops`) against
+#          undoing the prefetch, the 4-head precompute at W = T, and register caps 80 / 64 (checkpoint-picks3);
+#          conv1d in front of the chain and alone with other tiles (checkpoint-conv, conv1d-alone).
 set -u
-PHASE=${PHASE:?PHASE=1 or 2}
+PHASE=${PHASE:?PHASE=1 to 3}
 SESSION=s12
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -35,6 +38,12 @@ phase2() {
   PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=100 once sanitizer-prefetch python3 -m ssmbench profile tools/gpu/checkpoint-picks.yaml \
     --case "$(ckpt_case 64 fp32)" --impl triton.checkpoint.pick+prefetch --plugin checkpoint_bw_plugin \
     --tool sanitizer -o "$R/sanitizer-prefetch"
+}
+
+phase3() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks3 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-conv tools/gpu/checkpoint-conv.yaml --plugin checkpoint_bw_plugin \
+    --plugin conv1d_forms_plugin
 }
 
 run_phase

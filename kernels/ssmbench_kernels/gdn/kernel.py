@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.activation import softplus_thresholded
-from ssmbench_kernels.common.launch import is_capturing, launch_options, pdl_enabled, pdl_wait, reg_cap
+from ssmbench_kernels.common.launch import is_capturing, launch_options, pdl_enabled, pdl_wait
 from ssmbench_kernels.common.validation import (
     check_dst_not_other_src,
     check_real_dst,
@@ -79,10 +79,6 @@ class GDNKnobs:
     cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
     nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
     ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
-    max_regs: int = 0
-    """Registers per thread cap (ptxas ``maxnreg``; 0: the compiler's choice). The bf16 T = 1 tile
-    (16 x 1) runs at 128 registers, 16 one-warp programs an SM (ncu, session 12: 23% of warps
-    active, long-scoreboard stalls first): a cap trades spills for programs in flight."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -468,6 +464,5 @@ def gdn_decode(
         PDL=use_pdl,
         STREAM=knobs.stream_tokens,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
-        **reg_cap(knobs.max_regs),
     )
     return out
