@@ -35,6 +35,7 @@ from ssmbench_kernels.mamba2_replay.kernel import (  # noqa: E402
     default_knobs,
     kernel_names,
     make_scratch,
+    precompute_token_rows,
     replay_step,
 )
 from ssmbench_kernels.mamba2_replay.reference import (  # noqa: E402
@@ -222,6 +223,17 @@ def test_replay_precompute_head_blocks(pre_heads, form) -> None:
     knobs = dataclasses.replace(FORMS[form], pre_heads=pre_heads)
     seen_write, seen_nowrite = _simulate("fp32", "rn", 3, 8, H=6, G=2, batch=3, knobs=knobs,
                                          seed=zlib.crc32(f"heads{pre_heads}{form}".encode()))
+    assert seen_write and seen_nowrite
+
+
+@pytest.mark.parametrize("T", [1, 6, 9])
+def test_replay_precompute_token_rows(T) -> None:
+    """The precompute's per-head blocks on half the product's 16 token rows when T <= 8 (T = 1, 6:
+    rows taken out of the product by `_first_half_rows`), all 16 from T = 9; W = T + 2."""
+    assert precompute_token_rows(T, 16) == (8 if T <= 8 else 16)
+    seen_write, seen_nowrite = _simulate("fp32", "rn", T, T + 2, H=2, P=8, N=16, G=1, batch=3, steps=2,
+                                         knobs=FORMS["rank1"], pnat_rows=[T + 2, 0, 1],
+                                         seed=zlib.crc32(f"rows{T}".encode()))
     assert seen_write and seen_nowrite
 
 

@@ -84,6 +84,10 @@ CHECKPOINT_SPACE = KnobSpace(
         Constraint("pipelined 32-column tiles only with rect_outputs: in the other form they fault on the H200 "
                    "under Triton 3.6 (illegal shared-memory reads by the warpgroup MMA, wrong outputs; session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 32 or c["stages"] == 1 or c["rect_outputs"]),
+        Constraint("register caps below 128 only on column tiles: whole rows do not fit 64 or 80 registers (ptxas "
+                   "fails; session 12)",
+                   lambda c: not _dot_form(c) or c["max_regs"] == 0 or c["max_regs"] >= 128
+                   or (_bandwidth_main(c) and c["n_tile"] > 0)),
         Constraint("64-column tiles unpipelined (stages 1): pipelined, they gave wrong outputs on the H200 in both "
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),

@@ -17,8 +17,11 @@
 # Phase 3  19: the table with phase 2's winners (bf16: `prefetch`; fp16 SR: `prefetch` + `split_loops`) against
 #          undoing the prefetch, the 4-head precompute at W = T, and register caps 80 / 64 (checkpoint-picks3);
 #          conv1d in front of the chain and alone with other tiles (checkpoint-conv, conv1d-alone).
+# Phase 4  19: the precompute's per-head blocks on 8 token rows at T = 6 (1544 static instructions and 96
+#          registers a 16-head program, from 1952 and 128), beside 4 / 8 heads a program and 8 warps, with
+#          FlashInfer (checkpoint-picks4).
 set -u
-PHASE=${PHASE:?PHASE=1 to 3}
+PHASE=${PHASE:?PHASE=1 to 4}
 SESSION=s12
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -44,6 +47,10 @@ phase3() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks3 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
   PYTHONPATH=$FORMS_PATH sweep checkpoint-conv tools/gpu/checkpoint-conv.yaml --plugin checkpoint_bw_plugin \
     --plugin conv1d_forms_plugin
+}
+
+phase4() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks4 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase

@@ -346,6 +346,21 @@ def _gate_store(yt, xt, Dh, zt, y_ptr, row0, offs_t, col0, offs_p, t_ok, mask_p,
 
 
 @triton.jit
+def _first_half_rows(x, HALF: tl.constexpr, COLS: tl.constexpr):
+    """Rows ``0 .. HALF - 1`` of the (2 HALF, COLS) ``x`` (Triton has no slicing: a reshape that splits
+    the row index, then `tl.split` on it)."""
+    first, _ = tl.split(tl.permute(tl.reshape(x, (2, HALF, COLS)), (1, 2, 0)))
+    return first
+
+
+def precompute_token_rows(T: int, t_pad: int) -> int:
+    """Token rows of the precompute's per-head blocks: half the product's ``t_pad`` when T fits
+    (the (heads, tokens, sequence) decays and CB cost per row: T = 6 on 8 rows, not 16), else
+    ``t_pad``."""
+    return t_pad // 2 if triton.next_power_of_2(T) <= t_pad // 2 else t_pad
+
+
+@triton.jit
 def replay_precompute_kernel(
     slot_ptr,
     pnat_ptr,
@@ -371,6 +386,7 @@ def replay_precompute_kernel(
     G: tl.constexpr,
     HEADS_PER_GROUP: tl.constexpr,
     T_PAD: tl.constexpr,
+    T_H: tl.constexpr,
     L_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -428,24 +444,27 @@ def replay_precompute_kernel(
     dt_seq = tl.where(is_hist[None, :], dt_hist, dt_new)  # (BLOCK_H, L_PAD)
     b_seq = tl.where(is_hist[:, None], b_hist, b_new)
 
-    offs_t = tl.arange(0, T_PAD)
-    t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
+    offs_c = tl.arange(0, T_PAD)
     c_new = tl.load(
-        c_ptr + (b * T + offs_t)[:, None] * stride_c_row + g * N + offs_n[None, :],
-        mask=t_ok[:, None] & mask_n[None, :],
+        c_ptr + (b * T + offs_c)[:, None] * stride_c_row + g * N + offs_n[None, :],
+        mask=((offs_c < T) & ((offs_c * 0 + slot) >= 0))[:, None] & mask_n[None, :],
         other=0.0,
     )
     cb_raw = dot(c_new, tl.trans(b_seq), tl.zeros((T_PAD, L_PAD), dtype=tl.float32))  # C_t . B_j, once per group
+    if T_H < T_PAD:  # the per-head (BLOCK_H, T_H, L_PAD) work on T_H rows, not the product's 16
+        cb_raw = _first_half_rows(cb_raw, T_H, L_PAD)
+    offs_t = tl.arange(0, T_H)
+    t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
 
     adt = A[:, None] * dt_seq
     cum = tl.cumsum(adt, axis=1)  # (BLOCK_H, L_PAD)
     cum_h = tl.sum(tl.where(is_hist[None, :], adt, 0.0), axis=1)  # (BLOCK_H,)
-    # cum at output token t is cum at column W + t: (BLOCK_H, T_PAD).
+    # cum at output token t is cum at column W + t: (BLOCK_H, T_H).
     out_col = cols[None, :] == (offs_t[:, None] + W)
     cum_out = tl.sum(tl.where(out_col[None, :, :], cum[:, None, :], 0.0), axis=2)
     causal_new = (cols[None, :] >= W) & (cols[None, :] <= offs_t[:, None] + W)
     keep_hist = hist_ok[None, :] & ((offs_t[:, None] * 0 + mw.to(tl.int32)) == 0)
-    keep = (causal_new | keep_hist) & t_ok[:, None]  # (T_PAD, L_PAD), the same for every head
+    keep = (causal_new | keep_hist) & t_ok[:, None]  # (T_H, L_PAD), the same for every head
     decay = tl.exp(tl.where(keep[None, :, :], cum_out[:, :, None] - cum[:, None, :], 0.0))
     cb = tl.where(keep[None, :, :], decay * dt_seq[:, None, :] * cb_raw[None, :, :], 0.0)
     cdec = tl.where(mw, tl.exp(cum_out - cum_h[:, None]), tl.exp(cum_out))
@@ -453,7 +472,7 @@ def replay_precompute_kernel(
     fdec = tl.exp(cum_h)
 
     bh = b * H + heads  # (BLOCK_H,) int64
-    cb_rows = (bh[:, None] * T + offs_t[None, :]) * L_PAD  # (BLOCK_H, T_PAD)
+    cb_rows = (bh[:, None] * T + offs_t[None, :]) * L_PAD  # (BLOCK_H, T_H)
     tl.store(
         cb_ptr + cb_rows[:, :, None] + cols[None, None, :], cb,
         mask=h_ok[:, None, None] & ((offs_t[:, None] < T) & (cols[None, :] < W + T))[None, :, :],
@@ -1032,7 +1051,8 @@ def replay_step(
             slot_idx, rs.pnat, rs.ring_start, rs.hist_B, rs.hist_dt, Bm, Cm, dt_raw, A, dt_bias,
             scratch.cb, scratch.cdec, scratch.w, scratch.fdec,
             Bm.stride(0), Cm.stride(0), dt_raw.stride(0),
-            T=T, W=rs.window, H=H, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, L_PAD=l_pad, BLOCK_N=block_n,
+            T=T, W=rs.window, H=H, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, T_H=precompute_token_rows(T, t_pad),
+            L_PAD=l_pad, BLOCK_N=block_n,
             BLOCK_H=block_h, PDL=use_pdl, **launch_options(use_pdl, knobs.pre_warps, 1),
         )
     if launch in ("both", "main") and knobs.bandwidth:
