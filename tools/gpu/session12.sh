@@ -20,8 +20,14 @@
 # Phase 4  19: the precompute's per-head blocks on 8 token rows at T = 6 (1544 static instructions and 96
 #          registers a 16-head program, from 1952 and 128), beside 4 / 8 heads a program and 8 warps, with
 #          FlashInfer (checkpoint-picks4).
+# Phase 5  19's final chain: the CPU checkpoint tests on the GPU and tests/gpu/test_checkpoint_gpu.py (64-bit
+#          offsets, the bf16 pool round trip), the headline with all four impls in one run (19's baseline) and
+#          its gate against the stored baseline.
+# Phase 6  compute-sanitizer and 5-launch determinism on the chains the new entries pick (bf16 b64: prefetch;
+#          fp16 SR b256: prefetch + split loops; fp32 b64: 64 registers, 4-head precompute on 8 warps), a warm
+#          Triton rerun of the headline (medians for the store).
 set -u
-PHASE=${PHASE:?PHASE=1 to 4}
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s12
 source tools/gpu/session_env.sh
 FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
@@ -51,6 +57,28 @@ phase3() {
 
 phase4() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks4 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase5() {
+  STEP_TIMEOUT=200 once ckpt-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py \
+    tests/test_triton_checkpoint.py tests/gpu/test_checkpoint_gpu.py
+  sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+}
+
+phase6() {
+  STEP_TIMEOUT=100 once sanitizer-bf16-b64 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 bf16)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-bf16-b64"
+  STEP_TIMEOUT=100 once sanitizer-fp16sr-b256 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 256 fp16sr)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-fp16sr-b256"
+  STEP_TIMEOUT=100 once sanitizer-fp32-b64 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 fp32)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-fp32-b64"
+  for fmt in bf16 fp16sr; do
+    STEP_TIMEOUT=60 once "determinism-$fmt" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 $fmt)" \
+      --impl triton.checkpoint --determinism 5
+  done
+  sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
 }
 
 run_phase
