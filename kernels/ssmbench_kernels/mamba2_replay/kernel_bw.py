@@ -16,7 +16,9 @@ and is built to keep DRAM busy instead:
   64 x 16 or 64 x 32 tiles on one warpgroup hold 67-96 registers where whole 64-row chunks held 255
   (ncu, session 11: 8 warps an SM, latency-bound). The tile loop is software-pipelined by Triton
   (``stages``: tiles ahead in shared memory by asynchronous copies). State loads only after
-  `gdc_wait` (no state held across the wait; before it only the bookkeeping);
+  `gdc_wait` (no state held across the wait; before it only the bookkeeping and, with
+  ``prefetch``, a request that L2 fetch the program's state tile: the resident wave's state moves
+  while conv1d and the precompute run; bf16 5-7% faster, session 12);
 - every product on the tensor cores in bf16 parts with exact products and fp32 sums: outputs
   ``S C^T`` as hi + lo (2^-17 relative, inside the act-dtype tolerance; one product for a bf16
   checkpoint), the write rows' fold ``(X_h^T diag(w)) B_h`` as hi + mid + lo parts of the fp32
@@ -27,7 +29,9 @@ and is built to keep DRAM busy instead:
   row's, term by term: ``S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T)``, the product outside the
   branch and a bf16 tile fed to it as loaded (the pipelined copy straight into the warpgroup
   MMA: 7-10% faster for bf16, slower for the other formats; session 11). Nowrite rows' outputs
-  come from S_ckpt over the rectangle.
+  come from S_ckpt over the rectangle. With ``split_loops`` write and nowrite rows run their own
+  tile loop (nowrite rows never build the fold's operands: fp16 SR up to 8% faster with
+  ``prefetch``; bf16 slower, at 128 registers; session 12).
 
 Triton 3.6 miscompiles some pipelined forms on Hopper (the warpgroup MMA reading shared memory
 past the allocation, or stale buffers: wrong outputs): pipelined 32-column tiles without
