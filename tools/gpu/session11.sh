@@ -31,8 +31,6 @@ set -u
 PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s11
 source tools/gpu/session_env.sh
-FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
-ckpt_case() { echo "H16P64N128G1-b$1-T6-$2-pool-w16-hist-pdl-realistic"; }
 
 phase1() {
   echo "phase 1 ran at 55893a4 (its sweep gdn-t1-vec and the plugin variants it timed are removed)"

@@ -30,8 +30,6 @@ set -u
 PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s12
 source tools/gpu/session_env.sh
-FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
-ckpt_case() { echo "H16P64N128G1-b$1-T6-$2-pool-w16-hist-pdl-realistic"; }
 
 phase1() {
   STEP_TIMEOUT=150 once bw-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py
