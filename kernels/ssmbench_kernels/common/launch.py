@@ -43,19 +43,16 @@ def pdl_enabled(pdl: bool, device: torch.device) -> bool:
     return bool(pdl) and pdl_supported(device)
 
 
-def launch_options(pdl: bool, num_warps: int, num_stages: int) -> dict:
-    """Keyword arguments for ``kernel[grid](...)``; ``launch_pdl`` only when PDL is on."""
+def launch_options(pdl: bool, num_warps: int, num_stages: int, max_regs: int = 0) -> dict:
+    """Keyword arguments for ``kernel[grid](...)``; ``launch_pdl`` only when PDL is on; ``maxnreg``
+    (ptxas's registers-per-thread cap) only when ``max_regs`` is set and not interpreting: fewer
+    registers, more programs an SM (bytes in flight), at the price of spills."""
     opts: dict = {"num_warps": num_warps, "num_stages": num_stages}
     if pdl:
         opts["launch_pdl"] = True
+    if max_regs and not interpreting():
+        opts["maxnreg"] = max_regs
     return opts
-
-
-def reg_cap(max_regs: int) -> dict:
-    """The launch option capping registers per thread (ptxas ``maxnreg``) at ``max_regs``; none when
-    0 (the compiler's choice) or interpreting. Fewer registers, more programs an SM (bytes in
-    flight), at the price of spills."""
-    return {"maxnreg": max_regs} if max_regs and not interpreting() else {}
 
 
 def is_capturing() -> bool:

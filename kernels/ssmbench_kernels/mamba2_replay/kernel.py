@@ -77,7 +77,6 @@ from ssmbench_kernels.common.launch import (
     pdl_enabled,
     pdl_launch_dependents,
     pdl_wait,
-    reg_cap,
 )
 from ssmbench_kernels.common.validation import check_slot_range, check_unique_slots
 from ssmbench_kernels.storage.kernel import (
@@ -900,10 +899,12 @@ def kernel_names(knobs: CheckpointKnobs) -> tuple[str, ...]:
 
 
 def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int, step: int, *, H: int, P: int,
-                N: int, G: int, T: int, pads: tuple[int, int, int], pdl: bool, num_warps: int, **consts) -> None:
+                N: int, G: int, T: int, pads: tuple[int, int, int], pdl: bool, num_warps: int, max_regs: int = 0,
+                **consts) -> None:
     """Enqueue a two-kernel main (`replay_main_kernel`, `kernel_bw.replay_bw_main_kernel`: the same
     operands ckpt .. step, the four row strides and shape constexprs);
-    ``consts``: the kernel's own constexprs and launch options. Unscaled formats and ``z = None``
+    ``consts``: the kernel's own constexprs; ``max_regs``: the register cap (`launch_options`). Unscaled
+    formats and ``z = None``
     pass dummy pointers, never read."""
     t_pad, w_pad, l_pad = pads
     kernel[grid](
@@ -912,7 +913,7 @@ def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int,
         scratch.cb, scratch.cdec, scratch.w, scratch.fdec, seed, step,
         x.stride(0), Cm.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
         T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad, L_PAD=l_pad,
-        PDL=pdl, **consts, **launch_options(pdl, num_warps, 1),
+        PDL=pdl, **consts, **launch_options(pdl, num_warps, 1, max_regs),
     )
 
 
@@ -1041,8 +1042,7 @@ def replay_step(
                 T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad,
                 BLOCK_P=block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
                 PREC=knobs.precision, PDL=use_pdl,
-                **launch_options(use_pdl, knobs.num_warps, 1),
-                **reg_cap(knobs.max_regs),
+                **launch_options(use_pdl, knobs.num_warps, 1, knobs.max_regs),
             )
         return y
     if launch in ("both", "precompute"):

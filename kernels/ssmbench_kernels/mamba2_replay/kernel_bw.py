@@ -52,7 +52,7 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.dots import dot
-from ssmbench_kernels.common.launch import interpreting, pdl_wait, prefetch_l2, reg_cap
+from ssmbench_kernels.common.launch import interpreting, pdl_wait, prefetch_l2
 from ssmbench_kernels.mamba2_replay.kernel import (
     CheckpointKnobs,
     ReplayScratch,
@@ -353,7 +353,7 @@ def launch_bw_main(
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
         PREFETCH_LINES=triton.next_power_of_2(triton.cdiv(P * N * state_bytes, 128)), STATE_BYTES=state_bytes,
-        FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, **reg_cap(knobs.max_regs),
+        FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
 
 
