@@ -52,7 +52,7 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.dots import dot
-from ssmbench_kernels.common.launch import interpreting, pdl_wait, prefetch_l2
+from ssmbench_kernels.common.launch import interpreting, l2_lines, pdl_wait, prefetch_l2
 from ssmbench_kernels.mamba2_replay.kernel import (
     CheckpointKnobs,
     ReplayScratch,
@@ -184,7 +184,6 @@ def replay_bw_main_kernel(
     SPLIT: tl.constexpr,
     PREFETCH: tl.constexpr,
     PREFETCH_LINES: tl.constexpr,
-    STATE_BYTES: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -207,7 +206,7 @@ def replay_bw_main_kernel(
     Dh = tl.load(D_ptr + h).to(tl.float32)
     # (`CheckpointKnobs.prefetch`) The head's state rows are one contiguous run that no producer writes:
     # they move into L2 while conv1d and the precompute run, instead of after the wait.
-    prefetch_l2(ckpt_base + h * (P * N), P * N * STATE_BYTES, PREFETCH_LINES, PREFETCH)
+    prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
 
     pdl_wait(PDL)
 
@@ -345,14 +344,13 @@ def launch_bw_main(
     """Enqueue the bandwidth-first main on grid ``(H, batch)`` (inputs checked by `replay_step`)."""
     block_p = max(16, min(knobs.block_p, triton.next_power_of_2(P)))
     block_n = max(16, triton.next_power_of_2(N))
-    state_bytes = rs.ckpt.data.element_size()
     _launch_main(
         replay_bw_main_kernel, (H, slot_idx.shape[0]), rs, slot_idx, x, Cm, z, y, D, scratch, seed, step,
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
-        PREFETCH_LINES=triton.next_power_of_2(triton.cdiv(P * N * state_bytes, 128)), STATE_BYTES=state_bytes,
+        PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N),
         FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
 
