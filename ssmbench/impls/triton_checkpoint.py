@@ -88,6 +88,9 @@ CHECKPOINT_SPACE = KnobSpace(
                    "fails; session 12)",
                    lambda c: not _dot_form(c) or c["max_regs"] == 0 or c["max_regs"] >= 128
                    or (_bandwidth_main(c) and c["n_tile"] > 0)),
+        Constraint("split_loops without rect_outputs: split loops take write rows' outputs from S' (with the other "
+                   "form the write loop held 128 registers and lost on the H200; session 12)",
+                   lambda c: not _bandwidth_main(c) or not (c["split_loops"] and c["rect_outputs"])),
         Constraint("64-column tiles unpipelined (stages 1): pipelined, they gave wrong outputs on the H200 in both "
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),

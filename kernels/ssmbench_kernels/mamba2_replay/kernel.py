@@ -144,7 +144,9 @@ class CheckpointKnobs:
     """Bandwidth main: write and nowrite rows each in their own tile loop, no branch inside either:
     a nowrite row (~70% of the rows at W = 16) skips the fold operands' split and staging (with
     ``rect_outputs``, about two thirds of a nowrite bf16 program's instructions ran outside the
-    tile loop: static SASS, session 11); else one loop whose body branches on the row."""
+    tile loop: static SASS, session 11); else one loop whose body branches on the row. Write rows'
+    outputs then come from S' (``rect_outputs`` does not apply: with it the write loop took 128
+    registers and lost, session 12; the knob space excludes the pair)."""
     prefetch: bool = False
     """Bandwidth main: before `gdc_wait`, ask L2 for the program's whole state tile (one contiguous
     run, no producer writes it): the first wave of programs, resident while conv1d and the

@@ -128,6 +128,17 @@ def _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, s
 
 
 @triton.jit
+def _fold_store(xw_hi, xw_mid, xw_lo, b_hist, state, fdec, ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, seed,
+                s, step, n0, N: tl.constexpr, N_TILE: tl.constexpr, FMT: tl.constexpr, SR: tl.constexpr):
+    """A write row's column tile: ``S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h`` (``state``: S_ckpt's
+    tile in fp32, ``fdec``: exp(cum_h) per column), stored as the slot's checkpoint; returns S'."""
+    folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
+    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s, step, n0, N, N_TILE,
+                      FMT, SR)
+    return folded
+
+
+@triton.jit
 def _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n, c_ptr, row0, stride_c_row, offs_t, t_ok,
                      G: tl.constexpr, N: tl.constexpr, BLOCK_P: tl.constexpr, W_PAD: tl.constexpr,
                      T_PAD: tl.constexpr):
@@ -235,7 +246,7 @@ def replay_bw_main_kernel(
         # The epilogue's operands too, issued with the first state tile instead of after the products.
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
-        if SPLIT:  # `CheckpointKnobs.split_loops`
+        if SPLIT:  # `CheckpointKnobs.split_loops` (write rows' outputs from S', as without `rect_outputs`)
             # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
             # elementwise in the columns, so a tile needs only its own columns of C and history B.
             # Write and nowrite rows run their own tile loop, neither with a branch inside: a nowrite
@@ -247,20 +258,11 @@ def replay_bw_main_kernel(
                     offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
                                                                row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
                     b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
-                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
-                    folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
-                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
-                                      step, n0, N, N_TILE, FMT, SR)
-                    if RECT:
-                        yt = _state_ct(state, ct, yt, FMT)
-                    else:
-                        yt = _dot_bf16x2(folded, ct, yt)
-                if RECT:
-                    yt = (yt * fdec_t[None, :] + _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j,
-                                                                  mask_n, c_ptr, row0, stride_c_row, offs_t, t_ok,
-                                                                  G, N, BLOCK_P, W_PAD, T_PAD)) * cdec[None, :]
-                else:
-                    yt = yt * cdec[None, :]
+                    folded = _fold_store(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT), fdec, ckpt_base,
+                                         scale_base, srow, read_p, offs_nt, mask_nt, seed, s, step, n0, N, N_TILE, FMT,
+                                         SR)
+                    yt = _dot_bf16x2(folded, ct, yt)
+                yt = yt * cdec[None, :]
             else:
                 for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
                     offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
@@ -279,10 +281,8 @@ def replay_bw_main_kernel(
                 b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
                 if mw:
-                    # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, stored.
-                    folded = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT) * fdec[None, :])
-                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, folded, seed, s,
-                                      step, n0, N, N_TILE, FMT, SR)
+                    _fold_store(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT), fdec, ckpt_base, scale_base, srow,
+                                read_p, offs_nt, mask_nt, seed, s, step, n0, N, N_TILE, FMT, SR)
             if mw:
                 yt = (yt * fdec_t[None, :] + _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n,
                                                               c_ptr, row0, stride_c_row, offs_t, t_ok, G, N, BLOCK_P,
@@ -300,9 +300,8 @@ def replay_bw_main_kernel(
                 state = _fp32_tile(state, FMT)
                 b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 if mw:
-                    state = _dot_bf16x3(xw_hi, xw_mid, xw_lo, b_hist, state * fdec[None, :])
-                    _store_checkpoint(ckpt_base, scale_base, srow, srow, read_p, offs_nt, mask_nt, state, seed, s, step,
-                                      n0, N, N_TILE, FMT, SR)
+                    state = _fold_store(xw_hi, xw_mid, xw_lo, b_hist, state, fdec, ckpt_base, scale_base, srow, read_p,
+                                        offs_nt, mask_nt, seed, s, step, n0, N, N_TILE, FMT, SR)
                     yt = _dot_bf16x2(state, ct, yt)
                 else:
                     yt = _state_ct(state, ct, yt, FMT)
