@@ -20,7 +20,7 @@ from ssmbench.impls.knobs import Knob, KnobSpace
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update
+from ssmbench_kernels.conv1d.kernel import Conv1dKnobs, conv1d_update, default_conv1d_knobs
 from ssmbench_kernels.mamba2_states.kernel import KERNEL_NAMES as INTERMEDIATE_KERNELS
 from ssmbench_kernels.mamba2_states.kernel import default_knobs, mamba2_intermediate
 from ssmbench_kernels.storage.reference import StoredState, dequantize
@@ -58,12 +58,12 @@ class _TritonMamba2(Impl):
             return "conv widths 2..4"
         return None
 
-    def conv_knobs(self, case: Case) -> Conv1dKnobs | None:
-        """The conv1d head's knobs for ``case`` (None: `conv1d_update`'s default rule). Variants that
-        time other forms side by side override it (tools/gpu/conv1d_forms_plugin.py,
-        tools/gpu/checkpoint_bw_plugin.py)."""
-        del case
-        return None
+    def conv_knobs(self, case: Case) -> Conv1dKnobs:
+        """The conv1d head's knobs for ``case``: `conv1d_update`'s default rule. Variants that time
+        other forms side by side override it or change its fields (tools/gpu/conv1d_forms_plugin.py,
+        tools/gpu/picked.py's `ConvChanges`)."""
+        s = case.shape
+        return default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv)
 
 
 class TritonConv1d(_TritonMamba2):

@@ -21,12 +21,11 @@ import dataclasses
 import os
 from pathlib import Path
 
-from picked import pick_with
+from picked import ConvChanges, pick_with
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
 from ssmbench.impls.tuned import Tunable
-from ssmbench_kernels.conv1d.kernel import default_conv1d_knobs
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs
 
 KNOBS_ENV = "SSMBENCH_BW_KNOBS"
@@ -104,16 +103,8 @@ into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what th
 before."""
 
 
-class _ConvFormCheckpoint(TritonCheckpoint):
+class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):
     """`triton.checkpoint` (its table) with other conv1d knobs than the default's in front."""
-
-    def __init__(self, name: str, **changes: object) -> None:
-        self.name = name
-        self.changes = changes
-
-    def conv_knobs(self, case):
-        s = case.shape
-        return dataclasses.replace(default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv), **self.changes)
 
 
 CONV_VARIANTS = {

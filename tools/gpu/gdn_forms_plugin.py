@@ -9,14 +9,13 @@ one sweep times tiles the tuner's coordinate descent never reached beside the sh
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+
+from picked import ConvChanges
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
 from ssmbench.impls.tuned import Tunable
-from ssmbench.spec.case import Case
-from ssmbench_kernels.conv1d.kernel import Conv1dKnobs
 from ssmbench_kernels.gdn.kernel import GDNKnobs
 
 VARIANTS = {
@@ -36,16 +35,9 @@ class _ForcedGDN(TritonGDN):
         self.tunable = Tunable(name, GDN_SPACE, Path("/nonexistent-knob-tables"), lambda case: knobs)
 
 
-class _ConvFormGDN(TritonGDN):
+class _ConvFormGDN(ConvChanges, TritonGDN):
     """`triton.gdn` (its table and defaults) with other conv1d knobs than the default's: the conv1d
     form and PDL-trigger questions of docs/gdn.md, timed in the chain beside the default."""
-
-    def __init__(self, name: str, **changes: object) -> None:
-        self.name = name
-        self.changes = changes
-
-    def conv_knobs(self, case: Case) -> Conv1dKnobs:
-        return dataclasses.replace(super().conv_knobs(case), **self.changes)
 
 
 CONV_VARIANTS = {

@@ -1,6 +1,7 @@
-"""`PickWith`: an impl's own pick for a case (its knob table or default), with some knobs overridden:
-the plugin variants that time one knob change against the shipped pick, cell by cell, in one sweep
-(`checkpoint_bw_plugin`)."""
+"""Plugin variants that time one change against an impl's shipped choice, cell by cell, in one sweep:
+`PickWith`, the impl's own knob pick for a case (its table or default) with some knobs overridden
+(`checkpoint_bw_plugin`); `ConvChanges`, the impl's own conv1d knobs with some fields changed
+(`checkpoint_bw_plugin`, `gdn_forms_plugin`)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,15 @@ def pick_with(name: str, base: Tunable, **overrides) -> PickWith:
     """A `PickWith` for the variant impl ``name``."""
     return PickWith(name, base.space, Path(__file__).parent / "no-tables", base.default, uses_window=base.uses_window,
                     base=base, overrides=tuple(sorted(overrides.items())))
+
+
+class ConvChanges:
+    """Mixin before an impl class with `conv_knobs` (the Triton Mamba-2 and GDN chains): its conv1d
+    knobs for the case with ``changes`` applied."""
+
+    def __init__(self, name: str, **changes: object) -> None:
+        self.name = name
+        self.changes = changes
+
+    def conv_knobs(self, case):
+        return dataclasses.replace(super().conv_knobs(case), **self.changes)
