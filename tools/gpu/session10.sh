@@ -32,7 +32,6 @@ set -u
 PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s10
 source tools/gpu/session_env.sh
-FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
 
 phase1() {
   echo "phase 1 ran at 296ba8d (its steps named gdn-conv-wave, whose plugin variants are removed)"
@@ -70,12 +69,4 @@ phase6() {
     --batch 1,8,64,256,1024
 }
 
-case $PHASE in
-  1) phase1 ;;
-  2) phase2 ;;
-  3) phase3 ;;
-  4) phase4 ;;
-  5) phase5 ;;
-  6) phase6 ;;
-esac
-phase_end
+run_phase

@@ -28,7 +28,6 @@ set -u
 PHASE=${PHASE:?PHASE=1, 1c, 2, 3 or 4}
 SESSION=s9
 source tools/gpu/session_env.sh
-FORMS_PATH="$PYTHONPATH:$PWD/tools/gpu"
 GPUS=${GPUS:-0}
 
 phase1() {
@@ -74,11 +73,4 @@ phase4() {  # where the warm headline's time goes outside its pairs (18); the ch
     -k "256 or 64bit or roundtrip"
 }
 
-case $PHASE in
-  1) phase1 ;;
-  1c) phase1c ;;
-  2) phase2 ;;
-  3) phase3 ;;
-  4) phase4 ;;
-esac
-phase_end
+run_phase
