@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One H200 session for the open issues 19-20 (2026-11-30, session 13), in phases: one device call per
+# phase, each ends before the 10-minute limit; every step is skipped once done (tools/gpu/lib.sh).
+# Results in $RESULTS_DIR (default results/s13/), packed into $OUT after every step.
+#
+#   PHASE=1 bash tools/gpu/session13.sh    (carry .whl .peer)
+#
+# Phase 1  19: the bandwidth main's prefetch tests on the GPU (`prefetch_span`: the grid's first programs ask L2
+#          for later waves' state tiles too), then tools/gpu/checkpoint-picks.yaml round 5: the shipped picks
+#          beside the same picks with spans 2 and 4, and FlashInfer, batch 64 / 128 / 256, W = 16 and W = T.
+# Phase 2  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
+#          headline with all four impls in one run (19's baseline) and its gate against the stored baseline.
+# Phase 3  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
+#          of the headline (medians for the store).
+set -u
+PHASE=${PHASE:?PHASE=1 to 3}
+SESSION=s13
+source tools/gpu/session_env.sh
+
+phase1() {
+  STEP_TIMEOUT=150 once bw-prefetch-tests-gpu python3 -m pytest -q -p no:cacheprovider \
+    tests/test_triton_checkpoint_bw.py -k "span or prefetch or pdl"
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks5 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+run_phase
