@@ -8,12 +8,14 @@
 # Phase 1  19: the bandwidth main's prefetch tests on the GPU (`prefetch_span`: the grid's first programs ask L2
 #          for later waves' state tiles too), then tools/gpu/checkpoint-picks.yaml round 5: the shipped picks
 #          beside the same picks with spans 2 and 4, and FlashInfer, batch 64 / 128 / 256, W = 16 and W = T.
-# Phase 2  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
+# Phase 2  19: ncu (full set) of the W = 16 bf16 chain at b64 and b128, ours and FlashInfer's (each kernel alone:
+#          where the main's time goes where FlashInfer's chain is ahead).
+# Phase 3  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
 #          headline with all four impls in one run (19's baseline) and its gate against the stored baseline.
-# Phase 3  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
+# Phase 4  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
 #          of the headline (medians for the store).
 set -u
-PHASE=${PHASE:?PHASE=1 to 3}
+PHASE=${PHASE:?PHASE=1 to 4}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -21,6 +23,16 @@ phase1() {
   STEP_TIMEOUT=150 once bw-prefetch-tests-gpu python3 -m pytest -q -p no:cacheprovider \
     tests/test_triton_checkpoint_bw.py -k "span or prefetch or pdl"
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks5 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase2() {
+  local b impl
+  for b in 64 128; do
+    for impl in triton.checkpoint flashinfer.checkpointing; do
+      STEP_TIMEOUT=150 once "ncu-$impl-b$b" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case $b bf16)" \
+        --impl $impl --tool ncu --set full -o "$R/ncu-$impl-b$b"
+    done
+  done
 }
 
 run_phase
