@@ -14,13 +14,10 @@ import zlib
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 from test_triton_checkpoint import DEVICE, _initial, _inputs, _params, _simulate
 
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, kernel_names, make_scratch, replay_step
-from ssmbench_kernels.mamba2_replay.kernel_bw import _span_programs
 
 BW = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4)
 """16 x N chunks: P = 20 below runs two of them (the second masked)."""
@@ -95,43 +92,6 @@ def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile) -> None:
     seen_write, seen_nowrite = _simulate(fmt, rounding, 3, 16, P=20, N=40, with_z=True, knobs=knobs,
                                          seed=zlib.crc32(f"prefetch{fmt}{rounding}{n_tile}".encode()))
     assert seen_write and seen_nowrite
-
-
-@pytest.mark.parametrize("span", [2, 4])
-def test_bw_main_prefetch_span_matches_reference(span) -> None:
-    """`prefetch_span` (the first programs also ask L2 for later waves' state tiles) changes no
-    result (batch 5 x 3 heads: 15 programs, not a multiple of the span; padding rows among them)."""
-    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, stages=2, prefetch=True,
-                            prefetch_span=span)
-    seen_write, seen_nowrite = _simulate("bf16", "rn", 3, 16, H=3, G=1, batch=5, P=20, N=40, with_z=False,
-                                         pnat_rows=[16, 0, 1, 9, 16], knobs=knobs,
-                                         seed=zlib.crc32(f"span{span}".encode()))
-    assert seen_write and seen_nowrite
-
-
-@triton.jit
-def _span_probe_kernel(out_q, out_real, n, SPAN: tl.constexpr):
-    q0 = tl.program_id(0)
-    q, real = _span_programs(q0, n, SPAN)
-    j = tl.arange(0, SPAN)
-    tl.store(out_q + q0 * SPAN + j, q)
-    tl.store(out_real + q0 * SPAN + j, real.to(tl.int32))
-
-
-@pytest.mark.parametrize("n,span", [(1, 1), (7, 1), (15, 2), (16, 4), (17, 4), (3, 8), (1024, 2), (1000, 8)])
-def test_prefetch_span_covers_the_grid_once_from_its_first_programs(n, span) -> None:
-    """`_span_programs` (the kernel's own helper, run in the interpreter or on the GPU): every program
-    index of the grid is some program's real entry exactly once, and only the first ceil(n / span)
-    programs hold real entries -- the ones that fit a wave when span is chosen for the batch."""
-    q = torch.full((n * span,), -7, dtype=torch.int64, device=DEVICE)
-    real = torch.full((n * span,), -7, dtype=torch.int32, device=DEVICE)
-    _span_probe_kernel[(n,)](q, real, n, SPAN=span)
-    q, real = q.view(n, span).cpu(), real.view(n, span).cpu().bool()
-    taken = q[real]
-    assert sorted(taken.tolist()) == list(range(n))
-    holders = real.any(dim=1).nonzero().flatten().tolist()
-    assert holders == list(range(-(-n // span)))
-    assert (q[:, 0] == torch.arange(n)).all()  # a program's first entry is itself (its own tile otherwise)
 
 
 def test_bw_main_one_group_one_chunk_no_padding() -> None:

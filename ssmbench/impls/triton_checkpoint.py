@@ -73,10 +73,6 @@ CHECKPOINT_SPACE = KnobSpace(
              "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("prefetch", (False, True), "bandwidth main: the program's state tile into L2 before the grid-dependency "
              "wait", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
-        Knob("prefetch_span", (1, 2, 4, 8), "bandwidth main with prefetch: state tiles each of the grid's first "
-             "n / span programs asks L2 for (later waves' tiles too)",
-             active=lambda c: _bandwidth_main(c) and c["prefetch"], active_doc="bandwidth main with prefetch",
-             legacy=1),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",
@@ -99,8 +95,7 @@ CHECKPOINT_SPACE = KnobSpace(
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),
     ),
-    blocks=(("fused", "bandwidth", "block_p"),
-            ("n_tile", "stages", "rect_outputs", "split_loops", "prefetch", "prefetch_span"),
+    blocks=(("fused", "bandwidth", "block_p"), ("n_tile", "stages", "rect_outputs", "split_loops", "prefetch"),
             ("pre_heads", "pre_warps")),
 )
 """`CheckpointKnobs` as the tuner sees it: the form and its tile move together (a form change

@@ -95,14 +95,12 @@ PICK_VARIANTS = {
     "noprefetch": dict(prefetch=False),
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
-    "span2": dict(prefetch=True, prefetch_span=2),
-    "span4": dict(prefetch=True, prefetch_span=4),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
 programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
 into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what the table took from a round
-before. Session 13: `span*`, the grid's first programs prefetching later waves' tiles too (`prefetch_span`)."""
+before."""
 
 
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):

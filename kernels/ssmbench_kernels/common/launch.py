@@ -79,19 +79,18 @@ def pdl_launch_dependents(ENABLED: tl.constexpr):
 
 
 @triton.jit
-def prefetch_l2(bases, ELEMS: tl.constexpr, LINES_PAD: tl.constexpr, ENABLED: tl.constexpr):
-    """Ask L2 for ``ELEMS`` contiguous elements at each of ``bases`` (a 1-D tensor of typed pointers,
-    one per run), one ``prefetch.global.L2`` per 128-byte line (``LINES_PAD``: a power of two >= a
-    run's line count, `l2_lines`; the extra lanes repeat the last line). Nothing comes back to
-    registers: a consumer issues it for data no producer writes, before `pdl_wait`, so the bytes move
-    while the producer runs. No-op unless ENABLED (the interpreter has no inline assembly: the
-    wrappers pass False there)."""
+def prefetch_l2(base, ELEMS: tl.constexpr, LINES_PAD: tl.constexpr, ENABLED: tl.constexpr):
+    """Ask L2 for the ``ELEMS`` contiguous elements at ``base`` (a typed pointer), one
+    ``prefetch.global.L2`` per 128-byte line (``LINES_PAD``: a power of two >= the line count,
+    `l2_lines`; the extra lanes repeat the last line). Nothing comes back to registers: a consumer
+    issues it for data no producer writes, before `pdl_wait`, so the bytes move while the producer
+    runs. No-op unless ENABLED (the interpreter has no inline assembly: the wrappers pass False there)."""
     if ENABLED:
-        PER_LINE: tl.constexpr = 1024 // bases.dtype.element_ty.primitive_bitwidth  # elements in 128 bytes
+        PER_LINE: tl.constexpr = 1024 // base.dtype.element_ty.primitive_bitwidth  # elements in 128 bytes
         LINES: tl.constexpr = (ELEMS + PER_LINE - 1) // PER_LINE
         lines = tl.minimum(tl.arange(0, LINES_PAD), LINES - 1)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l",
-                                  [bases[:, None] + lines[None, :] * PER_LINE], dtype=tl.int32, is_pure=False, pack=1)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + lines * PER_LINE],
+                                  dtype=tl.int32, is_pure=False, pack=1)
 
 
 def l2_lines(tensor: torch.Tensor, elems: int) -> int:

@@ -152,12 +152,6 @@ class CheckpointKnobs:
     run, no producer writes it): the first wave of programs, resident while conv1d and the
     precompute run, finds its state in L2 after the wait instead of starting its DRAM round trips
     then. Holds nothing in registers across the wait. (No-op in the interpreter.)"""
-    prefetch_span: int = 1
-    """Bandwidth main with ``prefetch``: the first ``ceil(n / prefetch_span)`` of the grid's ``n``
-    programs each ask L2 for ``prefetch_span`` programs' state tiles (its own and those ``n / span``,
-    ``2 n / span``, ... after it); 1: each program its own. When those first programs fit one wave, the
-    whole grid's state moves while conv1d and the precompute run, not only the first wave's (b64-b128:
-    1.5-3 waves; their state fits the H200's L2)."""
 
 
 def default_knobs(

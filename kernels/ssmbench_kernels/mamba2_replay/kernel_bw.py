@@ -18,8 +18,7 @@ and is built to keep DRAM busy instead:
   (``stages``: tiles ahead in shared memory by asynchronous copies). State loads only after
   `gdc_wait` (no state held across the wait; before it only the bookkeeping and, with
   ``prefetch``, a request that L2 fetch the program's state tile: the resident wave's state moves
-  while conv1d and the precompute run; bf16 5-7% faster, session 12; with ``prefetch_span`` the
-  first programs ask for the later waves' tiles too, session 13);
+  while conv1d and the precompute run; bf16 5-7% faster, session 12);
 - every product on the tensor cores in bf16 parts with exact products and fp32 sums: outputs
   ``S C^T`` as hi + lo (2^-17 relative, inside the act-dtype tolerance; one product for a bf16
   checkpoint), the write rows' fold ``(X_h^T diag(w)) B_h`` as hi + mid + lo parts of the fp32
@@ -153,37 +152,6 @@ def _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n, c_pt
     return _dot_bf16x2_rhs(xw_mid, bc, _dot_bf16x2_rhs(xw_hi, bc, hist))
 
 
-@triton.jit
-def _span_programs(q0, n, SPAN: tl.constexpr):
-    """`CheckpointKnobs.prefetch_span`'s share of program ``q0`` (of ``n``, linear ``b * H + h``): the
-    first ``ceil(n / SPAN)`` programs take ``SPAN`` programs each, ``q0 + j * ceil(n / SPAN)``, so one
-    wave of them covers the grid. Returns those indices and which are real (an index past the grid, or
-    any of a program beyond the first ``ceil(n / SPAN)``, is not: its own, first, entry is someone
-    else's share then)."""
-    stride = (n + SPAN - 1) // SPAN
-    j = tl.arange(0, SPAN)
-    q = q0 + j * stride
-    return q, (q < n) & ((j * 0 + q0) < stride)
-
-
-@triton.jit
-def _prefetch_states(ckpt_ptr, slot_ptr, own_base, q0, n, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr,
-                     SPAN: tl.constexpr, LINES_PAD: tl.constexpr, ENABLED: tl.constexpr):
-    """(`CheckpointKnobs.prefetch`) Ask L2 for the state tiles of this program's `_span_programs`
-    (its own tile when ``SPAN`` is 1): one contiguous run per (row, head) that no producer writes, so it
-    moves while conv1d and the precompute run instead of after the wait. Entries that are not real,
-    and padding rows, repeat the program's own tile (no branch; an L2 hit)."""
-    if ENABLED:
-        q, real = _span_programs(q0, n, SPAN)
-        if SPAN == 1:
-            bases = own_base + q * 0
-        else:
-            slot_q = tl.load(slot_ptr + q // H, mask=real, other=-1)
-            bases = tl.where(slot_q >= 0, ckpt_ptr + slot_q.to(tl.int64) * (H * P * N) + (q % H) * (P * N),
-                             own_base)
-        prefetch_l2(bases, P * N, LINES_PAD, True)
-
-
 @triton.jit(do_not_specialize=["seed", "step"])
 def replay_bw_main_kernel(
     ckpt_ptr,
@@ -226,7 +194,6 @@ def replay_bw_main_kernel(
     RECT: tl.constexpr,
     SPLIT: tl.constexpr,
     PREFETCH: tl.constexpr,
-    PREFETCH_SPAN: tl.constexpr,
     PREFETCH_LINES: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
@@ -248,8 +215,9 @@ def replay_bw_main_kernel(
     hx_base = hist_x_ptr + s * (L * H * P) + h * P
     hb_base = hist_B_ptr + s * (L * G * N)
     Dh = tl.load(D_ptr + h).to(tl.float32)
-    _prefetch_states(ckpt_ptr, slot_ptr, ckpt_base + h * (P * N), b * H + h, tl.num_programs(1) * H, H, P, N,
-                     PREFETCH_SPAN, PREFETCH_LINES, PREFETCH)
+    # (`CheckpointKnobs.prefetch`) The head's state rows are one contiguous run that no producer writes:
+    # they move into L2 while conv1d and the precompute run, instead of after the wait.
+    prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
 
     pdl_wait(PDL)
 
@@ -381,7 +349,6 @@ def launch_bw_main(
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
-        PREFETCH_SPAN=knobs.prefetch_span if knobs.prefetch else 1,
         PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N),
         FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
