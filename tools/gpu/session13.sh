@@ -10,12 +10,16 @@
 #          beside the same picks with spans 2 and 4, and FlashInfer, batch 64 / 128 / 256, W = 16 and W = T.
 # Phase 2  19: ncu (full set) of the W = 16 bf16 chain at b64 and b128, ours and FlashInfer's (each kernel alone:
 #          where the main's time goes where FlashInfer's chain is ahead).
-# Phase 3  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
+# Phase 3  19: round 6 of tools/gpu/checkpoint-picks.yaml: every row's outputs from S_ckpt in a loop without the fold's
+#          operands, write rows' fold in a second pass (`split_loops` + `rect_outputs`), and every 32-column tile in
+#          flight (stages 4), beside the shipped picks and FlashInfer, batch 64 / 256 / 1024, W = 16 and W = T; the
+#          split-loop tests on the GPU.
+# Phase 4  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
 #          headline with all four impls in one run (19's baseline) and its gate against the stored baseline.
-# Phase 4  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
+# Phase 5  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
 #          of the headline (medians for the store).
 set -u
-PHASE=${PHASE:?PHASE=1 to 4}
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -33,6 +37,12 @@ phase2() {
         --impl $impl --tool ncu --set full -o "$R/ncu-$impl-b$b"
     done
   done
+}
+
+phase3() {
+  STEP_TIMEOUT=150 once bw-split-tests-gpu python3 -m pytest -q -p no:cacheprovider \
+    tests/test_triton_checkpoint_bw.py -k "split or pdl"
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks6 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase
