@@ -69,8 +69,8 @@ CHECKPOINT_SPACE = KnobSpace(
              legacy=1),
         Knob("rect_outputs", (False, True), "bandwidth main: every row's outputs from S_ckpt, S C^T outside the "
              "tile loop's branch", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
-        Knob("split_loops", (False, True), "bandwidth main: the fold in a tile loop of its own (nowrite rows skip the "
-             "fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
+        Knob("split_loops", (False, True), "bandwidth main: write and nowrite rows in their own tile loops (nowrite "
+             "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("prefetch", (False, True), "bandwidth main: the program's state tile into L2 before the grid-dependency "
              "wait", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
@@ -88,6 +88,10 @@ CHECKPOINT_SPACE = KnobSpace(
                    "fails; session 12)",
                    lambda c: not _dot_form(c) or c["max_regs"] == 0 or c["max_regs"] >= 128
                    or (_bandwidth_main(c) and c["n_tile"] > 0)),
+        Constraint("split_loops without rect_outputs: split loops take write rows' outputs from S' (the pair lost "
+                   "on the H200 in both forms tried: write loop at 128 registers, session 12; an outputs loop and "
+                   "a fold pass, 0.72-1.02, session 13)",
+                   lambda c: not _bandwidth_main(c) or not (c["split_loops"] and c["rect_outputs"])),
         Constraint("64-column tiles unpipelined (stages 1): pipelined, they gave wrong outputs on the H200 in both "
                    "forms (session 11)",
                    lambda c: not _bandwidth_main(c) or c["n_tile"] != 64 or c["stages"] == 1),

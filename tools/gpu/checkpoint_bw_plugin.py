@@ -95,17 +95,12 @@ PICK_VARIANTS = {
     "noprefetch": dict(prefetch=False),
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
-    "splitrect": dict(split_loops=True, rect_outputs=True, prefetch=True),
-    "splitrect-n16": dict(split_loops=True, rect_outputs=True, prefetch=True, n_tile=16, stages=3),
-    "splitrect-s2-r80": dict(split_loops=True, rect_outputs=True, stages=2, max_regs=80),
-    "s4": dict(stages=4),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
 programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
 into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what the table took from a round
-before. Session 13: `splitrect*`, every row's outputs from S_ckpt in a loop without the fold's operands and
-write rows' fold in a second pass (`split_loops` with `rect_outputs`); `s4`, every 32-column tile in flight."""
+before."""
 
 
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):

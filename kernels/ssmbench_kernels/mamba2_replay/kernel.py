@@ -141,14 +141,12 @@ class CheckpointKnobs:
     the branch. Session 11, one H200 run: 7-10% faster for a bf16 state, 3-12% slower for fp32 and
     fp16 (their tile goes through registers either way, and the products add registers)."""
     split_loops: bool = False
-    """Bandwidth main: the fold in a tile loop of its own, so a nowrite row (~70% of the rows at W = 16)
-    never builds the fold's operands (with ``rect_outputs``, about two thirds of a nowrite bf16
-    program's instructions ran outside the tile loop: static SASS, session 11). Without
-    ``rect_outputs``: write and nowrite rows each run one loop with no branch inside, write rows'
-    outputs from S' (fp16 SR up to 8% faster, bf16 slower at 128 registers; session 12). With it:
-    every row's outputs from S_ckpt in one loop (no fold operand in it, so its tile loads are issued
-    before the history x arrives), then write rows fold in a second pass over their tiles (L2 hits;
-    session 13). Else one loop whose body branches on the row."""
+    """Bandwidth main: write and nowrite rows each in their own tile loop, no branch inside either:
+    a nowrite row (~70% of the rows at W = 16) skips the fold operands' split and staging (with
+    ``rect_outputs``, about two thirds of a nowrite bf16 program's instructions ran outside the
+    tile loop: static SASS, session 11); else one loop whose body branches on the row. Write rows'
+    outputs then come from S' (``rect_outputs`` does not apply: with it the write loop took 128
+    registers and lost, session 12; the knob space excludes the pair)."""
     prefetch: bool = False
     """Bandwidth main: before `gdc_wait`, ask L2 for the program's whole state tile (one contiguous
     run, no producer writes it): the first wave of programs, resident while conv1d and the

@@ -29,10 +29,9 @@ and is built to keep DRAM busy instead:
   row's, term by term: ``S' C^T = fdec S C^T + (X_h^T diag(w)) (B_h C^T)``, the product outside the
   branch and a bf16 tile fed to it as loaded (the pipelined copy straight into the warpgroup
   MMA: 7-10% faster for bf16, slower for the other formats; session 11). Nowrite rows' outputs
-  come from S_ckpt over the rectangle. With ``split_loops`` nowrite rows never build the fold's
-  operands: write and nowrite rows run their own tile loop (fp16 SR up to 8% faster with
-  ``prefetch``; bf16 slower, at 128 registers; session 12) or, with ``rect_outputs``, every row runs
-  the outputs loop and write rows fold in a second pass over their tiles (session 13).
+  come from S_ckpt over the rectangle. With ``split_loops`` write and nowrite rows run their own
+  tile loop (nowrite rows never build the fold's operands: fp16 SR up to 8% faster with
+  ``prefetch``; bf16 slower, at 128 registers; session 12).
 
 Triton 3.6 miscompiles some pipelined forms on Hopper (the warpgroup MMA reading shared memory
 past the allocation, or stale buffers: wrong outputs): pipelined 32-column tiles without
@@ -247,31 +246,7 @@ def replay_bw_main_kernel(
         # The epilogue's operands too, issued with the first state tile instead of after the products.
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
-        if SPLIT and RECT:  # `split_loops` with `rect_outputs`: the fold in a loop of its own after the outputs'
-            # Every row's outputs from S_ckpt in a loop with no fold operand (a bf16 tile as loaded into the
-            # MMA), so a nowrite row (~70% of them at W = 16) never builds the fold's operands and its tile
-            # loads are issued before x_hist arrives; write rows then fold in a second pass over their tiles
-            # (L2 hits: the first pass just read them) and add the history term to the outputs.
-            yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
-            for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
-                                                           row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
-                yt = _state_ct(state, ct, yt, FMT)
-            if mw:
-                xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
-                for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                    offs_nt = n0 + offs_k
-                    mask_nt = offs_nt < N
-                    state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
-                    b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
-                    _fold_store(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT), fdec, ckpt_base, scale_base,
-                                srow, read_p, offs_nt, mask_nt, seed, s, step, n0, N, N_TILE, FMT, SR)
-                yt = (yt * fdec_t[None, :] + _history_outputs(xw_hi, xw_mid, hb_base, rj, g, offs_n, fold_j, mask_n,
-                                                              c_ptr, row0, stride_c_row, offs_t, t_ok, G, N, BLOCK_P,
-                                                              W_PAD, T_PAD)) * cdec[None, :]
-            else:
-                yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
-        elif SPLIT:  # `CheckpointKnobs.split_loops` (write rows' outputs from S', as without `rect_outputs`)
+        if SPLIT:  # `CheckpointKnobs.split_loops` (write rows' outputs from S', as without `rect_outputs`)
             # The state streams in (BLOCK_P, N_TILE) column tiles: S C^T and the fold are sums over /
             # elementwise in the columns, so a tile needs only its own columns of C and history B.
             # Write and nowrite rows run their own tile loop, neither with a branch inside: a nowrite
