@@ -14,12 +14,14 @@
 #          operands, write rows' fold in a second pass (`split_loops` + `rect_outputs`), and every 32-column tile in
 #          flight (stages 4), beside the shipped picks and FlashInfer, batch 64 / 256 / 1024, W = 16 and W = T; the
 #          split-loop tests on the GPU.
-# Phase 4  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
+# Phase 4  20: the T = 1 decode in two passes over K-chunks (`GDNKnobs.k_chunk`) beside the shipped pick
+#          (tools/gpu/gdn-twopass.yaml); the GDN tests on the GPU.
+# Phase 5  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
 #          headline with all four impls in one run (19's baseline) and its gate against the stored baseline.
-# Phase 5  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
+# Phase 6  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
 #          of the headline (medians for the store).
 set -u
-PHASE=${PHASE:?PHASE=1 to 5}
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -43,6 +45,11 @@ phase3() {
   STEP_TIMEOUT=150 once bw-split-tests-gpu python3 -m pytest -q -p no:cacheprovider \
     tests/test_triton_checkpoint_bw.py -k "split or pdl"
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks6 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase4() {
+  STEP_TIMEOUT=150 once gdn-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py
+  PYTHONPATH=$FORMS_PATH sweep gdn-twopass tools/gpu/gdn-twopass.yaml --plugin gdn_forms_plugin
 }
 
 run_phase
