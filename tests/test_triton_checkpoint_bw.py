@@ -94,6 +94,23 @@ def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile) -> None:
     assert seen_write and seen_nowrite
 
 
+@pytest.mark.parametrize("fmt,rounding,window,knobs", [
+    ("fp32", "rn", 16, dict(n_tile=16, stages=1)),
+    ("bf16", "rn", 16, dict(n_tile=16, stages=2, rect_outputs=True, prefetch=True)),
+    ("fp16", "sr", "T", dict(n_tile=16, stages=2, split_loops=True)),
+    ("int8", "sr", 16, dict()),
+])
+def test_bw_main_one_chunk_history_before_the_wait(fmt, rounding, window, knobs) -> None:
+    """One P-chunk (P = 20 on 32-row programs, masked): the history x and the fold weights computed from
+    the history dt are loaded before the wait; write and nowrite rows, every form."""
+    T = 3
+    W = T if window == "T" else window
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True,
+                                         knobs=CheckpointKnobs(bandwidth=True, block_p=32, num_warps=4, **knobs),
+                                         seed=zlib.crc32(f"onechunk{fmt}{rounding}{W}".encode()))
+    assert seen_write and seen_nowrite
+
+
 def test_bw_main_one_group_one_chunk_no_padding() -> None:
     """G = 1 (every head shares B/C), P = N = 16 in one chunk, no padding rows, W = 8."""
     _simulate("bf16", "sr", 2, 8, H=2, P=16, N=16, G=1, batch=2, steps=2, n_pad=0, pnat_rows=[8, 1],

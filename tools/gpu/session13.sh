@@ -16,12 +16,14 @@
 #          split-loop tests on the GPU.
 # Phase 4  20: the T = 1 decode in two passes over K-chunks (`GDNKnobs.k_chunk`) beside the shipped pick
 #          (tools/gpu/gdn-twopass.yaml); the GDN tests on the GPU.
-# Phase 5  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
+# Phase 5  19: round 7 (the fold operands before the wait: history x and the fold weights from the history dt),
+#          the bandwidth main's tests on the GPU and checkpoint-picks round 7 (the table's picks beside FlashInfer).
+# Phase 6  19's final chain: every CPU checkpoint test and tests/gpu/test_checkpoint_gpu.py on the GPU, the
 #          headline with all four impls in one run (19's baseline) and its gate against the stored baseline.
-# Phase 6  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
+# Phase 7  compute-sanitizer and 5-launch determinism on the chains the new entries pick, a warm Triton rerun
 #          of the headline (medians for the store).
 set -u
-PHASE=${PHASE:?PHASE=1 to 6}
+PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -50,6 +52,11 @@ phase3() {
 phase4() {
   STEP_TIMEOUT=150 once gdn-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py
   PYTHONPATH=$FORMS_PATH sweep gdn-twopass tools/gpu/gdn-twopass.yaml --plugin gdn_forms_plugin
+}
+
+phase5() {
+  STEP_TIMEOUT=200 once bw-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks7 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase
