@@ -100,9 +100,9 @@ def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile) -> None:
     ("fp16", "sr", "T", dict(n_tile=16, stages=2, split_loops=True)),
     ("int8", "sr", 16, dict()),
 ])
-def test_bw_main_one_chunk_history_before_the_wait(fmt, rounding, window, knobs) -> None:
-    """One P-chunk (P = 20 on 32-row programs, masked): the history x and the fold weights computed from
-    the history dt are loaded before the wait; write and nowrite rows, every form."""
+def test_bw_main_one_masked_chunk(fmt, rounding, window, knobs) -> None:
+    """One P-chunk (P = 20 on 32-row programs, masked: the H200 picks' one chunk per head, here with
+    masked rows); write and nowrite rows, every form."""
     T = 3
     W = T if window == "T" else window
     seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True,

@@ -905,8 +905,7 @@ def _launch_main(kernel, grid, rs, slot_idx, x, Cm, z, y, D, scratch, seed: int,
                 **consts) -> None:
     """Enqueue a two-kernel main (`replay_main_kernel`, `kernel_bw.replay_bw_main_kernel`: the same
     operands ckpt .. step, the four row strides and shape constexprs);
-    ``consts``: the kernel's own arguments (constexprs and, by name, any operand of its own after the
-    shared ones); ``max_regs``: the register cap (`launch_options`). Unscaled
+    ``consts``: the kernel's own constexprs; ``max_regs``: the register cap (`launch_options`). Unscaled
     formats and ``z = None``
     pass dummy pointers, never read."""
     t_pad, w_pad, l_pad = pads
@@ -1061,7 +1060,7 @@ def replay_step(
     if launch in ("both", "main") and knobs.bandwidth:
         from ssmbench_kernels.mamba2_replay.kernel_bw import launch_bw_main  # (imports this module)
 
-        launch_bw_main(rs, slot_idx, x, Cm, z, y, A, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt=fmt,
+        launch_bw_main(rs, slot_idx, x, Cm, z, y, D, scratch, H=H, P=P, N=N, G=G, T=T, fmt=fmt,
                        sr=sr, seed=seed, step=step, pads=(t_pad, w_pad, l_pad), knobs=knobs, pdl=use_pdl)
     elif launch in ("both", "main"):
         _launch_main(

@@ -116,28 +116,6 @@ def _fp32_tile(tile, FMT: tl.constexpr):
 
 
 @triton.jit
-def _fold_weights(hist_dt_ptr, A_ptr, s, rj, fold_j, mw, h, L: tl.constexpr, H: tl.constexpr):
-    """Head h's fold weights over the history columns, ``w_j = exp(cum_h - cum_j) dt_j`` (0 off
-    ``fold_j``: nowrite rows, tokens past pnat), and ``exp(cum_h)`` (0 on nowrite rows), with
-    ``cum`` the running sum of ``A dt`` over the history: the precompute's formulas on the same
-    (processed) history dt, which only the step's appends write, at other ring rows."""
-    A = tl.load(A_ptr + h).to(tl.float32)
-    dt = tl.load(hist_dt_ptr + (s * L + rj) * H + h, mask=fold_j, other=0.0)
-    adt = A * dt
-    cum = tl.cumsum(adt, axis=0)
-    cum_h = tl.sum(adt, axis=0)
-    w = tl.where(fold_j, tl.exp(cum_h - cum) * dt, 0.0)
-    return w, tl.where(mw, tl.exp(cum_h), 0.0)
-
-
-@triton.jit
-def _history_x(hx_base, rj, j_ok, offs_p, mask_p, H: tl.constexpr, P: tl.constexpr):
-    """The history x at ring rows ``rj`` (``j_ok``) for head channels ``offs_p`` of one (slot, head)."""
-    return tl.load(hx_base + rj[:, None] * (H * P) + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :],
-                   other=0.0)
-
-
-@triton.jit
 def _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, c_col0, t_ok,
                  N: tl.constexpr, FMT: tl.constexpr):
     """One step of a tile loop: the columns ``n0 + offs_k`` (offsets, mask), the state tile
@@ -198,8 +176,6 @@ def replay_bw_main_kernel(
     stride_c_row,
     stride_z_row,
     stride_y_row,
-    hist_dt_ptr,
-    A_ptr,
     T: tl.constexpr,
     W: tl.constexpr,
     H: tl.constexpr,
@@ -239,14 +215,6 @@ def replay_bw_main_kernel(
     hx_base = hist_x_ptr + s * (L * H * P) + h * P
     hb_base = hist_B_ptr + s * (L * G * N)
     Dh = tl.load(D_ptr + h).to(tl.float32)
-    # The fold's weights and decay from the history's dt (rows no producer of this step writes), and with
-    # one P-chunk the history x: all before the wait, so the fold operands are ready when it ends and the
-    # tile pipeline's first copies are not held behind their round trips (ncu, session 13: ~17% of the
-    # b64 main's stall samples were that chain).
-    w, fdec_h = _fold_weights(hist_dt_ptr, A_ptr, s, rj, fold_j, mw, h, L, H)
-    offs_p0 = tl.arange(0, BLOCK_P)
-    if N_CHUNKS == 1:
-        x_hist0 = _history_x(hx_base, rj, j_ok, offs_p0, offs_p0 < P, H, P)
     # (`CheckpointKnobs.prefetch`) The head's state rows are one contiguous run that no producer writes:
     # they move into L2 while conv1d and the precompute run, instead of after the wait.
     prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
@@ -259,9 +227,10 @@ def replay_bw_main_kernel(
     row0 = b * T  # int64; token offsets below are int32
     bh = b * H + h
     _, cb_hist, cb_new, cdec = _coefficients(cb_ptr, cdec_ptr, bh, offs_t, offs_j, t_ok, rect_j, T, W, T_PAD, L_PAD)
+    w = tl.load(w_ptr + bh * L_PAD + offs_j, mask=fold_j, other=0.0)
     offs_k = tl.arange(0, N_TILE)
-    fdec = tl.zeros((N_TILE,), dtype=tl.float32) + fdec_h
-    fdec_t = tl.zeros((T_PAD,), dtype=tl.float32) + fdec_h
+    fdec = tl.load(fdec_ptr + bh + offs_k * 0, mask=(offs_k * 0 + mw.to(tl.int32)) != 0, other=0.0)
+    fdec_t = tl.load(fdec_ptr + bh + offs_t * 0, mask=(offs_t * 0 + mw.to(tl.int32)) != 0, other=0.0)
     offs_n = tl.arange(0, BLOCK_N)
     mask_n = offs_n < N
     wrow = _ring(start + pnat + offs_t, L)  # append rows (disjoint from every row read)
@@ -271,10 +240,9 @@ def replay_bw_main_kernel(
         mask_p = offs_p < P
         srow = h * P + offs_p
         read_p = mask_p & ((offs_p * 0 + slot) >= 0)  # (vector forms of scalar masks: the interpreter)
-        if N_CHUNKS == 1:
-            x_hist = x_hist0
-        else:
-            x_hist = _history_x(hx_base, rj, j_ok, offs_p, mask_p, H, P)
+        x_hist = tl.load(
+            hx_base + rj[:, None] * (H * P) + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
+        )
         # The epilogue's operands too, issued with the first state tile instead of after the products.
         x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
         zt = _z_tile(z_ptr, row0, offs_t, h * P, offs_p, t_ok, mask_p, stride_z_row, HAS_Z)
@@ -356,7 +324,6 @@ def launch_bw_main(
     Cm: torch.Tensor,
     z: torch.Tensor | None,
     y: torch.Tensor,
-    A: torch.Tensor,
     D: torch.Tensor,
     scratch: ReplayScratch,
     *,
@@ -383,7 +350,7 @@ def launch_bw_main(
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
         PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N),
-        FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs, hist_dt_ptr=rs.hist_dt, A_ptr=A,
+        FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
 
 
