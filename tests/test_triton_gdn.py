@@ -156,45 +156,6 @@ def test_gdn_matches_reference(fmt, rounding, T, pool, intermediate, write_final
            knobs=GDNKnobs(block_v=4, stream_tokens=stream))
 
 
-@pytest.mark.parametrize(
-    "fmt,rounding,pool,intermediate,write_final,k_chunk",
-    [
-        ("fp32", "rn", "pool", False, True, 8),
-        ("fp32", "sr", "split", True, True, 8),
-        ("bf16", "rn", "pool", False, True, 8),
-        ("bf16", "rn", "split", True, False, 32),
-        ("bf16", "sr", "pool", True, True, 8),
-        ("bf16", "sr", "split", False, True, 16),
-    ],
-)
-def test_gdn_two_pass_matches_reference(fmt, rounding, pool, intermediate, write_final, k_chunk) -> None:
-    """T = 1 over K-chunks of the state (`GDNKnobs.k_chunk`; 16 and 32 = the whole K in one chunk): in-place
-    and split pools, intermediate entries, a padding row, SR fields drawn chunk by chunk."""
-    c = _make(3, 1, 2, 4, 16, 8, fmt, pool=pool, seed=31 + k_chunk + len(fmt) + (rounding == "sr"))
-    _check(c, fmt, rounding, intermediate=intermediate, write_final=write_final,
-           knobs=GDNKnobs(block_v=4, k_chunk=k_chunk))
-
-
-def test_gdn_two_pass_gva4_non_pow2_dims() -> None:
-    """k_chunk with HV = 4H, K = 12 (the last chunk masked) and V = 6, a custom scale; T > 1 ignores it."""
-    for T in (1, 3):
-        c = _make(3, T, 1, 4, 12, 6, "bf16", seed=17 + T)
-        _check(c, "bf16", "sr", intermediate=True, write_final=True, scale=0.37,
-               knobs=GDNKnobs(block_v=4, num_warps=2, k_chunk=8))
-
-
-def test_gdn_two_pass_stores_what_one_pass_stores() -> None:
-    """The two passes do the one-pass path's arithmetic element for element: stored bf16 states equal
-    the one-pass kernel's bit for bit but where a sum over K (in another order) moves a rounding."""
-    c = _make(2, 1, 2, 4, 16, 8, "bf16", n_pad=0, seed=9)
-    kw = dict(rounding="sr", intermediate=True, write_final=True, scale=None, seed=1, step=2)
-    o1, p1, i1 = _run_kernel(c, "bf16", knobs=GDNKnobs(block_v=4), **kw)
-    o2, p2, i2 = _run_kernel(c, "bf16", knobs=GDNKnobs(block_v=4, k_chunk=8), **kw)
-    for x, y in ((p1, p2), (i1, i2)):
-        assert (x.view(torch.int16) == y.view(torch.int16)).double().mean() >= 0.99
-    assert ((o1.float() - o2.float()).abs() <= 2.0**-7 * o1.float().abs() + 1e-3).all()
-
-
 def test_gdn_streamed_tokens_gva4_non_pow2_dims() -> None:
     """The streamed-token form with HV = 4H, K = 12 and V = 6 (masked), T = 8, a padding row."""
     c = _make(3, 8, 1, 4, 12, 6, "bf16", seed=13)
@@ -245,9 +206,6 @@ def test_gdn_rejects_bad_inputs() -> None:
         gdn_decode(pool.half(), c["read"], None, *args, **kw)
     with pytest.raises(ValueError, match="multiple"):
         gdn_decode(pool, c["read"], None, *args, **{**kw, "num_k_heads": 3})
-    for bad in (4, 12):
-        with pytest.raises(ValueError, match="k_chunk"):
-            gdn_decode(pool, c["read"], None, *args, **kw, knobs=GDNKnobs(k_chunk=bad))
     assert KERNEL_NAMES == ("gdn_decode_kernel",)
 
 

@@ -48,15 +48,12 @@ GDN_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per program"),
         Knob("stream_tokens", (False, True), "each token's q/k/v/a/b loaded on its own, one token ahead, instead "
              "of all T as blocks picked by one-hot selects (fewer registers and barriers at T > 1; docs/gdn.md)"),
-        Knob("k_chunk", (0, 16, 32, 64), "T = 1: the state in two passes over chunks of this many K-columns (a "
-             "chunk in registers, not the tile; 0: one pass; ignored at T > 1)", legacy=0),
     ),
     # Rows and warps move together (a tile's registers and instructions per element depend on both:
     # from 32 x 8 the one-warp tiles at 32 rows spill, so moving one knob at a time never reached the
     # 8 x 1 / 16 x 1 tiles the H200 measured fastest at T = 1, docs/tuning.md, session 8); then the
     # streamed form with the warps (it pays off with more warps: 74-120 registers at 8 warps at T = 4).
-    # The two-pass form's chunk moves with the tile too (its registers are rows x chunk).
-    blocks=(("block_v", "num_warps", "k_chunk"), ("stream_tokens", "num_warps")),
+    blocks=(("block_v", "num_warps"), ("stream_tokens", "num_warps")),
 )
 """`GDNKnobs` as the tuner sees it (``num_stages`` stays 1: no loop to pipeline)."""
 

@@ -22,17 +22,9 @@ VARIANTS = {
     "triton.gdn.bv8w1": GDNKnobs(block_v=8, num_warps=1),
     "triton.gdn.bv16w1": GDNKnobs(block_v=16, num_warps=1),
     "triton.gdn.bv64w8s": GDNKnobs(block_v=64, num_warps=8, stream_tokens=True),
-    "triton.gdn.bv16w1k32": GDNKnobs(block_v=16, num_warps=1, k_chunk=32),
-    "triton.gdn.bv16w1k64": GDNKnobs(block_v=16, num_warps=1, k_chunk=64),
-    "triton.gdn.bv32w1k16": GDNKnobs(block_v=32, num_warps=1, k_chunk=16),
-    "triton.gdn.bv32w1k32": GDNKnobs(block_v=32, num_warps=1, k_chunk=32),
-    "triton.gdn.bv32w2k32": GDNKnobs(block_v=32, num_warps=2, k_chunk=32),
-    "triton.gdn.bv64w2k32": GDNKnobs(block_v=64, num_warps=2, k_chunk=32),
 }
 """T = 1 tiles: FLA's 8 x 1 (the T > 1 default), 16 x 1 (fewest instructions per element without
-spills in fp32, static SASS), 64 x 8 streamed (the bf16 b512 tune's fastest, inside the 3% band); `k*`: the
-two-pass T = 1 form over K-chunks (`GDNKnobs.k_chunk`, session 13; 62-106 registers where the one-pass
-16 x 1 holds 128, static SASS)."""
+spills in fp32, static SASS), 64 x 8 streamed (the bf16 b512 tune's fastest, inside the 3% band)."""
 
 
 class _ForcedGDN(TritonGDN):

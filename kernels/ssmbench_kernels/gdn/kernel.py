@@ -79,14 +79,6 @@ class GDNKnobs:
     cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
     nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
     ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
-    k_chunk: int = 0
-    """T = 1: the state tile in two passes over chunks of ``k_chunk`` K-columns (a power of two >= 8,
-    SR's column groups; 0: one pass, the
-    whole tile in registers from before `gdc_wait`). Pass 1 reads the chunks for ``S k``; pass 2
-    reads them again (L1 / L2 hits), forms ``S' = decay S + v' k^T`` chunk by chunk, stores it and
-    sums ``S' q``. A program then holds a chunk, not its tile: the one-pass bf16 16 x 1 tile holds 128
-    registers, 16 one-warp programs an SM (ncu, session 12). Ignored at T > 1 (each token needs the
-    state the one before left); at T = 1 it takes the place of ``stream_tokens``."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -164,45 +156,6 @@ def _streamed_tokens(state, pool_ptr, inter_ptr, q_ptr, k_ptr, v_ptr, a_ptr, b_p
                          mask_k, state, K, FMT, SR, sr_fields)
 
 
-@triton.jit
-def _two_pass_token(pool_ptr, inter_ptr, k_ptr, q_ptr, o_col, b, h, src, dst, head_rows, read_v, mask_v, k_norm,
-                    q_norm, v_t, decay_t, beta_t, seed, step, stride_qkv_row, HV: tl.constexpr, K: tl.constexpr,
-                    V: tl.constexpr, BLOCK_K: tl.constexpr, K_CHUNK: tl.constexpr, FMT: tl.constexpr,
-                    SR: tl.constexpr, INTERMEDIATE: tl.constexpr, WRITE_FINAL: tl.constexpr):
-    """One token (T = 1) of a real row over K-chunks of its state tile (`GDNKnobs.k_chunk`): pass 1
-    ``sk = sum_K (decay S) k``; ``v' = beta (v - sk)``; pass 2 ``S' = decay S + v' k^T`` per chunk (the
-    one-pass path's arithmetic, element for element), stored, and ``o = sum_K S' q``. q / k chunks are
-    read again from the conv output and scaled by the row's norms (``q_norm`` includes ``scale``).
-    The final write may go to the read slot: a chunk is stored only after pass 2 has read it."""
-    qk_row = b * stride_qkv_row + h * K
-    src_rows = src * (HV * V) + head_rows
-    sk = tl.zeros(v_t.shape, dtype=tl.float32)
-    for c in tl.static_range(0, BLOCK_K, K_CHUNK):
-        offs_c = c + tl.arange(0, K_CHUNK)
-        mask_c = offs_c < K
-        s_c = load_state_rows(pool_ptr, pool_ptr, src_rows, read_v, offs_c, mask_c, K, FMT) * decay_t
-        k_c = tl.load(k_ptr + qk_row + offs_c, mask=mask_c, other=0.0).to(tl.float32) * k_norm
-        sk += tl.sum(s_c * k_c[None, :], axis=1)
-    v_new = beta_t * (v_t - sk)
-    o = tl.zeros(v_t.shape, dtype=tl.float32)
-    for c in tl.static_range(0, BLOCK_K, K_CHUNK):
-        offs_c = c + tl.arange(0, K_CHUNK)
-        mask_c = offs_c < K
-        k_c = tl.load(k_ptr + qk_row + offs_c, mask=mask_c, other=0.0).to(tl.float32) * k_norm
-        q_c = tl.load(q_ptr + qk_row + offs_c, mask=mask_c, other=0.0).to(tl.float32) * q_norm
-        s_c = load_state_rows(pool_ptr, pool_ptr, src_rows, read_v, offs_c, mask_c, K, FMT) * decay_t
-        s_c = s_c + v_new[:, None] * k_c[None, :]
-        o += tl.sum(s_c * q_c[None, :], axis=1)
-        sr_c = request_sr_bits(seed, head_rows, src, step, c, K_CHUNK, FMT, SR)
-        if INTERMEDIATE:
-            store_state_rows(inter_ptr, inter_ptr, b * (HV * V) + head_rows, mask_v, offs_c, mask_c, s_c, K, FMT, SR,
-                             sr_c)
-        if WRITE_FINAL:
-            store_state_rows(pool_ptr, pool_ptr, dst * (HV * V) + head_rows, mask_v & ((head_rows * 0 + dst) >= 0),
-                             offs_c, mask_c, s_c, K, FMT, SR, sr_c)
-    tl.store(o_col, o.to(o_col.dtype.element_ty), mask=mask_v)
-
-
 @triton.jit(do_not_specialize=["seed", "step", "scale"])
 def gdn_decode_kernel(
     pool_ptr,
@@ -238,7 +191,6 @@ def gdn_decode_kernel(
     WRITE_FINAL: tl.constexpr,
     PDL: tl.constexpr,
     STREAM: tl.constexpr = False,
-    K_CHUNK: tl.constexpr = 0,
 ):
     pid_v = tl.program_id(0)
     hv = tl.program_id(1)
@@ -256,9 +208,8 @@ def gdn_decode_kernel(
     real = src >= 0
     # Masks from tensor comparisons (a scalar-bool & tensor-bool is int32 in the interpreter).
     read_v = mask_v & ((offs_v * 0 + src) >= 0)
-    if K_CHUNK == 0:  # (the two-pass form reads its chunks after the wait)
-        state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_k, mask_k, K, FMT)
-        sr_fields = request_sr_bits(seed, head_rows, src, step, 0, BLOCK_K, FMT, SR)  # shared by every store
+    state = load_state_rows(pool_ptr, pool_ptr, src * (HV * V) + head_rows, read_v, offs_k, mask_k, K, FMT)
+    sr_fields = request_sr_bits(seed, head_rows, src, step, 0, BLOCK_K, FMT, SR)  # shared by every store
     dst = src
     if WRITE_FINAL:
         dst = tl.load(write_ptr + b).to(tl.int64)
@@ -299,59 +250,33 @@ def gdn_decode_kernel(
     # Per-token scalars and normalised q/k, vectorised over tokens.
     decay_all = tl.exp(neg_a * softplus_thresholded(a_all + dt_bias))
     beta_all = tl.sigmoid(b_all)
-    q_scale = scale / tl.sqrt(tl.sum(q_all * q_all, axis=1) + 1e-6)
-    k_scale = 1.0 / tl.sqrt(tl.sum(k_all * k_all, axis=1) + 1e-6)
-    if K_CHUNK > 0:  # `GDNKnobs.k_chunk` (T = 1)
-        if real:
-            o_row = o_col + b * T * stride_o_row
-            _two_pass_token(pool_ptr, inter_ptr, k_ptr, q_ptr, o_row, b, h, src, dst, head_rows, read_v, mask_v,
-                            tl.sum(k_scale, axis=0), tl.sum(q_scale, axis=0), tl.sum(v_all, axis=0),
-                            tl.sum(decay_all, axis=0), tl.sum(beta_all, axis=0), seed, step, stride_qkv_row,
-                            HV, K, V, BLOCK_K, K_CHUNK, FMT, SR, INTERMEDIATE, WRITE_FINAL)
-        else:
-            tl.store(o_col + b * T * stride_o_row, tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty), mask=mask_v)
-    else:  # one pass: the tile loaded before the wait, all T tokens on it
-        q_all = q_all * q_scale[:, None]
-        k_all = k_all * k_scale[:, None]
+    q_all = q_all * (scale / tl.sqrt(tl.sum(q_all * q_all, axis=1) + 1e-6))[:, None]
+    k_all = k_all * (1.0 / tl.sqrt(tl.sum(k_all * k_all, axis=1) + 1e-6))[:, None]
 
-        if real:
-            for t in tl.static_range(T):
-                if T == 1:
-                    q_t = tl.sum(q_all, axis=0)
-                    k_t = tl.sum(k_all, axis=0)
-                    v_t = tl.sum(v_all, axis=0)
-                    decay_t = tl.sum(decay_all, axis=0)
-                    beta_t = tl.sum(beta_all, axis=0)
-                else:
-                    sel = offs_t == t
-                    q_t = tl.sum(tl.where(sel[:, None], q_all, 0.0), axis=0)
-                    k_t = tl.sum(tl.where(sel[:, None], k_all, 0.0), axis=0)
-                    v_t = tl.sum(tl.where(sel[:, None], v_all, 0.0), axis=0)
-                    decay_t = tl.sum(tl.where(sel, decay_all, 0.0), axis=0)
-                    beta_t = tl.sum(tl.where(sel, beta_all, 0.0), axis=0)
-                state, o = _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t)
-                tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_ptr.dtype.element_ty), mask=mask_v)
-                if INTERMEDIATE:
-                    entry = b * T + t  # flat (batch, T) index of the intermediate buffer
-                    store_state_rows(
-                        inter_ptr,
-                        inter_ptr,
-                        entry * (HV * V) + head_rows,
-                        mask_v,
-                        offs_k,
-                        mask_k,
-                        state,
-                        K,
-                        FMT,
-                        SR,
-                        sr_fields,
-                    )
-            if WRITE_FINAL:
+    if real:
+        for t in tl.static_range(T):
+            if T == 1:
+                q_t = tl.sum(q_all, axis=0)
+                k_t = tl.sum(k_all, axis=0)
+                v_t = tl.sum(v_all, axis=0)
+                decay_t = tl.sum(decay_all, axis=0)
+                beta_t = tl.sum(beta_all, axis=0)
+            else:
+                sel = offs_t == t
+                q_t = tl.sum(tl.where(sel[:, None], q_all, 0.0), axis=0)
+                k_t = tl.sum(tl.where(sel[:, None], k_all, 0.0), axis=0)
+                v_t = tl.sum(tl.where(sel[:, None], v_all, 0.0), axis=0)
+                decay_t = tl.sum(tl.where(sel, decay_all, 0.0), axis=0)
+                beta_t = tl.sum(tl.where(sel, beta_all, 0.0), axis=0)
+            state, o = _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t)
+            tl.store(o_col + (b * T + t) * stride_o_row, o.to(o_ptr.dtype.element_ty), mask=mask_v)
+            if INTERMEDIATE:
+                entry = b * T + t  # flat (batch, T) index of the intermediate buffer
                 store_state_rows(
-                    pool_ptr,
-                    pool_ptr,
-                    dst * (HV * V) + head_rows,
-                    mask_v & ((offs_v * 0 + dst) >= 0),
+                    inter_ptr,
+                    inter_ptr,
+                    entry * (HV * V) + head_rows,
+                    mask_v,
                     offs_k,
                     mask_k,
                     state,
@@ -360,10 +285,24 @@ def gdn_decode_kernel(
                     SR,
                     sr_fields,
                 )
-        else:
-            zero = tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty)
-            for t in tl.static_range(T):
-                tl.store(o_col + (b * T + t) * stride_o_row, zero, mask=mask_v)
+        if WRITE_FINAL:
+            store_state_rows(
+                pool_ptr,
+                pool_ptr,
+                dst * (HV * V) + head_rows,
+                mask_v & ((offs_v * 0 + dst) >= 0),
+                offs_k,
+                mask_k,
+                state,
+                K,
+                FMT,
+                SR,
+                sr_fields,
+            )
+    else:
+        zero = tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty)
+        for t in tl.static_range(T):
+            tl.store(o_col + (b * T + t) * stride_o_row, zero, mask=mask_v)
 
 
 KERNEL_NAMES: tuple[str, ...] = (gdn_decode_kernel.fn.__name__,)
@@ -484,15 +423,11 @@ def gdn_decode(
         return out
 
     knobs = knobs or default_gdn_knobs(HV, V, K, batch, T, fmt, rounding)
-    if knobs.k_chunk and (knobs.k_chunk < 8 or knobs.k_chunk & (knobs.k_chunk - 1)):
-        raise ValueError(f"k_chunk={knobs.k_chunk} must be 0 or a power of two >= 8 (SR fields come in groups of 8 "
-                         "columns)")
     block_v = min(knobs.block_v, triton.next_power_of_2(V))
     use_pdl = pdl_enabled(pdl, conv_out.device)
     q = conv_out[:, : H * K]
     k = conv_out[:, H * K : 2 * H * K]
     v = conv_out[:, 2 * H * K :]
-    k_chunk = min(knobs.k_chunk, max(4, triton.next_power_of_2(K))) if T == 1 else 0
     grid = (triton.cdiv(V, block_v), HV, batch)
     gdn_decode_kernel[grid](
         pool_data,
@@ -527,8 +462,7 @@ def gdn_decode(
         INTERMEDIATE=intermediate is not None,
         WRITE_FINAL=write_final,
         PDL=use_pdl,
-        STREAM=knobs.stream_tokens and k_chunk == 0,
-        K_CHUNK=k_chunk,
+        STREAM=knobs.stream_tokens,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
