@@ -21,10 +21,12 @@
 # Phase 6  19's checks on the final kernels (session 12's: every round of this session was reverted): the CPU
 #          checkpoint tests (bandwidth main included) and tests/gpu/test_checkpoint_gpu.py on the GPU, complete (session 12's step limit cut
 #          six of them).
+# Phase 7  19: `ssmbench tune` of triton.checkpoint from the H200 table, W = 16 bf16 at b64 and b128 (where FlashInfer's
+#          chain leads by 9-16%), the rest of the device time.
 # (Rounds 5-7 and the GDN two-pass form were removed after their runs; their variants, and gdn-twopass.yaml, are
 #  in the history: commits fd74d1b, 7c833c7, 632cd16, 807ed80.)
 set -u
-PHASE=${PHASE:?PHASE=1 to 6}
+PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -64,6 +66,11 @@ phase6() {
   STEP_TIMEOUT=520 once ckpt-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_checkpoint_bw.py \
     tests/test_triton_checkpoint.py \
     tests/gpu/test_checkpoint_gpu.py
+}
+
+phase7() {
+  TUNE_NAME=checkpoint-bf16-w16 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=bf16 \
+    --batch 64,128
 }
 
 run_phase
