@@ -23,10 +23,12 @@
 #          six of them).
 # Phase 7  19: `ssmbench tune` of triton.checkpoint from the H200 table, W = 16 bf16 at b64 and b128 (where FlashInfer's
 #          chain leads by 9-16%), the rest of the device time.
+# Phase 8  19: `ssmbench tune` of triton.checkpoint W = 16 fp32 at b64 / b128 from the table (phase 7's bf16 winners in
+#          it), its table installed, then checkpoint-picks round 8: the table beside FlashInfer at b64 / b128.
 # (Rounds 5-7 and the GDN two-pass form were removed after their runs; their variants, and gdn-twopass.yaml, are
 #  in the history: commits fd74d1b, 7c833c7, 632cd16, 807ed80.)
 set -u
-PHASE=${PHASE:?PHASE=1 to 7}
+PHASE=${PHASE:?PHASE=1 to 8}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -71,6 +73,13 @@ phase6() {
 phase7() {
   TUNE_NAME=checkpoint-bf16-w16 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=bf16 \
     --batch 64,128
+}
+
+phase8() {
+  TUNE_NAME=checkpoint-fp32-w16 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=fp32 \
+    --batch 64,128
+  install_tables
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks8 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase
