@@ -25,10 +25,12 @@
 #          chain leads by 9-16%), the rest of the device time.
 # Phase 8  19: `ssmbench tune` of triton.checkpoint W = 16 fp32 at b64 / b128 from the table (phase 7's bf16 winners in
 #          it), its table installed, then checkpoint-picks round 8: the table beside FlashInfer at b64 / b128.
+# Phase 9  19: `ssmbench tune` of triton.checkpoint W = T bf16 at b64 (FlashInfer's chain 1.18x ahead), the last
+#          device seconds (TUNE_BUDGET=90).
 # (Rounds 5-7 and the GDN two-pass form were removed after their runs; their variants, and gdn-twopass.yaml, are
 #  in the history: commits fd74d1b, 7c833c7, 632cd16, 807ed80.)
 set -u
-PHASE=${PHASE:?PHASE=1 to 8}
+PHASE=${PHASE:?PHASE=1 to 9}
 SESSION=s13
 source tools/gpu/session_env.sh
 
@@ -80,6 +82,11 @@ phase8() {
     --batch 64,128
   install_tables
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks8 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase9() {
+  TUNE_BUDGET=${TUNE_BUDGET:-90} TUNE_NAME=checkpoint-bf16-wT tune 0 triton.checkpoint "$HEADLINE" --filter window=6 \
+    --filter format=bf16 --batch 64
 }
 
 run_phase
