@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tool_modules import ROOT, load_tool
 
 from ssmbench.output.results import load_results
 
-ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "baselines" / "nvidia-h100-80gb-hbm3" / "nemotron3-super-tp8.json"
 
 
-def _load_tool(name: str):
-    """A module of tools/gpu/ by file path (tools/ is scripts, not an installed package)."""
-    spec = importlib.util.spec_from_file_location(f"tools_gpu_{name}", ROOT / "tools" / "gpu" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_peer_table = _load_tool("peer_table")
+_peer_table = load_tool("peer_table")
 PAIRS, load_ok, tables = _peer_table.PAIRS, _peer_table.load_ok, _peer_table.tables
 
 

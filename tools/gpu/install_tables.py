@@ -1,6 +1,7 @@
 """Install knob tables written by `ssmbench tune` into the families' ``tuned/`` folders: each
-tuned entry replaces the entry of the same (key, batch) already there, every other entry stays
-(a tune of some formats or windows keeps the table's other entries, hand-measured ones included).
+tuned entry replaces the entry of the same (key, batch) already there (its note kept after "Before:"),
+every other entry stays (a tune of some formats or windows keeps the table's other entries,
+hand-measured ones included), and so do the installed file's other fields.
 
     python3 tools/gpu/install_tables.py results/tune/triton.checkpoint.knobs.json [...]
 
@@ -22,12 +23,21 @@ def entry_key(entry: dict) -> tuple:
 
 
 def install(tuned_path: Path) -> Path:
+    """Merge one tune's table into the installed one: the installed file's other fields stay (its
+    history), and an entry a tune replaces keeps the old entry's note after "Before:" (how it was
+    chosen and measured then)."""
     tuned = json.loads(tuned_path.read_text())
     tunable = tunable_of(registry()[tuned["impl"]])
     target = tunable.table_path(tuned["gpu"])
-    merged = {entry_key(e): e for e in (json.loads(target.read_text())["entries"] if target.exists() else [])}
-    merged.update({entry_key(e): e for e in tuned["entries"]})
-    write_document(target, {**tuned, "entries": list(merged.values())})
+    installed = json.loads(target.read_text()) if target.exists() else {}
+    old = {entry_key(e): e for e in installed.get("entries", [])}
+    merged = dict(old)
+    for entry in tuned["entries"]:
+        note, before = entry.get("note", ""), old.get(entry_key(entry), {}).get("note")
+        if before:  # (the same tune installed again: its note is already the start of the old one)
+            entry = {**entry, "note": before if before.startswith(note) else f"{note} Before: {before}"}
+        merged[entry_key(entry)] = entry
+    write_document(target, {**installed, **tuned, "entries": list(merged.values())})
     return target
 
 
