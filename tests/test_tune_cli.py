@@ -89,6 +89,37 @@ def test_tune_writes_a_table_discards_failures_and_resumes_from_its_log(spec: Pa
     assert refused.exit_code == 2 and "--resume" in refused.output
 
 
+def test_a_logged_start_outside_the_space_exits_2_before_anything_is_measured(spec: Path, tmp_path: Path) -> None:
+    """A resumed log whose second group started at a config this space no longer has: exit 2 naming
+    the group, found before the first group measures anything (a stop between groups would leave
+    no table for the groups done)."""
+    out = tmp_path / "knobs.json"
+    args = ["tune", str(spec), "--impl", "test.tunable", "-o", str(out), "--rounds", "2", "--samples", "8",
+            "--max-passes", "1"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    log = log_path(out)
+    lines = log.read_text().splitlines()
+    starts = [i for i, line in enumerate(lines) if '"type": "start"' in line]
+    second = json.loads(lines[starts[1]])
+    second["config"]["unroll"] = 3  # not a choice of the space
+    lines[starts[1]] = json.dumps(second)
+    first = json.loads(lines[starts[0]])["group"]
+    kept = [line for line in lines if '"type": "result"' not in line  # the first group's measurements go too:
+            and not ('"type": "start"' not in line and f'"group": "{first}"' in line)]  # it would measure anew
+    log.write_text("\n".join(kept) + "\n")
+    measured = log.read_text().count('"type": "round"') + log.read_text().count('"type": "verify"')
+    out.unlink()
+
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "the logged start of" in result.output and second["group"] in result.output
+    assert "internal error" not in result.output and "Traceback" not in result.output
+    # nothing measured (the resume's settings line is all it adds), nothing half-written
+    assert log.read_text().count('"type": "round"') + log.read_text().count('"type": "verify"') == measured
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--impl", "reference.sequential"], "declares no knob space"),
     (["--impl", "nope"], "unknown"),

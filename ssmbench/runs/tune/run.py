@@ -171,14 +171,15 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     results: list[tuple[Group, SearchResult, dict]] = []
     group = groups[0]
     try:
+        for logged in groups:  # before any group is measured: a stop later would leave no table for those done
+            if logged.name in journal.starts and (problem := tunable.space.problem(journal.starts[logged.name][0])):
+                raise UsageError(f"{log}: the logged start of {logged.name}: {problem}; use another -o or --fresh")
         for number, group in enumerate(groups):
             share = (budget - (time.monotonic() - start)) / (len(groups) - number)
             deadline = time.monotonic() + share
             measurer = journal.replaying(group.name, lambda g=group: live(g))
             default = tunable.default_config(group.case)
             first, source = journal.start(group.name, *starting_config(tunable, group.case, gpu_model))
-            if (problem := tunable.space.problem(first)) is not None:  # a logged start of another space
-                raise UsageError(f"{log}: the logged start of {group.name}: {problem}; use another -o or --fresh")
             console.print(f"[{number + 1}/{len(groups)}] {group.name}: from {describe_config(first)} ({source})",
                           highlight=False)
             result = descend(tunable.space, first, measurer, gate, rounds=options.rounds,
