@@ -86,6 +86,13 @@ def _bf16x3_parts(a):
 
 
 @triton.jit
+def _fold_operand(x_hist, w):
+    """The fold's left operand ``X_h^T diag(w)`` (BLOCK_P, W_PAD) from the history x rows and the fold
+    weights, in fp32 and split into its three bf16 parts (`_bf16x3_parts`)."""
+    return _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+
+
+@triton.jit
 def _dot_bf16x3(hi, mid, lo, b, acc):
     """``acc + (hi + mid + lo) @ b`` for bf16 ``b`` as three tensor-core products, exact products,
     fp32 sums: the fold of a stored fp32 checkpoint at fp32 accuracy without TF32's operand
@@ -253,7 +260,7 @@ def replay_bw_main_kernel(
             # row (~70% of them at W = 16) never builds the fold's operands.
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             if mw:
-                xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+                xw_hi, xw_mid, xw_lo = _fold_operand(x_hist, w)
                 for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
                     offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
                                                                row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
@@ -270,7 +277,7 @@ def replay_bw_main_kernel(
                     yt = _state_ct(state, ct, yt, FMT)
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         elif RECT:  # `CheckpointKnobs.rect_outputs`
-            xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+            xw_hi, xw_mid, xw_lo = _fold_operand(x_hist, w)
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             # The loop's only branch holds the write rows' fold and store; S C^T runs for every row outside
             # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
@@ -290,7 +297,7 @@ def replay_bw_main_kernel(
             else:
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         else:
-            xw_hi, xw_mid, xw_lo = _bf16x3_parts(tl.trans(x_hist.to(tl.float32) * w[:, None]))
+            xw_hi, xw_mid, xw_lo = _fold_operand(x_hist, w)
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
                 offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
