@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One H200 session for the open issues 19-20 (2026-11-30, session 14), in phases: one device call per
+# phase, each ends before the 10-minute limit; every step is skipped once done (tools/gpu/lib.sh).
+# Results in $RESULTS_DIR (default results/s14/), packed into $OUT after every step.
+#
+#   PHASE=1 bash tools/gpu/session14.sh    (carry .whl .peer; phase 1 on two GPUs: kind nvidia-h200-x2)
+#
+# Phase 1  19: `ssmbench tune` of triton.checkpoint from the H200 table where FlashInfer's chain still leads (session
+#          13's round 8: W = 16 b128, 7-9% in all three formats; W = T b64 fp32), two tunes at a time, one per GPU.
+# Phase 2  19: the headline with all four impls in one run on the final tables (the H200 baseline to store), its gate
+#          against the stored baseline, compute-sanitizer and 5-launch determinism on the chains the tuned entries
+#          build (W = 16 bf16 b64 / b128, fp32 b64), a warm Triton rerun (medians for the store).
+set -u
+PHASE=${PHASE:?PHASE=1 to 2}
+SESSION=s14
+source tools/gpu/session_env.sh
+
+phase1() {
+  TUNE_NAME=checkpoint-w16-b128 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 \
+    --filter format=bf16,fp32 --batch 128 &
+  (TUNE_NAME=checkpoint-w16-b128-fp16sr tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
+    --filter format=fp16sr --batch 128
+   TUNE_NAME=checkpoint-wT-b64-fp32 tune 1 triton.checkpoint "$HEADLINE" --filter window=6 \
+    --filter format=fp32 --batch 64) &
+  wait
+}
+
+phase2() {
+  sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  local b fmt
+  for b in 64 128; do
+    STEP_TIMEOUT=100 once "sanitizer-bf16-b$b" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case $b bf16)" \
+      --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-bf16-b$b"
+    STEP_TIMEOUT=60 once "determinism-bf16-b$b" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case $b bf16)" \
+      --impl triton.checkpoint --determinism 5
+  done
+  STEP_TIMEOUT=100 once sanitizer-fp32-b64 python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case 64 fp32)" \
+    --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-fp32-b64"
+  sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
+}
+
+run_phase
