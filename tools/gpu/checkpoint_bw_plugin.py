@@ -4,7 +4,8 @@ the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.s
 `triton.checkpoint.tiles-*`: the bandwidth main with the state streamed in column tiles
 (`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`); and
 `triton.checkpoint.pick+*`: the knobs `triton.checkpoint` picks for the case (table or default), with a few
-fields overridden (`PICK_VARIANTS`, session 12).
+fields overridden (`PICK_VARIANTS`, session 12); and `triton.checkpoint.as-b64`: the knobs its table picks at
+batch 64, on every case (session 14: the b64 entries at the batches below, where the fused default runs).
 
 Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
 default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
@@ -21,7 +22,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from picked import ConvChanges, pick_with
+from picked import ConvChanges, pick_at_batch, pick_with
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE, TritonCheckpoint
@@ -103,6 +104,14 @@ into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what th
 before."""
 
 
+class _AtBatchCheckpoint(TritonCheckpoint):
+    """`triton.checkpoint` with the knobs its table picks at another batch, on every case."""
+
+    def __init__(self, name: str, batch: int) -> None:
+        self.name = name
+        self.tunable = pick_at_batch(name, TritonCheckpoint.tunable, batch)
+
+
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):
     """`triton.checkpoint` (its table) with other conv1d knobs than the default's in front."""
 
@@ -122,5 +131,6 @@ for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormCheckpoint(f"triton.checkpoint.conv-{_name}", **_changes))
 for _name, _over in PICK_VARIANTS.items():
     register(_PickedCheckpoint(f"triton.checkpoint.pick+{_name}", **_over))
+register(_AtBatchCheckpoint("triton.checkpoint.as-b64", 64))  # session 14: the b64 entries at b8 / b16 / b32
 for _name, _knobs in TILE_VARIANTS.items():
     register(_ForcedCheckpoint(_name, _knobs))

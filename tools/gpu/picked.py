@@ -23,6 +23,24 @@ class PickWith(Tunable):
         return dataclasses.replace(self.base.knobs(case, device), **dict(self.overrides))
 
 
+@dataclass(frozen=True)
+class PickAtBatch(Tunable):
+    """``base``'s knobs for the case as if its batch were ``batch`` (its table entry there): a table entry
+    timed at batches it does not cover."""
+
+    base: Tunable | None = None
+    batch: int = 64
+
+    def knobs(self, case, device):
+        return self.base.knobs(dataclasses.replace(case, batch=self.batch), device)
+
+
+def pick_at_batch(name: str, base: Tunable, batch: int) -> PickAtBatch:
+    """A `PickAtBatch` for the variant impl ``name``."""
+    return PickAtBatch(name, base.space, Path(__file__).parent / "no-tables", base.default,
+                       uses_window=base.uses_window, base=base, batch=batch)
+
+
 def pick_with(name: str, base: Tunable, **overrides) -> PickWith:
     """A `PickWith` for the variant impl ``name``."""
     return PickWith(name, base.space, Path(__file__).parent / "no-tables", base.default, uses_window=base.uses_window,

@@ -9,7 +9,9 @@
 #          13's round 8: W = 16 b128, 7-9% in all three formats; W = T b64 fp32), two tunes at a time, one per GPU.
 # Phase 2  19: the headline with all four impls in one run on the final tables (the H200 baseline to store), its gate
 #          against the stored baseline, compute-sanitizer and 5-launch determinism on the chains the tuned entries
-#          build (W = 16 bf16 b64 / b128, fp32 b64), a warm Triton rerun (medians for the store).
+#          build (W = 16 bf16 b64 / b128, fp32 b64), a warm Triton rerun (medians for the store); then round 9 of
+#          tools/gpu/checkpoint-picks.yaml: the b64 entries at b8 / b16 / b32 (`triton.checkpoint.as-b64`) beside the
+#          default there and FlashInfer.
 set -u
 PHASE=${PHASE:?PHASE=1 to 2}
 SESSION=s14
@@ -39,6 +41,7 @@ phase2() {
     --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-fp32-b64"
   sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks9 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase
