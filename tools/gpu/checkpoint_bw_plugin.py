@@ -4,8 +4,9 @@ the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.s
 `triton.checkpoint.tiles-*`: the bandwidth main with the state streamed in column tiles
 (`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`); and
 `triton.checkpoint.pick+*`: the knobs `triton.checkpoint` picks for the case (table or default), with a few
-fields overridden (`PICK_VARIANTS`, session 12); and `triton.checkpoint.as-b64`: the knobs its table picks at
-batch 64, on every case (session 14: the b64 entries at the batches below, where the fused default runs).
+fields overridden (`PICK_VARIANTS`, session 12); and `triton.checkpoint.as-b64` / `as-b128`: the knobs its table
+picks at batch 64 / 128, on every case (session 14: the b64 entries at the batches below, where the fused default
+runs; the b128 entries at the batches above).
 
 Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
 default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
@@ -132,5 +133,6 @@ for _name, _changes in CONV_VARIANTS.items():
 for _name, _over in PICK_VARIANTS.items():
     register(_PickedCheckpoint(f"triton.checkpoint.pick+{_name}", **_over))
 register(_AtBatchCheckpoint("triton.checkpoint.as-b64", 64))  # session 14: the b64 entries at b8 / b16 / b32
+register(_AtBatchCheckpoint("triton.checkpoint.as-b128", 128))  # session 14: the b128 entries at b256 to b1024
 for _name, _knobs in TILE_VARIANTS.items():
     register(_ForcedCheckpoint(_name, _knobs))

@@ -12,8 +12,12 @@
 #          build (W = 16 bf16 b64 / b128, fp32 b64), a warm Triton rerun (medians for the store); then round 9 of
 #          tools/gpu/checkpoint-picks.yaml: the b64 entries at b8 / b16 / b32 (`triton.checkpoint.as-b64`) beside the
 #          default there and FlashInfer.
+# Phase 3  19: round 10 of tools/gpu/checkpoint-picks.yaml: the b128 entries at b256 / b512 / b1024
+#          (`triton.checkpoint.as-b128`) beside the table's picks there.
+# Phase 4  19: the headline again with round 9's and 10's winners in the table (the baseline to store), its gate against
+#          phase 2's run, a warm Triton rerun.
 set -u
-PHASE=${PHASE:?PHASE=1 to 2}
+PHASE=${PHASE:?PHASE=1 to 4}
 SESSION=s14
 source tools/gpu/session_env.sh
 
@@ -42,6 +46,18 @@ phase2() {
   sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks9 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase3() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks10 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+}
+
+phase4() {
+  sweep headline-final2 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final2-vs-final "$R/headline-final2.json" "$R/headline-final.json"
+  gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  sweep triton-final2-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm2-vs-final2 "$R/triton-final2-warm.json" "$R/headline-final2.json"
 }
 
 run_phase
