@@ -16,8 +16,10 @@
 #          (`triton.checkpoint.as-b128`) beside the table's picks there.
 # Phase 4  19: the headline again with round 9's and 10's winners in the table (the baseline to store), its gate against
 #          phase 2's run, a warm Triton rerun.
+# Phase 5  20: the T = 1 decode with q / k as state-shaped tiles (`GDNKnobs.qk_tiles`) on six tiles beside the shipped
+#          pick (tools/gpu/gdn-qk.yaml, bf16 state); the GDN tests on the GPU.
 set -u
-PHASE=${PHASE:?PHASE=1 to 4}
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s14
 source tools/gpu/session_env.sh
 
@@ -58,6 +60,11 @@ phase4() {
   gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
   sweep triton-final2-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate warm2-vs-final2 "$R/triton-final2-warm.json" "$R/headline-final2.json"
+}
+
+phase5() {
+  STEP_TIMEOUT=150 once gdn-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py
+  PYTHONPATH=$FORMS_PATH sweep gdn-qk tools/gpu/gdn-qk.yaml --plugin gdn_forms_plugin
 }
 
 run_phase
