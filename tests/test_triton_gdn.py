@@ -156,37 +156,6 @@ def test_gdn_matches_reference(fmt, rounding, T, pool, intermediate, write_final
            knobs=GDNKnobs(block_v=4, stream_tokens=stream))
 
 
-@pytest.mark.parametrize(
-    "fmt,rounding,pool,intermediate,write_final",
-    [
-        ("fp32", "rn", "pool", False, True),
-        ("fp32", "rn", "split", True, True),
-        ("bf16", "rn", "pool", True, False),
-        ("bf16", "sr", "split", False, True),
-        ("bf16", "sr", "pool", True, True),
-    ],
-)
-def test_gdn_qk_tiles_matches_reference(fmt, rounding, pool, intermediate, write_final) -> None:
-    """T = 1 with q / k as state-shaped tiles and the norms folded into the products (`GDNKnobs.qk_tiles`)."""
-    c = _make(3, 1, 2, 4, 16, 8, fmt, pool=pool, seed=31 + len(fmt) + (rounding == "sr"))
-    _check(c, fmt, rounding, intermediate=intermediate, write_final=write_final,
-           knobs=GDNKnobs(block_v=4, num_warps=1, qk_tiles=True))
-
-
-def test_gdn_qk_tiles_gva4_non_pow2_dims() -> None:
-    """The tile form with HV = 4H, K = 12 and V = 6 (masked rows and columns), a custom scale."""
-    c = _make(3, 1, 1, 4, 12, 6, "bf16", seed=17)
-    _check(c, "bf16", "sr", intermediate=True, write_final=True, scale=0.37,
-           knobs=GDNKnobs(block_v=4, num_warps=2, qk_tiles=True))
-
-
-def test_gdn_qk_tiles_is_a_t1_form() -> None:
-    c = _make(2, 2, 1, 2, 8, 4, "fp32", n_pad=0, seed=3)
-    with pytest.raises(ValueError, match="qk_tiles is a T = 1 form"):
-        _run_kernel(c, "fp32", rounding="rn", intermediate=False, write_final=True, scale=None, seed=0, step=0,
-                    knobs=GDNKnobs(qk_tiles=True))
-
-
 def test_gdn_streamed_tokens_gva4_non_pow2_dims() -> None:
     """The streamed-token form with HV = 4H, K = 12 and V = 6 (masked), T = 8, a padding row."""
     c = _make(3, 8, 1, 4, 12, 6, "bf16", seed=13)

@@ -25,13 +25,6 @@ VARIANTS = {
 }
 """T = 1 tiles: FLA's 8 x 1 (the T > 1 default), 16 x 1 (fewest instructions per element without
 spills in fp32, static SASS), 64 x 8 streamed (the bf16 b512 tune's fastest, inside the 3% band)."""
-VARIANTS |= {
-    f"triton.gdn.qk{rows}w{warps}": GDNKnobs(block_v=rows, num_warps=warps, qk_tiles=True)
-    for rows, warps in ((8, 1), (16, 1), (32, 1), (32, 2), (64, 2), (64, 4))
-}
-"""T = 1 with q / k loaded as state-shaped tiles (`GDNKnobs.qk_tiles`, session 14): no layout exchange of the
-state tile; bf16 static SASS (Triton 3.6) 17.5-24.5 instructions a state element against 22.5 for the shipped
-16 x 1 (docs/gdn.md)."""
 
 
 class _ForcedGDN(TritonGDN):

@@ -18,6 +18,8 @@
 #          phase 2's run, a warm Triton rerun.
 # Phase 5  20: the T = 1 decode with q / k as state-shaped tiles (`GDNKnobs.qk_tiles`) on six tiles beside the shipped
 #          pick (tools/gpu/gdn-qk.yaml, bf16 state); the GDN tests on the GPU.
+# (The qk_tiles form lost in every cell and was removed after phase 5; it, its variants and gdn-qk.yaml are in the
+#  history: commit 1b375ea.)
 set -u
 PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s14

@@ -79,12 +79,6 @@ class GDNKnobs:
     cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
     nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
     ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
-    qk_tiles: bool = False
-    """T = 1: q and k also loaded as state-shaped ``(BLOCK_V, K)`` tiles (every row the same vector,
-    one broadcast load a warp row), so the products with the state need no layout exchange: the
-    1-D vectors' layout differs from the state tile's, and the compiler converted the whole tile
-    into it and back (266 shuffles a thread at 16 x 1 bf16: docs/gdn.md). The L2 norms stay
-    scalars from the 1-D loads, folded into the products (``S k = |k|^-1 S k_raw``)."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -113,27 +107,6 @@ def _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t):
     v_new = beta_t * (v_t - sk)
     state = state + v_new[:, None] * k_t[None, :]
     return state, tl.sum(state * q_t[None, :], axis=1)
-
-
-@triton.jit
-def _delta_rule_tiles(state, q_1, k_1, v_1, decay_1, beta_1, q_ptr, k_ptr, qk_base, offs_v, mask_v, offs_k, mask_k,
-                      scale):
-    """`_delta_rule_token` for T = 1 with q and k as state-shaped tiles (`GDNKnobs.qk_tiles`): the
-    (1, K) / (1, BLOCK_V) / (1,) loads give the norms and v, decay, beta; the raw q / k rows are
-    loaded again at every state row, in the state tile's layout, and the norms folded in:
-    ``S k = S k_raw / |k|``, ``S += (v' / |k|) k_raw^T``, ``o = scale / |q| S q_raw``."""
-    inv_q = scale / tl.sqrt(tl.sum(tl.sum(q_1 * q_1, axis=1), axis=0) + 1e-6)
-    inv_k = 1.0 / tl.sqrt(tl.sum(tl.sum(k_1 * k_1, axis=1), axis=0) + 1e-6)
-    tile = qk_base + offs_v[:, None] * 0 + offs_k[None, :]
-    tile_ok = mask_v[:, None] & mask_k[None, :]
-    k_t = tl.load(k_ptr + tile, mask=tile_ok, other=0.0)
-    decay = tl.sum(decay_1, axis=0)
-    state = state * decay
-    sk = tl.sum(state * k_t.to(tl.float32), axis=1) * inv_k
-    v_new = tl.sum(beta_1, axis=0) * (tl.sum(v_1, axis=0) - sk) * inv_k
-    state = state + v_new[:, None] * k_t.to(tl.float32)
-    q_t = tl.load(q_ptr + tile, mask=tile_ok, other=0.0)
-    return state, tl.sum(state * q_t.to(tl.float32), axis=1) * inv_q
 
 
 @triton.jit
@@ -218,7 +191,6 @@ def gdn_decode_kernel(
     WRITE_FINAL: tl.constexpr,
     PDL: tl.constexpr,
     STREAM: tl.constexpr = False,
-    QK_TILES: tl.constexpr = False,
 ):
     pid_v = tl.program_id(0)
     hv = tl.program_id(1)
@@ -278,20 +250,6 @@ def gdn_decode_kernel(
     # Per-token scalars and normalised q/k, vectorised over tokens.
     decay_all = tl.exp(neg_a * softplus_thresholded(a_all + dt_bias))
     beta_all = tl.sigmoid(b_all)
-    if QK_TILES:  # T == 1 (the wrapper's check): see GDNKnobs.qk_tiles
-        if real:
-            state, o = _delta_rule_tiles(state, q_all, k_all, v_all, decay_all, beta_all, q_ptr, k_ptr,
-                                         b * stride_qkv_row + h * K, offs_v, mask_v, offs_k, mask_k, scale)
-            tl.store(o_col + b * stride_o_row, o.to(o_ptr.dtype.element_ty), mask=mask_v)
-            if INTERMEDIATE:
-                store_state_rows(inter_ptr, inter_ptr, b * (HV * V) + head_rows, mask_v, offs_k, mask_k, state, K,
-                                 FMT, SR, sr_fields)
-            if WRITE_FINAL:
-                store_state_rows(pool_ptr, pool_ptr, dst * (HV * V) + head_rows, mask_v & ((offs_v * 0 + dst) >= 0),
-                                 offs_k, mask_k, state, K, FMT, SR, sr_fields)
-        else:
-            tl.store(o_col + b * stride_o_row, tl.zeros((BLOCK_V,), dtype=o_ptr.dtype.element_ty), mask=mask_v)
-        return
     q_all = q_all * (scale / tl.sqrt(tl.sum(q_all * q_all, axis=1) + 1e-6))[:, None]
     k_all = k_all * (1.0 / tl.sqrt(tl.sum(k_all * k_all, axis=1) + 1e-6))[:, None]
 
@@ -465,9 +423,6 @@ def gdn_decode(
         return out
 
     knobs = knobs or default_gdn_knobs(HV, V, K, batch, T, fmt, rounding)
-    if knobs.qk_tiles and (T != 1 or knobs.stream_tokens):
-        raise ValueError(f"GDNKnobs.qk_tiles is a T = 1 form without stream_tokens (T={T}, "
-                         f"stream_tokens={knobs.stream_tokens})")
     block_v = min(knobs.block_v, triton.next_power_of_2(V))
     use_pdl = pdl_enabled(pdl, conv_out.device)
     q = conv_out[:, : H * K]
@@ -508,7 +463,6 @@ def gdn_decode(
         WRITE_FINAL=write_final,
         PDL=use_pdl,
         STREAM=knobs.stream_tokens,
-        QK_TILES=knobs.qk_tiles,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
