@@ -31,7 +31,15 @@ from ssmbench.output.results import CaseRecord, case_params, load_results, log_p
 from ssmbench.runs.sweep.options import SweepOptions, parse_filters, parse_gpus, parse_shard, unfinished_run
 from ssmbench.runs.sweep.plan import make_plan, shard_of
 from ssmbench.runs.sweep.pool import exit_reason, log_tail
-from ssmbench.runs.sweep.run import DEVICE_ENV, NO_GPU_MESSAGE, run_sweep, sweep_device, worker_configs
+from ssmbench.runs.sweep.run import (
+    DEVICE_ENV,
+    GIT_SHA_ENV,
+    NO_GPU_MESSAGE,
+    commit_of_checkout,
+    run_sweep,
+    sweep_device,
+    worker_configs,
+)
 from ssmbench.spec.load import load_sweep_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +161,17 @@ def test_worker_configs_map_gpus_through_cuda_visible_devices(monkeypatch) -> No
 
 
 # -- planning ----------------------------------------------------------------------------------
+
+
+def test_the_commit_comes_from_git_unless_ssmbench_git_sha_names_it(monkeypatch) -> None:
+    """A copy of a checkout with a stale .git (the GPU machines' copies) records the commit it is told."""
+    answers = {("rev-parse", "HEAD"): "a" * 40, ("status", "--porcelain", "--untracked-files=no"): " M x.py"}
+    git = lambda *args: answers[args]  # noqa: E731
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
+    assert commit_of_checkout(git) == {"git_sha": "a" * 40, "git_dirty": True}
+    assert commit_of_checkout(lambda *args: None) == {"git_sha": None, "git_dirty": None}
+    monkeypatch.setenv(GIT_SHA_ENV, " 0dfdc8f ")
+    assert commit_of_checkout(git) == {"git_sha": "0dfdc8f", "git_dirty": None, "git_sha_from": GIT_SHA_ENV}
 
 
 def test_shards_are_stable_and_partition_the_cases() -> None:

@@ -103,6 +103,9 @@ install_tables() {  # the tables the tunes wrote, into the families' tuned/ fold
   done
 }
 
+# The device's copy of the checkout has a stale .git: results name the commit given (docs/results-format.md).
+[ -n "${SSMBENCH_COMMIT:-}" ] && export SSMBENCH_GIT_SHA=$SSMBENCH_COMMIT
+
 phase_header() {  # what ran where: the device's checkout reports a stale git sha, so the commit comes from SSMBENCH_COMMIT
   log "== phase ${PHASE:-?} $(date -u +%FT%TZ) $(hostname) ${SSMBENCH_COMMIT:-?} $(nproc) CPUs"
   nvidia-smi --query-gpu=index,name,uuid,clocks.max.sm,clocks.max.mem --format=csv,noheader | tee -a "$R/summary.txt"

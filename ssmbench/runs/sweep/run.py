@@ -5,6 +5,7 @@ log and the workers; the final JSON and tables (`finish_sweep`). The device mode
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,22 @@ NO_GPU_MESSAGE = (
 # -- the command -----------------------------------------------------------------------------
 
 
+GIT_SHA_ENV = "SSMBENCH_GIT_SHA"
+"""The commit the running tree is, where its ``.git`` cannot say (a copy of a checkout shipped to another
+machine with a stale or no ``.git``, a CI artifact): recorded as ``git_sha`` instead of ``git rev-parse
+HEAD``, with ``git_dirty`` unknown (null) and ``git_sha_from`` naming the variable."""
+
+
+def commit_of_checkout(git: Callable[..., str | None]) -> dict[str, Any]:
+    """``git_sha`` / ``git_dirty`` of the results' env: $SSMBENCH_GIT_SHA when set, else git's answer
+    (``git`` runs a git command in the checkout, None when it fails)."""
+    given = os.environ.get(GIT_SHA_ENV, "").strip()
+    if given:
+        return {"git_sha": given, "git_dirty": None, "git_sha_from": GIT_SHA_ENV}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
+
+
 def host_env(spec: Path, spec_name: str, argv: list[str]) -> dict[str, Any]:
     """The parent's view of the environment (each GPU's facts come from its worker)."""
     import platform
@@ -66,10 +83,9 @@ def host_env(spec: Path, spec_name: str, argv: list[str]) -> dict[str, Any]:
             return None
         return out.stdout.strip() if out.returncode == 0 else None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    commit = commit_of_checkout(git)
     return {
-        "ssmbench": __version__, "git_sha": git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "ssmbench": __version__, **commit,
         "python": platform.python_version(), "torch": torch.__version__, "triton": version("triton"),
         "cuda": torch.version.cuda, "cupti_python": version("cupti-python"),
         "nvidia_ml_py": version("nvidia-ml-py"),
