@@ -20,8 +20,10 @@
 #          pick (tools/gpu/gdn-qk.yaml, bf16 state); the GDN tests on the GPU.
 # (The qk_tiles form lost in every cell and was removed after phase 5; it, its variants and gdn-qk.yaml are in the
 #  history: commit 1b375ea.)
+# Phase 6  20: the T = 1 chain with v's conv1d inside the decode, conv1d over q / k only (`GDNKnobs.fuse_v`) beside the
+#          shipped chain (tools/gpu/gdn-fuse-v.yaml, fp32 and bf16); the GDN tests on the GPU.
 set -u
-PHASE=${PHASE:?PHASE=1 to 5}
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s14
 source tools/gpu/session_env.sh
 
@@ -67,6 +69,12 @@ phase4() {
 phase5() {
   STEP_TIMEOUT=150 once gdn-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py
   PYTHONPATH=$FORMS_PATH sweep gdn-qk tools/gpu/gdn-qk.yaml --plugin gdn_forms_plugin
+}
+
+phase6() {
+  STEP_TIMEOUT=150 once gdn-fuse-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_gdn.py \
+    tests/test_gdn_fuse_v.py tests/test_triton_conv1d.py
+  PYTHONPATH=$FORMS_PATH sweep gdn-fuse-v tools/gpu/gdn-fuse-v.yaml --plugin gdn_forms_plugin
 }
 
 run_phase
