@@ -59,7 +59,7 @@ def _inputs(batch: int, d_conv: int, fmt: str, *, split: bool, channel_last: boo
     return {name: t.to(DEVICE) for name, t in inputs.items()}
 
 
-def _chain(x: dict, fmt: str, fuse_v: bool):
+def _chain(x: dict, fmt: str, fuse_v: bool, tile: tuple[int, int] = (4, 1)):
     conv_state, pool = x["conv_state"].clone(), x["pool"].clone()
     conv_out = torch.full_like(x["qkv"], float("nan"))
     channels = 2 * H * K if fuse_v else x["qkv"].shape[1]
@@ -69,17 +69,21 @@ def _chain(x: dict, fmt: str, fuse_v: bool):
     fused = dict(conv_in=x["qkv"], conv_state=conv_state, conv_weight=x["weight"]) if fuse_v else {}
     out = gdn_decode(pool, x["read"], x["write"], conv_out, x["ab"][:, :HV], x["ab"][:, HV:], x["A_log"],
                      x["dt_bias"], num_k_heads=H, num_v_heads=HV, head_k_dim=K, head_v_dim=V, T=1, fmt=fmt,
-                     knobs=GDNKnobs(block_v=4, num_warps=1, fuse_v=fuse_v), **fused)
+                     knobs=GDNKnobs(block_v=tile[0], num_warps=tile[1], fuse_v=fuse_v), **fused)
     return conv_out, conv_state, out, pool
 
 
 @pytest.mark.parametrize("d_conv", [2, 3, 4])
-@pytest.mark.parametrize("fmt,split,channel_last", [("fp32", False, False), ("bf16", True, True),
-                                                    ("bf16", False, False)])
-def test_fused_v_conv_matches_the_unfused_chain_bit_for_bit(d_conv, fmt, split, channel_last) -> None:
+@pytest.mark.parametrize("fmt,split,channel_last,tile", [
+    ("fp32", False, False, (4, 1)), ("bf16", True, True, (4, 1)), ("bf16", False, False, (4, 1)),
+    ("fp32", False, False, (8, 4)),
+])
+def test_fused_v_conv_matches_the_unfused_chain_bit_for_bit(d_conv, fmt, split, channel_last, tile) -> None:
+    """(8, 4): 8 channels on 4 warps, each channel held by several warps (on a GPU: the in-place state
+    write waits for all of them to have loaded it)."""
     x = _inputs(3, d_conv, fmt, split=split, channel_last=channel_last, seed=d_conv + 10 * split)
-    for got, want, name in zip(_chain(x, fmt, True), _chain(x, fmt, False), ("conv_out", "conv_state", "out", "pool"),
-                               strict=True):
+    for got, want, name in zip(_chain(x, fmt, True, tile), _chain(x, fmt, False, tile),
+                               ("conv_out", "conv_state", "out", "pool"), strict=True):
         assert not torch.isnan(got.float()).any(), f"{name}: unwritten elements"
         assert torch.equal(got.float(), want.float()), f"{name} differs from the unfused chain"  # bf16 -> fp32 is exact
 

@@ -83,8 +83,9 @@ class GDNKnobs:
     """T = 1: the value channels' causal conv1d inside the decode (each program convolves the
     ``BLOCK_V`` channels of v it owns, writes their conv-state row in place and their conv output),
     so the separate conv1d kernel runs over q and k only (a third of the channels: docs/gdn.md). No
-    two programs share a v channel, so the in-place state write needs no ordering; the channel's
-    state and weights load before `gdc_wait`, the in_proj output after it."""
+    two programs share a v channel, so the in-place state write needs no ordering across programs (a
+    barrier inside one: warps holding the same channel). Session 14's first form loaded the channel's
+    state and weights before `gdc_wait` (the decode kernel 4-22% slower); this one after it."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -150,6 +151,7 @@ def _v_conv(xv_ptr, cs_ptr, v_ptr, b, src, chan, read_v, mask_v, h0, h1, h2, w0,
     program reads these channels); returns v as the decode reads it (the stored output, in fp32)."""
     x = tl.load(xv_ptr + b * stride_xv_row + chan, mask=read_v, other=0.0)
     row = cs_ptr + tl.maximum(src, 0) * stride_cs_slot + chan.to(tl.int64) * stride_cs_c
+    tl.debug_barrier()  # a channel held by several warps (tiles of more rows than lanes): all have loaded its row
     if D_CONV == 3:
         tl.store(row, h2, mask=read_v)
     if D_CONV == 4:
@@ -290,10 +292,6 @@ def gdn_decode_kernel(
         dst = tl.load(write_ptr + b).to(tl.int64)
     neg_a = -tl.exp(tl.load(A_log_ptr + hv).to(tl.float32))
     dt_bias = tl.load(dt_bias_ptr + hv).to(tl.float32)
-    if FUSE_V:  # T == 1 (the wrapper's check): this program's v channels' conv window, before the wait
-        v_chan = hv * V + offs_v
-        h0, h1, h2, w0, w1, w2, w3 = _v_conv_operands(cs_ptr, cw_ptr, src, v_chan, read_v, mask_v, stride_cs_slot,
-                                                      stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, D_CONV)
 
     pdl_wait(PDL)
     o_col = o_ptr + hv * V + offs_v
@@ -319,7 +317,10 @@ def gdn_decode_kernel(
     qk_off = rows_t[:, None] * stride_qkv_row + h * K + offs_k[None, :]
     q_all = tl.load(q_ptr + qk_off, mask=tok_k, other=0.0).to(tl.float32)
     k_all = tl.load(k_ptr + qk_off, mask=tok_k, other=0.0).to(tl.float32)
-    if FUSE_V:
+    if FUSE_V:  # T == 1 (the wrapper's check): this program's v channels' conv, after the wait (nothing held across it)
+        v_chan = hv * V + offs_v
+        h0, h1, h2, w0, w1, w2, w3 = _v_conv_operands(cs_ptr, cw_ptr, src, v_chan, read_v, mask_v, stride_cs_slot,
+                                                      stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, D_CONV)
         v_conv = _v_conv(xv_ptr, cs_ptr, v_ptr, b, src, v_chan, read_v, mask_v, h0, h1, h2, w0, w1, w2, w3,
                          stride_xv_row, stride_qkv_row, stride_cs_slot, stride_cs_c, stride_cs_k, D_CONV)
         v_all = tl.where(read_t[:, None], v_conv[None, :], 0.0)
