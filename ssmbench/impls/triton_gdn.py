@@ -76,19 +76,17 @@ class TritonGDN(Impl):
                                                      case.shape.head_k_dim, case.batch, case.T, case.state_dtype,
                                                      case.rounding))
 
-    def conv_knobs(self, case: Case, channels: int | None = None) -> Conv1dKnobs:
+    def conv_knobs(self, case: Case) -> Conv1dKnobs:
         """The conv1d head's knobs: `conv1d_update`'s default rule, with the PDL trigger only when
         conv1d runs in one wave (`ONE_WAVE_PROGRAMS`). Then the early trigger lets the decode grid
         start and load its state during conv1d (H200, b1 T=1: 5.8 us chain against 7.1 without).
         In more waves it moves no overlap (the decode grid may launch only once the last wave has
         started) and cost conv1d 16 us at T=1 b512 (59.7 -> 43.5 us without it, first or last
         placement alike; docs/gdn.md, session 9). A variant may override it
-        (tools/gpu/gdn_forms_plugin.py). ``channels``: the channels conv1d runs over (q / k only with
-        `GDNKnobs.fuse_v`; default all)."""
+        (tools/gpu/gdn_forms_plugin.py)."""
         s = case.shape
-        channels = s.conv_dim if channels is None else channels
-        default = default_conv1d_knobs(channels, case.batch, case.T, s.d_conv)
-        blocks, row_groups = conv1d_grid(channels, case.batch, default)
+        default = default_conv1d_knobs(s.conv_dim, case.batch, case.T, s.d_conv)
+        blocks, row_groups = conv1d_grid(s.conv_dim, case.batch, default)
         programs = blocks * row_groups
         return dataclasses.replace(default, trigger="first" if programs <= ONE_WAVE_PROGRAMS else "none")
 
@@ -120,17 +118,12 @@ class TritonGDN(Impl):
         conv_out = torch.full_like(workload.qkv, float("nan"))
         y = torch.full((batch * T, s.num_v_heads * s.head_v_dim), float("nan"), dtype=workload.qkv.dtype,
                        device=device)
+        conv_knobs = self.conv_knobs(case)
         knobs = self.tunable.knobs(case, device)
-        # GDNKnobs.fuse_v: conv1d over q / k only, v's conv in the decode (T = 1; gdn_decode says so otherwise)
-        fused = dict(conv_in=workload.qkv, conv_state=conv_state, conv_weight=workload.conv_weight) \
-            if knobs.fuse_v else {}
-        channels = 2 * s.num_k_heads * s.head_k_dim if knobs.fuse_v else s.conv_dim
-        conv_knobs = self.conv_knobs(case, channels)
 
         def conv(validate: bool = False) -> None:
-            conv1d_update(workload.qkv[:, :channels], conv_state[:, :channels], workload.conv_weight[:channels], None,
-                          workload.read_idx, workload.k_prev, T=T, out=conv_out[:, :channels], pdl=case.pdl,
-                          knobs=conv_knobs, validate=validate)
+            conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, workload.read_idx, workload.k_prev,
+                          T=T, out=conv_out, pdl=case.pdl, knobs=conv_knobs, validate=validate)
 
         def decode(validate: bool = False) -> None:
             gdn_decode(pool.data, workload.read_idx, workload.write_idx, conv_out, workload.a, workload.b,
@@ -138,7 +131,7 @@ class TritonGDN(Impl):
                        head_k_dim=s.head_k_dim, head_v_dim=s.head_v_dim, T=T, scale=case.option("scale"),
                        intermediate=inter, write_final=write_final, out=y, fmt=case.state_dtype,
                        rounding=case.rounding, seed=case.seed, step=SR_STEP, pdl=case.pdl, knobs=knobs,
-                       validate=validate, **fused)
+                       validate=validate)
 
         # Restores touch only what a step overwrites: the real rows' conv-state slots and the
         # final write slots (the intermediate buffer is written, never read).

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from picked import ConvChanges, pick_with
+from picked import ConvChanges
 
 from ssmbench.impls.base import register
 from ssmbench.impls.triton_gdn import GDN_SPACE, TritonGDN
@@ -50,17 +50,8 @@ CONV_VARIANTS = {
 """conv1d knobs changed from the default's in the GDN chain."""
 
 
-class _PickedGDN(TritonGDN):
-    """`triton.gdn` with some knobs of its own pick (table or default) overridden on every case."""
-
-    def __init__(self, name: str, **overrides) -> None:
-        self.name = name
-        self.tunable = pick_with(name, TritonGDN.tunable, **overrides)
-
-
 for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
-register(_PickedGDN("triton.gdn.pick+fuse-v", fuse_v=True))  # session 14: v's conv1d inside the T = 1 decode
 for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormGDN(_name, **_changes))
 

@@ -55,5 +55,5 @@ class ConvChanges:
         self.name = name
         self.changes = changes
 
-    def conv_knobs(self, case, *args):
-        return dataclasses.replace(super().conv_knobs(case, *args), **self.changes)
+    def conv_knobs(self, case):
+        return dataclasses.replace(super().conv_knobs(case), **self.changes)

@@ -24,6 +24,8 @@
 #          shipped chain (tools/gpu/gdn-fuse-v.yaml, fp32 and bf16); the GDN tests on the GPU.
 # Phase 7  20: phase 6 again with the v conv's loads after the wait and a barrier before its in-place state write
 #          (phase 6: the decode kernel 4-22% slower; the b8 fp32 32 x 8 tile failed verification: warps sharing a channel).
+# (fuse_v lost in both placements and was removed after phase 7; it, its tests, variant and gdn-fuse-v.yaml are in the
+#  history: commit 1974f80.)
 set -u
 PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s14

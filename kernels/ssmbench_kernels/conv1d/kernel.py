@@ -284,9 +284,7 @@ def conv1d_update(
     conv_state: ``(n_slots, conv_dim, d_conv - 2 + T)`` any strides, updated in place;
     weight: ``(conv_dim, d_conv)``, d_conv in 2..4; bias: ``(conv_dim,)`` or None;
     slot_idx, k_prev: ``(batch,)`` int (slot < 0: padding row); out: optional preallocated
-    ``(batch*T, conv_dim)`` in the activation dtype with unit column stride (a column slice of a wider
-    output: the GDN chain with `GDNKnobs.fuse_v` convolves q / k here and v in the decode; no
-    allocation when given).
+    contiguous ``(batch*T, conv_dim)`` in the activation dtype (no allocation when given).
 
     ``validate`` syncs with the device to check the index values (`validate_conv1d_inputs`); it
     is skipped automatically during CUDA-graph capture. Pass False in timed loops: the checks
@@ -322,8 +320,8 @@ def conv1d_update(
         raise ValueError(f"activation {activation!r} unsupported (silu or None)")
     if out is None:
         out = torch.empty(batch * T, conv_dim, dtype=xbc.dtype, device=xbc.device)
-    elif out.shape != (batch * T, conv_dim) or out.stride(1) != 1:
-        raise ValueError(f"out must be a ({batch * T}, {conv_dim}) tensor with unit column stride")
+    elif out.shape != (batch * T, conv_dim) or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous ({batch * T}, {conv_dim}) tensor")
     if validate and not is_capturing():
         validate_conv1d_inputs(conv_state, slot_idx, k_prev, T)
     if batch == 0:

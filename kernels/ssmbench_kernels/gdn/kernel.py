@@ -79,13 +79,6 @@ class GDNKnobs:
     cross-warp exchanges cost ~24 barriers a token at 2 warps: docs/gdn.md). Neither the default
     nor the H200 table picks it (the block form beat it on one warp in 8 of 9 tuned groups, the
     ninth a tie); it stays in the tuner's space as the one T > 1 alternative."""
-    fuse_v: bool = False
-    """T = 1: the value channels' causal conv1d inside the decode (each program convolves the
-    ``BLOCK_V`` channels of v it owns, writes their conv-state row in place and their conv output),
-    so the separate conv1d kernel runs over q and k only (a third of the channels: docs/gdn.md). No
-    two programs share a v channel, so the in-place state write needs no ordering across programs (a
-    barrier inside one: warps holding the same channel). Session 14's first form loaded the channel's
-    state and weights before `gdc_wait` (the decode kernel 4-22% slower); this one after it."""
 
 
 def default_gdn_knobs(HV: int, V: int, K: int, batch: int, T: int, fmt: str, rounding: str = "rn") -> GDNKnobs:
@@ -114,65 +107,6 @@ def _delta_rule_token(state, q_t, k_t, v_t, decay_t, beta_t):
     v_new = beta_t * (v_t - sk)
     state = state + v_new[:, None] * k_t[None, :]
     return state, tl.sum(state * q_t[None, :], axis=1)
-
-
-@triton.jit
-def _v_conv_operands(cs_ptr, cw_ptr, src, chan, read_v, mask_v, stride_cs_slot, stride_cs_c, stride_cs_k,
-                     stride_cw_c, stride_cw_k, D_CONV: tl.constexpr):
-    """v channels ``chan`` of slot ``src``: their conv-state row (h0, h1, h2: the window's state
-    columns, h2 the newest, in the pool's dtype) and weights (w0..w3, fp32), as `conv1d_update`'s
-    `_conv_row` loads them at T = 1; padding rows read 0 and touch no memory."""
-    row = cs_ptr + tl.maximum(src, 0) * stride_cs_slot + chan.to(tl.int64) * stride_cs_c
-    h2 = tl.load(row + (D_CONV - 2) * stride_cs_k, mask=read_v, other=0.0)
-    h1 = h2
-    h0 = h2
-    if D_CONV >= 3:
-        h1 = tl.load(row + (D_CONV - 3) * stride_cs_k, mask=read_v, other=0.0)
-    if D_CONV >= 4:
-        h0 = tl.load(row + (D_CONV - 4) * stride_cs_k, mask=read_v, other=0.0)
-    w_row = cw_ptr + chan.to(tl.int64) * stride_cw_c
-    w0 = tl.load(w_row, mask=mask_v, other=0.0).to(tl.float32)
-    w1 = tl.load(w_row + stride_cw_k, mask=mask_v, other=0.0).to(tl.float32)
-    w2 = w1 * 0.0
-    w3 = w1 * 0.0
-    if D_CONV >= 3:
-        w2 = tl.load(w_row + 2 * stride_cw_k, mask=mask_v, other=0.0).to(tl.float32)
-    if D_CONV >= 4:
-        w3 = tl.load(w_row + 3 * stride_cw_k, mask=mask_v, other=0.0).to(tl.float32)
-    return h0, h1, h2, w0, w1, w2, w3
-
-
-@triton.jit
-def _v_conv(xv_ptr, cs_ptr, v_ptr, b, src, chan, read_v, mask_v, h0, h1, h2, w0, w1, w2, w3, stride_xv_row,
-            stride_v_row, stride_cs_slot, stride_cs_c, stride_cs_k, D_CONV: tl.constexpr):
-    """T = 1 conv1d of v channels ``chan``, `conv1d_update`'s arithmetic without a bias (``silu(w . E)``
-    over the window ``E = state ++ x`` in fp32, the same order): stores the conv output (0 on padding
-    rows) and the shifted state row ``state[1:] ++ x`` in place (all of it loaded before: no other
-    program reads these channels); returns v as the decode reads it (the stored output, in fp32)."""
-    x = tl.load(xv_ptr + b * stride_xv_row + chan, mask=read_v, other=0.0)
-    row = cs_ptr + tl.maximum(src, 0) * stride_cs_slot + chan.to(tl.int64) * stride_cs_c
-    tl.debug_barrier()  # a channel held by several warps (tiles of more rows than lanes): all have loaded its row
-    if D_CONV == 3:
-        tl.store(row, h2, mask=read_v)
-    if D_CONV == 4:
-        tl.store(row, h1, mask=read_v)
-        tl.store(row + stride_cs_k, h2, mask=read_v)
-    tl.store(row + (D_CONV - 2) * stride_cs_k, x.to(cs_ptr.dtype.element_ty), mask=read_v)
-    f0 = h0.to(tl.float32)
-    f1 = h1.to(tl.float32)
-    f2 = h2.to(tl.float32)
-    xf = x.to(tl.float32)
-    bias = w0 * 0.0
-    if D_CONV == 2:
-        acc = bias + w0 * f2 + w1 * xf
-    elif D_CONV == 3:
-        acc = bias + w0 * f1 + w1 * f2 + w2 * xf
-    else:
-        acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
-    acc = acc * tl.sigmoid(acc)
-    out = tl.where(read_v, acc, 0.0).to(v_ptr.dtype.element_ty)
-    tl.store(v_ptr + b * stride_v_row + chan, out, mask=mask_v)
-    return out.to(tl.float32)
 
 
 @triton.jit
@@ -257,17 +191,6 @@ def gdn_decode_kernel(
     WRITE_FINAL: tl.constexpr,
     PDL: tl.constexpr,
     STREAM: tl.constexpr = False,
-    FUSE_V: tl.constexpr = False,
-    xv_ptr=None,
-    cs_ptr=None,
-    cw_ptr=None,
-    stride_xv_row=0,
-    stride_cs_slot=0,
-    stride_cs_c=0,
-    stride_cs_k=0,
-    stride_cw_c=0,
-    stride_cw_k=0,
-    D_CONV: tl.constexpr = 4,
 ):
     pid_v = tl.program_id(0)
     hv = tl.program_id(1)
@@ -317,19 +240,11 @@ def gdn_decode_kernel(
     qk_off = rows_t[:, None] * stride_qkv_row + h * K + offs_k[None, :]
     q_all = tl.load(q_ptr + qk_off, mask=tok_k, other=0.0).to(tl.float32)
     k_all = tl.load(k_ptr + qk_off, mask=tok_k, other=0.0).to(tl.float32)
-    if FUSE_V:  # T == 1 (the wrapper's check): this program's v channels' conv, after the wait (nothing held across it)
-        v_chan = hv * V + offs_v
-        h0, h1, h2, w0, w1, w2, w3 = _v_conv_operands(cs_ptr, cw_ptr, src, v_chan, read_v, mask_v, stride_cs_slot,
-                                                      stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, D_CONV)
-        v_conv = _v_conv(xv_ptr, cs_ptr, v_ptr, b, src, v_chan, read_v, mask_v, h0, h1, h2, w0, w1, w2, w3,
-                         stride_xv_row, stride_qkv_row, stride_cs_slot, stride_cs_c, stride_cs_k, D_CONV)
-        v_all = tl.where(read_t[:, None], v_conv[None, :], 0.0)
-    else:
-        v_all = tl.load(
-            v_ptr + rows_t[:, None] * stride_qkv_row + hv * V + offs_v[None, :],
-            mask=read_t[:, None] & mask_v[None, :],
-            other=0.0,
-        ).to(tl.float32)
+    v_all = tl.load(
+        v_ptr + rows_t[:, None] * stride_qkv_row + hv * V + offs_v[None, :],
+        mask=read_t[:, None] & mask_v[None, :],
+        other=0.0,
+    ).to(tl.float32)
     a_all = tl.load(a_ptr + rows_t * stride_a_row + hv, mask=read_t, other=0.0).to(tl.float32)
     b_all = tl.load(b_ptr + rows_t * stride_b_row + hv, mask=read_t, other=0.0).to(tl.float32)
     # Per-token scalars and normalised q/k, vectorised over tokens.
@@ -416,36 +331,6 @@ def _check_index(idx: torch.Tensor, batch: int, name: str) -> None:
                          f"{tuple(idx.shape)}")
 
 
-def _fused_v_args(knobs: GDNKnobs, T: int, qk_dim: int, v_dim: int, batch: int, conv_dim: int,
-                  conv_in: torch.Tensor | None, conv_state: torch.Tensor | None,
-                  conv_weight: torch.Tensor | None) -> dict:
-    """The kernel arguments of `GDNKnobs.fuse_v` (none without it), after checking their shapes (the
-    slots are `conv1d_update`'s to check: the q / k conv runs on the same pool and indices)."""
-    if not knobs.fuse_v:
-        return {}
-    if T != 1 or knobs.stream_tokens:
-        raise ValueError(f"GDNKnobs.fuse_v is a T = 1 form without stream_tokens (T={T}, "
-                         f"stream_tokens={knobs.stream_tokens})")
-    if conv_in is None or conv_state is None or conv_weight is None:
-        raise ValueError("GDNKnobs.fuse_v needs conv_in, conv_state and conv_weight")
-    if conv_in.shape != (batch, conv_dim) or conv_in.stride(1) != 1:
-        raise ValueError(f"conv_in must be ({batch}, {conv_dim}) with unit column stride, got {tuple(conv_in.shape)}")
-    d_conv = conv_weight.shape[-1] if conv_weight.dim() == 2 else 0
-    if conv_weight.shape != (conv_dim, d_conv) or not 2 <= d_conv <= 4:
-        raise ValueError(f"conv_weight must be ({conv_dim}, d_conv) with d_conv in 2..4, "
-                         f"got {tuple(conv_weight.shape)}")
-    if conv_state.dim() != 3 or conv_state.shape[1:] != (conv_dim, d_conv - 1):
-        raise ValueError(f"conv_state must be (n_slots, {conv_dim}, {d_conv - 1}), "
-                         f"got {tuple(conv_state.shape)}")
-    if conv_state.dtype != conv_in.dtype:
-        raise ValueError(f"conv_state dtype {conv_state.dtype} differs from conv_in's {conv_in.dtype}")
-    v0 = 2 * qk_dim
-    return dict(FUSE_V=True, xv_ptr=conv_in[:, v0:], cs_ptr=conv_state[:, v0:], cw_ptr=conv_weight[v0:],
-                stride_xv_row=conv_in.stride(0), stride_cs_slot=conv_state.stride(0), stride_cs_c=conv_state.stride(1),
-                stride_cs_k=conv_state.stride(2), stride_cw_c=conv_weight.stride(0), stride_cw_k=conv_weight.stride(1),
-                D_CONV=d_conv)
-
-
 def gdn_decode(
     pool_data: torch.Tensor,
     read_idx: torch.Tensor,
@@ -472,9 +357,6 @@ def gdn_decode(
     pdl: bool = False,
     knobs: GDNKnobs | None = None,
     validate: bool = True,
-    conv_in: torch.Tensor | None = None,
-    conv_state: torch.Tensor | None = None,
-    conv_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run one GDN decode step of T tokens per row (docs/spec.md §9); returns ``out`` (batch*T, HV*V).
 
@@ -489,12 +371,6 @@ def gdn_decode(
     ``scale`` defaults to K**-0.5. rounding "rn" | "sr"; seed/step key the SR Philox stream (step
     is baked into a captured graph). ``validate`` syncs to check the indices (skipped during
     graph capture; pass False in timed loops).
-
-    With ``knobs.fuse_v`` (T = 1) the v columns of ``conv_out`` are this kernel's output, not its
-    input: conv_in ``(batch, conv_dim)`` the in_proj output, conv_state ``(n_slots, conv_dim,
-    d_conv - 1)`` (any strides, indexed by ``read_idx``, its v channels updated in place) and
-    conv_weight ``(conv_dim, d_conv)`` (no bias) give v's causal conv1d (`conv1d_update`'s at T = 1);
-    the caller runs `conv1d_update` over the q / k channels only.
     """
     H, HV, K, V = num_k_heads, num_v_heads, head_k_dim, head_v_dim
     if H <= 0 or HV % H:
@@ -547,7 +423,6 @@ def gdn_decode(
         return out
 
     knobs = knobs or default_gdn_knobs(HV, V, K, batch, T, fmt, rounding)
-    fused = _fused_v_args(knobs, T, H * K, HV * V, batch, conv_dim, conv_in, conv_state, conv_weight)
     block_v = min(knobs.block_v, triton.next_power_of_2(V))
     use_pdl = pdl_enabled(pdl, conv_out.device)
     q = conv_out[:, : H * K]
@@ -588,7 +463,6 @@ def gdn_decode(
         WRITE_FINAL=write_final,
         PDL=use_pdl,
         STREAM=knobs.stream_tokens,
-        **fused,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
