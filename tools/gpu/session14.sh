@@ -26,8 +26,10 @@
 #          (phase 6: the decode kernel 4-22% slower; the b8 fp32 32 x 8 tile failed verification: warps sharing a channel).
 # (fuse_v lost in both placements and was removed after phase 7; it, its tests, variant and gdn-fuse-v.yaml are in the
 #  history: commit 1974f80.)
+# Phase 8  20: ncu (full set) of the T = 1 bf16 b512 chain, shipped and with `fuse_v` (run from a working tree with
+#          commit 1974f80's GDN files: the form is removed from main), to see why the decode kernel slowed 22%.
 set -u
-PHASE=${PHASE:?PHASE=1 to 7}
+PHASE=${PHASE:?PHASE=1 to 8}
 SESSION=s14
 source tools/gpu/session_env.sh
 
@@ -84,6 +86,14 @@ phase6() {
 phase7() {
   STEP_TIMEOUT=150 once gdn-fuse-tests-gpu2 python3 -m pytest -q -p no:cacheprovider tests/test_gdn_fuse_v.py
   PYTHONPATH=$FORMS_PATH sweep gdn-fuse-v2 tools/gpu/gdn-fuse-v.yaml --plugin gdn_forms_plugin
+}
+
+phase8() {
+  local impl case=H16HV64K128V128-b512-T1-bf16-pool-rate0.7-pdl-realistic
+  for impl in triton.gdn triton.gdn.pick+fuse-v; do
+    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=120 once "ncu-$impl" python3 -m ssmbench profile "$GDN" --case "$case" \
+      --impl "$impl" --plugin gdn_forms_plugin --tool ncu --set full -o "$R/ncu-$impl"
+  done
 }
 
 run_phase
