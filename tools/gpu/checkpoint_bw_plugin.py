@@ -45,13 +45,18 @@ def bw_knobs() -> CheckpointKnobs:
     return CheckpointKnobs(**{**given, "bandwidth": True, "fused": False})
 
 
-class _ForcedCheckpoint(TritonCheckpoint):
-    """`triton.checkpoint` with fixed knobs on every case (no table, no default)."""
+class _VariantCheckpoint(TritonCheckpoint):
+    """`triton.checkpoint` under another name, its knobs from ``tunable`` (fixed, its own pick changed, ...)."""
 
-    def __init__(self, name: str, knobs: CheckpointKnobs) -> None:
+    def __init__(self, name: str, tunable: Tunable) -> None:
         self.name = name
-        self.tunable = Tunable(name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables", lambda case: knobs,
-                               uses_window=True)
+        self.tunable = tunable
+
+
+def _forced(name: str, knobs: CheckpointKnobs) -> _VariantCheckpoint:
+    """`triton.checkpoint` with fixed knobs on every case (no table, no default)."""
+    return _VariantCheckpoint(name, Tunable(name, CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
+                                            lambda case: knobs, uses_window=True))
 
 
 TILE_VARIANTS = {
@@ -69,14 +74,6 @@ in the form before (session 11's rounds: tools/gpu/checkpoint-tiles*.yaml; the n
 `before-*` here). 72-128 registers without spills under Triton 3.6 (static SASS, `SASS_FORMS=tiles
 python3 tools/gpu/sass_replay.py`), against 255 for the whole-row 64 x 2. Pipelined 32-column tiles of the
 form before and pipelined 64-column tiles fault or miscompute under Triton 3.6: kept here to reproduce it."""
-
-
-class _PickedCheckpoint(TritonCheckpoint):
-    """`triton.checkpoint` with some knobs of its own pick overridden on every case."""
-
-    def __init__(self, name: str, **overrides) -> None:
-        self.name = name
-        self.tunable = pick_with(name, TritonCheckpoint.tunable, **overrides)
 
 
 PICK_VARIANTS = {
@@ -105,14 +102,6 @@ into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what th
 before."""
 
 
-class _AtBatchCheckpoint(TritonCheckpoint):
-    """`triton.checkpoint` with the knobs its table picks at another batch, on every case."""
-
-    def __init__(self, name: str, batch: int) -> None:
-        self.name = name
-        self.tunable = pick_at_batch(name, TritonCheckpoint.tunable, batch)
-
-
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):
     """`triton.checkpoint` (its table) with other conv1d knobs than the default's in front."""
 
@@ -127,12 +116,14 @@ CONV_VARIANTS = {
 programs (more of them in flight) or wider ones (more bytes a thread), timed in the chain (session 12)."""
 
 
-register(_ForcedCheckpoint("triton.checkpoint.bw", bw_knobs()))
+register(_forced("triton.checkpoint.bw", bw_knobs()))
 for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormCheckpoint(f"triton.checkpoint.conv-{_name}", **_changes))
 for _name, _over in PICK_VARIANTS.items():
-    register(_PickedCheckpoint(f"triton.checkpoint.pick+{_name}", **_over))
-register(_AtBatchCheckpoint("triton.checkpoint.as-b64", 64))  # session 14: the b64 entries at b8 / b16 / b32
-register(_AtBatchCheckpoint("triton.checkpoint.as-b128", 128))  # session 14: the b128 entries at b256 to b1024
+    _name = f"triton.checkpoint.pick+{_name}"
+    register(_VariantCheckpoint(_name, pick_with(_name, TritonCheckpoint.tunable, **_over)))
+for _batch in (64, 128):  # session 14: the b64 entries at b8 / b16 / b32, the b128 entries at b256 to b1024
+    _name = f"triton.checkpoint.as-b{_batch}"
+    register(_VariantCheckpoint(_name, pick_at_batch(_name, TritonCheckpoint.tunable, _batch)))
 for _name, _knobs in TILE_VARIANTS.items():
-    register(_ForcedCheckpoint(_name, _knobs))
+    register(_forced(_name, _knobs))

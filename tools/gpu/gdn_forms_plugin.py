@@ -54,5 +54,3 @@ for _name, _knobs in VARIANTS.items():
     register(_ForcedGDN(_name, _knobs))
 for _name, _changes in CONV_VARIANTS.items():
     register(_ConvFormGDN(_name, **_changes))
-
-

@@ -35,16 +35,21 @@ class PickAtBatch(Tunable):
         return self.base.knobs(dataclasses.replace(case, batch=self.batch), device)
 
 
+def _variant(kind: type, name: str, base: Tunable, **fields) -> Tunable:
+    """The variant impl ``name``'s `Tunable` of ``kind``: ``base``'s space, default and window use, no
+    table of its own."""
+    return kind(name, base.space, Path(__file__).parent / "no-tables", base.default, uses_window=base.uses_window,
+                base=base, **fields)
+
+
 def pick_at_batch(name: str, base: Tunable, batch: int) -> PickAtBatch:
     """A `PickAtBatch` for the variant impl ``name``."""
-    return PickAtBatch(name, base.space, Path(__file__).parent / "no-tables", base.default,
-                       uses_window=base.uses_window, base=base, batch=batch)
+    return _variant(PickAtBatch, name, base, batch=batch)
 
 
 def pick_with(name: str, base: Tunable, **overrides) -> PickWith:
     """A `PickWith` for the variant impl ``name``."""
-    return PickWith(name, base.space, Path(__file__).parent / "no-tables", base.default, uses_window=base.uses_window,
-                    base=base, overrides=tuple(sorted(overrides.items())))
+    return _variant(PickWith, name, base, overrides=tuple(sorted(overrides.items())))
 
 
 class ConvChanges:
