@@ -41,3 +41,16 @@ def test_a_tune_replaces_its_entries_and_keeps_the_rest(tmp_path: Path, monkeypa
     assert by_batch[256]["note"] == "round 2: 0.95"
     load_tool("install_tables").install(tuned)  # installing the same tune again does not repeat the history
     assert json.loads(installed.read_text())["entries"][0]["note"].count("Before:") == 1
+
+
+def test_an_entry_the_tune_kept_stays_as_it_is(tmp_path: Path, monkeypatch) -> None:
+    impl = registry()["triton.checkpoint"]
+    monkeypatch.setattr(impl, "tunable", dataclasses.replace(impl.tunable, table_dir=tmp_path))
+    installed = tmp_path / "nvidia-h200.json"
+    installed.write_text(json.dumps({"schema": SCHEMA, "gpu": "NVIDIA H200", "impl": "triton.checkpoint",
+                                     "entries": [_entry(64, "round 4: 0.93", 4)]}))
+    tuned = tmp_path / "tune.knobs.json"
+    tuned.write_text(json.dumps({"schema": SCHEMA, "gpu": "NVIDIA H200", "impl": "triton.checkpoint",
+                                 "entries": [_entry(64, "ssmbench tune: converged", 4)]}))
+    load_tool("install_tables").install(tuned)
+    assert json.loads(installed.read_text())["entries"] == [_entry(64, "round 4: 0.93", 4)]

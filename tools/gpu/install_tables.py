@@ -1,5 +1,6 @@
 """Install knob tables written by `ssmbench tune` into the families' ``tuned/`` folders: each
-tuned entry replaces the entry of the same (key, batch) already there (its note kept after "Before:"),
+tuned entry replaces the entry of the same (key, batch) already there (its note kept after "Before:";
+an entry whose knobs the tune kept stays as it is),
 every other entry stays (a tune of some formats or windows keeps the table's other entries,
 hand-measured ones included), and so do the installed file's other fields.
 
@@ -33,7 +34,10 @@ def install(tuned_path: Path) -> Path:
     old = {entry_key(e): e for e in installed.get("entries", [])}
     merged = dict(old)
     for entry in tuned["entries"]:
-        note, before = entry.get("note", ""), old.get(entry_key(entry), {}).get("note")
+        installed_entry = old.get(entry_key(entry), {})
+        if installed_entry and installed_entry.get("knobs") == entry.get("knobs"):
+            continue  # the tune kept this entry's knobs: it stays as it is, note included
+        note, before = entry.get("note", ""), installed_entry.get("note")
         if before:  # (the same tune installed again: its note is already the start of the old one)
             entry = {**entry, "note": before if before.startswith(note) else f"{note} Before: {before}"}
         merged[entry_key(entry)] = entry
