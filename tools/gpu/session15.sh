@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One H200 session for the open issues 19-20 (2026-11-30, session 15), in phases: one device call per
+# phase, each ends before the 10-minute limit; every step is skipped once done (tools/gpu/lib.sh).
+# Results in $RESULTS_DIR (default results/s15/), packed into $OUT after every step.
+#
+#   SSMBENCH_COMMIT=<sha> PHASE=1 bash tools/gpu/session15.sh    (carry .whl .peer)
+#
+# Phase 1  19: the conv1d update inside the fused kernel (`CheckpointKnobs.fuse_conv`: the chain one launch, aimed at
+#          b1 <= 6 us and FlashInfer's lead at b8): its tests and the fused form's on the GPU, then round 11 of
+#          tools/gpu/checkpoint-picks.yaml (the table's picks and the default rule with the form, FlashInfer beside
+#          them, b1-b64, every format), compute-sanitizer and 5-launch determinism on a chain with the form.
+set -u
+PHASE=${PHASE:?PHASE=1}
+SESSION=s15
+source tools/gpu/session_env.sh
+
+phase1() {
+  STEP_TIMEOUT=200 once conv-inside-tests-gpu python3 -m pytest -q -p no:cacheprovider \
+    tests/test_triton_checkpoint_conv_inside.py tests/test_triton_conv1d.py tests/test_triton_checkpoint.py
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks11 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin
+  local fmt
+  for fmt in fp32 bf16; do
+    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once "sanitizer-inside-$fmt-b8" python3 -m ssmbench profile "$HEADLINE" \
+      --case "$(ckpt_case 8 $fmt)" --impl triton.checkpoint.default+fuse-conv --plugin checkpoint_bw_plugin \
+      --tool sanitizer -o "$R/sanitizer-inside-$fmt-b8"
+    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=60 once "determinism-inside-$fmt-b8" python3 -m ssmbench profile "$HEADLINE" \
+      --case "$(ckpt_case 8 $fmt)" --impl triton.checkpoint.default+fuse-conv --plugin checkpoint_bw_plugin \
+      --determinism 5
+  done
+}
+
+run_phase
