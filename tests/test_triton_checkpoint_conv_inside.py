@@ -142,11 +142,12 @@ def test_conv_inside_rejects_bad_operands() -> None:
     A, D, dt_bias = (t.to(DEVICE) for t in _params(g, 2))
     xbc, state, weight, bias, k_prev = _conv_inputs(g, 2, 2, 32, rs.n_slots, 4, True)
 
-    def run(conv, knobs=CheckpointKnobs(fused=True, fuse_conv=True)):
+    def run(conv):
         replay_step(rs, slots, torch.zeros(4, 32, dtype=torch.bfloat16, device=DEVICE),
                     torch.zeros(4, 2, dtype=torch.bfloat16, device=DEVICE), A, D, dt_bias, nheads=2, head_dim=8,
                     dstate=8, ngroups=1, T=2, y=torch.zeros(4, 16, dtype=torch.bfloat16, device=DEVICE),
-                    scratch=make_scratch(2, 2, 2, 4, DEVICE), knobs=knobs, conv=conv)
+                    scratch=make_scratch(2, 2, 2, 4, DEVICE), knobs=CheckpointKnobs(fused=True, fuse_conv=True),
+                    conv=conv)
 
     with pytest.raises(ValueError, match="conv=ConvOperands"):
         run(None)

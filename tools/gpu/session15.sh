@@ -10,7 +10,10 @@
 #          tools/gpu/checkpoint-picks.yaml (the table's picks and the default rule with the form, FlashInfer beside
 #          them, b1-b64, every format), compute-sanitizer and 5-launch determinism on a chain with the form.
 set -u
-PHASE=${PHASE:?PHASE=1}
+# (Phase 1 measured the first form: conv1d's row loop inside, one round trip a token; the chain 1.5-2x slower.)
+# Phase 2  19: the form again with every conv input loaded in one round and the arrival at the item's end; its tests,
+#          round 12 (round 11's impls, b1-b32).
+PHASE=${PHASE:?PHASE=1 or 2}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -27,6 +30,13 @@ phase1() {
       --case "$(ckpt_case 8 $fmt)" --impl triton.checkpoint.default+fuse-conv --plugin checkpoint_bw_plugin \
       --determinism 5
   done
+}
+
+phase2() {
+  STEP_TIMEOUT=200 once conv-inside-tests-gpu2 python3 -m pytest -q -p no:cacheprovider \
+    tests/test_triton_checkpoint_conv_inside.py tests/test_triton_conv1d.py
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks12 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
+    --filter batch=1,8,16,32
 }
 
 run_phase

@@ -149,6 +149,37 @@ def conv_weights(w_ptr, bias_ptr, offs_c, mask_c, stride_w_c, stride_w_k, D_CONV
 
 
 @triton.jit
+def _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV: tl.constexpr):
+    """The state's window columns off .. off + D_CONV - 2 of channels ``offs_c`` (h2 the newest,
+    E[D_CONV - 2]; below D_CONV = 4 the missing ones repeat h2); padding rows (slot < 0) read 0."""
+    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
+    s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
+    h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
+    h1 = h2
+    h0 = h2
+    if D_CONV >= 3:
+        h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
+    if D_CONV >= 4:
+        h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
+    return h0, h1, h2
+
+
+@triton.jit
+def _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV: tl.constexpr, SILU: tl.constexpr):
+    """One token's output ``act(bias + sum_j w_j E[t + j])`` (fp32) from the window's last columns
+    f0 .. f2 and the token xf, in the one order every kernel here sums it."""
+    if D_CONV == 2:
+        acc = bias + w0 * f2 + w1 * xf
+    elif D_CONV == 3:
+        acc = bias + w0 * f1 + w1 * f2 + w2 * xf
+    else:
+        acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
+    if SILU:
+        acc = acc * tl.sigmoid(acc)
+    return acc
+
+
+@triton.jit
 def conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
              T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -162,14 +193,7 @@ def conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, 
     x_row = x_base + offs_c.to(tl.int64) * stride_x_c
     s_base = state_ptr + slot * stride_s_slot
     s_row = s_base + offs_c.to(tl.int64) * stride_s_c
-    # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
-    h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
-    h1 = h2
-    h0 = h2
-    if D_CONV >= 3:
-        h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
-    if D_CONV >= 4:
-        h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
+    h0, h1, h2 = _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV)
     if not STATE:
         pass
     elif FLAT:
@@ -195,14 +219,7 @@ def conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, 
         if STATE and not FLAT:
             tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
-        if D_CONV == 2:
-            acc = bias + w0 * f2 + w1 * xf
-        elif D_CONV == 3:
-            acc = bias + w0 * f1 + w1 * f2 + w2 * xf
-        else:
-            acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
-        if SILU:
-            acc = acc * tl.sigmoid(acc)
+        acc = _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV, SILU)
         acc = tl.where(real, acc, 0.0)
         tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
         f0 = f1
@@ -223,6 +240,41 @@ def conv_sequence(state_base, x_base, off, e, chan, ok, stride_s_c, stride_s_k, 
     xi = e - (D_CONV - 1)
     x = tl.load(x_base + xi * stride_x_row + chan, mask=ok & (xi >= 0) & (xi < T), other=0.0)
     return tl.where(in_state, kept, x.to(state_base.dtype.element_ty))
+
+
+@triton.jit
+def conv_inputs(x_ptr, state_ptr, row, slot, off, offs_c, mask_c, stride_x_b, stride_x_c, stride_x_t,
+                stride_s_slot, stride_s_c, stride_s_k, T: tl.constexpr, D_CONV: tl.constexpr):
+    """Every input of row ``row``'s outputs for channels ``offs_c``: the window columns and the T tokens
+    (a tuple), loaded with no store in between, so all of them issue at once (`conv_row` stores each
+    output before the next token's load, one round trip a token: ~7 us of a b1 chain inside the fused
+    replay on the H200, session 15). For `store_conv_outputs`."""
+    h0, h1, h2 = _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV)
+    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)
+    x_row = x_ptr + row * stride_x_b + offs_c.to(tl.int64) * stride_x_c
+    tokens = ()
+    for t in tl.static_range(T):
+        tokens = tokens + (tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0),)
+    return h0, h1, h2, tokens
+
+
+@triton.jit
+def store_conv_outputs(inputs, out_ptr, row, slot, offs_c, mask_c, w0, w1, w2, w3, bias, stride_out_row,
+                       T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr):
+    """`conv_row`'s T outputs from `conv_inputs`' loads (the same sums), stored in the output's dtype;
+    zeros on padding rows (slot < 0)."""
+    h0, h1, h2, tokens = inputs
+    f0 = h0.to(tl.float32)
+    f1 = h1.to(tl.float32)
+    f2 = h2.to(tl.float32)
+    out_row = out_ptr + (row * T) * stride_out_row + offs_c
+    for t in tl.static_range(T):
+        xf = tokens[t].to(tl.float32)
+        acc = tl.where(slot >= 0, _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV, SILU), 0.0)
+        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
+        f0 = f1
+        f1 = f2
+        f2 = xf
 
 
 @triton.jit

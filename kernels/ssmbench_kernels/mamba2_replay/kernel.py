@@ -82,9 +82,10 @@ from ssmbench_kernels.common.validation import check_slot_range, check_unique_sl
 from ssmbench_kernels.conv1d.kernel import (
     ConvOperands,
     check_conv_operands,
+    conv_inputs,
     conv_new_state,
-    conv_row,
     conv_weights,
+    store_conv_outputs,
     store_conv_state,
     validate_conv1d_inputs,
 )
@@ -715,61 +716,67 @@ def _dot_bf16x2_rhs(a, b, acc):
 
 
 @triton.jit
-def _conv_outputs(b, slot, off, ch, ok, conv_ptr, stride_conv_row, xbc_ptr, cs_ptr, cw_ptr, cbias_ptr,
-                  stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, conv_dim,
-                  T: tl.constexpr, D_CONV: tl.constexpr, HAS_CBIAS: tl.constexpr, SILU: tl.constexpr):
-    """conv1d's outputs of row b's channels ``ch`` into conv_out (`conv_row` on the token-major input,
-    the state left alone)."""
-    w0, w1, w2, w3, bias = conv_weights(cw_ptr, cbias_ptr, ch, ok, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
-    conv_row(xbc_ptr, cs_ptr, conv_ptr, b, slot.to(tl.int64), off, ch, ok, w0, w1, w2, w3, bias, conv_dim,
-             T * stride_xbc_row, 1, stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_conv_row,
-             T, D_CONV, SILU, 1, False, 1, True, False)
-
-
-@triton.jit
 def _conv_inside(b, h, g, slot, s, real, offs_p, mask_p, offs_n, mask_n, conv_ptr, stride_conv_row,
-                 xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr, arrive_ptr,
+                 xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr,
                  stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k,
                  T: tl.constexpr, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
                  HEADS_PER_GROUP: tl.constexpr, BLOCK_P: tl.constexpr, D_CONV: tl.constexpr,
                  S_PAD: tl.constexpr, HAS_CBIAS: tl.constexpr, SILU: tl.constexpr):
     """`CheckpointKnobs.fuse_conv`: the conv1d update (docs/spec.md §6) of the item's channels, after
     `gdc_wait`, leaving what conv1d would have: the outputs in ``conv_ptr`` (conv_out, x | B | C) for
-    the head's x channels and the group's B / C (every program of the group writes the same B / C
-    bytes, then reads them back as from conv1d), the head's x conv state (this program's channels) and
-    the group's B / C conv state (its last program to arrive: every program of the group reads that
-    state, so it may change only once all have). The barrier orders this program's reads of the old
-    state before its stores and its arrival, and its output stores before the caller's loads.
-    Padding rows: zero outputs, no state, no arrival."""
+    the head's x channels and the group's B / C (every program of the group stores the same B / C
+    bytes, then reads them back as from conv1d: the caller's `_token_tile`s), the head's x conv state
+    (this program's channels) and the group's B / C conv state (its last program to arrive: every
+    program of the group reads that state, so it may change only once all have: `_conv_arrive`). All
+    the inputs load in one round; the barrier orders this program's reads of the old state before its
+    state stores (and the arrival), and its output stores before the caller's loads. Padding rows:
+    zero outputs, no state, no arrival."""
     off = tl.load(kprev_ptr + b, mask=real, other=1).to(tl.int32) - 1
     ch_x = h * P + offs_p
     ch_b = H * P + g * N + offs_n
     ch_c = ch_b + G * N
-    conv_dim: tl.constexpr = H * P + 2 * G * N
-    _conv_outputs(b, slot, off, ch_x, mask_p, conv_ptr, stride_conv_row, xbc_ptr, cs_ptr, cw_ptr, cbias_ptr,
-                  stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, conv_dim,
-                  T, D_CONV, HAS_CBIAS, SILU)
-    _conv_outputs(b, slot, off, ch_b, mask_n, conv_ptr, stride_conv_row, xbc_ptr, cs_ptr, cw_ptr, cbias_ptr,
-                  stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, conv_dim,
-                  T, D_CONV, HAS_CBIAS, SILU)
-    _conv_outputs(b, slot, off, ch_c, mask_n, conv_ptr, stride_conv_row, xbc_ptr, cs_ptr, cw_ptr, cbias_ptr,
-                  stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k, conv_dim,
-                  T, D_CONV, HAS_CBIAS, SILU)
+    # Weights first: no load may wait behind an output store (a round trip each).
+    w_x = conv_weights(cw_ptr, cbias_ptr, ch_x, mask_p, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
+    w_b = conv_weights(cw_ptr, cbias_ptr, ch_b, mask_n, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
+    w_c = conv_weights(cw_ptr, cbias_ptr, ch_c, mask_n, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
+    in_x = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_x, mask_p, T * stride_xbc_row, 1, stride_xbc_row,
+                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
+    in_b = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_b, mask_n, T * stride_xbc_row, 1, stride_xbc_row,
+                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
+    in_c = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_c, mask_n, T * stride_xbc_row, 1, stride_xbc_row,
+                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
     cs_base = cs_ptr + s * stride_cs_slot
     xb_base = xbc_ptr + (b * T) * stride_xbc_row
     ok_x = mask_p & ((offs_p * 0 + real.to(tl.int32)) != 0)  # (vector masks: the interpreter needs them)
-    ok_n = mask_n & ((offs_n * 0 + real.to(tl.int32)) != 0)
     x_state = conv_new_state(cs_base, xb_base, off, ch_x, ok_x, stride_cs_c, stride_cs_k, stride_xbc_row, T, D_CONV,
                              S_PAD)
+    store_conv_outputs(in_x, conv_ptr, b, slot, ch_x, mask_p, *w_x, stride_conv_row, T, D_CONV, SILU)
+    store_conv_outputs(in_b, conv_ptr, b, slot, ch_b, mask_n, *w_b, stride_conv_row, T, D_CONV, SILU)
+    store_conv_outputs(in_c, conv_ptr, b, slot, ch_c, mask_n, *w_c, stride_conv_row, T, D_CONV, SILU)
     tl.debug_barrier()
 
     store_conv_state(cs_base, x_state, ch_x, ok_x[:, None], stride_cs_c, stride_cs_k, T, D_CONV, S_PAD)
+
+
+@triton.jit
+def _conv_arrive(b, g, s, real, offs_n, mask_n, xbc_ptr, cs_ptr, kprev_ptr, arrive_ptr,
+                 stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k,
+                 T: tl.constexpr, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
+                 HEADS_PER_GROUP: tl.constexpr, BLOCK_P: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr):
+    """`_conv_inside`'s second half, at the item's end (its release fence waits for every store before
+    it: off the path to the outputs): the arrival, and the group's B / C conv state if this program is
+    the group's last (every other one has read the old state: their arrivals came after their reads;
+    none writes it, so its kept columns are read here, then replaced)."""
     programs: tl.constexpr = HEADS_PER_GROUP * ((P + BLOCK_P - 1) // BLOCK_P)
     counter = arrive_ptr + b * G + g
     ticket = tl.atomic_add(counter, 1, mask=real, sem="acq_rel", scope="gpu")
     if real & (ticket == programs - 1):
-        # The group's last program: every other one has read the old B / C state (their arrivals came
-        # after their barriers), none writes it, so its kept columns are read here, then replaced.
+        off = tl.load(kprev_ptr + b).to(tl.int32) - 1
+        ch_b = H * P + g * N + offs_n
+        ch_c = ch_b + G * N
+        ok_n = mask_n & ((offs_n * 0 + real.to(tl.int32)) != 0)  # (vector masks: the interpreter needs them)
+        cs_base = cs_ptr + s * stride_cs_slot
+        xb_base = xbc_ptr + (b * T) * stride_xbc_row
         b_state = conv_new_state(cs_base, xb_base, off, ch_b, ok_n, stride_cs_c, stride_cs_k, stride_xbc_row, T,
                                  D_CONV, S_PAD)
         c_state = conv_new_state(cs_base, xb_base, off, ch_c, ok_n, stride_cs_c, stride_cs_k, stride_xbc_row, T,
@@ -895,8 +902,8 @@ def _fused_item(
     t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
     row0 = b * T  # int64; token offsets below are int32
     if FUSE_CONV:  # x_ptr is conv_out itself (x its first columns)
-        _conv_inside(b, h, g, slot, s, real, offs_p, mask_p, offs_n, mask_n, x_ptr, stride_x_row,
-                     xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr, arrive_ptr,
+        _conv_inside(b, h, g, slot.to(tl.int64), s, real, offs_p, mask_p, offs_n, mask_n, x_ptr, stride_x_row,
+                     xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr,
                      stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k,
                      T, H, P, N, G, HEADS_PER_GROUP, BLOCK_P, D_CONV, S_PAD, HAS_CBIAS, SILU)
     x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
@@ -931,6 +938,10 @@ def _fused_item(
         if h % HEADS_PER_GROUP == 0:
             b_rows = hb_base + (wrow[:, None] * G + g) * N + offs_n[None, :]
             tl.store(b_rows, b_new, mask=t_ok[:, None] & mask_n[None, :])
+    if FUSE_CONV:
+        _conv_arrive(b, g, s, real, offs_n, mask_n, xbc_ptr, cs_ptr, kprev_ptr, arrive_ptr,
+                     stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, T, H, P, N, G, HEADS_PER_GROUP, BLOCK_P,
+                     D_CONV, S_PAD)
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
