@@ -27,7 +27,7 @@ from ssmbench.impls.triton_mamba import ConvHead, _TritonMamba2
 from ssmbench.impls.tuned import Tunable
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
-from ssmbench_kernels.conv1d.kernel import ConvOperands, validate_conv1d_inputs
+from ssmbench_kernels.conv1d.kernel import validate_conv1d_inputs
 from ssmbench_kernels.mamba2_replay.kernel import (
     commit,
     default_knobs,
@@ -60,8 +60,6 @@ CHECKPOINT_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per main (or fused) program"),
         Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of the fused form's fp32 fold operands",
              active=lambda c: c["fused"], active_doc="fused"),
-        Knob("fuse_conv", (False, True), "fused form: the conv1d update inside the kernel, the chain one launch",
-             active=lambda c: c["fused"], active_doc="fused", legacy=False),
         Knob("max_regs", (0, 64, 80, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
         Knob("n_tile", (0, 16, 32, 64), "state columns per step of the bandwidth main (0: whole rows)",
@@ -136,15 +134,12 @@ class TritonCheckpoint(_TritonMamba2):
                        device=device)  # poisoned: unwritten elements show
         scratch = make_scratch(b, s.nheads, T, case.window, device)
         knobs = self.tunable.knobs(case, device)
-        conv_inside = knobs.fused and knobs.fuse_conv  # the kernel runs the conv1d update: no conv1d launch
-        conv = ConvOperands(workload.xbc, head.conv_state, workload.conv_weight, workload.conv_bias,
-                            workload.k_prev) if conv_inside else None
 
         def step(launch: str) -> None:
             replay_step(rs, slot_idx, head.conv_out, workload.dt_raw, workload.A, workload.D, workload.dt_bias,
                         nheads=s.nheads, head_dim=s.head_dim, dstate=s.dstate, ngroups=s.ngroups, T=T, y=y,
                         scratch=scratch, z=workload.z, rounding=case.rounding, seed=case.seed, step=SR_STEP,
-                        pdl=case.pdl, knobs=knobs, validate=False, launch=launch, conv=conv)
+                        pdl=case.pdl, knobs=knobs, validate=False, launch=launch)
 
         def precompute() -> None:
             step("precompute")
@@ -180,10 +175,7 @@ class TritonCheckpoint(_TritonMamba2):
                 "accepted": workload.accepted, "must_write": must_write,
             }
 
-        # The fused form (docs/spec.md §7's one-kernel variant) launches only main's kernel, after conv1d or
-        # with the conv1d update inside.
-        if conv_inside:
-            return Chain([main], list(kernel_names(knobs)), outputs=outputs, restore=restore)
+        # The fused form (docs/spec.md §7's one-kernel variant) launches only main's kernel.
         launches = [head.launch, main] if knobs.fused else [head.launch, precompute, main]
         return Chain(launches, [*CONV1D_KERNELS, *kernel_names(knobs)], outputs=outputs, restore=restore)
 

@@ -94,13 +94,12 @@ PICK_VARIANTS = {
     "noprefetch": dict(prefetch=False),
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
-    "fuse-conv": dict(fuse_conv=True),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
 programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
 into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what the table took from a round
-before. Session 15: `fuse-conv`, the conv1d update inside the fused kernel (a no-op where the pick is not fused)."""
+before."""
 
 
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):
@@ -123,11 +122,6 @@ for _name, _changes in CONV_VARIANTS.items():
 for _name, _over in PICK_VARIANTS.items():
     _name = f"triton.checkpoint.pick+{_name}"
     register(_VariantCheckpoint(_name, pick_with(_name, TritonCheckpoint.tunable, **_over)))
-# Session 15: the hand-written default rule (the fused kernel at every batch below W = T's b64) with the conv1d
-# update inside, at the batches where the table picks another form too.
-register(_VariantCheckpoint("triton.checkpoint.default+fuse-conv", Tunable(
-    "triton.checkpoint.default+fuse-conv", CHECKPOINT_SPACE, Path(__file__).parent / "no-tables",
-    lambda case: dataclasses.replace(TritonCheckpoint.tunable.default(case), fuse_conv=True), uses_window=True)))
 for _batch in (64, 128):  # session 14: the b64 entries at b8 / b16 / b32, the b128 entries at b256 to b1024
     _name = f"triton.checkpoint.as-b{_batch}"
     register(_VariantCheckpoint(_name, pick_at_batch(_name, TritonCheckpoint.tunable, _batch)))

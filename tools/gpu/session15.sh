@@ -13,6 +13,8 @@ set -u
 # (Phase 1 measured the first form: conv1d's row loop inside, one round trip a token; the chain 1.5-2x slower.)
 # Phase 2  19: the form again with every conv input loaded in one round and the arrival at the item's end; its tests,
 #          round 12 (round 11's impls, b1-b32).
+# (fuse_conv lost in every cell of both rounds and was removed after phase 2; the form, its tests and variants are in
+#  the history: commit 70f90ee. Phases 1-2 need that commit's files.)
 PHASE=${PHASE:?PHASE=1 or 2}
 SESSION=s15
 source tools/gpu/session_env.sh

@@ -128,32 +128,18 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
 
 
 @triton.jit
-def conv_weights(w_ptr, bias_ptr, offs_c, mask_c, stride_w_c, stride_w_k, D_CONV: tl.constexpr,
-                 HAS_BIAS: tl.constexpr):
-    """(w0, w1, w2, w3, bias) of channels ``offs_c`` in fp32: w0..w3 multiply E[t], E[t+1], ...; only
-    the first D_CONV exist (the others, and an absent bias, are 0)."""
-    w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
-    w0 = tl.load(w_row, mask=mask_c, other=0.0).to(tl.float32)
-    w1 = tl.load(w_row + stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    w2 = w1 * 0.0
-    w3 = w1 * 0.0
-    if D_CONV >= 3:
-        w2 = tl.load(w_row + 2 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    if D_CONV >= 4:
-        w3 = tl.load(w_row + 3 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
-    else:
-        bias = w0 * 0.0
-    return w0, w1, w2, w3, bias
-
-
-@triton.jit
-def _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV: tl.constexpr):
-    """The state's window columns off .. off + D_CONV - 2 of channels ``offs_c`` (h2 the newest,
-    E[D_CONV - 2]; below D_CONV = 4 the missing ones repeat h2); padding rows (slot < 0) read 0."""
+def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+              T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
+              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
+    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs."""
+    real = slot >= 0
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    s_row = state_ptr + slot * stride_s_slot + offs_c.to(tl.int64) * stride_s_c
+    x_base = x_ptr + row * stride_x_b
+    x_row = x_base + offs_c.to(tl.int64) * stride_x_c
+    s_base = state_ptr + slot * stride_s_slot
+    s_row = s_base + offs_c.to(tl.int64) * stride_s_c
+    # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
     h2 = tl.load(s_row + (off + D_CONV - 2) * stride_s_k, mask=mask_s, other=0.0)
     h1 = h2
     h0 = h2
@@ -161,42 +147,7 @@ def _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, str
         h1 = tl.load(s_row + (off + D_CONV - 3) * stride_s_k, mask=mask_s, other=0.0)
     if D_CONV >= 4:
         h0 = tl.load(s_row + (off + D_CONV - 4) * stride_s_k, mask=mask_s, other=0.0)
-    return h0, h1, h2
-
-
-@triton.jit
-def _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV: tl.constexpr, SILU: tl.constexpr):
-    """One token's output ``act(bias + sum_j w_j E[t + j])`` (fp32) from the window's last columns
-    f0 .. f2 and the token xf, in the one order every kernel here sums it."""
-    if D_CONV == 2:
-        acc = bias + w0 * f2 + w1 * xf
-    elif D_CONV == 3:
-        acc = bias + w0 * f1 + w1 * f2 + w2 * xf
-    else:
-        acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
-    if SILU:
-        acc = acc * tl.sigmoid(acc)
-    return acc
-
-
-@triton.jit
-def conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
-             stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-             T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
-             FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr, STATE: tl.constexpr = True):
-    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs.
-    ``STATE`` False: outputs only (a kernel that takes the update in stores the state itself, once
-    every program reading the old state has: `conv_new_state`)."""
-    real = slot >= 0
-    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
-    x_base = x_ptr + row * stride_x_b
-    x_row = x_base + offs_c.to(tl.int64) * stride_x_c
-    s_base = state_ptr + slot * stride_s_slot
-    s_row = s_base + offs_c.to(tl.int64) * stride_s_c
-    h0, h1, h2 = _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV)
-    if not STATE:
-        pass
-    elif FLAT:
+    if FLAT:
         c0 = tl.program_id(0) * BLOCK_C
         # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
         real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
@@ -216,84 +167,22 @@ def conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, 
     out_row = out_ptr + (row * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
         xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
-        if STATE and not FLAT:
+        if not FLAT:
             tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
-        acc = _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV, SILU)
+        if D_CONV == 2:
+            acc = bias + w0 * f2 + w1 * xf
+        elif D_CONV == 3:
+            acc = bias + w0 * f1 + w1 * f2 + w2 * xf
+        else:
+            acc = bias + w0 * f0 + w1 * f1 + w2 * f2 + w3 * xf
+        if SILU:
+            acc = acc * tl.sigmoid(acc)
         acc = tl.where(real, acc, 0.0)
         tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
         f0 = f1
         f1 = f2
         f2 = xf
-
-
-@triton.jit
-def conv_sequence(state_base, x_base, off, e, chan, ok, stride_s_c, stride_s_k, stride_x_row,
-                  T: tl.constexpr, D_CONV: tl.constexpr):
-    """Element ``E[e]`` of channel ``chan`` of a row's extended sequence (docs/spec.md §6: ``E =
-    conv_state[slot, :, off : off + D_CONV - 1] ++ x``), for broadcastable int tensors ``e`` and
-    ``chan``: the state's column ``off + e`` below ``D_CONV - 1``, input token ``e - (D_CONV - 1)``
-    after it (``state_base``: the row's slot; ``x_base``: its first token of a token-major input,
-    unit channel stride). Where ``ok`` is false, or past the last token: 0. In the state's dtype."""
-    in_state = e < D_CONV - 1
-    kept = tl.load(state_base + chan * stride_s_c + (off + e) * stride_s_k, mask=ok & in_state, other=0.0)
-    xi = e - (D_CONV - 1)
-    x = tl.load(x_base + xi * stride_x_row + chan, mask=ok & (xi >= 0) & (xi < T), other=0.0)
-    return tl.where(in_state, kept, x.to(state_base.dtype.element_ty))
-
-
-@triton.jit
-def conv_inputs(x_ptr, state_ptr, row, slot, off, offs_c, mask_c, stride_x_b, stride_x_c, stride_x_t,
-                stride_s_slot, stride_s_c, stride_s_k, T: tl.constexpr, D_CONV: tl.constexpr):
-    """Every input of row ``row``'s outputs for channels ``offs_c``: the window columns and the T tokens
-    (a tuple), loaded with no store in between, so all of them issue at once (`conv_row` stores each
-    output before the next token's load, one round trip a token: ~7 us of a b1 chain inside the fused
-    replay on the H200, session 15). For `store_conv_outputs`."""
-    h0, h1, h2 = _window(state_ptr, slot, off, offs_c, mask_c, stride_s_slot, stride_s_c, stride_s_k, D_CONV)
-    mask_s = mask_c & ((offs_c * 0 + slot) >= 0)
-    x_row = x_ptr + row * stride_x_b + offs_c.to(tl.int64) * stride_x_c
-    tokens = ()
-    for t in tl.static_range(T):
-        tokens = tokens + (tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0),)
-    return h0, h1, h2, tokens
-
-
-@triton.jit
-def store_conv_outputs(inputs, out_ptr, row, slot, offs_c, mask_c, w0, w1, w2, w3, bias, stride_out_row,
-                       T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr):
-    """`conv_row`'s T outputs from `conv_inputs`' loads (the same sums), stored in the output's dtype;
-    zeros on padding rows (slot < 0)."""
-    h0, h1, h2, tokens = inputs
-    f0 = h0.to(tl.float32)
-    f1 = h1.to(tl.float32)
-    f2 = h2.to(tl.float32)
-    out_row = out_ptr + (row * T) * stride_out_row + offs_c
-    for t in tl.static_range(T):
-        xf = tokens[t].to(tl.float32)
-        acc = tl.where(slot >= 0, _taps(f0, f1, f2, xf, w0, w1, w2, w3, bias, D_CONV, SILU), 0.0)
-        tl.store(out_row + t * stride_out_row, acc.to(out_ptr.dtype.element_ty), mask=mask_c)
-        f0 = f1
-        f1 = f2
-        f2 = xf
-
-
-@triton.jit
-def conv_new_state(state_base, x_base, off, chan, ok_c, stride_s_c, stride_s_k, stride_x_row,
-                   T: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr):
-    """The row's new state ``E[1 : 1 + S]`` (``S = D_CONV - 2 + T``) as a (channels, S_PAD) tile, to be
-    stored by `store_conv_state` once every program that reads the old one has (the caller's barrier)."""
-    k = tl.arange(0, S_PAD)
-    return conv_sequence(state_base, x_base, off, k[None, :] + 1, chan[:, None], ok_c[:, None],
-                         stride_s_c, stride_s_k, stride_x_row, T, D_CONV)
-
-
-@triton.jit
-def store_conv_state(state_base, new, chan, ok, stride_s_c, stride_s_k, T: tl.constexpr, D_CONV: tl.constexpr,
-                     S_PAD: tl.constexpr):
-    """Store `conv_new_state`'s tile where ``ok`` (a channel mask, or a broadcastable scalar)."""
-    k = tl.arange(0, S_PAD)
-    tl.store(state_base + chan[:, None] * stride_s_c + k[None, :] * stride_s_k, new,
-             mask=ok & (k[None, :] < D_CONV - 2 + T))
 
 
 @triton.jit
@@ -338,13 +227,26 @@ def conv1d_update_kernel(
     slot = tl.load(slot_ptr + row).to(tl.int64)
     off = (tl.load(kprev_ptr + row) - 1).to(tl.int64)
 
-    w0, w1, w2, w3, bias = conv_weights(w_ptr, bias_ptr, offs_c, mask_c, stride_w_c, stride_w_k, D_CONV, HAS_BIAS)
+    # Weights: w0..w3 multiply E[t], E[t+1], ...; only the first D_CONV exist.
+    w_row = w_ptr + offs_c.to(tl.int64) * stride_w_c
+    w0 = tl.load(w_row, mask=mask_c, other=0.0).to(tl.float32)
+    w1 = tl.load(w_row + stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    w2 = w1 * 0.0
+    w3 = w1 * 0.0
+    if D_CONV >= 3:
+        w2 = tl.load(w_row + 2 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if D_CONV >= 4:
+        w3 = tl.load(w_row + 3 * stride_w_k, mask=mask_c, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+    else:
+        bias = w0 * 0.0
 
     pdl_wait(PDL)
 
-    conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
-             stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-             T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+    _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
+              stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
+              T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -359,65 +261,6 @@ def validate_conv1d_inputs(
     check_unique_slots(slot_idx, "slot_idx")
     check_slot_range(slot_idx, conv_state.shape[0], "slot_idx")
     check_k_prev(k_prev, slot_idx, T)
-
-
-def check_conv_operands(
-    xbc: torch.Tensor,
-    conv_state: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    slot_idx: torch.Tensor,
-    k_prev: torch.Tensor,
-    *,
-    T: int,
-    activation: str | None,
-) -> tuple[torch.Tensor, int, int, int]:
-    """Shape checks of the conv1d update's operands (no device sync), shared by `conv1d_update` and
-    the kernels that take the update in. Returns ``(x3, batch, conv_dim, d_conv)``, ``x3`` the
-    ``(batch, conv_dim, T)`` view of ``xbc``. Raises ValueError naming the operand."""
-    if xbc.dim() == 2:
-        if xbc.shape[0] % T:
-            raise ValueError(f"xbc has {xbc.shape[0]} rows, not a multiple of T={T}")
-        batch, conv_dim = xbc.shape[0] // T, xbc.shape[1]
-        x3 = xbc.view(batch, T, conv_dim).transpose(1, 2)
-    elif xbc.dim() == 3:
-        batch, conv_dim = xbc.shape[0], xbc.shape[1]
-        if xbc.shape[2] != T:
-            raise ValueError(f"xbc is (batch, conv_dim, {xbc.shape[2]}), expected T={T} columns")
-        x3 = xbc
-    else:
-        raise ValueError(f"xbc must be (batch*T, conv_dim) or (batch, conv_dim, T), got {tuple(xbc.shape)}")
-    d_conv = weight.shape[-1]
-    if not 2 <= d_conv <= 4:
-        raise ValueError(f"d_conv={d_conv} unsupported (2..4)")
-    if weight.shape != (conv_dim, d_conv):
-        raise ValueError(f"weight must be (conv_dim={conv_dim}, d_conv), got {tuple(weight.shape)}")
-    if conv_state.dim() != 3 or conv_state.shape[1] != conv_dim or conv_state.shape[2] != d_conv - 2 + T:
-        raise ValueError(
-            f"conv_state must be (n_slots, {conv_dim}, d_conv-2+T={d_conv - 2 + T}), "
-            f"got {tuple(conv_state.shape)}"
-        )
-    if bias is not None and bias.shape != (conv_dim,):
-        raise ValueError(f"bias must be ({conv_dim},), got {tuple(bias.shape)}")
-    if slot_idx.shape != (batch,) or k_prev.shape != (batch,):
-        raise ValueError(f"slot_idx and k_prev must be ({batch},)")
-    if activation not in ("silu", None):
-        raise ValueError(f"activation {activation!r} unsupported (silu or None)")
-    return x3, batch, conv_dim, d_conv
-
-
-@dataclass(frozen=True)
-class ConvOperands:
-    """The conv1d update's operands (`conv1d_update`'s, less the output), for a kernel that runs the
-    update inside itself instead of after a conv1d launch (`CheckpointKnobs.fuse_conv`). ``xbc``:
-    the contiguous ``(batch*T, conv_dim)`` in_proj output; ``conv_state`` updated in place."""
-
-    xbc: torch.Tensor
-    conv_state: torch.Tensor
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    k_prev: torch.Tensor
-    activation: str | None = "silu"
 
 
 def conv1d_update(
@@ -447,8 +290,34 @@ def conv1d_update(
     is skipped automatically during CUDA-graph capture. Pass False in timed loops: the checks
     launch torch kernels that would also sit between PDL-chained kernels.
     """
-    x3, batch, conv_dim, d_conv = check_conv_operands(xbc, conv_state, weight, bias, slot_idx, k_prev, T=T,
-                                                      activation=activation)
+    if xbc.dim() == 2:
+        if xbc.shape[0] % T:
+            raise ValueError(f"xbc has {xbc.shape[0]} rows, not a multiple of T={T}")
+        batch, conv_dim = xbc.shape[0] // T, xbc.shape[1]
+        x3 = xbc.view(batch, T, conv_dim).transpose(1, 2)
+    elif xbc.dim() == 3:
+        batch, conv_dim = xbc.shape[0], xbc.shape[1]
+        if xbc.shape[2] != T:
+            raise ValueError(f"xbc is (batch, conv_dim, {xbc.shape[2]}), expected T={T} columns")
+        x3 = xbc
+    else:
+        raise ValueError(f"xbc must be (batch*T, conv_dim) or (batch, conv_dim, T), got {tuple(xbc.shape)}")
+    d_conv = weight.shape[-1]
+    if not 2 <= d_conv <= 4:
+        raise ValueError(f"d_conv={d_conv} unsupported (2..4)")
+    if weight.shape != (conv_dim, d_conv):
+        raise ValueError(f"weight must be (conv_dim={conv_dim}, d_conv), got {tuple(weight.shape)}")
+    if conv_state.dim() != 3 or conv_state.shape[1] != conv_dim or conv_state.shape[2] != d_conv - 2 + T:
+        raise ValueError(
+            f"conv_state must be (n_slots, {conv_dim}, d_conv-2+T={d_conv - 2 + T}), "
+            f"got {tuple(conv_state.shape)}"
+        )
+    if bias is not None and bias.shape != (conv_dim,):
+        raise ValueError(f"bias must be ({conv_dim},), got {tuple(bias.shape)}")
+    if slot_idx.shape != (batch,) or k_prev.shape != (batch,):
+        raise ValueError(f"slot_idx and k_prev must be ({batch},)")
+    if activation not in ("silu", None):
+        raise ValueError(f"activation {activation!r} unsupported (silu or None)")
     if out is None:
         out = torch.empty(batch * T, conv_dim, dtype=xbc.dtype, device=xbc.device)
     elif out.shape != (batch * T, conv_dim) or not out.is_contiguous():

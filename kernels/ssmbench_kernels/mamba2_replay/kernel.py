@@ -79,16 +79,6 @@ from ssmbench_kernels.common.launch import (
     pdl_wait,
 )
 from ssmbench_kernels.common.validation import check_slot_range, check_unique_slots
-from ssmbench_kernels.conv1d.kernel import (
-    ConvOperands,
-    check_conv_operands,
-    conv_inputs,
-    conv_new_state,
-    conv_weights,
-    store_conv_outputs,
-    store_conv_state,
-    validate_conv1d_inputs,
-)
 from ssmbench_kernels.storage.kernel import (
     FMT_BF16,
     SCALED,
@@ -157,12 +147,6 @@ class CheckpointKnobs:
     tile loop: static SASS, session 11); else one loop whose body branches on the row. Write rows'
     outputs then come from S' (``rect_outputs`` does not apply: with it the write loop took 128
     registers and lost, session 12; the knob space excludes the pair)."""
-    fuse_conv: bool = False
-    """Fused form: the conv1d update runs inside the kernel (`_conv_inside`), the chain is one launch
-    instead of conv1d -> fused. Every program convolves its head's x channels (conv output, state)
-    and its group's B / C (needed by every head); the group's B / C conv state is stored by the last
-    of its programs to arrive (an arrival counter in the scratch). For small batches, where the
-    conv1d launch and the kernel boundary are a third of the chain (b1: conv1d 3.3 of 7.8 us)."""
     prefetch: bool = False
     """Bandwidth main: before `gdc_wait`, ask L2 for the program's whole state tile (one contiguous
     run, no producer writes it): the first wave of programs, resident while conv1d and the
@@ -193,16 +177,12 @@ def default_knobs(
 @dataclass
 class ReplayScratch:
     """precompute -> main coefficients, per (row, head): CB (T, L_PAD), cdec (T_PAD,),
-    fold weights w (L_PAD,) and the fold decay (1,), fp32; the fused form's arrival counters.
-    Allocated once."""
+    fold weights w (L_PAD,) and the fold decay (1,). fp32, allocated once."""
 
     cb: torch.Tensor
     cdec: torch.Tensor
     w: torch.Tensor
     fdec: torch.Tensor
-    arrivals: torch.Tensor
-    """int32 (batch * H,), zero between launches: `CheckpointKnobs.fuse_conv`'s arrival counter per
-    (row, group) (its last program stores the group's B / C conv state and resets it)."""
 
 
 def pads(T: int, window: int) -> tuple[int, int, int]:
@@ -223,7 +203,6 @@ def make_scratch(batch: int, nheads: int, T: int, window: int, device) -> Replay
         cdec=torch.full((batch, nheads, t_pad), nan, device=device),
         w=torch.full((batch, nheads, l_pad), nan, device=device),
         fdec=torch.full((batch, nheads), nan, device=device),
-        arrivals=torch.zeros(batch * nheads, dtype=torch.int32, device=device),
     )
 
 
@@ -716,78 +695,6 @@ def _dot_bf16x2_rhs(a, b, acc):
 
 
 @triton.jit
-def _conv_inside(b, h, g, slot, s, real, offs_p, mask_p, offs_n, mask_n, conv_ptr, stride_conv_row,
-                 xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr,
-                 stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k,
-                 T: tl.constexpr, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
-                 HEADS_PER_GROUP: tl.constexpr, BLOCK_P: tl.constexpr, D_CONV: tl.constexpr,
-                 S_PAD: tl.constexpr, HAS_CBIAS: tl.constexpr, SILU: tl.constexpr):
-    """`CheckpointKnobs.fuse_conv`: the conv1d update (docs/spec.md §6) of the item's channels, after
-    `gdc_wait`, leaving what conv1d would have: the outputs in ``conv_ptr`` (conv_out, x | B | C) for
-    the head's x channels and the group's B / C (every program of the group stores the same B / C
-    bytes, then reads them back as from conv1d: the caller's `_token_tile`s), the head's x conv state
-    (this program's channels) and the group's B / C conv state (its last program to arrive: every
-    program of the group reads that state, so it may change only once all have: `_conv_arrive`). All
-    the inputs load in one round; the barrier orders this program's reads of the old state before its
-    state stores (and the arrival), and its output stores before the caller's loads. Padding rows:
-    zero outputs, no state, no arrival."""
-    off = tl.load(kprev_ptr + b, mask=real, other=1).to(tl.int32) - 1
-    ch_x = h * P + offs_p
-    ch_b = H * P + g * N + offs_n
-    ch_c = ch_b + G * N
-    # Weights first: no load may wait behind an output store (a round trip each).
-    w_x = conv_weights(cw_ptr, cbias_ptr, ch_x, mask_p, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
-    w_b = conv_weights(cw_ptr, cbias_ptr, ch_b, mask_n, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
-    w_c = conv_weights(cw_ptr, cbias_ptr, ch_c, mask_n, stride_cw_c, stride_cw_k, D_CONV, HAS_CBIAS)
-    in_x = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_x, mask_p, T * stride_xbc_row, 1, stride_xbc_row,
-                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
-    in_b = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_b, mask_n, T * stride_xbc_row, 1, stride_xbc_row,
-                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
-    in_c = conv_inputs(xbc_ptr, cs_ptr, b, slot, off, ch_c, mask_n, T * stride_xbc_row, 1, stride_xbc_row,
-                       stride_cs_slot, stride_cs_c, stride_cs_k, T, D_CONV)
-    cs_base = cs_ptr + s * stride_cs_slot
-    xb_base = xbc_ptr + (b * T) * stride_xbc_row
-    ok_x = mask_p & ((offs_p * 0 + real.to(tl.int32)) != 0)  # (vector masks: the interpreter needs them)
-    x_state = conv_new_state(cs_base, xb_base, off, ch_x, ok_x, stride_cs_c, stride_cs_k, stride_xbc_row, T, D_CONV,
-                             S_PAD)
-    store_conv_outputs(in_x, conv_ptr, b, slot, ch_x, mask_p, *w_x, stride_conv_row, T, D_CONV, SILU)
-    store_conv_outputs(in_b, conv_ptr, b, slot, ch_b, mask_n, *w_b, stride_conv_row, T, D_CONV, SILU)
-    store_conv_outputs(in_c, conv_ptr, b, slot, ch_c, mask_n, *w_c, stride_conv_row, T, D_CONV, SILU)
-    tl.debug_barrier()
-
-    store_conv_state(cs_base, x_state, ch_x, ok_x[:, None], stride_cs_c, stride_cs_k, T, D_CONV, S_PAD)
-
-
-@triton.jit
-def _conv_arrive(b, g, s, real, offs_n, mask_n, xbc_ptr, cs_ptr, kprev_ptr, arrive_ptr,
-                 stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k,
-                 T: tl.constexpr, H: tl.constexpr, P: tl.constexpr, N: tl.constexpr, G: tl.constexpr,
-                 HEADS_PER_GROUP: tl.constexpr, BLOCK_P: tl.constexpr, D_CONV: tl.constexpr, S_PAD: tl.constexpr):
-    """`_conv_inside`'s second half, at the item's end (its release fence waits for every store before
-    it: off the path to the outputs): the arrival, and the group's B / C conv state if this program is
-    the group's last (every other one has read the old state: their arrivals came after their reads;
-    none writes it, so its kept columns are read here, then replaced)."""
-    programs: tl.constexpr = HEADS_PER_GROUP * ((P + BLOCK_P - 1) // BLOCK_P)
-    counter = arrive_ptr + b * G + g
-    ticket = tl.atomic_add(counter, 1, mask=real, sem="acq_rel", scope="gpu")
-    if real & (ticket == programs - 1):
-        off = tl.load(kprev_ptr + b).to(tl.int32) - 1
-        ch_b = H * P + g * N + offs_n
-        ch_c = ch_b + G * N
-        ok_n = mask_n & ((offs_n * 0 + real.to(tl.int32)) != 0)  # (vector masks: the interpreter needs them)
-        cs_base = cs_ptr + s * stride_cs_slot
-        xb_base = xbc_ptr + (b * T) * stride_xbc_row
-        b_state = conv_new_state(cs_base, xb_base, off, ch_b, ok_n, stride_cs_c, stride_cs_k, stride_xbc_row, T,
-                                 D_CONV, S_PAD)
-        c_state = conv_new_state(cs_base, xb_base, off, ch_c, ok_n, stride_cs_c, stride_cs_k, stride_xbc_row, T,
-                                 D_CONV, S_PAD)
-        tl.debug_barrier()
-        store_conv_state(cs_base, b_state, ch_b, ok_n[:, None], stride_cs_c, stride_cs_k, T, D_CONV, S_PAD)
-        store_conv_state(cs_base, c_state, ch_c, ok_n[:, None], stride_cs_c, stride_cs_k, T, D_CONV, S_PAD)
-        tl.store(counter, 0)  # (no program of this launch arrives after the last)
-
-
-@triton.jit
 def _fused_item(
     b,
     h,
@@ -817,18 +724,6 @@ def _fused_item(
     stride_dt_row,
     stride_z_row,
     stride_y_row,
-    xbc_ptr,
-    cs_ptr,
-    cw_ptr,
-    cbias_ptr,
-    kprev_ptr,
-    arrive_ptr,
-    stride_xbc_row,
-    stride_cs_slot,
-    stride_cs_c,
-    stride_cs_k,
-    stride_cw_c,
-    stride_cw_k,
     T: tl.constexpr,
     W: tl.constexpr,
     H: tl.constexpr,
@@ -845,11 +740,6 @@ def _fused_item(
     HAS_Z: tl.constexpr,
     PREC: tl.constexpr,
     WAIT: tl.constexpr,
-    FUSE_CONV: tl.constexpr,
-    D_CONV: tl.constexpr,
-    S_PAD: tl.constexpr,
-    HAS_CBIAS: tl.constexpr,
-    SILU: tl.constexpr,
 ):
     """One work item (row b, head h, P-tile pid_p) of the one-kernel form: everything precompute
     would hand over is computed here, history columns (W_PAD) and new-token columns (T_PAD) as
@@ -901,11 +791,6 @@ def _fused_item(
     offs_t = tl.arange(0, T_PAD)
     t_ok = (offs_t < T) & ((offs_t * 0 + slot) >= 0)
     row0 = b * T  # int64; token offsets below are int32
-    if FUSE_CONV:  # x_ptr is conv_out itself (x its first columns)
-        _conv_inside(b, h, g, slot.to(tl.int64), s, real, offs_p, mask_p, offs_n, mask_n, x_ptr, stride_x_row,
-                     xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr,
-                     stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k,
-                     T, H, P, N, G, HEADS_PER_GROUP, BLOCK_P, D_CONV, S_PAD, HAS_CBIAS, SILU)
     x_new = _token_tile(x_ptr, row0, stride_x_row, offs_t, h * P, offs_p, t_ok, mask_p)
     b_new = _token_tile(b_ptr, row0, stride_b_row, offs_t, g * N, offs_n, t_ok, mask_n)
     c_new = _token_tile(c_ptr, row0, stride_c_row, offs_t, g * N, offs_n, t_ok, mask_n)
@@ -938,10 +823,6 @@ def _fused_item(
         if h % HEADS_PER_GROUP == 0:
             b_rows = hb_base + (wrow[:, None] * G + g) * N + offs_n[None, :]
             tl.store(b_rows, b_new, mask=t_ok[:, None] & mask_n[None, :])
-    if FUSE_CONV:
-        _conv_arrive(b, g, s, real, offs_n, mask_n, xbc_ptr, cs_ptr, kprev_ptr, arrive_ptr,
-                     stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, T, H, P, N, G, HEADS_PER_GROUP, BLOCK_P,
-                     D_CONV, S_PAD)
 
 
 @triton.jit(do_not_specialize=["seed", "step"])
@@ -971,18 +852,6 @@ def replay_fused_kernel(
     stride_dt_row,
     stride_z_row,
     stride_y_row,
-    xbc_ptr,
-    cs_ptr,
-    cw_ptr,
-    cbias_ptr,
-    kprev_ptr,
-    arrive_ptr,
-    stride_xbc_row,
-    stride_cs_slot,
-    stride_cs_c,
-    stride_cs_k,
-    stride_cw_c,
-    stride_cw_k,
     T: tl.constexpr,
     W: tl.constexpr,
     H: tl.constexpr,
@@ -999,23 +868,13 @@ def replay_fused_kernel(
     HAS_Z: tl.constexpr,
     PREC: tl.constexpr,
     PDL: tl.constexpr,
-    FUSE_CONV: tl.constexpr = False,
-    D_CONV: tl.constexpr = 4,
-    S_PAD: tl.constexpr = 16,
-    HAS_CBIAS: tl.constexpr = False,
-    SILU: tl.constexpr = False,
 ):
-    """Grid ``(cdiv(P, BLOCK_P), H, batch)``. ``FUSE_CONV``: the conv1d update inside
-    (`CheckpointKnobs.fuse_conv`; the conv operands are dummies otherwise, never read)."""
     _fused_item(
         tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
         ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
         dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
         stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
-        xbc_ptr, cs_ptr, cw_ptr, cbias_ptr, kprev_ptr, arrive_ptr,
-        stride_xbc_row, stride_cs_slot, stride_cs_c, stride_cs_k, stride_cw_c, stride_cw_k,
         T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
-        FUSE_CONV, D_CONV, S_PAD, HAS_CBIAS, SILU,
     )
 
 
@@ -1100,35 +959,6 @@ def _check_layout(rs, H: int, P: int, N: int, G: int, T: int) -> tuple[str, int]
     return fmt, L
 
 
-def _conv_inside_args(conv: ConvOperands | None, knobs: CheckpointKnobs, slot_idx: torch.Tensor,
-                      conv_out: torch.Tensor, scratch: ReplayScratch, *, T: int, G: int,
-                      validate: bool) -> tuple[tuple, dict]:
-    """The fused kernel's conv operands and constexprs: real ones with ``knobs.fuse_conv`` (checked
-    here, ValueError naming the operand), else dummies the kernel never reads."""
-    if not (knobs.fused and knobs.fuse_conv):
-        dummy = conv_out
-        return (dummy, dummy, dummy, dummy, slot_idx, scratch.arrivals, 0, 0, 0, 0, 0, 0), {}
-    if conv is None:
-        raise ValueError("knobs.fuse_conv runs the conv1d update in the kernel: pass conv=ConvOperands(...)")
-    _, batch, conv_dim, d_conv = check_conv_operands(conv.xbc, conv.conv_state, conv.weight, conv.bias, slot_idx,
-                                                     conv.k_prev, T=T, activation=conv.activation)
-    xbc, state, weight = conv.xbc, conv.conv_state, conv.weight
-    if xbc.dim() != 2 or xbc.stride(1) != 1 or xbc.shape[1] != conv_out.shape[1]:
-        raise ValueError(f"conv.xbc must be the (batch*T, {conv_out.shape[1]}) in_proj output with unit column "
-                         f"stride, got {tuple(xbc.shape)}")
-    if conv_out.dtype != xbc.dtype:
-        raise ValueError(f"conv_out must be in conv.xbc's dtype {xbc.dtype}, got {conv_out.dtype}")
-    if scratch.arrivals.numel() < batch * G or scratch.arrivals.dtype != torch.int32:
-        raise ValueError("scratch does not fit this step: use make_scratch(batch, H, T, W)")
-    if validate:
-        validate_conv1d_inputs(state, slot_idx, conv.k_prev, T)
-    args = (xbc, state, weight, conv.bias if conv.bias is not None else weight, conv.k_prev, scratch.arrivals,
-            xbc.stride(0), state.stride(0), state.stride(1), state.stride(2), weight.stride(0), weight.stride(1))
-    consts = dict(FUSE_CONV=True, D_CONV=d_conv, S_PAD=triton.next_power_of_2(d_conv - 2 + T),
-                  HAS_CBIAS=conv.bias is not None, SILU=conv.activation == "silu")
-    return args, consts
-
-
 def replay_step(
     rs,
     slot_idx: torch.Tensor,
@@ -1153,7 +983,6 @@ def replay_step(
     knobs: CheckpointKnobs | None = None,
     validate: bool = True,
     launch: str = "both",
-    conv: ConvOperands | None = None,
 ) -> torch.Tensor:
     """One checkpoint-replay step (docs/spec.md §5) of T tokens per row: precompute then main.
 
@@ -1164,9 +993,7 @@ def replay_step(
     strides); A, D, dt_bias fp32 (H,). y: contiguous (batch*T, H*P) output (act dtype). scratch:
     `make_scratch(batch, H, T, W)`. ``launch``: "both", "precompute" or "main" (the chain
     launches them separately). Returns y. ``validate`` syncs to check indices and bookkeeping
-    (skipped during graph capture; pass False in timed loops). ``conv``: the conv1d update's
-    operands, required by (and only read with) ``knobs.fused and knobs.fuse_conv``: the kernel then
-    writes ``conv_out`` and the conv state itself, and no conv1d launch goes before it.
+    (skipped during graph capture; pass False in timed loops).
     """
     H, P, N, G = nheads, head_dim, dstate, ngroups
     if H % G:
@@ -1200,8 +1027,6 @@ def replay_step(
         return y
 
     knobs = knobs or default_knobs(batch, fmt, rounding, P, window=rs.window, T=T)
-    conv_args, conv_consts = _conv_inside_args(conv, knobs, slot_idx, conv_out, scratch, T=T, G=G,
-                                               validate=validate and not is_capturing())
     use_pdl = pdl_enabled(pdl, conv_out.device)
     x = conv_out[:, : H * P]
     Bm = conv_out[:, H * P : H * P + G * N]
@@ -1215,10 +1040,10 @@ def replay_step(
                 rs.hist_x, rs.hist_B, rs.hist_dt, x, Bm, Cm, dt_raw, z if z is not None else dt_raw, y, A, D, dt_bias,
                 seed, step,
                 x.stride(0), Bm.stride(0), Cm.stride(0), dt_raw.stride(0), z.stride(0) if z is not None else 0,
-                y.stride(0), *conv_args,
+                y.stride(0),
                 T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad,
                 BLOCK_P=block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
-                PREC=knobs.precision, PDL=use_pdl, **conv_consts,
+                PREC=knobs.precision, PDL=use_pdl,
                 **launch_options(use_pdl, knobs.num_warps, 1, knobs.max_regs),
             )
         return y
