@@ -24,6 +24,14 @@ on the GPU (bit-exactness of the GPU's rounding paths included)."""
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES, Conv1dKnobs, conv1d_update  # noqa: E402
 from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update  # noqa: E402
 
+FORMS = ["columns", "flat", "columns+first", "flat+first"]
+"""`Conv1dKnobs.form`, ``+first``: with `Conv1dKnobs.loads_first`."""
+
+
+def _knobs(form: str, **fields) -> Conv1dKnobs:
+    return Conv1dKnobs(form=form.removesuffix("+first"), loads_first=form.endswith("+first"), **fields)
+
+
 TOL = {torch.bfloat16: {"atol": 1e-2, "rtol": 2.0**-7}, torch.float32: {"atol": 1e-5, "rtol": 1e-5}}
 
 
@@ -43,7 +51,7 @@ def _case(batch: int, conv_dim: int, T: int, d_conv: int, n_slots: int, dtype: t
     return xbc, state, weight, bias, slots, k_prev
 
 
-@pytest.mark.parametrize("form", ["columns", "flat"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(
     "d_conv,has_bias,dtype,T",
     [
@@ -72,7 +80,7 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
         k_prev.to(DEVICE),
         T=T,
         out=out,
-        knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form),
+        knobs=_knobs(form, block_c=16, num_warps=1),
     )
     assert got.data_ptr() == out.data_ptr()
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
@@ -82,7 +90,7 @@ def test_conv1d_matches_reference(d_conv: int, has_bias: bool, dtype: torch.dtyp
     assert torch.equal(st, ref_state), "conv state differs (must be an exact copy of inputs)"
 
 
-@pytest.mark.parametrize("form", ["columns", "flat"])
+@pytest.mark.parametrize("form", FORMS)
 def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     """Any state strides work: a channel-last pool (n_slots, S, conv_dim).transpose(1, 2), and
     the input given as the (batch, conv_dim, T) view."""
@@ -97,14 +105,14 @@ def test_conv1d_channel_last_pool_and_3d_view(form: str) -> None:
     x3d = xbc.to(DEVICE).view(batch, T, conv_dim).transpose(1, 2)
     got = conv1d_update(
         x3d, st_cl, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE), T=T,
-        knobs=Conv1dKnobs(form=form),
+        knobs=_knobs(form),
     )
     got3 = got.cpu().view(batch, T, conv_dim).transpose(1, 2)
     torch.testing.assert_close(got3.double(), ref_out, **TOL[torch.bfloat16])
     assert torch.equal(st_cl.cpu(), ref_state)
 
 
-@pytest.mark.parametrize("form", ["columns", "flat"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("T,dtype", [(1, torch.bfloat16), (4, torch.bfloat16), (2, torch.float32), (6, torch.bfloat16)])
 def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -> None:
     """Three decode steps chained on one pool (each step's state is the next one's input), with
@@ -123,7 +131,7 @@ def test_conv1d_multi_step_whole_blocks(T: int, dtype: torch.dtype, form: str) -
                                                bias, slots, k_prev)
         out = torch.full((batch * T, conv_dim), float("nan"), dtype=dtype, device=DEVICE)
         conv1d_update(xbc.to(DEVICE), st, weight.to(DEVICE), bias.to(DEVICE), slots.to(DEVICE), k_prev.to(DEVICE),
-                      T=T, out=out, knobs=Conv1dKnobs(block_c=16, num_warps=1, form=form))
+                      T=T, out=out, knobs=_knobs(form, block_c=16, num_warps=1))
         got3 = out.cpu().view(batch, T, conv_dim).transpose(1, 2)
         torch.testing.assert_close(got3.double(), ref_out, **TOL[dtype])
         assert torch.equal(st.cpu(), ref_state), f"conv state differs after step {step}"

@@ -22,6 +22,8 @@ VARIANTS = {
     "triton.conv1d.flat64w1": Conv1dKnobs(block_c=64, num_warps=1, form="flat"),
     "triton.conv1d.flat64w2": Conv1dKnobs(block_c=64, num_warps=2, form="flat"),
     "triton.conv1d.flat256w2": Conv1dKnobs(block_c=256, num_warps=2, form="flat"),
+    "triton.conv1d.columns+first": Conv1dKnobs(block_c=128, num_warps=2, form="columns", loads_first=True),
+    "triton.conv1d.flat+first": Conv1dKnobs(block_c=128, num_warps=2, form="flat", loads_first=True),
 }
 """The forms timed beside the default (`triton.conv1d`: `default_conv1d_knobs`)."""
 

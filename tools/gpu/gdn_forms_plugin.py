@@ -46,6 +46,7 @@ CONV_VARIANTS = {
     "triton.gdn.conv-first": {"trigger": "first"},
     "triton.gdn.conv-none": {"trigger": "none"},
     "triton.gdn.conv-c256": {"block_c": 256, "num_warps": 4},
+    "triton.gdn.conv-loads-first": {"loads_first": True},
 }
 """conv1d knobs changed from the default's in the GDN chain."""
 

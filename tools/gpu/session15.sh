@@ -15,7 +15,9 @@ set -u
 #          round 12 (round 11's impls, b1-b32).
 # (fuse_conv lost in every cell of both rounds and was removed after phase 2; the form, its tests and variants are in
 #  the history: commit 70f90ee. Phases 1-2 need that commit's files.)
-PHASE=${PHASE:?PHASE=1 or 2}
+# Phase 3  19, 20: conv1d with every input token loaded first (`Conv1dKnobs.loads_first`) beside the default in one
+#          run: in the checkpoint chain, alone, in the GDN chain (tools/gpu/conv-loads-first.yaml); conv1d and GDN tests.
+PHASE=${PHASE:?PHASE=1 to 3}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -39,6 +41,13 @@ phase2() {
     tests/test_triton_checkpoint_conv_inside.py tests/test_triton_conv1d.py
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks12 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
     --filter batch=1,8,16,32
+}
+
+phase3() {
+  STEP_TIMEOUT=150 once conv-first-tests-gpu python3 -m pytest -q -p no:cacheprovider tests/test_triton_conv1d.py \
+    tests/test_triton_gdn.py
+  PYTHONPATH=$FORMS_PATH sweep conv-loads-first tools/gpu/conv-loads-first.yaml --plugin checkpoint_bw_plugin \
+    --plugin conv1d_forms_plugin --plugin gdn_forms_plugin
 }
 
 run_phase

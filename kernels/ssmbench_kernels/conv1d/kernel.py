@@ -67,6 +67,13 @@ class Conv1dKnobs:
     state during conv1d. Placing it after the stores, or launching conv1d as an ordinary kernel,
     changed nothing (both removed)."""
 
+    loads_first: bool = False
+    """Every input token of the row loaded first thing after `gdc_wait`, under the channel mask only
+    (padding rows read their input too, unused), before the window and any store: the x loads then
+    issue without waiting for the slot's round trip, and no token load waits behind a state or output
+    store (a possible alias: one round trip a token in the column form). Else each token is loaded
+    where it is used, under the row's slot mask. Session 15's measurement: docs/perf-notes.md."""
+
     def __post_init__(self) -> None:
         """Checked once, where the knobs are made, not on every launch. Raises ValueError."""
         if self.form not in CONV1D_FORMS:
@@ -103,7 +110,7 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv
 @triton.jit
 def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t,
                  T: tl.constexpr, D_CONV: tl.constexpr, BLOCK_C: tl.constexpr, F_PAD: tl.constexpr,
-                 EVEN_C: tl.constexpr):
+                 EVEN_C: tl.constexpr, LOADS_FIRST: tl.constexpr = False):
     """The flat form's state update (row-contiguous pool): the block's ``BLOCK_C`` rows of ``S``
     columns are one contiguous run of ``BLOCK_C * S`` elements from ``s_base`` (the block's first
     channel), so the new rows are written as one 1-D tile of 16-byte stores, full sectors, whatever
@@ -116,12 +123,14 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
     offs_f = tl.arange(0, F_PAD)
     ch = offs_f // S
     col = offs_f % S
-    mask = (offs_f < BLOCK_C * S) & real  # constexpr bound: keeps 16-byte vectors (masks of runs of 16)
+    in_block = offs_f < BLOCK_C * S  # constexpr bound: keeps 16-byte vectors (masks of runs of 16)
     if not EVEN_C:
-        mask = mask & (c0 + ch < conv_dim)
+        in_block = in_block & (c0 + ch < conv_dim)
+    mask = in_block & real
     kept = tl.load(s_base + offs_f + off + 1, mask=mask & (col < D_CONV - 2), other=0.0)
+    x_mask = in_block if LOADS_FIRST else mask  # LOADS_FIRST: not waiting for the slot
     x_col = tl.load(x_base + (c0 + ch).to(tl.int64) * stride_x_c + (col - (D_CONV - 2)) * stride_x_t,
-                    mask=mask & (col >= D_CONV - 2), other=0.0)
+                    mask=x_mask & (col >= D_CONV - 2), other=0.0)
     new = tl.where(col < D_CONV - 2, kept, x_col.to(s_base.dtype.element_ty))
     tl.debug_barrier()
     tl.store(s_base + offs_f, new, mask=mask)
@@ -131,12 +140,17 @@ def _flat_update(s_base, x_base, c0, conv_dim, off, real, stride_x_c, stride_x_t
 def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
               stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
               T: tl.constexpr, D_CONV: tl.constexpr, SILU: tl.constexpr, BLOCK_C: tl.constexpr,
-              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr):
-    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs."""
+              FLAT: tl.constexpr, F_PAD: tl.constexpr, EVEN_C: tl.constexpr, LOADS_FIRST: tl.constexpr):
+    """One row's BLOCK_C channels: window loads, the new state (flat or column form), T outputs
+    (``LOADS_FIRST``: `Conv1dKnobs.loads_first`)."""
     real = slot >= 0
     mask_s = mask_c & ((offs_c * 0 + slot) >= 0)  # tensor comparison: interpreter-safe mask
     x_base = x_ptr + row * stride_x_b
     x_row = x_base + offs_c.to(tl.int64) * stride_x_c
+    tokens = ()
+    if LOADS_FIRST:
+        for t in tl.static_range(T):
+            tokens = tokens + (tl.load(x_row + t * stride_x_t, mask=mask_c, other=0.0),)
     s_base = state_ptr + slot * stride_s_slot
     s_row = s_base + offs_c.to(tl.int64) * stride_s_c
     # Window columns off .. off + D_CONV - 2 of the state; h2 is the newest (E[D_CONV - 2]).
@@ -152,7 +166,7 @@ def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1,
         # A splat, not the scalar `real`: keeps the mask's runs (16-byte stores) and the interpreter's dtype.
         real_f = (tl.zeros([F_PAD], tl.int64) + slot) >= 0
         _flat_update(s_base + c0 * (D_CONV - 2 + T), x_base, c0, conv_dim, off, real_f, stride_x_c, stride_x_t,
-                     T, D_CONV, BLOCK_C, F_PAD, EVEN_C)
+                     T, D_CONV, BLOCK_C, F_PAD, EVEN_C, LOADS_FIRST)
     else:
         # New state, head: conv_state[off + 1 : off + D_CONV - 1] (all loaded above, so in place is safe).
         if D_CONV == 3:
@@ -166,7 +180,10 @@ def _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1,
     f2 = h2.to(tl.float32)
     out_row = out_ptr + (row * T) * stride_out_row + offs_c
     for t in tl.static_range(T):
-        xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
+        if LOADS_FIRST:
+            xt = tokens[t]
+        else:
+            xt = tl.load(x_row + t * stride_x_t, mask=mask_s, other=0.0)
         if not FLAT:
             tl.store(s_row + (D_CONV - 2 + t) * stride_s_k, xt.to(state_ptr.dtype.element_ty), mask=mask_s)
         xf = xt.to(tl.float32)
@@ -214,6 +231,7 @@ def conv1d_update_kernel(
     F_PAD: tl.constexpr,
     EVEN_C: tl.constexpr,
     TRIGGER: tl.constexpr = True,
+    LOADS_FIRST: tl.constexpr = False,
 ):
     """Grid ``(cdiv(conv_dim, BLOCK_C), batch)``; one program = BLOCK_C channels of one row (several
     rows a program lost at T = 1 on the H200, session 10: docs/perf-notes.md). ``FLAT``:
@@ -246,7 +264,7 @@ def conv1d_update_kernel(
 
     _conv_row(x_ptr, state_ptr, out_ptr, row, slot, off, offs_c, mask_c, w0, w1, w2, w3, bias, conv_dim,
               stride_x_b, stride_x_c, stride_x_t, stride_s_slot, stride_s_c, stride_s_k, stride_out_row,
-              T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C)
+              T, D_CONV, SILU, BLOCK_C, FLAT, F_PAD, EVEN_C, LOADS_FIRST)
 
 
 KERNEL_NAMES: tuple[str, ...] = (conv1d_update_kernel.fn.__name__,)
@@ -360,6 +378,7 @@ def conv1d_update(
         F_PAD=triton.next_power_of_2(knobs.block_c * width),
         EVEN_C=conv_dim % knobs.block_c == 0,
         TRIGGER=knobs.trigger == "first",
+        LOADS_FIRST=knobs.loads_first,
         **launch_options(use_pdl, knobs.num_warps, knobs.num_stages),
     )
     return out
