@@ -168,3 +168,13 @@ def test_conv1d_all_padding_and_validation() -> None:
     with pytest.raises(ValueError, match="out of range"):
         run([0, 9])
     assert KERNEL_NAMES == ("conv1d_update_kernel",)
+
+
+def test_default_knobs_rule() -> None:
+    """`default_conv1d_knobs`: the flat form from 4 state columns, with its tokens loaded first; the
+    column form below, without (docs/perf-notes.md, sessions 9 and 15)."""
+    from ssmbench_kernels.conv1d.kernel import default_conv1d_knobs
+
+    for T, d_conv, form in ((1, 4, "columns"), (2, 4, "flat"), (6, 4, "flat"), (1, 2, "columns"), (4, 3, "flat")):
+        knobs = default_conv1d_knobs(1280, 64, T, d_conv)
+        assert (knobs.form, knobs.loads_first) == (form, form == "flat")

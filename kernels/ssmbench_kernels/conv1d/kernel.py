@@ -102,9 +102,13 @@ def default_conv1d_knobs(conv_dim: int, batch: int, T: int, d_conv: int) -> Conv
     the H200's conv1d alone at b1024, T = 6 / 4 (16- and 12-byte bf16 rows), 20.8 / 19.7 us against
     25.2 (the old row-tile form) / 33.5 (columns). At 3 columns (T = 1) the columns' three stores are
     already few: flat was equal at 1280 channels and 10% slower at 10240 (docs/perf-notes.md,
-    session 9)."""
+    session 9). The flat form loads its tokens first (`Conv1dKnobs.loads_first`; H200, session 15,
+    one run: alone at T = 6 0.95-0.99 of the time without, in the checkpoint chain conv1d b256 7.2 ->
+    6.3 us, GDN T = 4 chains 0.97-1.0); the column form does not (T = 1 alone 0.95-1.16, the GDN T = 1
+    chain 1.0)."""
     del conv_dim, batch
-    return Conv1dKnobs(block_c=128, num_warps=2, form="flat" if d_conv - 2 + T >= 4 else "columns")
+    flat = d_conv - 2 + T >= 4
+    return Conv1dKnobs(block_c=128, num_warps=2, form="flat" if flat else "columns", loads_first=flat)
 
 
 @triton.jit
