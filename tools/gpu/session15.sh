@@ -17,7 +17,12 @@ set -u
 #  the history: commit 70f90ee. Phases 1-2 need that commit's files.)
 # Phase 3  19, 20: conv1d with every input token loaded first (`Conv1dKnobs.loads_first`) beside the default in one
 #          run: in the checkpoint chain, alone, in the GDN chain (tools/gpu/conv-loads-first.yaml); conv1d and GDN tests.
-PHASE=${PHASE:?PHASE=1 to 3}
+# (loads_first won for the flat form in every cell and is its default now; the column form keeps the loads in place.)
+# Phase 4  19: `ssmbench tune` of triton.checkpoint at the small batches FlashInfer's chain still leads and no tune
+#          has covered (W = 16 fp32 b16 / b32, bf16 b8 / b16), two at a time on two GPUs (kind nvidia-h200-x2).
+# Phase 5  19: the headline with all four impls on the final tables and conv1d (the H200 baseline to store), its gate
+#          against the stored baseline, a warm Triton rerun.
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -48,6 +53,22 @@ phase3() {
     tests/test_triton_gdn.py
   PYTHONPATH=$FORMS_PATH sweep conv-loads-first tools/gpu/conv-loads-first.yaml --plugin checkpoint_bw_plugin \
     --plugin conv1d_forms_plugin --plugin gdn_forms_plugin
+}
+
+phase4() {
+  TUNE_NAME=checkpoint-w16-b16-32-fp32 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=fp32 \
+    --batch 16,32 &
+  TUNE_NAME=checkpoint-w16-b8-16-bf16 tune 1 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=bf16 \
+    --batch 8,16 &
+  wait
+}
+
+phase5() {
+  install_tables
+  sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
 }
 
 run_phase
