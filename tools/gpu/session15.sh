@@ -63,8 +63,7 @@ phase4() {
   wait
 }
 
-phase5() {
-  install_tables
+phase5() {  # (phase 4's tables installed and committed on the CPU machine first: tools/gpu/install_tables.py)
   sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
   gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
   sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
