@@ -22,7 +22,9 @@ set -u
 #          has covered (W = 16 fp32 b16 / b32, bf16 b8 / b16), two at a time on two GPUs (kind nvidia-h200-x2).
 # Phase 5  19: the headline with all four impls on the final tables and conv1d (the H200 baseline to store), its gate
 #          against the stored baseline, a warm Triton rerun.
-PHASE=${PHASE:?PHASE=1 to 5}
+# Phase 6  19: phase 4's tune at b1 (fp32, bf16, fp16 SR) and fp32 b8, on the warm x2 host (phase 4: block_p 32 at b16,
+#          -19% / -23%, where the default rule gives 16).
+PHASE=${PHASE:?PHASE=1 to 6}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -68,6 +70,14 @@ phase5() {  # (phase 4's tables installed and committed on the CPU machine first
   gate final-vs-stored "$R/headline-final.json" baselines/nvidia-h200/nemotron3-super-tp8.json
   sweep triton-final-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
+}
+
+phase6() {
+  TUNE_NAME=checkpoint-w16-b1-8-fp32 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 --filter format=fp32 \
+    --batch 1,8 &
+  TUNE_NAME=checkpoint-w16-b1-bf16-fp16sr tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
+    --filter format=bf16,fp16sr --batch 1 &
+  wait
 }
 
 run_phase
