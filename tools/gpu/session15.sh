@@ -24,7 +24,9 @@ set -u
 #          against the stored baseline, a warm Triton rerun.
 # Phase 6  19: phase 4's tune at b1 (fp32, bf16, fp16 SR) and fp32 b8, on the warm x2 host (phase 4: block_p 32 at b16,
 #          -19% / -23%, where the default rule gives 16).
-PHASE=${PHASE:?PHASE=1 to 6}
+# Phase 7  19: (carry results/s15: phases 4 and 6's tables) the tune at b8 for fp16 SR (both windows) and W = T fp32 /
+#          bf16, then every table of phases 4, 6 and 7 installed, then phase 5 (the headline and the warm rerun).
+PHASE=${PHASE:?PHASE=1 to 7}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -78,6 +80,15 @@ phase6() {
   TUNE_NAME=checkpoint-w16-b1-bf16-fp16sr tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
     --filter format=bf16,fp16sr --batch 1 &
   wait
+}
+
+phase7() {
+  TUNE_BUDGET=110 TUNE_NAME=checkpoint-b8-fp16sr tune 0 triton.checkpoint "$HEADLINE" --filter format=fp16sr --batch 8 &
+  TUNE_BUDGET=110 TUNE_NAME=checkpoint-wT-b8 tune 1 triton.checkpoint "$HEADLINE" --filter window=6 \
+    --filter format=fp32,bf16 --batch 8 &
+  wait
+  install_tables
+  phase5
 }
 
 run_phase
