@@ -26,7 +26,11 @@ set -u
 #          -19% / -23%, where the default rule gives 16).
 # Phase 7  19: (carry results/s15: phases 4 and 6's tables) the tune at b8 for fp16 SR (both windows) and W = T fp32 /
 #          bf16, then every table of phases 4, 6 and 7 installed, then phase 5 (the headline and the warm rerun).
-PHASE=${PHASE:?PHASE=1 to 7}
+# Phase 8  19: the headline again on the committed tables (phase 7's run read b4 fp16 SR W = 16 30% slower: the b1
+#          entry covered it; a b4 entry now restores the default), gates against phase 7's run and the stored
+#          baseline, a warm Triton rerun; compute-sanitizer and 5-launch determinism on the new entries' chains (W = 16
+#          fp16 SR b1 on 8 warps, bf16 b16 at 32 x N).
+PHASE=${PHASE:?PHASE=1 to 8}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -89,6 +93,22 @@ phase7() {
   wait
   install_tables
   phase5
+}
+
+phase8() {
+  sweep headline-final2 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final2-vs-final "$R/headline-final2.json" "$R/headline-final.json"
+  gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  local b fmt
+  for b_fmt in 1:fp16sr 16:bf16; do
+    b=${b_fmt%%:*}; fmt=${b_fmt##*:}
+    STEP_TIMEOUT=60 once "sanitizer-$fmt-b$b" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case $b $fmt)" \
+      --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-$fmt-b$b"
+    STEP_TIMEOUT=40 once "determinism-$fmt-b$b" python3 -m ssmbench profile "$HEADLINE" --case "$(ckpt_case $b $fmt)" \
+      --impl triton.checkpoint --determinism 5
+  done
+  sweep triton-final2-warm "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate warm2-vs-final2 "$R/triton-final2-warm.json" "$R/headline-final2.json"
 }
 
 run_phase
