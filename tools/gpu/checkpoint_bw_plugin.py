@@ -112,10 +112,12 @@ CONV_VARIANTS = {
     "c256w4": dict(block_c=256, num_warps=4),
     "c256w2": dict(block_c=256, num_warps=2),
     "loads-first": dict(loads_first=True),
+    "trigger-none": dict(trigger="none"),
 }
 """conv1d in front of the checkpoint chain (issue 19's third item: >= 70% of its floor from b256): shorter
 programs (more of them in flight) or wider ones (more bytes a thread), timed in the chain (session 12); every input
-token loaded first (`loads_first`, session 15)."""
+token loaded first (`loads_first`, session 15); no PDL trigger (`trigger-none`, session 15: GDN's many-wave
+conv1d lost 16 us to it, session 9)."""
 
 
 register(_forced("triton.checkpoint.bw", bw_knobs()))
