@@ -30,7 +30,7 @@ set -u
 #          entry covered it; a b4 entry now restores the default), gates against phase 7's run and the stored
 #          baseline, a warm Triton rerun; compute-sanitizer and 5-launch determinism on the new entries' chains (W = 16
 #          fp16 SR b1 on 8 warps, bf16 b16 at 32 x N).
-# Phase 9  19: the checkpoint chain's conv1d without its PDL trigger, b64-b1024 (conv-trigger-checkpoint).
+# Phase 9  19: the checkpoint chain's conv1d without its PDL trigger, b64-b1024 (tools/gpu/conv-trigger.yaml).
 PHASE=${PHASE:?PHASE=1 to 9}
 SESSION=s15
 source tools/gpu/session_env.sh
@@ -113,8 +113,7 @@ phase8() {
 }
 
 phase9() {
-  PYTHONPATH=$FORMS_PATH sweep conv-trigger tools/gpu/conv-loads-first.yaml --plugin checkpoint_bw_plugin \
-    --plugin conv1d_forms_plugin --plugin gdn_forms_plugin --filter sweep=conv-trigger-checkpoint
+  PYTHONPATH=$FORMS_PATH sweep conv-trigger tools/gpu/conv-trigger.yaml --plugin checkpoint_bw_plugin
 }
 
 run_phase
