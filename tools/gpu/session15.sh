@@ -9,7 +9,6 @@
 #          b1 <= 6 us and FlashInfer's lead at b8): its tests and the fused form's on the GPU, then round 11 of
 #          tools/gpu/checkpoint-picks.yaml (the table's picks and the default rule with the form, FlashInfer beside
 #          them, b1-b64, every format), compute-sanitizer and 5-launch determinism on a chain with the form.
-set -u
 # (Phase 1 measured the first form: conv1d's row loop inside, one round trip a token; the chain 1.5-2x slower.)
 # Phase 2  19: the form again with every conv input loaded in one round and the arrival at the item's end; its tests,
 #          round 12 (round 11's impls, b1-b32).
@@ -31,6 +30,7 @@ set -u
 #          baseline, a warm Triton rerun; compute-sanitizer and 5-launch determinism on the new entries' chains (W = 16
 #          fp16 SR b1 on 8 warps, bf16 b16 at 32 x N).
 # Phase 9  19: the checkpoint chain's conv1d without its PDL trigger, b64-b1024 (tools/gpu/conv-trigger.yaml).
+set -u
 PHASE=${PHASE:?PHASE=1 to 9}
 SESSION=s15
 source tools/gpu/session_env.sh
