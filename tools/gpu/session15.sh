@@ -31,7 +31,9 @@
 #          fp16 SR b1 on 8 warps, bf16 b16 at 32 x N).
 # Phase 9  19: the checkpoint chain's conv1d without its PDL trigger, b64-b1024 (tools/gpu/conv-trigger.yaml).
 set -u
-PHASE=${PHASE:?PHASE=1 to 9}
+# Phase 10 19, 20: the GPU tests on the final commit (conv1d's new default under the Mamba-2 and GDN chains): the
+#          GDN chain tests, the conv1d -> intermediate chain tests and 64-bit conv offsets, the conv1d tests.
+PHASE=${PHASE:?PHASE=1 to 10}
 SESSION=s15
 source tools/gpu/session_env.sh
 
@@ -114,6 +116,12 @@ phase8() {
 
 phase9() {
   PYTHONPATH=$FORMS_PATH sweep conv-trigger tools/gpu/conv-trigger.yaml --plugin checkpoint_bw_plugin
+}
+
+phase10() {
+  STEP_TIMEOUT=200 once final-tests-gpu bash -c 'python3 -m pytest -q -p no:cacheprovider tests/gpu/test_gdn_gpu.py & \
+    python3 -m pytest -q -p no:cacheprovider tests/gpu/test_mamba2_kernels_gpu.py -k "bf16 or fp32 or conv1d" & \
+    python3 -m pytest -q -p no:cacheprovider tests/test_triton_conv1d.py & wait'
 }
 
 run_phase
