@@ -26,7 +26,7 @@ from ssmbench_kernels.conv1d.kernel import conv1d_update
 from ssmbench_kernels.conv1d.reference import conv1d_update as ref_conv1d_update
 from ssmbench_kernels.mamba2_states.kernel import mamba2_intermediate
 from ssmbench_kernels.mamba2_states.reference import mamba2_intermediate_step
-from ssmbench_kernels.storage.kernel import format_code, store_state_rows
+from ssmbench_kernels.storage.kernel import format_code, request_sr_bits, store_state_rows
 from ssmbench_kernels.storage.reference import StoredState, dequantize, one_step_bound, quantize
 
 H, P, N, G, T, D_CONV = 16, 64, 128, 1, 6, 4
@@ -370,9 +370,8 @@ def _sr_store_kernel(
     r = tl.arange(0, ROWS)
     n = tl.arange(0, C)
     v = tl.load(v_ptr + r[:, None] * C + n[None, :])
-    store_state_rows(
-        data_ptr, scale_ptr, slot * ROWS + r, r < ROWS, n, n < C, v, C, FMT, True, 99, slot, step, r
-    )
+    bits16 = request_sr_bits(99, r, slot, step, 0, C, FMT, True)  # SR fields keyed by (row, column, slot, step)
+    store_state_rows(data_ptr, scale_ptr, slot * ROWS + r, r < ROWS, n, n < C, v, C, FMT, True, bits16)
 
 
 @pytest.mark.parametrize("fmt", ["bf16", "fp16", "int8", "fp8"])
@@ -401,14 +400,15 @@ def test_sr_unbiased(fmt: str, gpu_report) -> None:
     deq = dequantize(StoredState(data, scale if qmax else None, fmt))[:, :, 1:]
     mean = deq.mean((0, 2))
     target = v32.double()[:, 1]
-    # The two neighbours, exactly: SR with u = 0 picks hi (v not representable), u -> 1 picks lo.
+    # The two neighbours, exactly: SR rounds in magnitude (docs/spec.md §8), u = 0 picks hi (the neighbour of
+    # larger magnitude: v not representable), u -> 1 picks lo.
     vv = v32.double()
     hi = dequantize(quantize(vv, fmt, "sr", torch.zeros_like(vv)))[:, 1]
     lo = dequantize(quantize(vv, fmt, "sr", torch.full_like(vv, 1 - 2.0**-24)))[:, 1]
-    assert (hi > lo).all(), f"{fmt}: test values must lie strictly between two grid points"
+    assert (hi.abs() > lo.abs()).all(), f"{fmt}: test values must lie strictly between two grid points"
     p_hi = (target - lo) / (hi - lo)
     n = n_slots * (cols - 1)
-    bound = 5 * (hi - lo) * (p_hi * (1 - p_hi) / n).sqrt()
+    bound = 5 * (hi - lo).abs() * (p_hi * (1 - p_hi) / n).sqrt()
     err = (mean - target).abs()
     assert (err <= bound).all(), f"{fmt}: SR bias {err.tolist()} > 5 sigma {bound.tolist()}"
     assert ((deq == lo[None, :, None]) | (deq == hi[None, :, None])).all(), f"{fmt}: SR left the neighbours"
