@@ -207,3 +207,32 @@ def test_a_group_starts_from_its_table_entry_and_a_resume_from_its_logged_start(
     entries = json.loads(out.read_text())["entries"]
     assert entries[0]["knobs"] == picked and "from fused=False" in entries[0]["note"]
     assert entries[1]["knobs"] is None
+
+
+def test_a_new_entry_names_the_spec_batches_it_would_run_untimed() -> None:
+    """A bucket's entry stands for every batch up to the next entry: the tune names the spec's batches
+    a new winner would reach that nobody timed it at (session 15: a b1 entry ran b4 30% slower)."""
+    from types import SimpleNamespace
+
+    from ssmbench.runs.tune.run import Group, covered_batches, untimed_cover_notes
+
+    none = lambda b: None  # noqa: E731 - no table entry anywhere
+    assert covered_batches(1, [1, 2, 4, 8], {1}, none) == [2, 4, 8]
+    assert covered_batches(1, [1, 2, 4, 8, 16], {1}, lambda b: 8 if b >= 8 else None) == [2, 4]  # b8's entry
+    assert covered_batches(1, [1, 2, 4, 8], {1, 4}, none) == [2]  # b4 tuned in the same run
+    assert covered_batches(1, [1, 2, 4], {1}, lambda b: 2 if b >= 2 else None) == []  # an entry at b2 already
+    assert covered_batches(8, [1, 2, 4, 8], {8}, none) == []  # the spec's last batch
+
+    key = {"shape": "s", "T": 6, "state_dtype": "fp16", "rounding": "sr", "window": 16}
+    other = {**key, "state_dtype": "bf16"}
+
+    def group(k: dict, batch: int) -> Group:
+        return Group(f"{k['state_dtype']}-b{batch}", "tiny", SimpleNamespace(batch=batch), k)
+
+    spec = [group(key, b) for b in (1, 2, 4, 8)] + [group(other, b) for b in (1, 2)]
+    moved = SimpleNamespace(best={"num_warps": 8}, default={"num_warps": 2})
+    kept = SimpleNamespace(best={"num_warps": 2}, default={"num_warps": 2})
+    table = SimpleNamespace(lookup=lambda k, b: SimpleNamespace(batch=8) if k == key and b >= 8 else None)
+    lines = untimed_cover_notes([(group(key, 1), moved, {}), (group(other, 1), kept, {})], spec, table)
+    assert len(lines) == 1 and "fp16-b1's new entry would also run at batch 2, 4 of this spec" in lines[0]
+    assert untimed_cover_notes([(group(key, 1), kept, {})], spec, None) == []

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ssmbench.errors import UsageError
 from ssmbench.impls.knobs import describe_config
-from ssmbench.impls.tuned import SCHEMA, Tunable, device_name, table_key, tunable_of
+from ssmbench.impls.tuned import SCHEMA, Tunable, device_name, load_table, table_key, tunable_of
 from ssmbench.output.compare import MIN_SAMPLES, Gate, gates_from_spec
 from ssmbench.output.results import log_path, write_document
 from ssmbench.runs.sweep.options import parse_filters
@@ -204,8 +204,53 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     gpu_name = session[0].info.get("name") if session else gpu_model
     write_table(output, options.impl, gpu_name, results, settings)
     console.print(report(results, gate))
+    existing = load_table(tunable.table_path(gpu_model), options.impl, tunable.space) if gpu_model else None
+    spec_groups = tuning_groups(sweep_file, impl, tunable, None)  # every batch of the spec, not only the tuned ones
+    for line in untimed_cover_notes(results, spec_groups, existing):
+        console.print(line, highlight=False, markup=False)
     console.print(f"knob table: {output} (log: {log})", highlight=False, markup=False)
     return 0
+
+
+def covered_batches(batch: int, spec_batches: list[int], tuned: set[int], table_bucket: Any) -> list[int]:
+    """The spec's batches above ``batch`` that an entry tuned at ``batch`` would stand for once installed:
+    the table's nearest bucket at or below them (`Table.lookup`) would be ``batch``, because neither
+    another tuned bucket (``tuned``) nor an entry already in the table (``table_bucket(b)``: its batch,
+    or None) lies between."""
+    covered = []
+    for b in sorted(spec_batches):
+        if b <= batch or b in tuned:
+            continue
+        below = [t for t in tuned if t <= b]
+        if (existing := table_bucket(b)) is not None:
+            below.append(existing)
+        if max(below, default=None) == batch:
+            covered.append(b)
+    return covered
+
+
+def untimed_cover_notes(results: list, spec_groups: list[Group], table: Any) -> list[str]:
+    """One line per new winner that would also run at batches of the spec nobody timed it at (a tuned
+    bucket stands for every batch up to the next entry, docs/tuning.md): session 15 shipped a b1 entry
+    that ran b4 30% slower. ``table``: the installed `Table` for this GPU model, or None."""
+    lines = []
+    for group, result, _default in results:
+        if result.best == result.default:
+            continue  # kept: nothing changes at the batches it covers
+        same_key = [g for g in spec_groups if g.key == group.key]
+        tuned = {g.case.batch for g, _r, _d in results if g.key == group.key}
+
+        def table_bucket(b: int, key=group.key) -> int | None:
+            entry = table.lookup(key, b) if table is not None else None
+            return entry.batch if entry is not None else None
+
+        covered = covered_batches(group.case.batch, [g.case.batch for g in same_key], tuned, table_bucket)
+        if covered:
+            lines.append(f"note: {group.name}'s new entry would also run at batch {', '.join(map(str, covered))} of "
+                         f"this spec, where nothing timed it: sweep those batches against the start before installing "
+                         f"the table (ssmbench sweep --filter batch=..., then compare), or tune them as buckets of "
+                         f"their own (--batch)")
+    return lines
 
 
 def starting_config(tunable: Tunable, case: Any, gpu: str | None) -> tuple[dict, str]:
