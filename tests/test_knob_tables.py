@@ -17,7 +17,7 @@ from ssmbench.errors import UsageError
 from ssmbench.impls import tuned
 from ssmbench.impls.knobs import forced
 from ssmbench.impls.registry import registry
-from ssmbench.impls.tuned import SCHEMA, table_key, tunable_of
+from ssmbench.impls.tuned import SCHEMA, load_table, table_key, tunable_of
 from ssmbench.spec.expand import expand
 from ssmbench.spec.load import load_sweep_file
 
@@ -78,6 +78,8 @@ def test_a_table_is_read_with_the_nearest_bucket_not_above(table_dir: Path) -> N
     tuned._read.cache_clear()
     t = impl.tunable
     assert t.choose(c64, "NVIDIA H200") == (entry(c64, 64, num_warps=8)["knobs"], "nvidia-h200.json b64")
+    installed = load_table(table_dir / "nvidia-h200.json", "triton.checkpoint", t.space)
+    assert installed.buckets(table_key(c64, True)) == {16, 64}  # the buckets `ssmbench tune`'s coverage note reads
     c256 = checkpoint_case(256)
     assert t.choose(c256, "NVIDIA H200")[1] == "nvidia-h200.json b64"  # nearest bucket below 256
     c32 = checkpoint_case(32)

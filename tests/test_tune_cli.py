@@ -216,12 +216,11 @@ def test_a_new_entry_names_the_spec_batches_it_would_run_untimed() -> None:
 
     from ssmbench.runs.tune.run import Group, covered_batches, untimed_cover_notes
 
-    none = lambda b: None  # noqa: E731 - no table entry anywhere
-    assert covered_batches(1, [1, 2, 4, 8], {1}, none) == [2, 4, 8]
-    assert covered_batches(1, [1, 2, 4, 8, 16], {1}, lambda b: 8 if b >= 8 else None) == [2, 4]  # b8's entry
-    assert covered_batches(1, [1, 2, 4, 8], {1, 4}, none) == [2]  # b4 tuned in the same run
-    assert covered_batches(1, [1, 2, 4], {1}, lambda b: 2 if b >= 2 else None) == []  # an entry at b2 already
-    assert covered_batches(8, [1, 2, 4, 8], {8}, none) == []  # the spec's last batch
+    assert covered_batches(1, [1, 2, 4, 8], {1}) == [2, 4, 8]
+    assert covered_batches(1, [1, 2, 4, 8, 16], {1, 8}) == [2, 4]  # b8's entry
+    assert covered_batches(1, [1, 2, 4, 8], {1, 4}) == [2]  # b4 tuned in the same run
+    assert covered_batches(1, [1, 2, 4], {1, 2}) == []  # an entry at b2 already
+    assert covered_batches(8, [1, 2, 4, 8], {8}) == []  # the spec's last batch
 
     key = {"shape": "s", "T": 6, "state_dtype": "fp16", "rounding": "sr", "window": 16}
     other = {**key, "state_dtype": "bf16"}
@@ -232,7 +231,7 @@ def test_a_new_entry_names_the_spec_batches_it_would_run_untimed() -> None:
     spec = [group(key, b) for b in (1, 2, 4, 8)] + [group(other, b) for b in (1, 2)]
     moved = SimpleNamespace(best={"num_warps": 8}, default={"num_warps": 2})
     kept = SimpleNamespace(best={"num_warps": 2}, default={"num_warps": 2})
-    table = SimpleNamespace(lookup=lambda k, b: SimpleNamespace(batch=8) if k == key and b >= 8 else None)
+    table = SimpleNamespace(buckets=lambda k: {8} if k == key else set())
     lines = untimed_cover_notes([(group(key, 1), moved, {}), (group(other, 1), kept, {})], spec, table)
     assert len(lines) == 1 and "fp16-b1's new entry would also run at batch 2, 4 of this spec" in lines[0]
     assert untimed_cover_notes([(group(key, 1), kept, {})], spec, None) == []

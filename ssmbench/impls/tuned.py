@@ -68,9 +68,16 @@ class Table:
 
     def lookup(self, key: dict[str, Any], batch: int) -> Entry | None:
         """The entry for ``key`` at the largest batch bucket <= ``batch`` (None: none there)."""
-        wanted = tuple(key[f] for f in KEY_FIELDS)
-        below = [e for e in self.entries if e.key == wanted and e.batch <= batch]
+        below = [e for e in self._entries_of(key) if e.batch <= batch]
         return max(below, key=lambda e: e.batch, default=None)
+
+    def buckets(self, key: dict[str, Any]) -> set[int]:
+        """The batch buckets ``key`` has entries at."""
+        return {e.batch for e in self._entries_of(key)}
+
+    def _entries_of(self, key: dict[str, Any]) -> list[Entry]:
+        wanted = tuple(key[f] for f in KEY_FIELDS)
+        return [e for e in self.entries if e.key == wanted]
 
 
 def _field(data: Any, name: str, kind: type | tuple[type, ...], where: str) -> Any:

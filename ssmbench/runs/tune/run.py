@@ -212,21 +212,12 @@ def run_tune(options: TuneOptions, console: Console, err_console: Console | None
     return 0
 
 
-def covered_batches(batch: int, spec_batches: list[int], tuned: set[int], table_bucket: Any) -> list[int]:
-    """The spec's batches above ``batch`` that an entry tuned at ``batch`` would stand for once installed:
-    the table's nearest bucket at or below them (`Table.lookup`) would be ``batch``, because neither
-    another tuned bucket (``tuned``) nor an entry already in the table (``table_bucket(b)``: its batch,
-    or None) lies between."""
-    covered = []
-    for b in sorted(spec_batches):
-        if b <= batch or b in tuned:
-            continue
-        below = [t for t in tuned if t <= b]
-        if (existing := table_bucket(b)) is not None:
-            below.append(existing)
-        if max(below, default=None) == batch:
-            covered.append(b)
-    return covered
+def covered_batches(batch: int, spec_batches: list[int], buckets: set[int]) -> list[int]:
+    """The spec's batches an entry at ``batch`` would stand for once installed: those above it and below
+    the next bucket (``buckets``: the run's tuned batches and the installed table's entries, one key),
+    the table's nearest bucket at or below them (`Table.lookup`) being ``batch``."""
+    following = min((b for b in buckets if b > batch), default=None)
+    return [b for b in sorted(spec_batches) if b > batch and (following is None or b < following)]
 
 
 def untimed_cover_notes(results: list, spec_groups: list[Group], table: Any) -> list[str]:
@@ -237,14 +228,11 @@ def untimed_cover_notes(results: list, spec_groups: list[Group], table: Any) -> 
     for group, result, _default in results:
         if result.best == result.default:
             continue  # kept: nothing changes at the batches it covers
-        same_key = [g for g in spec_groups if g.key == group.key]
-        tuned = {g.case.batch for g, _r, _d in results if g.key == group.key}
-
-        def table_bucket(b: int, key=group.key) -> int | None:
-            entry = table.lookup(key, b) if table is not None else None
-            return entry.batch if entry is not None else None
-
-        covered = covered_batches(group.case.batch, [g.case.batch for g in same_key], tuned, table_bucket)
+        buckets = {g.case.batch for g, _r, _d in results if g.key == group.key}
+        if table is not None:
+            buckets |= table.buckets(group.key)
+        covered = covered_batches(group.case.batch, [g.case.batch for g in spec_groups if g.key == group.key],
+                                  buckets)
         if covered:
             lines.append(f"note: {group.name}'s new entry would also run at batch {', '.join(map(str, covered))} of "
                          f"this spec, where nothing timed it: sweep those batches against the start before installing "
