@@ -186,6 +186,7 @@ FORMS = {
     "fused": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3"),
     "rank1": CheckpointKnobs(block_p=4, num_warps=1),
     "bandwidth": CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4),
+    "fused-ring": CheckpointKnobs(fused=True, block_p=16, num_warps=4, precision="tf32x3", ring_rows=True),
 }
 """Every kernel form (precision "tf32x3" only matters on a GPU: the interpreter computes in fp32)."""
 
@@ -204,6 +205,10 @@ FORMS = {
         ("int8", "rn", "T", True, "bandwidth"),
         ("fp8", "sr", "T", False, "bandwidth"),
         ("fp8", "rn", 16, True, "fused"),
+        ("fp32", "rn", 16, True, "fused-ring"),
+        ("bf16", "sr", 16, False, "fused-ring"),
+        ("fp16", "sr", "T", True, "fused-ring"),
+        ("int8", "sr", 16, True, "fused-ring"),
     ],
 )
 def test_replay_matches_reference(fmt, rounding, window, with_z, form) -> None:

@@ -60,6 +60,8 @@ CHECKPOINT_SPACE = KnobSpace(
         Knob("num_warps", (1, 2, 4, 8), "warps per main (or fused) program"),
         Knob("precision", ("ieee", "tf32x3"), "tl.dot input precision of the fused form's fp32 fold operands",
              active=lambda c: c["fused"], active_doc="fused"),
+        Knob("ring_rows", (False, True), "fused form: the history read by ring row before pnat / ring_start arrive",
+             active=lambda c: c["fused"], active_doc="fused", legacy=False),
         Knob("max_regs", (0, 64, 80, 128, 168), "registers per thread cap (ptxas maxnreg; 0: the compiler's choice)",
              active=_dot_form, active_doc="fused or bandwidth"),
         Knob("n_tile", (0, 16, 32, 64), "state columns per step of the bandwidth main (0: whole rows)",

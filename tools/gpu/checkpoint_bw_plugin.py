@@ -94,6 +94,7 @@ PICK_VARIANTS = {
     "noprefetch": dict(prefetch=False),
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
+    "ring": dict(ring_rows=True),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8

@@ -112,6 +112,10 @@ class CheckpointKnobs:
     """One kernel (`replay_fused_kernel`, docs/spec.md §7's one-kernel variant) instead of precompute + main:
     every (row, head, P-tile) program computes its own coefficients in registers (cheap: T x W
     exps and a T x N x L product on the tensor cores) and the fold before `gdc_wait`."""
+    ring_rows: bool = False
+    """Fused form: the history read by ring row (all ``L = W + T`` rows, padded) as soon as the slot is known,
+    not by token after pnat / ring_start arrive: one round trip less before the fold, at twice the history
+    tile (cumulative sums turned to token order in registers)."""
     max_regs: int = 0
     """Fused form: registers per thread cap (ptxas ``maxnreg``; 0 = the compiler's choice). Fewer
     registers, more programs per SM (memory-level parallelism), at the price of some spills."""
@@ -740,6 +744,7 @@ def _fused_item(
     HAS_Z: tl.constexpr,
     PREC: tl.constexpr,
     WAIT: tl.constexpr,
+    RING: tl.constexpr = False,
 ):
     """One work item (row b, head h, P-tile pid_p) of the one-kernel form: everything precompute
     would hand over is computed here, history columns (W_PAD) and new-token columns (T_PAD) as
@@ -761,15 +766,29 @@ def _fused_item(
     scale_base = scale_ptr + s * (H * P)  # (a dummy pointer, never read, for unscaled formats)
     state = load_state_rows(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N, FMT)
     pnat, start, mw = _row_ring(pnat_ptr, rs_ptr, s, real, T, W)
-    offs_j, j_ok, rj, _ = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
     hx_base = hist_x_ptr + s * (L * H * P)
     hb_base = hist_B_ptr + s * (L * G * N)
     hd_base = hist_dt_ptr + s * (L * H)
-    x_hist = tl.load(
-        hx_base + (rj[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
-    )
-    b_hist = _hist_B_tile(hb_base, rj, g, offs_n, j_ok, mask_n, G, N)
-    dt_hist = tl.load(hd_base + rj * H + h, mask=j_ok, other=0.0)
+    if RING:
+        rj = tl.arange(0, W_PAD)
+        r_ok = (rj < L) & ((rj * 0 + slot) >= 0)
+        x_hist = tl.load(hx_base + (rj[:, None] * H + h) * P + offs_p[None, :], mask=r_ok[:, None] & mask_p[None, :],
+                         other=0.0)
+        b_hist = _hist_B_tile(hb_base, rj, g, offs_n, r_ok, mask_n, G, N)
+        dt_hist = tl.load(hd_base + rj * H + h, mask=r_ok, other=0.0)
+        tok = rj - start
+        tok = tl.where(tok < 0, tok + L, tok)
+        j_ok = r_ok & (tok < pnat)
+        x_hist = tl.where(j_ok[:, None], x_hist, 0.0)
+        b_hist = tl.where(j_ok[:, None], b_hist, 0.0)
+        dt_hist = tl.where(j_ok, dt_hist, 0.0)
+    else:
+        offs_j, j_ok, rj, _ = _hist_columns(slot, pnat, start, mw, L, W, W_PAD)
+        x_hist = tl.load(
+            hx_base + (rj[:, None] * H + h) * P + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
+        )
+        b_hist = _hist_B_tile(hb_base, rj, g, offs_n, j_ok, mask_n, G, N)
+        dt_hist = tl.load(hd_base + rj * H + h, mask=j_ok, other=0.0)
     A = tl.load(A_ptr + h).to(tl.float32)
     Dh = tl.load(D_ptr + h).to(tl.float32)
     dt_bias = tl.load(dt_bias_ptr + h).to(tl.float32)
@@ -777,6 +796,9 @@ def _fused_item(
     a_hist = A * dt_hist  # invalid columns: dt = 0, an exact no-op
     cum_hist = tl.cumsum(a_hist, axis=0)
     cum_h = tl.sum(a_hist, axis=0)
+    if RING:  # cumulative sums in token order from ring order: tokens run from ring row `start`, wrapping
+        before = tl.sum(tl.where(rj < start, a_hist, 0.0), axis=0)
+        cum_hist = tl.where(rj >= start, cum_hist - before, cum_hist + cum_h - before)
     if mw:
         # S' = exp(cum_h) S_ckpt + (X_h^T diag(w)) B_h, w_j = exp(cum_h - cum_j) dt_j; stored now.
         # S' is only stored: the outputs below come from S_ckpt (the rectangle) for every row.
@@ -868,13 +890,14 @@ def replay_fused_kernel(
     HAS_Z: tl.constexpr,
     PREC: tl.constexpr,
     PDL: tl.constexpr,
+    RING: tl.constexpr = False,
 ):
     _fused_item(
         tl.program_id(2).to(tl.int64), tl.program_id(1), tl.program_id(0),
         ckpt_ptr, scale_ptr, slot_ptr, pnat_ptr, rs_ptr, hist_x_ptr, hist_B_ptr, hist_dt_ptr, x_ptr, b_ptr, c_ptr,
         dt_ptr, z_ptr, y_ptr, A_ptr, D_ptr, dt_bias_ptr, seed, step,
         stride_x_row, stride_b_row, stride_c_row, stride_dt_row, stride_z_row, stride_y_row,
-        T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL,
+        T, W, H, P, N, G, HEADS_PER_GROUP, T_PAD, W_PAD, BLOCK_P, BLOCK_N, FMT, SR, HAS_Z, PREC, PDL, RING,
     )
 
 
@@ -1041,9 +1064,10 @@ def replay_step(
                 seed, step,
                 x.stride(0), Bm.stride(0), Cm.stride(0), dt_raw.stride(0), z.stride(0) if z is not None else 0,
                 y.stride(0),
-                T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad, W_PAD=w_pad,
+                T=T, W=rs.window, H=H, P=P, N=N, G=G, HEADS_PER_GROUP=H // G, T_PAD=t_pad,
+                W_PAD=l_pad if knobs.ring_rows else w_pad,
                 BLOCK_P=block_p, BLOCK_N=block_n, FMT=format_code(fmt), SR=sr, HAS_Z=z is not None,
-                PREC=knobs.precision, PDL=use_pdl,
+                PREC=knobs.precision, PDL=use_pdl, RING=knobs.ring_rows,
                 **launch_options(use_pdl, knobs.num_warps, 1, knobs.max_regs),
             )
         return y
