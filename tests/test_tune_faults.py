@@ -127,11 +127,13 @@ BUILT_FAULTY: list[str] = []
 class FaultyReference(SequentialReference):
     """The sequential reference; ``mode``: ``slow`` (the default: sleeps 2 ms a run), ``fast``,
     ``prepass_error`` (errors, naming the process), ``prepass_fault`` (a planted CUDA fault
-    wherever it runs: the pre-pass reports it) and ``fault`` (a planted CUDA fault in the tuner's
-    process only, as the H200 tune's graph replay into freed memory: the pre-pass saw nothing)."""
+    wherever it runs: the pre-pass reports it), ``fault`` (a planted CUDA fault in the tuner's
+    process only, as the H200 tune's graph replay into freed memory: the pre-pass saw nothing) and
+    ``wrong`` (runs, but its outputs are off: the H200 tune of W = 16 bf16 b512 met one, a
+    miscompiled pipelined tile, and stopped on it with an internal error in session 16)."""
 
     name = "test.faulty"
-    MODES = ("slow", "prepass_error", "prepass_fault", "fault", "fast")
+    MODES = ("slow", "prepass_error", "prepass_fault", "fault", "wrong", "fast")
     tunable = Tunable(name, KnobSpace((Knob("mode", MODES, "what it does"),)), Path("/nonexistent"),
                       lambda case: Mode())
 
@@ -145,6 +147,9 @@ class FaultyReference(SequentialReference):
                 BUILT_FAULTY.append(mode)
             raise RuntimeError("CUDA error: an illegal memory access was encountered (planted)")
         chain = super().build(case, workload)
+        if mode == "wrong":
+            right = chain.outputs
+            chain.outputs = lambda: {name: value + 1 if name == "y" else value for name, value in right().items()}
         if mode == "slow":
             step = chain.launches[0]
             chain.launches[0] = lambda: (time.sleep(0.002), step())
@@ -182,6 +187,7 @@ def test_tune_discards_prepass_errors_and_resumes_past_a_fault(spec: Path, tmp_p
     assert "discarded mode=prepass_error: compile pre-pass: ValueError: planted: fails in a pre-pass" in again.output
     assert "discarded mode=prepass_fault: compile pre-pass: RuntimeError: CUDA error" in again.output
     assert "discarded mode=fault: CUDA fault, the tune stopped here" in again.output
+    assert "discarded mode=wrong: " in again.output  # wrong outputs: discarded, the tune goes on
     assert "the tuner process" not in again.output
     [entry] = json.loads(out.read_text())["entries"]
     assert entry["knobs"] == {"mode": "fast"}  # the best remaining
@@ -273,3 +279,15 @@ def test_a_duel_that_does_not_fit_in_memory_releases_and_rebuilds(spec: Path) ->
                           compile_workers=0, plugins=[])
     [problem] = full.verify([fast])
     assert problem is not None and "out of memory" in problem.lower()
+
+
+def test_a_config_with_wrong_outputs_is_discarded_with_the_mismatch(spec: Path) -> None:  # noqa: F811
+    """Verification failing is the config's problem (a string for the journal), beside one that
+    verifies; not an internal error of the tuner (session 16's H200 tune stopped on one)."""
+    case = expand(load_sweep_file(spec).sweeps[0]).cases[0]
+    measurer = TargetMeasurer(GraphLikeSession(), case, registry()["test.faulty"], samples=3, compile_workers=0,
+                              plugins=[])
+    wrong, fast = {"mode": "wrong"}, {"mode": "fast"}
+    problem, ok = measurer.verify([wrong, fast])
+    assert isinstance(problem, str) and "y" in problem and ok is None
+    assert len(measurer.sample(fast)) == 3

@@ -82,8 +82,8 @@ class TargetMeasurer:
                 target = Target(self.case, self.impl, self.workload, session.device)
                 target.build()
             verdict = target.verify()
-            if verdict.status != "ok":
-                return verdict.message or "; ".join(c.describe() for c in verdict.comparisons if not c.ok)
+            if verdict.status != "ok":  # wrong results (a miscompile): this config's problem, not memory
+                return verdict.message or "; ".join(c.describe() for c in verdict.comparisons if not c.ok), False
             target.restore()
             run, _, _ = session.capture(target.chain)
             prepare = target.ready(session.flusher)
