@@ -10,12 +10,17 @@
 #          then W = 16 fp16 SR beside round 13 of tools/gpu/checkpoint-picks.yaml (the fused form's history by ring
 #          row, `ring_rows`, against the table's pick and FlashInfer, b1-b32), then W = T bf16 / fp32 beside the GPU
 #          tests (the Mamba-2 kernel module whole: its SR test was fixed in session 15 and not run on a GPU since).
-# Phase 2  19, 20 (two GPUs; phase 1's tables installed and committed on the CPU machine first): GPU 0 the headline
+# Phase 2  19 (two GPUs): GPU 0 the bandwidth main's tests, then round 14 of tools/gpu/checkpoint-picks.yaml (a
+#          program also prefetches the state tile of the program a wave later, `prefetch_ahead`, against the table's
+#          picks and FlashInfer, b64-b1024); GPU 1 `ssmbench tune` at W = 16 b1 / b2 / b4 for fp32 and bf16 with
+#          `ring_rows` in the space (round 13: b1 bf16 0.91x, fp32 b2 0.89x), then phase 1's W = 16 bf16 b512 tune again
+#          (it stopped on a config with wrong outputs: the tuner's bug, fixed).
+# Phase 3  19, 20 (two GPUs; phase 1-2's tables installed and committed on the CPU machine first): GPU 0 the headline
 #          with all four impls (the H200 baseline to store), its gates, a warm Triton rerun; GPU 1 the GDN sweep
 #          with fla.gdn (its baseline to store; conv1d's flat form loads first since session 15), the GDN tests;
 #          then compute-sanitizer and 5-launch determinism on the new entries' chains.
 set -u
-PHASE=${PHASE:?PHASE=1 to 2}
+PHASE=${PHASE:?PHASE=1 to 3}
 SESSION=s16
 source tools/gpu/session_env.sh
 
@@ -38,6 +43,20 @@ phase1() {
 }
 
 phase2() {
+  (CUDA_VISIBLE_DEVICES=0 STEP_TIMEOUT=150 once bw-tests-gpu python3 -m pytest -q -p no:cacheprovider \
+     tests/test_triton_checkpoint_bw.py
+   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks14 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
+     --filter format=fp32,bf16,fp16sr --gpus 0) &
+  (TUNE_BUDGET=100 TUNE_NAME=checkpoint-w16-b1-4-fp32 tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
+     --filter format=fp32 --batch 1,2,4
+   TUNE_BUDGET=100 TUNE_NAME=checkpoint-w16-b1-4-bf16 tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
+     --filter format=bf16 --batch 1,2,4
+   TUNE_BUDGET=100 TUNE_NAME=checkpoint-w16-b512-bf16 tune 1 triton.checkpoint "$HEADLINE" --filter window=16 \
+     --filter format=bf16 --batch 512) &
+  wait
+}
+
+phase3() {
   sweep headline-final "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0 &
   sweep gdn-final "$GDN" --gpus 1 &
   wait
