@@ -84,19 +84,13 @@ def test_bw_main_split_loops_match_reference(fmt, rounding, window, rect, n_tile
     assert seen_write and seen_nowrite
 
 
-@pytest.mark.parametrize("fmt,rounding,n_tile,ahead", [
-    ("fp32", "rn", 16, 0), ("bf16", "sr", 16, 0), ("fp16", "sr", 0, 0),
-    ("fp32", "rn", 16, 4), ("bf16", "rn", 16, 6), ("int8", "sr", 0, 8),
-])
-def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile, ahead) -> None:
+@pytest.mark.parametrize("fmt,rounding,n_tile", [("fp32", "rn", 16), ("bf16", "sr", 16), ("fp16", "sr", 0)])
+def test_bw_main_prefetch_matches_reference(fmt, rounding, n_tile) -> None:
     """`prefetch` (the state tile into L2 before the wait; P x N = 20 x 40: a line count that is not a
-    power of two) and `prefetch_ahead` (a later program's tile too; padding rows' slots are skipped)
-    change no result. The requests are no-ops in the interpreter (its address arithmetic and slot loads
-    run, with one "SM": programs 4-8 ahead); on the GPU they compile and run."""
-    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=n_tile, stages=2, prefetch=True,
-                            prefetch_ahead=ahead)
+    power of two) changes no result. A no-op in the interpreter; on the GPU it compiles."""
+    knobs = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=n_tile, stages=2, prefetch=True)
     seen_write, seen_nowrite = _simulate(fmt, rounding, 3, 16, P=20, N=40, with_z=True, knobs=knobs,
-                                         seed=zlib.crc32(f"prefetch{fmt}{rounding}{n_tile}{ahead}".encode()))
+                                         seed=zlib.crc32(f"prefetch{fmt}{rounding}{n_tile}".encode()))
     assert seen_write and seen_nowrite
 
 
@@ -144,9 +138,7 @@ def test_bw_main_padding_and_pdl_flag() -> None:
     A, D, dt_bias = _params(g, 2)
     conv_out, dt_raw, z = _inputs(g, 3, 2, 2, 16, 8, 1, True)
     outs = []
-    for pdl, knobs in ((False, BW), (True, BW), (True, dataclasses.replace(BW, prefetch=True)),
-                       (True, dataclasses.replace(BW, prefetch=True, prefetch_ahead=2)),
-                       (True, dataclasses.replace(BW, prefetch_ahead=1))):
+    for pdl, knobs in ((False, BW), (True, BW), (True, dataclasses.replace(BW, prefetch=True))):
         live = rs.clone()
         y = torch.full((6, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
         replay_step(live, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=16, dstate=8,

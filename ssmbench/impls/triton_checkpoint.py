@@ -75,9 +75,6 @@ CHECKPOINT_SPACE = KnobSpace(
              "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("prefetch", (False, True), "bandwidth main: the program's state tile into L2 before the grid-dependency "
              "wait", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
-        Knob("prefetch_ahead", (0, 4, 6, 8), "bandwidth main: also the state tile of the program this many SMs' "
-             "worth of programs later into L2 before the wait (about a wave ahead)", active=_bandwidth_main,
-             active_doc="bandwidth main", legacy=0),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",

@@ -95,10 +95,6 @@ PICK_VARIANTS = {
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
     "ring": dict(ring_rows=True),
-    "ahead4": dict(prefetch=True, prefetch_ahead=4),
-    "ahead6": dict(prefetch=True, prefetch_ahead=6),
-    "ahead8": dict(prefetch=True, prefetch_ahead=8),
-    "ahead8-only": dict(prefetch=False, prefetch_ahead=8),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8

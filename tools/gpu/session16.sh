@@ -15,6 +15,8 @@
 #          picks and FlashInfer, b64-b1024); GPU 1 `ssmbench tune` at W = 16 b1 / b2 / b4 for fp32 and bf16 with
 #          `ring_rows` in the space (round 13: b1 bf16 0.91x, fp32 b2 0.89x), then phase 1's W = 16 bf16 b512 tune again
 #          (it stopped on a config with wrong outputs: the tuner's bug, fixed).
+# (prefetch_ahead lost in every cell of round 14 and was removed after phase 2: commit 74042c8 has it; phase 2
+#  needs that commit's files.)
 # Phase 3  19, 20 (two GPUs; phase 1-2's tables installed and committed on the CPU machine first): GPU 0 the headline
 #          with all four impls (the H200 baseline to store), its gates, a warm Triton rerun; GPU 1 the GDN sweep
 #          with fla.gdn (its baseline to store; conv1d's flat form loads first since session 15), the GDN tests;
@@ -67,14 +69,19 @@ phase3() {
     tests/gpu/test_gdn_gpu.py tests/test_triton_gdn.py &
   wait
   gate warm-vs-final "$R/triton-final-warm.json" "$R/headline-final.json"
-  local b fmt
-  for b_fmt in ${CHECK_CASES:-256:bf16 512:fp32}; do
-    b=${b_fmt%%:*}; fmt=${b_fmt##*:}
-    CUDA_VISIBLE_DEVICES=0 STEP_TIMEOUT=100 once "sanitizer-$fmt-b$b" python3 -m ssmbench profile "$HEADLINE" \
-      --case "$(ckpt_case $b $fmt)" --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-$fmt-b$b"
-    CUDA_VISIBLE_DEVICES=0 STEP_TIMEOUT=40 once "determinism-$fmt-b$b" python3 -m ssmbench profile "$HEADLINE" \
-      --case "$(ckpt_case $b $fmt)" --impl triton.checkpoint --determinism 5
+  local name cid fmt b w gpu=0
+  # The new entries' chains: W = 16 bf16 b1 and fp32 b2 (ring_rows), W = T bf16 b256 (one warp), W = 16 fp16 SR b512
+  # (80 registers); two at a time, one a GPU.
+  for name in bf16-b1-w16 fp32-b2-w16 bf16-b256-w6 fp16sr-b512-w16; do
+    IFS=- read -r fmt b w <<< "$name"
+    cid="H16P64N128G1-$b-T6-$fmt-pool-$w-hist-pdl-realistic"
+    (CUDA_VISIBLE_DEVICES=$gpu STEP_TIMEOUT=100 once "sanitizer-$name" python3 -m ssmbench profile "$HEADLINE" \
+       --case "$cid" --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-$name"
+     CUDA_VISIBLE_DEVICES=$gpu STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" \
+       --case "$cid" --impl triton.checkpoint --determinism 5) &
+    gpu=$((1 - gpu)); [ $gpu -eq 0 ] && wait
   done
+  wait
 }
 
 run_phase

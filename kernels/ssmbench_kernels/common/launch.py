@@ -9,7 +9,6 @@ compile the calls away while the production path keeps them.
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -92,15 +91,6 @@ def prefetch_l2(base, ELEMS: tl.constexpr, LINES_PAD: tl.constexpr, ENABLED: tl.
         lines = tl.minimum(tl.arange(0, LINES_PAD), LINES - 1)
         tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + lines * PER_LINE],
                                   dtype=tl.int32, is_pure=False, pack=1)
-
-
-@functools.lru_cache(maxsize=16)
-def sm_count(device: torch.device) -> int:
-    """Streaming multiprocessors of ``device``: a wave's programs are a multiple of it (1 off a GPU, where
-    the interpreter runs programs one at a time)."""
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def l2_lines(tensor: torch.Tensor, elems: int) -> int:

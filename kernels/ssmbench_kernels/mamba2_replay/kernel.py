@@ -156,13 +156,6 @@ class CheckpointKnobs:
     run, no producer writes it): the first wave of programs, resident while conv1d and the
     precompute run, finds its state in L2 after the wait instead of starting its DRAM round trips
     then. Holds nothing in registers across the wait. (No-op in the interpreter.)"""
-    prefetch_ahead: int = 0
-    """Bandwidth main: each program also asks L2, before `gdc_wait`, for the state tile of the program
-    ``prefetch_ahead x SMs`` after it in launch order (about a wave later when that many programs fit an SM):
-    its DRAM reads overlap this program's work instead of starting when that program does, so more state
-    bytes are in flight than the resident programs' own tiles. With it, ``prefetch`` applies to the first
-    ``prefetch_ahead x SMs`` programs only (the later ones were asked for). 0: off. (Only the address
-    arithmetic runs in the interpreter, with one "SM".)"""
 
 
 def default_knobs(

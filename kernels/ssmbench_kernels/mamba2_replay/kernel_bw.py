@@ -52,7 +52,7 @@ import triton
 import triton.language as tl
 
 from ssmbench_kernels.common.dots import dot
-from ssmbench_kernels.common.launch import interpreting, l2_lines, pdl_wait, prefetch_l2, sm_count
+from ssmbench_kernels.common.launch import interpreting, l2_lines, pdl_wait, prefetch_l2
 from ssmbench_kernels.mamba2_replay.kernel import (
     CheckpointKnobs,
     ReplayScratch,
@@ -183,7 +183,6 @@ def replay_bw_main_kernel(
     stride_c_row,
     stride_z_row,
     stride_y_row,
-    ahead,
     T: tl.constexpr,
     W: tl.constexpr,
     H: tl.constexpr,
@@ -202,9 +201,7 @@ def replay_bw_main_kernel(
     RECT: tl.constexpr,
     SPLIT: tl.constexpr,
     PREFETCH: tl.constexpr,
-    PREFETCH_AHEAD: tl.constexpr,
     PREFETCH_LINES: tl.constexpr,
-    ASM: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -227,22 +224,7 @@ def replay_bw_main_kernel(
     Dh = tl.load(D_ptr + h).to(tl.float32)
     # (`CheckpointKnobs.prefetch`) The head's state rows are one contiguous run that no producer writes:
     # they move into L2 while conv1d and the precompute run, instead of after the wait.
-    item = b * H + h  # launch order (heads fastest)
-    if PREFETCH_AHEAD:
-        # (`CheckpointKnobs.prefetch_ahead`) Also the tile of the program ``ahead`` after this one, which
-        # runs about a wave later: its DRAM reads overlap this program's work, it finds its tile in L2.
-        # Programs of the first ``ahead`` ask for their own (nobody before them did).
-        if item < ahead:
-            prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
-        later = item + ahead
-        if later < tl.num_programs(0) * tl.num_programs(1):
-            b_later = later // H
-            slot_later = tl.load(slot_ptr + b_later).to(tl.int64)
-            if slot_later >= 0:
-                prefetch_l2(ckpt_ptr + slot_later * (H * P * N) + (later - b_later * H) * (P * N), P * N,
-                            PREFETCH_LINES, ASM)
-    else:
-        prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
+    prefetch_l2(ckpt_base + h * (P * N), P * N, PREFETCH_LINES, PREFETCH)
 
     pdl_wait(PDL)
 
@@ -374,8 +356,7 @@ def launch_bw_main(
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
         N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
-        PREFETCH_AHEAD=knobs.prefetch_ahead > 0, ahead=knobs.prefetch_ahead * sm_count(y.device),
-        PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N), ASM=not interpreting(),
+        PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N),
         FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
 
