@@ -4,9 +4,9 @@ the default form, cell by cell (a `--plugin` module: `tools/gpu/replay_bw_h200.s
 `triton.checkpoint.tiles-*`: the bandwidth main with the state streamed in column tiles
 (`CheckpointKnobs.n_tile`, `stages`; session 11), fixed knobs on every case (`TILE_VARIANTS`); and
 `triton.checkpoint.pick+*`: the knobs `triton.checkpoint` picks for the case (table or default), with a few
-fields overridden (`PICK_VARIANTS`, session 12); and `triton.checkpoint.as-b64` / `as-b128`: the knobs its table
-picks at batch 64 / 128, on every case (session 14: the b64 entries at the batches below, where the fused default
-runs; the b128 entries at the batches above).
+fields overridden (`PICK_VARIANTS`, session 12); and `triton.checkpoint.as-b64` / `as-b128` / `as-b256` /
+`as-b512`: the knobs its table picks at that batch, on every case (session 14: the b64 entries at the batches below,
+where the fused default runs; the b128 entries at the batches above; session 16: below).
 
 Knobs: ``bandwidth=True`` plus $SSMBENCH_BW_KNOBS (``block_p=64,num_warps=4,max_regs=0`` by
 default; any `CheckpointKnobs` field, ints and booleans), for every case; no knob table is read.
@@ -127,7 +127,10 @@ for _name, _changes in CONV_VARIANTS.items():
 for _name, _over in PICK_VARIANTS.items():
     _name = f"triton.checkpoint.pick+{_name}"
     register(_VariantCheckpoint(_name, pick_with(_name, TritonCheckpoint.tunable, **_over)))
-for _batch in (64, 128):  # session 14: the b64 entries at b8 / b16 / b32, the b128 entries at b256 to b1024
+# Session 14: the b64 entries at b8 / b16 / b32, the b128 entries at b256 to b1024; session 16: the b256 entries at
+# b512 / b1024 (W = T bf16's one-warp winner), the b512 entries at b64 (the fp16 SR 80-register kernel under the
+# sanitizer: the kernel does not specialize on the batch).
+for _batch in (64, 128, 256, 512):
     _name = f"triton.checkpoint.as-b{_batch}"
     register(_VariantCheckpoint(_name, pick_at_batch(_name, TritonCheckpoint.tunable, _batch)))
 for _name, _knobs in TILE_VARIANTS.items():

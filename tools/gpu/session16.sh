@@ -21,8 +21,12 @@
 #          with all four impls (the H200 baseline to store), its gates, a warm Triton rerun; GPU 1 the GDN sweep
 #          with fla.gdn (its baseline to store; conv1d's flat form loads first since session 15), the GDN tests;
 #          then compute-sanitizer and 5-launch determinism on the new entries' chains.
+# Phase 4  19, 20 (one H200: phase 3 ran the two sweeps at once on two GPUs; the GDN gate read b1 T1 bf16 +6%): the GDN
+#          sweep and the headline alone (the baselines to store), round 15 of tools/gpu/checkpoint-picks.yaml (W = T
+#          bf16's one-warp b256 entry at b512 / b1024), the sanitizer on the fp16 SR W = 16 b512 kernel (80 registers;
+#          phase 3's run at b512 stopped at its 100 s limit) through `as-b512` at b64, its determinism.
 set -u
-PHASE=${PHASE:?PHASE=1 to 3}
+PHASE=${PHASE:?PHASE=1 to 4}
 SESSION=s16
 source tools/gpu/session_env.sh
 
@@ -82,6 +86,24 @@ phase3() {
     gpu=$((1 - gpu)); [ $gpu -eq 0 ] && wait
   done
   wait
+}
+
+phase4() {
+  sweep gdn-final2 "$GDN" --gpus 0
+  gate gdn-final2-vs-stored "$R/gdn-final2.json" baselines/nvidia-h200/qwen35-gdn.json
+  gate gdn-final2-vs-final "$R/gdn-final2.json" "$R/gdn-final.json"
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks15 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
+    --filter window=6 --filter format=bf16 --gpus 0
+  local cid
+  cid="$(ckpt_case 64 fp16sr)"
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once sanitizer-fp16sr-as-b512 python3 -m ssmbench profile "$HEADLINE" \
+    --case "$cid" --impl triton.checkpoint.as-b512 --plugin checkpoint_bw_plugin --tool sanitizer \
+    -o "$R/sanitizer-fp16sr-as-b512"
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once determinism-fp16sr-as-b512 python3 -m ssmbench profile "$HEADLINE" \
+    --case "$cid" --impl triton.checkpoint.as-b512 --plugin checkpoint_bw_plugin --determinism 5
+  sweep headline-final2 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final2-vs-final "$R/headline-final2.json" "$R/headline-final.json"
+  gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
 }
 
 run_phase
