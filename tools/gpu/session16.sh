@@ -25,8 +25,10 @@
 #          sweep and the headline alone (the baselines to store), round 15 of tools/gpu/checkpoint-picks.yaml (W = T
 #          bf16's one-warp b256 entry at b512 / b1024), the sanitizer on the fp16 SR W = 16 b512 kernel (80 registers;
 #          phase 3's run at b512 stopped at its 100 s limit) through `as-b512` at b64, its determinism.
+# Phase 5  19 (one H200): the headline with all four impls once more, on the table with round 15's winner (W = T bf16
+#          b512 / b1024 on one warp), the baseline to store; its gate against phase 4's run.
 set -u
-PHASE=${PHASE:?PHASE=1 to 4}
+PHASE=${PHASE:?PHASE=1 to 5}
 SESSION=s16
 source tools/gpu/session_env.sh
 
@@ -104,6 +106,11 @@ phase4() {
   sweep headline-final2 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
   gate final2-vs-final "$R/headline-final2.json" "$R/headline-final.json"
   gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+}
+
+phase5() {
+  sweep headline-final3 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
+  gate final3-vs-final2 "$R/headline-final3.json" "$R/headline-final2.json"
 }
 
 run_phase
