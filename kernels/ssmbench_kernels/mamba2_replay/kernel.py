@@ -115,7 +115,9 @@ class CheckpointKnobs:
     ring_rows: bool = False
     """Fused form: the history read by ring row (all ``L = W + T`` rows, padded) as soon as the slot is known,
     not by token after pnat / ring_start arrive: one round trip less before the fold, at twice the history
-    tile (cumulative sums turned to token order in registers)."""
+    tile (cumulative sums turned to token order in registers). H200, session 16 (one run against the table's pick):
+    b1 bf16 1.10x, b2 fp32 1.12x, b8 and up slower (0.79-1.04); the tuned table picks it at W = 16 fp32 b2 / b4 and
+    bf16 b1 / b2."""
     max_regs: int = 0
     """Fused form: registers per thread cap (ptxas ``maxnreg``; 0 = the compiler's choice). Fewer
     registers, more programs per SM (memory-level parallelism), at the price of some spills."""
