@@ -103,8 +103,8 @@ def test_broken_install_is_reported(monkeypatch) -> None:
 def test_list_shows_availability(absent) -> None:
     result = CliRunner().invoke(app, ["list"])
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if "│ flashinfer." in line]
-    assert len(rows) == 2 and all(r.rstrip("│ ").endswith("no") for r in rows), rows
+    rows = [line for line in result.output.splitlines() if "│ flashinfer." in line]  # with flashinfer.gdn
+    assert len(rows) == 3 and all(r.rstrip("│ ").endswith("no") for r in rows), rows
     for name in (SSU, CKPT):
         assert f"  {name}: flashinfer not installed (pip install 'ssmbench[flashinfer]')" in result.output
     assert "│ reference.sequential" in result.output

@@ -85,14 +85,19 @@ def timed_notes(case: Case) -> list[str]:
     return notes
 
 
+def qkv_copy_bytes(case: Case) -> int:
+    """The q / k / v copies out of the conv output into contiguous buffers (`contiguous_inputs`):
+    read and written once, the traffic a peer whose API takes no row strides adds."""
+    return 2 * case.batch * case.T * case.shape.conv_dim * act_bytes(case)
+
+
 def fla_extra_bytes(case: Case) -> int:
     """Traffic the chain adds to the GDN byte model (`gdn.chain_bytes`) to fit FLA's API: the q/k/v
-    copies (read from the conv output, written contiguous) and, in the pool modes, the gather
-    (read + write one state per row) and the scatter (read + write one state per row)."""
-    s, b, T = case.shape, case.batch, case.T
-    copies = 2 * b * T * s.conv_dim * act_bytes(case)
+    copies (`qkv_copy_bytes`) and, in the pool modes, the gather (read + write one state per row)
+    and the scatter (read + write one state per row)."""
+    s, b = case.shape, case.batch
     one_state = state_bytes(STATE_FORMAT, s.num_v_heads * s.head_v_dim, s.head_k_dim)
-    return copies + (4 * b * one_state if gathers(case) else 0)
+    return qkv_copy_bytes(case) + (4 * b * one_state if gathers(case) else 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ def registry() -> dict[str, Impl]:
     # the peers, the checkpoint chain, GDN and its peer; then the plugins.
     # isort: off
     from ssmbench.impls import reference  # noqa: F401
-    from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn, fla  # noqa: F401
+    from ssmbench.impls import triton_mamba, flashinfer, triton_checkpoint, triton_gdn, fla, flashinfer_gdn  # noqa: F401
     # isort: on
 
     _settle_kernel_keys()
