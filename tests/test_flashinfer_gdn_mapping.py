@@ -37,7 +37,8 @@ from tests.peer_chains import assert_restore_repeats, verified_chain
 
 NAME = "flashinfer.gdn"
 MODULE = "flashinfer.gdn_decode"
-SHAPE = GDNShape(num_k_heads=1, num_v_heads=2, head_k_dim=16, head_v_dim=8, d_conv=4)
+SHAPE = GDNShape(num_k_heads=1, num_v_heads=2, head_k_dim=128, head_v_dim=128, d_conv=4)
+"""Its kernels need K, V >= 128: the smallest shape it takes."""
 QWEN = GDNShape(num_k_heads=16, num_v_heads=64, head_k_dim=128, head_v_dim=128, d_conv=4)
 
 
@@ -103,7 +104,10 @@ def test_importing_ssmbench_does_not_import_flashinfer() -> None:
 @pytest.mark.parametrize(("change", "reason"), [
     (dict(state_dtype="fp16", rounding="sr"), "fp32 or bf16"),
     (dict(state_dtype="bf16", rounding="sr", shape=QWEN), "no stochastic rounding"),
-    (dict(state_dtype="bf16"), "K = V = 128"),
+    (dict(state_dtype="bf16", shape=replace(SHAPE, head_k_dim=256)), "K = V = 128"),
+    (dict(shape=replace(SHAPE, head_k_dim=64)), "K, V >= 128"),
+    (dict(shape=replace(SHAPE, head_v_dim=132)), "multiple of 8"),
+    (dict(act_dtype="fp32"), "bf16 or fp16"),
     (dict(pool="padded"), "padding rows"),
     (dict(T=1, options={"intermediate": True}), "T > 1 only"),
     (dict(T=1, options={"write_final": False, "intermediate": True}), "T > 1 only"),
@@ -133,13 +137,13 @@ def test_notes_and_bytes() -> None:
 
 
 def test_arguments_layouts() -> None:
-    case = gdn_case(shape=GDNShape(num_k_heads=2, num_v_heads=4, head_k_dim=16, head_v_dim=8, d_conv=4), T=3,
-                    pool="split", options={"scale": 0.3, "intermediate": True, "write_final": False})
+    case = gdn_case(shape=replace(SHAPE, num_k_heads=2, num_v_heads=4), T=3, pool="split",
+                    options={"scale": 0.3, "intermediate": True, "write_final": False})
     wl = make_gdn_workload(case)
     b, T = wl.batch, case.T
     q, k, v = fp.contiguous_inputs(wl, torch.randn(b * T, wl.shape.conv_dim).to(torch.bfloat16))
-    pool = torch.zeros(wl.n_slots, 4, 8, 16)
-    y, inter = torch.zeros(b, T, 4, 8, dtype=torch.bfloat16), torch.zeros(b, T, 4, 8, 16)
+    pool = torch.zeros(wl.n_slots, 4, 128, 128)
+    y, inter = torch.zeros(b, T, 4, 128, dtype=torch.bfloat16), torch.zeros(b, T, 4, 128, 128)
     a = fg.flashinfer_gdn_arguments(case, wl, q=q, k=k, v=v, pool=pool, y=y, inter=inter)
     assert a["q"] is q and a["k"] is k and a["v"] is v and a["initial_state"] is pool and a["state"] is None
     assert a["initial_state_indices"] is wl.read_idx and a["output_state_indices"] is wl.write_idx
@@ -172,6 +176,8 @@ def fake_gated_delta_rule_decode_pretranspose(q, k, v, state, A_log, a, dt_bias,
         assert t.is_contiguous()
     if initial_state.dtype == torch.bfloat16:
         assert K == V == 128, "the bf16 kernels"
+    else:
+        assert K >= 128 and V >= 128 and V % 8 == 0, "the fp32 kernels"
     write = initial_state_indices if output_state_indices is None else output_state_indices
     scale = K ** -0.5 if scale is None else scale
     S = initial_state[initial_state_indices].float()  # (B, HV, V, K)
@@ -205,15 +211,14 @@ def fake_flashinfer(monkeypatch):
     fg.FLASHINFER_GDN.reset()
 
 
-BF16_SHAPE = GDNShape(num_k_heads=1, num_v_heads=2, head_k_dim=128, head_v_dim=128, d_conv=4)
 CASES = [
     gdn_case(pool="direct", T=1),
     gdn_case(pool="pool", T=3),
-    gdn_case(pool="split", T=2, shape=GDNShape(num_k_heads=2, num_v_heads=8, head_k_dim=16, head_v_dim=8, d_conv=3),
-             options={"scale": 0.2}),
+    gdn_case(pool="split", T=2, shape=replace(SHAPE, num_k_heads=2, num_v_heads=4, d_conv=3), options={"scale": 0.2}),
     gdn_case(pool="pool", T=3, options={"intermediate": True, "write_final": False}),
     gdn_case(pool="split", T=2, options={"intermediate": True}),
-    gdn_case(pool="pool", T=1, state_dtype="bf16", shape=BF16_SHAPE, batch=2),
+    gdn_case(pool="pool", T=1, state_dtype="bf16", batch=2),
+    gdn_case(pool="split", T=3, state_dtype="bf16", batch=2, options={"intermediate": True}),
 ]
 
 

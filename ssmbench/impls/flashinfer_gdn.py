@@ -15,8 +15,8 @@ ones).
 What it cannot express (refused with the reason, `flashinfer_gdn_case_reason`): padding rows (its bf16
 kernels read and write pool slot 0 for index -1 and leave the row's output undefined, where docs/spec.md
 §3 asks for zero outputs and no slot touched), stochastic rounding (it rounds a bf16 state to
-nearest), a bf16 state at other K / V than 128, and T = 1 with per-token states or without the final
-write (its API takes them for T > 1 only).
+nearest), a bf16 state at other K / V than 128, an fp32 one below 128, activations other than bf16 /
+fp16, and T = 1 with per-token states or without the final write (its API takes them for T > 1 only).
 
 The kernels are CuTe DSL (``cutlass``, ``cuda.bindings``): FlashInfer's `gdn_decode` module imports
 them, so where they are missing the impl is unavailable with that import error (the H200 machine has
@@ -55,6 +55,9 @@ GDN_KERNELS = ("gated_delta_rule decode (FlashInfer CuTe DSL kernels)",)
 FORMATS = ("fp32", "bf16")
 BF16_DIMS = 128
 """Its bf16-state kernels are built for K = V = 128 only."""
+MIN_DIM, V_TILE = 128, 8
+"""Its fp32-state kernels (T = 1 and MTP) assert K, V >= 128 and V a multiple of their V tile (8 at T = 1;
+the MTP kernel picks its tile by batch, a divisor of V, read from its source)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,6 +73,10 @@ def flashinfer_gdn_case_reason(case: Case) -> str | None:
         return "FlashInfer's GDN decode rounds a bf16 state to nearest (no stochastic rounding)"
     if case.state_dtype == "bf16" and (s.head_k_dim, s.head_v_dim) != (BF16_DIMS, BF16_DIMS):
         return f"FlashInfer's bf16-state GDN kernels need K = V = {BF16_DIMS}"
+    if min(s.head_k_dim, s.head_v_dim) < MIN_DIM or s.head_v_dim % V_TILE:
+        return f"FlashInfer's fp32-state GDN kernels need K, V >= {MIN_DIM} and V a multiple of {V_TILE}"
+    if case.act_dtype not in ("bf16", "fp16"):
+        return "FlashInfer's GDN decode takes q / k / v, a and b in bf16 or fp16"
     if case.pool == "padded":
         return ("padding rows: its bf16 kernels read and write pool slot 0 for index -1 and leave the row's output "
                 "undefined, where docs/spec.md §3 asks for zero outputs and no slot touched")
