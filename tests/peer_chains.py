@@ -8,6 +8,7 @@ import torch
 
 from ssmbench.impls.registry import registry
 from ssmbench.measure.target import Target
+from ssmbench.spec.case import AcceptLaw, Case
 
 
 def built(name: str, case, device: str = "cpu") -> Target:
@@ -33,3 +34,16 @@ def assert_restore_repeats(name: str, case, keys: tuple[str, ...] = ("y", "state
     second = target.chain.outputs()
     for key in keys:
         assert torch.equal(first[key], second[key]), key
+
+
+def gdn_case(default_shape, case_id: str, **kw) -> Case:
+    """A GDN case for the GDN peers' tests: ``default_shape`` (or ``shape=``), fp32 state, final write,
+    `pool` mode, T = 3 over 3 rows, bf16 activations; ``options`` adds case options, the other keywords
+    replace fields."""
+    extras = dict((("intermediate", False), ("write_final", True)))
+    extras.update(kw.pop("options", {}))
+    base = dict(id=case_id, sweep="t", family="gdn", preset=None, tp=1, shape=default_shape, batch=3, T=3,
+                state_dtype="fp32", rounding="rn", pool="pool", accept=AcceptLaw("rate", (0.6,)), window=None,
+                pdl=True, l2="hot", seed=3, act_dtype="bf16", extras=tuple(extras.items()))
+    base.update(kw)
+    return Case(**base)

@@ -32,9 +32,10 @@ from ssmbench.families.gdn import make_gdn_workload
 from ssmbench.impls import fla as fp
 from ssmbench.impls.optional import OptionalModule
 from ssmbench.impls.registry import registry
-from ssmbench.spec.case import AcceptLaw, Case
+from ssmbench.spec.case import Case
 from ssmbench.spec.presets import GDNShape
 from tests.peer_chains import assert_restore_repeats, verified_chain
+from tests.peer_chains import gdn_case as peer_gdn_case
 
 NAME = "fla.gdn"
 MODULE = "fla.ops.gated_delta_rule"
@@ -42,13 +43,7 @@ SHAPE = GDNShape(num_k_heads=1, num_v_heads=2, head_k_dim=16, head_v_dim=8, d_co
 
 
 def gdn_case(**kw) -> Case:
-    extras = dict((("intermediate", False), ("write_final", True)))
-    extras.update(kw.pop("options", {}))
-    base = dict(id="fla-case", sweep="t", family="gdn", preset=None, tp=1, shape=SHAPE, batch=3, T=3,
-                state_dtype="fp32", rounding="rn", pool="pool", accept=AcceptLaw("rate", (0.6,)), window=None,
-                pdl=True, l2="hot", seed=3, act_dtype="bf16", extras=tuple(extras.items()))
-    base.update(kw)
-    return Case(**base)
+    return peer_gdn_case(SHAPE, "fla-case", **kw)
 
 
 def _modules(value) -> dict[str, object]:

@@ -31,9 +31,10 @@ from ssmbench.families.gdn import make_gdn_workload
 from ssmbench.impls import fla as fp
 from ssmbench.impls import flashinfer_gdn as fg
 from ssmbench.impls.registry import registry
-from ssmbench.spec.case import AcceptLaw, Case
+from ssmbench.spec.case import Case
 from ssmbench.spec.presets import GDNShape
 from tests.peer_chains import assert_restore_repeats, verified_chain
+from tests.peer_chains import gdn_case as peer_gdn_case
 
 NAME = "flashinfer.gdn"
 MODULE = "flashinfer.gdn_decode"
@@ -43,13 +44,7 @@ QWEN = GDNShape(num_k_heads=16, num_v_heads=64, head_k_dim=128, head_v_dim=128, 
 
 
 def gdn_case(**kw) -> Case:
-    extras = dict((("intermediate", False), ("write_final", True)))
-    extras.update(kw.pop("options", {}))
-    base = dict(id="fi-gdn-case", sweep="t", family="gdn", preset=None, tp=1, shape=SHAPE, batch=3, T=3,
-                state_dtype="fp32", rounding="rn", pool="pool", accept=AcceptLaw("rate", (0.6,)), window=None,
-                pdl=True, l2="hot", seed=3, act_dtype="bf16", extras=tuple(extras.items()))
-    base.update(kw)
-    return Case(**base)
+    return peer_gdn_case(SHAPE, "fi-gdn-case", **kw)
 
 
 @pytest.fixture
