@@ -130,6 +130,21 @@ def state_pool(case: Case, workload: GDNWorkload) -> StoredState:
     return slot_pool(case, workload, workload.n_slots, row_shape(workload), workload.qkv.device)
 
 
+def state_after(workload: GDNWorkload, pool_data: torch.Tensor,
+                intermediate: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The state an impl's step leaves for verification, in fp32, and the accepted counts it stands
+    for: with per-token states (``intermediate``, ``(batch, T, HV, V, K)``) each row's state at its
+    accepted token, else the final state at its write slot (all T accepted); padding rows zero."""
+    rows = torch.arange(workload.batch, device=pool_data.device)
+    if intermediate is not None:
+        after, accepted = intermediate[rows, workload.accepted - 1].float(), workload.accepted
+    else:
+        after = pool_data.index_select(0, workload.write_idx.clamp(min=0)).float()
+        accepted = torch.full_like(workload.accepted, workload.case.T)
+    after[workload.read_idx < 0] = 0
+    return after, accepted
+
+
 # ---------------------------------------------------------------------------------------------
 # The byte model (docs/spec.md §10)
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ record's notes say what the span holds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -111,6 +112,18 @@ def contiguous_inputs(workload: GDNWorkload, conv_out: torch.Tensor) -> tuple[to
                  for view in workload.views(conv_out))
 
 
+def qkv_copier(workload: GDNWorkload, conv_out: torch.Tensor, bufs: tuple[torch.Tensor, ...]) -> Callable[[], None]:
+    """The launch copying q, k, v out of ``conv_out`` into ``bufs`` (`contiguous_inputs`): the step
+    every GDN peer whose API takes no row strides puts between conv1d and its kernel (`COPY_KERNEL`)."""
+    views = workload.views(conv_out)
+
+    def copy_inputs() -> None:
+        for buf, view in zip(bufs, views, strict=True):
+            buf.copy_(view)
+
+    return copy_inputs
+
+
 def fla_arguments(case: Case, workload: GDNWorkload, *, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   h0: torch.Tensor) -> dict[str, Any]:
     """Keyword arguments of `fused_recurrent_gated_delta_rule` for one step of ``case``.
@@ -180,9 +193,7 @@ class FLAGDN(Impl):
             conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, read, workload.k_prev, T=T,
                           out=conv_out, pdl=False, validate=validate)
 
-        def copy_inputs() -> None:
-            for buf, view in zip((q, k, v), workload.views(conv_out), strict=True):
-                buf.copy_(view)
+        copy_inputs = qkv_copier(workload, conv_out, (q, k, v))
 
         def gather() -> None:
             torch.index_select(pool.data, 0, read, out=h0)

@@ -38,7 +38,7 @@ import torch
 from ssmbench.families import gdn
 from ssmbench.families.gdn import GDNWorkload
 from ssmbench.impls.base import Chain, Impl, register
-from ssmbench.impls.fla import COPY_KERNEL, contiguous_inputs, qkv_copy_bytes
+from ssmbench.impls.fla import COPY_KERNEL, contiguous_inputs, qkv_copier, qkv_copy_bytes
 from ssmbench.impls.flashinfer import INSTALL_HINT
 from ssmbench.impls.optional import AVAILABLE, OptionalModule
 from ssmbench.impls.triton_gdn import restore_rows
@@ -165,9 +165,7 @@ class FlashInferGDN(Impl):
             conv1d_update(workload.qkv, conv_state, workload.conv_weight, None, workload.read_idx, workload.k_prev,
                           T=T, out=conv_out, pdl=False, validate=validate)
 
-        def copy_inputs() -> None:
-            for buf, view in zip((q, k, v), workload.views(conv_out), strict=True):
-                buf.copy_(view)
+        copy_inputs = qkv_copier(workload, conv_out, (q, k, v))
 
         def decode() -> None:
             fi.gated_delta_rule_decode_pretranspose(**args)
@@ -185,12 +183,7 @@ class FlashInferGDN(Impl):
         restore()
 
         def outputs() -> dict[str, Any]:
-            rows = torch.arange(batch, device=device)
-            if inter is not None:
-                after, accepted = inter[rows, workload.accepted - 1].float(), workload.accepted
-            else:
-                after = pool.data.index_select(0, workload.write_idx).float()
-                accepted = torch.full_like(workload.accepted, T)
+            after, accepted = gdn.state_after(workload, pool.data, inter)
             return {
                 "conv_out": conv_out, "conv_state": conv_state, "y": y,
                 "start_state": dequantize(StoredState(start_rows, None, case.state_dtype), torch.float32),

@@ -149,21 +149,13 @@ class TritonGDN(Impl):
         restore()
 
         def outputs() -> dict[str, Any]:
-            rows = torch.arange(batch, device=device)
-            result: dict[str, Any] = {
+            after, accepted = gdn.state_after(workload, pool.data, inter)
+            return {
                 "conv_out": conv_out, "conv_state": conv_state,
                 "y": y.view(batch, T, s.num_v_heads, s.head_v_dim),
                 "start_state": dequantize(StoredState(start_rows, None, case.state_dtype), torch.float32),
+                "state_after": after, "accepted": accepted,
             }
-            if inter is not None:
-                after = inter[rows, workload.accepted - 1].float()
-                accepted = workload.accepted
-            else:
-                after = pool.data.index_select(0, workload.write_idx.clamp(min=0)).float()
-                accepted = torch.full_like(workload.accepted, T)
-            after[~real] = 0
-            result.update(state_after=after, accepted=accepted)
-            return result
 
         return Chain([conv, decode], [*CONV1D_KERNELS, *GDN_KERNELS], outputs=outputs, restore=restore)
 
