@@ -85,6 +85,36 @@ class Impl(ABC):
         return None
 
 
+class Peer(Impl, ABC):
+    """An impl around another project's kernels, from an optional package (``package``: an
+    `ssmbench.impls.optional.OptionalModule`): it runs a case when the package imports here, its API
+    can express the case (`case_reason`) and this machine can run its kernels (`runs_here`), each
+    refusal with its reason, in that order."""
+
+    kind = "peer"
+    package: Any = None
+
+    def availability(self) -> str:
+        return self.package.availability()
+
+    def case_reason(self, case: Case) -> str | None:
+        """Why the package's API cannot express ``case`` (None: it can)."""
+        return None
+
+    def runs_here(self) -> str | None:
+        """Why this machine cannot run the package's kernels (None: it can)."""
+        return None
+
+    def supports(self, case: Case) -> str | None:
+        if (reason := super().supports(case)) is not None:
+            return reason
+        if (state := self.availability()) != "available":
+            return state
+        if (reason := self.case_reason(case)) is not None:
+            return reason
+        return self.runs_here()
+
+
 def snapshot(*tensors: Any) -> Callable[[], None]:
     """A `Chain.restore`: copies of ``tensors`` taken now, copied back in place when called
     (None entries, e.g. a format without scales, are skipped)."""

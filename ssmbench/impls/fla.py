@@ -28,8 +28,8 @@ import torch
 from ssmbench.families import gdn
 from ssmbench.families.common import act_bytes, state_bytes
 from ssmbench.families.gdn import GDNWorkload
-from ssmbench.impls.base import Chain, Impl, register, triton_interpreted
-from ssmbench.impls.optional import AVAILABLE, OptionalModule
+from ssmbench.impls.base import Chain, Peer, register, triton_interpreted
+from ssmbench.impls.optional import OptionalModule
 from ssmbench.impls.triton_gdn import restore_rows
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
@@ -153,28 +153,20 @@ def _triton_runs_here() -> bool:
     return torch.cuda.is_available() or triton_interpreted()
 
 
-class FLAGDN(Impl):
+class FLAGDN(Peer):
     """conv1d -> fused_recurrent_gated_delta_rule (final state only, fp32), gathered from and
     scattered to the pool slots outside `direct` mode. No PDL launch: on pdl=on cases the kernels
     run stream-ordered (FLA's kernel does not wait on a PDL trigger)."""
 
     name = "fla.gdn"
     family = "gdn"
-    kind = "peer"
+    package = FLA
 
-    def availability(self) -> str:
-        return FLA.availability()
+    def case_reason(self, case: Case) -> str | None:
+        return fla_case_reason(case)
 
-    def supports(self, case: Case) -> str | None:
-        if (reason := super().supports(case)) is not None:
-            return reason
-        if (state := FLA.availability()) != AVAILABLE:
-            return state
-        if (reason := fla_case_reason(case)) is not None:
-            return reason
-        if not _triton_runs_here():
-            return "FLA's Triton kernel needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
-        return None
+    def runs_here(self) -> str | None:
+        return None if _triton_runs_here() else "FLA's Triton kernel needs a CUDA GPU (or TRITON_INTERPRET=1 on a CPU)"
 
     def build(self, case: Case, workload: GDNWorkload) -> Chain:
         fla = FLA.load()

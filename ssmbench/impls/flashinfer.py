@@ -31,8 +31,8 @@ from ssmbench.families.mamba2 import (
     intermediate_pool,
     replay_state,
 )
-from ssmbench.impls.base import Chain, Impl, register, snapshot
-from ssmbench.impls.optional import AVAILABLE, OptionalModule
+from ssmbench.impls.base import Chain, Peer, register, snapshot
+from ssmbench.impls.optional import OptionalModule
 from ssmbench.impls.triton_mamba import ConvHead, per_token_state_outputs
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
@@ -235,27 +235,16 @@ def checkpointing_arguments(case: Case, workload: Mamba2Workload, *, conv_out: t
 # The impls
 # ---------------------------------------------------------------------------------------------
 
-class _FlashInferMamba2(Impl):
+class _FlashInferMamba2(Peer):
     family = "mamba2"
-    kind = "peer"
     needs_gpu = True
-
-    def availability(self) -> str:
-        return availability()
+    package = FLASHINFER
 
     def case_reason(self, case: Case) -> str | None:
         raise NotImplementedError
 
-    def supports(self, case: Case) -> str | None:
-        if (reason := super().supports(case)) is not None:
-            return reason
-        if (state := availability()) != AVAILABLE:
-            return state
-        if (reason := self.case_reason(case)) is not None:
-            return reason
-        if not torch.cuda.is_available():
-            return "FlashInfer's kernels need a CUDA GPU (sm_80+)"
-        return None
+    def runs_here(self) -> str | None:
+        return None if torch.cuda.is_available() else "FlashInfer's kernels need a CUDA GPU (sm_80+)"
 
 
 def _seed_tensor(case: Case, device: torch.device) -> torch.Tensor | None:

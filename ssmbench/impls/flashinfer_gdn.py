@@ -37,10 +37,10 @@ import torch
 
 from ssmbench.families import gdn
 from ssmbench.families.gdn import GDNWorkload
-from ssmbench.impls.base import Chain, Impl, register
+from ssmbench.impls.base import Chain, Peer, register
 from ssmbench.impls.fla import COPY_KERNEL, contiguous_inputs, qkv_copier, qkv_copy_bytes
 from ssmbench.impls.flashinfer import INSTALL_HINT
-from ssmbench.impls.optional import AVAILABLE, OptionalModule
+from ssmbench.impls.optional import OptionalModule
 from ssmbench.impls.triton_gdn import restore_rows
 from ssmbench.spec.case import Case
 from ssmbench_kernels.conv1d.kernel import KERNEL_NAMES as CONV1D_KERNELS
@@ -120,28 +120,20 @@ def flashinfer_gdn_arguments(case: Case, workload: GDNWorkload, *, q: torch.Tens
 # The impl
 # ---------------------------------------------------------------------------------------------
 
-class FlashInferGDN(Impl):
+class FlashInferGDN(Peer):
     """conv1d -> gated_delta_rule_decode_pretranspose on the pool in place. No PDL launch: its
     kernels do not wait on a PDL trigger, so on pdl=on cases the chain runs stream-ordered."""
 
     name = "flashinfer.gdn"
     family = "gdn"
-    kind = "peer"
     needs_gpu = True
+    package = FLASHINFER_GDN
 
-    def availability(self) -> str:
-        return FLASHINFER_GDN.availability()
+    def case_reason(self, case: Case) -> str | None:
+        return flashinfer_gdn_case_reason(case)
 
-    def supports(self, case: Case) -> str | None:
-        if (reason := super().supports(case)) is not None:
-            return reason
-        if (state := FLASHINFER_GDN.availability()) != AVAILABLE:
-            return state
-        if (reason := flashinfer_gdn_case_reason(case)) is not None:
-            return reason
-        if not torch.cuda.is_available():
-            return "FlashInfer's GDN kernels need a CUDA GPU (sm_90 or newer)"
-        return None
+    def runs_here(self) -> str | None:
+        return None if torch.cuda.is_available() else "FlashInfer's GDN kernels need a CUDA GPU (sm_90 or newer)"
 
     def build(self, case: Case, workload: GDNWorkload) -> Chain:
         fi = FLASHINFER_GDN.load()
