@@ -16,12 +16,13 @@ import torch
 
 from ssmbench.families.mamba2 import make_mamba2_workload
 from ssmbench.impls import flashinfer as fi
+from ssmbench.impls.optional import AVAILABLE
 from ssmbench.impls.registry import registry
 from ssmbench.measure.verify import verify
 from ssmbench.spec.case import DEFAULT_ACCEPT, Case
 from ssmbench.spec.presets import Mamba2Shape
 
-pytestmark = pytest.mark.skipif(fi.availability() != fi.AVAILABLE, reason=fi.availability())
+pytestmark = pytest.mark.skipif(fi.availability() != AVAILABLE, reason=fi.availability())
 
 SHAPE = Mamba2Shape(nheads=16, head_dim=64, dstate=128, ngroups=1, d_conv=4)
 
