@@ -10,6 +10,7 @@ OUT="${OUT:-/tmp/out}"; mkdir -p "$OUT" "$R/tune"
 CALL_LIMIT=${CALL_LIMIT:-540}
 source tools/gpu/wheels.sh
 source tools/gpu/flashinfer_setup.sh /tmp/site >/dev/null
+source tools/gpu/cutedsl_setup.sh /tmp/site  # FlashInfer GDN's CuTe DSL, once its two carried parts are here
 HEADLINE=sweeps/nemotron3-super-tp8.yaml
 GDN=sweeps/qwen35-gdn.yaml
 TRITON=(--impl triton.intermediate --impl triton.checkpoint)
