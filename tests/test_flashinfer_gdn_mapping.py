@@ -141,7 +141,8 @@ def test_arguments_layouts() -> None:
     y, inter = torch.zeros(b, T, 4, 128, dtype=torch.bfloat16), torch.zeros(b, T, 4, 128, 128)
     a = fg.flashinfer_gdn_arguments(case, wl, q=q, k=k, v=v, pool=pool, y=y, inter=inter)
     assert a["q"] is q and a["k"] is k and a["v"] is v and a["initial_state"] is pool and a["state"] is None
-    assert a["initial_state_indices"] is wl.read_idx and a["output_state_indices"] is wl.write_idx
+    assert a["initial_state_indices"].dtype == a["output_state_indices"].dtype == torch.int32
+    assert torch.equal(a["initial_state_indices"], wl.read_idx) and torch.equal(a["output_state_indices"], wl.write_idx)
     assert a["a"].shape == a["b"].shape == (b, T, 4) and a["a"].data_ptr() == wl.a.data_ptr()  # raw, views
     assert a["A_log"] is wl.A_log and a["dt_bias"] is wl.dt_bias and a["scale"] == 0.3 and a["use_qk_l2norm"]
     assert a["output"] is y and a["intermediate_states_buffer"] is inter and a["disable_state_update"] is True
@@ -167,6 +168,9 @@ def fake_gated_delta_rule_decode_pretranspose(q, k, v, state, A_log, a, dt_bias,
     assert q.dtype in (torch.float16, torch.bfloat16) and A_log.dtype == torch.float32
     assert dt_bias.dtype in (torch.bfloat16, torch.float32) and a.shape == b.shape == (B, T, HV)
     assert initial_state_indices.shape == (B,) and initial_state_indices.dtype in (torch.int32, torch.int64)
+    if initial_state.dtype == torch.bfloat16:  # its bf16 kernels fail to compile with int64 slots (H200, 2026-11-30)
+        for idx in (initial_state_indices, output_state_indices):
+            assert idx is None or idx.dtype == torch.int32, "bf16 state: int32 indices"
     for t in (q, k, v):
         assert t.is_contiguous()
     if initial_state.dtype == torch.bfloat16:

@@ -18,6 +18,7 @@ from test_triton_checkpoint import DEVICE, _initial, _inputs, _params, _simulate
 
 from ssmbench.impls.triton_checkpoint import CHECKPOINT_SPACE
 from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, kernel_names, make_scratch, replay_step
+from ssmbench_kernels.mamba2_replay.kernel_bw import state_descriptor
 
 BW = CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4)
 """16 x N chunks: P = 20 below runs two of them (the second masked)."""
@@ -188,3 +189,56 @@ def test_bw_main_whole_rows_outputs_from_the_checkpoint(fmt, rounding, window) -
     seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, with_z=True, knobs=knobs,
                                          seed=zlib.crc32(f"rect{fmt}{rounding}{W}".encode()))
     assert seen_write
+
+
+@pytest.mark.parametrize("fmt,rounding,window,knobs", [
+    ("fp32", "rn", 16, dict(n_tile=16, stages=2)),
+    ("bf16", "rn", 16, dict(n_tile=16, stages=3, rect_outputs=True, prefetch=True)),
+    ("bf16", "sr", "T", dict(n_tile=16, stages=2, split_loops=True)),
+    ("fp16", "sr", 16, dict()),
+    ("fp16", "rn", "T", dict(n_tile=16, stages=2, rect_outputs=True)),
+    ("int8", "sr", 16, dict()),
+])
+def test_bw_main_tma_matches_reference(fmt, rounding, window, knobs) -> None:
+    """`CheckpointKnobs.tma`: the state tiles by tensor descriptor. P = 20 on 16-row programs (the second
+    chunk's rows 20-31 read the next head's rows, or past the pool for the last head), N = 40 (16-column
+    tiles: the last one past N; whole rows: a 64-column box), every output form; int8 keeps its loads."""
+    T = 3
+    W = T if window == "T" else window
+    seen_write, seen_nowrite = _simulate(fmt, rounding, T, W, P=20, N=40, with_z=True,
+                                         knobs=CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, tma=True,
+                                                               **knobs),
+                                         seed=zlib.crc32(f"tma{fmt}{rounding}{W}{sorted(knobs)}".encode()))
+    assert seen_write and seen_nowrite
+
+
+def test_tma_descriptor_only_where_tma_takes_the_pool() -> None:
+    """The descriptor covers the pool as (slots * H * P, N) rows in block_p x n_tile boxes, and is None
+    where TMA cannot take it (the main then loads as without the knob): scaled formats, rows that are not
+    a multiple of 16 bytes, boxes past 256."""
+    pool = torch.zeros(3, 2, 20, 40, dtype=torch.bfloat16)
+    desc = state_descriptor(pool, "bf16", 16, 16)
+    assert list(desc.shape) == [120, 40] and list(desc.strides) == [40, 1] and list(desc.block_shape) == [16, 16]
+    assert state_descriptor(torch.zeros(3, 2, 20, 40, dtype=torch.int8), "int8", 16, 16) is None
+    assert state_descriptor(torch.zeros(3, 2, 20, 36, dtype=torch.bfloat16), "bf16", 16, 16) is None
+    assert state_descriptor(torch.zeros(3, 2, 20, 36, dtype=torch.float32), "fp32", 16, 16) is not None
+    assert state_descriptor(torch.zeros(1, 1, 16, 512, dtype=torch.float32), "fp32", 16, 512) is None
+
+
+def test_bw_main_tma_falls_back_and_keeps_padding_rows_untouched() -> None:
+    """N = 36 bf16 (72-byte rows: no descriptor) runs the loads under the knob; padding rows with TMA read
+    slot 0's tile but write zero outputs and touch nothing, as without it."""
+    _simulate("bf16", "rn", 2, 8, P=20, N=36, with_z=False, steps=2,
+              knobs=CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, tma=True), seed=11)
+    rs, slots, g = _initial(2, 2, 4, 2, 16, 16, 1, "bf16", [4, 1], n_pad=2, seed=3)
+    before = rs.clone()
+    A, D, dt_bias = _params(g, 2)
+    conv_out, dt_raw, z = _inputs(g, 2, 2, 2, 16, 16, 1, True)
+    d = lambda t: t.to(DEVICE)  # noqa: E731
+    y = torch.full((4, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=16, dstate=16,
+                ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding="rn",
+                knobs=dataclasses.replace(BW, n_tile=16, tma=True))
+    assert (y == 0).all()
+    for a, b in ((rs.ckpt.data, before.ckpt.data), (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B)):
+        assert torch.equal(a, b)

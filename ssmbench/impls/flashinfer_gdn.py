@@ -95,7 +95,15 @@ def timed_notes(case: Case) -> list[str]:
     del case
     return ["timed: conv1d, 3 copies making q/k/v contiguous ([B, T, H, K] tensors), FlashInfer's "
             "gated_delta_rule_decode_pretranspose (backend 'flashinfer') on the pool in place, read and write "
-            "slots by index"]
+            "slots by index (int32 indices, converted once outside the span)"]
+
+
+def slot_indices(idx: torch.Tensor) -> torch.Tensor:
+    """Pool slot indices as FlashInfer's GDN kernels take them: int32 (its documented type). Its bf16-state
+    kernels do not compile with int64 indices (CuTe DSL ``TYPE_UNSTABLE_JOIN``: ``cache_idx`` Int64 on one
+    path, Int32 on another; every bf16 case on the H200, 2026-11-30). Converted once when the chain is
+    built, outside the timed span, as a caller keeping int32 slot tables would hold them."""
+    return idx.to(torch.int32)
 
 
 def flashinfer_gdn_arguments(case: Case, workload: GDNWorkload, *, q: torch.Tensor, k: torch.Tensor,
@@ -110,7 +118,8 @@ def flashinfer_gdn_arguments(case: Case, workload: GDNWorkload, *, q: torch.Tens
     return dict(
         q=q, k=k, v=v, state=None, A_log=workload.A_log, a=workload.a.unflatten(0, bt), dt_bias=workload.dt_bias,
         b=workload.b.unflatten(0, bt), scale=case.option("scale"), output=y, use_qk_l2norm=True,
-        initial_state=pool, initial_state_indices=workload.read_idx, output_state_indices=workload.write_idx,
+        initial_state=pool, initial_state_indices=slot_indices(workload.read_idx),
+        output_state_indices=slot_indices(workload.write_idx),
         intermediate_states_buffer=inter, disable_state_update=not case.option("write_final", True),
         backend="flashinfer",
     )

@@ -95,12 +95,22 @@ PICK_VARIANTS = {
     "pre8": dict(pre_heads=8),
     "pre16w8": dict(pre_heads=16, pre_warps=8),
     "ring": dict(ring_rows=True),
+    "w1": dict(num_warps=1),
+    "tma": dict(tma=True),
+    "w1-tma": dict(num_warps=1, tma=True),
+    "bf16form": dict(bandwidth=True, fused=False, block_p=64, num_warps=2, n_tile=32, stages=3, rect_outputs=True,
+                     split_loops=False, prefetch=True, max_regs=0),
+    "bf16form-w1-tma": dict(bandwidth=True, fused=False, block_p=64, num_warps=1, n_tile=32, stages=3,
+                            rect_outputs=True, split_loops=False, prefetch=True, max_regs=0, tma=True),
 }
 """Session 12's rounds (issue 19, tools/gpu/checkpoint-picks.yaml): the fold operands only on write rows
 (`split_loops`, with and without a register cap), register caps (one wave at batch 64: 1024 programs, 8
 programs of 4 warps an SM need <= 64 registers), the precompute on fewer heads a program, the state tile
 into L2 before the wait (`prefetch`); `r0` / `pre16` / `noprefetch` undo what the table took from a round
-before."""
+before. Session 17 (round 16): one warp (the W = 16 bf16 b1024 tune's winner, -5.0%) on every bandwidth pick, the
+state tiles by TMA (`tma`), both; fp32 on the bf16 picks' form (64 x 32, 3 stages, `rect_outputs`: 1-2 warps were
+never timed for fp32 with it), on 2 warps and on 1 with TMA (static SASS 15.1 -> 12.2 / 9.6 instructions a state
+element)."""
 
 
 class _ConvFormCheckpoint(ConvChanges, TritonCheckpoint):
@@ -129,8 +139,9 @@ for _name, _over in PICK_VARIANTS.items():
     register(_VariantCheckpoint(_name, pick_with(_name, TritonCheckpoint.tunable, **_over)))
 # Session 14: the b64 entries at b8 / b16 / b32, the b128 entries at b256 to b1024; session 16: the b256 entries at
 # b512 / b1024 (W = T bf16's one-warp winner), the b512 entries at b64 (the fp16 SR 80-register kernel under the
-# sanitizer: the kernel does not specialize on the batch).
-for _batch in (64, 128, 256, 512):
+# sanitizer: the kernel does not specialize on the batch); session 17: the b1024 entries at b64 (the bf16 one-warp
+# kernel under the sanitizer).
+for _batch in (64, 128, 256, 512, 1024):
     _name = f"triton.checkpoint.as-b{_batch}"
     register(_VariantCheckpoint(_name, pick_at_batch(_name, TritonCheckpoint.tunable, _batch)))
 for _name, _knobs in TILE_VARIANTS.items():

@@ -8,6 +8,7 @@ Registers and stack (spills) from cuobjdump -res-usage (the bundled ptxas -v rej
 PTX version), shared memory = Triton's dynamic allocation + the static one.
 
     PYTHONPATH=$PWD:$PWD/kernels python3 tools/gpu/sass_replay.py [fp32,bf16,fp16sr]
+    (SASS_FORMS=tiles: the column-tile forms; SASS_FORMS=tma: the table's picks with and without TMA)
 
 Used for docs/checkpoint.md (issue 19): compare main-kernel designs without device time.
 """
@@ -82,6 +83,20 @@ def tile_forms() -> list[Form]:
     return out
 
 
+def tma_forms() -> list[Form]:
+    """The H200 table's bandwidth-main picks with and without `CheckpointKnobs.tma` (session 17): fp32 b256 (64 x 32,
+    4 warps, 1 stage, 64 registers), bf16 b128-b1024 (64 x 32, 3 stages, `rect_outputs`, `prefetch`; 2 warps and
+    the b1024 tune's 1 warp), fp16 SR b64 (64 x 16, 3 stages)."""
+    picks = (("fp32 p64 n32 w4 s1 r64", dict(block_p=64, num_warps=4, n_tile=32, stages=1, max_regs=64), 128),
+             ("bf16 p64 n32 w2 s3 rect", dict(block_p=64, num_warps=2, n_tile=32, stages=3, rect_outputs=True,
+                                              prefetch=True), 64),
+             ("bf16 p64 n32 w1 s3 rect", dict(block_p=64, num_warps=1, n_tile=32, stages=3, rect_outputs=True,
+                                              prefetch=True), 32),
+             ("fp16 p64 n16 w4 s3", dict(block_p=64, num_warps=4, n_tile=16, stages=3, prefetch=True), 128))
+    return [Form(f"{label}{' tma' if tma else ''}", dict(bandwidth=True, tma=tma, **knobs), "main", 64, threads)
+            for label, knobs, threads in picks for tma in (False, True)]
+
+
 def compile_form(form: Form, fmt: str, rounding: str, cache: str) -> str:
     """Compile one kernel of `replay_step` into ``cache``; returns the cache directory of it."""
     from ssmbench_kernels.mamba2_replay.kernel import CheckpointKnobs, make_scratch, replay_step
@@ -126,7 +141,8 @@ def main(labels: list[str]) -> None:
         fmt, rounding = (label[:-2], "sr") if label.endswith("sr") else (label, "rn")
         if fmt not in DTYPES:
             raise SystemExit(f"unknown format {label!r}: one of {', '.join(DTYPES)} (+ 'sr')")
-        for form in (tile_forms() if os.environ.get("SASS_FORMS") == "tiles" else forms()):
+        chosen = {"tiles": tile_forms, "tma": tma_forms}.get(os.environ.get("SASS_FORMS", ""), forms)
+        for form in chosen():
             if form.launch == "precompute" and label != labels[0]:
                 continue  # the precompute does not depend on the state format
             kdir = compile_form(form, fmt, rounding, tempfile.mkdtemp())

@@ -15,29 +15,42 @@
 # Phase 2   20 (the same warm machine, straight after: carry .cutedsl/b): the CuTe DSL installed, FlashInfer's
 #           GDN decode imported, `ssmbench check` of the GDN sweep for flashinfer.gdn (its kernels' first GPU
 #           run: they compile here), then the GDN sweep with all three impls, gated against the stored one.
+# Phase 3   19 (a fresh H200: carry .whl .peer): the bandwidth main's TMA form (`CheckpointKnobs.tma`) in the GPU's
+#           simulations, then round 16 of tools/gpu/checkpoint-picks.yaml (W = 16 on the table with phase 1's one-warp
+#           b1024 bf16 entry; one warp, TMA and both on every bandwidth pick; fp32 on the bf16 form), compute-sanitizer
+#           and 5-launch determinism on the b1024 bf16 entry's kernel through `as-b1024` at b64.
+# Phase 4a  20 (the same warm machine, straight after: carry .cutedsl/a), as phase 2a.
+# Phase 4   20 (the same warm machine, straight after: carry .cutedsl/b): the GDN sweep with all three impls again,
+#           FlashInfer's bf16-state kernels on int32 slot indices (phase 2: they do not compile with int64), gated
+#           against the stored baseline and phase 2's run.
 set -u
-PHASE=${PHASE:?PHASE=1, 2a or 2}
+PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a or 4}
 SESSION=s17
 source tools/gpu/session_env.sh
 BISECT_SPEC=tools/gpu/gdn-b1-bisect.yaml
 
-bisect_run() {  # bisect_run TREE LABEL: the bisect spec swept by the ssmbench in TREE (its kernels too)
-  local tree=$1 label=$2
+bisect_run() {  # bisect_run TREE LABEL: the bisect spec swept by the ssmbench in TREE (its kernels too), run from
+  # inside TREE (`python3 -m` puts the working directory first on sys.path: phase 1's first try, from the repo root,
+  # ran this tree's ssmbench over the older kernels)
+  local tree=$1 label=$2 spec=$PWD/$BISECT_SPEC
   PYTHONPATH="$tree:$tree/kernels:$PYTHONPATH" STEP_TIMEOUT=120 once "bisect-$label" \
-    python3 -m ssmbench sweep "$PWD/$BISECT_SPEC" -o "$R/bisect-$label.json"
+    bash -c "cd '$tree' && python3 -m ssmbench sweep '$spec' -o '$R/bisect-$label.json'"
+}
+
+bisect() {  # bisect TAG: every tree in order, then in reverse (labels TAG-SHA-1 / -2)
+  local trees=(11a6e3a 630151d 7f0a2df 3c28820 55bfd69 head) t i order
+  for order in 1 2; do
+    for ((i = 0; i < ${#trees[@]}; i++)); do
+      [ $order -eq 1 ] && t=${trees[$i]} || t=${trees[$((${#trees[@]} - 1 - i))]}
+      if [ "$t" = head ]; then bisect_run "$PWD" "$1-head-$order"; else bisect_run "$PWD/.bisect/$t" "$1-$t-$order"; fi
+    done
+  done
 }
 
 phase1() {
   TUNE_BUDGET=110 TUNE_NAME=checkpoint-w16-b1024-bf16 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 \
     --filter format=bf16 --batch 1024
-  local trees=(11a6e3a 630151d 7f0a2df 3c28820 55bfd69 head) t i
-  for t in "${trees[@]}"; do
-    if [ "$t" = head ]; then bisect_run "$PWD" head-1; else bisect_run "$PWD/.bisect/$t" "$t-1"; fi
-  done
-  for ((i = ${#trees[@]} - 1; i >= 0; i--)); do
-    t=${trees[$i]}
-    if [ "$t" = head ]; then bisect_run "$PWD" head-2; else bisect_run "$PWD/.bisect/$t" "$t-2"; fi
-  done
+  bisect mixed  # (ran each tree's kernels under this tree's ssmbench: see bisect_run)
 }
 
 phase2a() {
@@ -51,6 +64,31 @@ print('cutlass', cutlass.__file__, 'flashinfer', flashinfer.__version__, 'gdn de
   STEP_TIMEOUT=300 once fi-gdn-check python3 -m ssmbench check "$GDN" --impl flashinfer.gdn -v
   sweep gdn-fi "$GDN" --gpus 0
   gate gdn-fi-vs-stored "$R/gdn-fi.json" baselines/nvidia-h200/qwen35-gdn.json
+  bisect tree
+}
+
+phase3() {
+  STEP_TIMEOUT=200 once tma-tests-gpu python3 -m pytest -q -p no:cacheprovider \
+    tests/test_triton_checkpoint_bw.py::test_bw_main_tma_matches_reference \
+    tests/test_triton_checkpoint_bw.py::test_bw_main_tma_falls_back_and_keeps_padding_rows_untouched \
+    tests/test_triton_checkpoint_bw.py::test_bw_main_column_tiles_match_reference
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks16 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
+    --filter window=16 --filter format=fp32,bf16,fp16sr --filter batch=64,256,1024 --gpus 0
+  local cid
+  cid="$(ckpt_case 64 bf16)"
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once sanitizer-bf16-as-b1024 python3 -m ssmbench profile "$HEADLINE" \
+    --case "$cid" --impl triton.checkpoint.as-b1024 --plugin checkpoint_bw_plugin --tool sanitizer \
+    -o "$R/sanitizer-bf16-as-b1024"
+  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once determinism-bf16-as-b1024 python3 -m ssmbench profile "$HEADLINE" \
+    --case "$cid" --impl triton.checkpoint.as-b1024 --plugin checkpoint_bw_plugin --determinism 5
+}
+
+phase4a() { phase2a; }
+
+phase4() {
+  sweep gdn-fi2 "$GDN" --gpus 0
+  gate gdn-fi2-vs-stored "$R/gdn-fi2.json" baselines/nvidia-h200/qwen35-gdn.json
+  gate gdn-fi2-vs-fi "$R/gdn-fi2.json" "$R/gdn-fi.json"
 }
 
 run_phase

@@ -158,6 +158,15 @@ class CheckpointKnobs:
     run, no producer writes it): the first wave of programs, resident while conv1d and the
     precompute run, finds its state in L2 after the wait instead of starting its DRAM round trips
     then. Holds nothing in registers across the wait. (No-op in the interpreter.)"""
+    tma: bool = False
+    """Bandwidth main, unscaled formats (fp32, bf16, fp16): the state tiles come in by the Tensor Memory
+    Accelerator (one host-made tensor descriptor over the pool's ``(n_slots * H * P, N)`` rows, one copy
+    instruction a tile) instead of per-thread masked loads, whose address and mask arithmetic is part of
+    the main's issue-bound instruction stream (ncu, session 11: bf16 at 60% of issue slots). The
+    pipelined tile loop then stages tiles by TMA and barriers. Rows past P read the next head's rows (never
+    used: products and stores are per row), columns past N read 0, padding rows read slot 0's tile (no
+    store uses it). int8 / fp8 (row scales, whole rows) keep the loads. Needs ``N`` x element bytes a
+    multiple of 16 (TMA's stride rule); else the loads."""
 
 
 def default_knobs(

@@ -50,6 +50,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ssmbench_kernels.common.dots import dot
 from ssmbench_kernels.common.launch import interpreting, l2_lines, pdl_wait, prefetch_l2
@@ -101,12 +102,18 @@ def _dot_bf16x3(hi, mid, lo, b, acc):
 
 
 @triton.jit
-def _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, N: tl.constexpr, FMT: tl.constexpr):
+def _state_tile(ckpt_base, scale_base, srow, read_p, offs_n, mask_n, ckpt_desc, drow, n0, N: tl.constexpr,
+                FMT: tl.constexpr, TMA: tl.constexpr):
     """A (rows, columns) tile of the checkpoint as the products take it: a bf16 checkpoint as loaded
     (S C^T's bf16 operand as it is, no trip through fp32 and back: session 11's ncu had the bf16 main
     issue-bound at 60%), any other format dequantized to fp32 (`load_state_rows`). Masked elements
-    read as 0."""
-    if FMT == FMT_BF16:
+    read as 0. With ``TMA`` (`CheckpointKnobs.tma`) one descriptor copy of the rows from pool row ``drow``
+    and the columns from ``n0``: no row mask (what rows past P or a padding row read is never used)."""
+    if TMA:
+        tile = ckpt_desc.load([drow, n0])
+        if FMT != FMT_BF16:
+            tile = tile.to(tl.float32)
+    elif FMT == FMT_BF16:
         tile = tl.load(ckpt_base + srow[:, None] * N + offs_n[None, :], mask=read_p[:, None] & mask_n[None, :],
                        other=0.0)
     else:
@@ -124,12 +131,13 @@ def _fp32_tile(tile, FMT: tl.constexpr):
 
 @triton.jit
 def _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, c_col0, t_ok,
-                 N: tl.constexpr, FMT: tl.constexpr):
+                 ckpt_desc, drow, N: tl.constexpr, FMT: tl.constexpr, TMA: tl.constexpr):
     """One step of a tile loop: the columns ``n0 + offs_k`` (offsets, mask), the state tile
-    (`_state_tile`) and C^T over those columns (``c_col0``: the group's first C column)."""
+    (`_state_tile`; ``drow``: its first pool row, for ``TMA``) and C^T over those columns (``c_col0``: the
+    group's first C column)."""
     offs_nt = n0 + offs_k
     mask_nt = offs_nt < N
-    state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, N, FMT)
+    state = _state_tile(ckpt_base, scale_base, srow, read_p, offs_nt, mask_nt, ckpt_desc, drow, n0, N, FMT, TMA)
     ct = tl.trans(_token_tile(c_ptr, row0, stride_c_row, offs_t, c_col0, offs_nt, t_ok, mask_nt))
     return offs_nt, mask_nt, state, ct
 
@@ -183,6 +191,7 @@ def replay_bw_main_kernel(
     stride_c_row,
     stride_z_row,
     stride_y_row,
+    ckpt_desc,  # `CheckpointKnobs.tma`: the pool's tensor descriptor (else ckpt_ptr again, never read)
     T: tl.constexpr,
     W: tl.constexpr,
     H: tl.constexpr,
@@ -202,6 +211,7 @@ def replay_bw_main_kernel(
     SPLIT: tl.constexpr,
     PREFETCH: tl.constexpr,
     PREFETCH_LINES: tl.constexpr,
+    TMA: tl.constexpr,
     FMT: tl.constexpr,
     SR: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -246,6 +256,7 @@ def replay_bw_main_kernel(
         offs_p = pc * BLOCK_P + tl.arange(0, BLOCK_P)
         mask_p = offs_p < P
         srow = h * P + offs_p
+        drow = (s * (H * P) + h * P + pc * BLOCK_P).to(tl.int32)  # the tile's first pool row (`TMA`)
         read_p = mask_p & ((offs_p * 0 + slot) >= 0)  # (vector forms of scalar masks: the interpreter)
         x_hist = tl.load(
             hx_base + rj[:, None] * (H * P) + offs_p[None, :], mask=j_ok[:, None] & mask_p[None, :], other=0.0
@@ -262,8 +273,9 @@ def replay_bw_main_kernel(
             if mw:
                 xw_hi, xw_mid, xw_lo = _fold_operand(x_hist, w)
                 for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                    offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
-                                                               row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                    offs_nt, mask_nt, state, ct = _column_tile(
+                        ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, g * N, t_ok,
+                        ckpt_desc, drow, N, FMT, TMA)
                     b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                     folded = _fold_store(xw_hi, xw_mid, xw_lo, b_hist, _fp32_tile(state, FMT), fdec, ckpt_base,
                                          scale_base, srow, read_p, offs_nt, mask_nt, seed, s, step, n0, N, N_TILE, FMT,
@@ -272,8 +284,9 @@ def replay_bw_main_kernel(
                 yt = yt * cdec[None, :]
             else:
                 for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                    offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
-                                                               row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                    offs_nt, mask_nt, state, ct = _column_tile(
+                        ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, g * N, t_ok,
+                        ckpt_desc, drow, N, FMT, TMA)
                     yt = _state_ct(state, ct, yt, FMT)
                 yt = _dot_bf16x2_rhs(tl.trans(x_hist), tl.trans(cb_hist), yt * cdec[None, :])
         elif RECT:  # `CheckpointKnobs.rect_outputs`
@@ -283,8 +296,9 @@ def replay_bw_main_kernel(
             # it (a product inside a branch of the pipelined loop, reading the pipelined tile, gave wrong
             # outputs on the H200 under Triton 3.6: session 11).
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
-                                                           row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                offs_nt, mask_nt, state, ct = _column_tile(
+                    ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, g * N, t_ok,
+                    ckpt_desc, drow, N, FMT, TMA)
                 b_hist = _hist_B_tile(hb_base, rj, g, offs_nt, fold_j, mask_nt, G, N)
                 yt = _state_ct(state, ct, yt, FMT)
                 if mw:
@@ -300,8 +314,9 @@ def replay_bw_main_kernel(
             xw_hi, xw_mid, xw_lo = _fold_operand(x_hist, w)
             yt = tl.zeros((BLOCK_P, T_PAD), dtype=tl.float32)
             for n0 in tl.range(0, BLOCK_N, N_TILE, num_stages=STAGES):
-                offs_nt, mask_nt, state, ct = _column_tile(ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p,
-                                                           row0, stride_c_row, offs_t, g * N, t_ok, N, FMT)
+                offs_nt, mask_nt, state, ct = _column_tile(
+                    ckpt_base, scale_base, c_ptr, n0, offs_k, srow, read_p, row0, stride_c_row, offs_t, g * N, t_ok,
+                    ckpt_desc, drow, N, FMT, TMA)
                 # In fp32 before the branch: a pipelined bf16 tile read by an MMA inside it gave wrong
                 # outputs under Triton 3.6 (session 11).
                 state = _fp32_tile(state, FMT)
@@ -350,15 +365,30 @@ def launch_bw_main(
     """Enqueue the bandwidth-first main on grid ``(H, batch)`` (inputs checked by `replay_step`)."""
     block_p = max(16, min(knobs.block_p, triton.next_power_of_2(P)))
     block_n = max(16, triton.next_power_of_2(N))
+    n_tile = column_tile(knobs, block_n, fmt)
+    desc = state_descriptor(rs.ckpt.data, fmt, block_p, n_tile) if knobs.tma else None
     _launch_main(
         replay_bw_main_kernel, (H, slot_idx.shape[0]), rs, slot_idx, x, Cm, z, y, D, scratch, seed, step,
         H=H, P=P, N=N, G=G, T=T, pads=pads, pdl=pdl, num_warps=knobs.num_warps,
+        ckpt_desc=desc if desc is not None else rs.ckpt.data, TMA=desc is not None,
         BLOCK_P=block_p, BLOCK_N=block_n, N_CHUNKS=triton.cdiv(P, block_p),
-        N_TILE=column_tile(knobs, block_n, fmt), STAGES=knobs.stages if not interpreting() else 1,
+        N_TILE=n_tile, STAGES=knobs.stages if not interpreting() else 1,
         RECT=knobs.rect_outputs, SPLIT=knobs.split_loops, PREFETCH=knobs.prefetch and not interpreting(),
         PREFETCH_LINES=l2_lines(rs.ckpt.data, P * N),
         FMT=format_code(fmt), SR=sr, HAS_Z=z is not None, max_regs=knobs.max_regs,
     )
+
+
+def state_descriptor(data: torch.Tensor, fmt: str, block_p: int, n_tile: int) -> TensorDescriptor | None:
+    """`CheckpointKnobs.tma`'s tensor descriptor: the pool's ``(n_slots, H, P, N)`` checkpoint as
+    ``(n_slots * H * P, N)`` rows in ``block_p x n_tile`` boxes; None (the loads) where TMA cannot take
+    it: a scaled format (row scales over whole rows), a row not a multiple of 16 bytes, a box wider than
+    TMA's 256 elements, or more rows than int32 coordinates reach."""
+    rows, n = data.shape[0] * data.shape[1] * data.shape[2], data.shape[3]
+    if (fmt in SCALED or (n * data.element_size()) % 16 or n_tile > 256 or block_p > 256
+            or rows >= 2**31 or data.data_ptr() % 16):
+        return None
+    return TensorDescriptor(data.view(rows, n), shape=[rows, n], strides=[n, 1], block_shape=[block_p, n_tile])
 
 
 def column_tile(knobs: CheckpointKnobs, block_n: int, fmt: str) -> int:
