@@ -67,7 +67,7 @@ def write_table(path: Path, rows: list[dict], **fields) -> None:
 def entry(case, batch: int, **knobs) -> dict:
     config = {"fused": True, "bandwidth": False, "block_p": 32, "num_warps": 2, "precision": "tf32x3",
               "max_regs": 0, "n_tile": 0, "stages": 1, "rect_outputs": False, "split_loops": False, "prefetch": False,
-              "pre_heads": 16, "pre_warps": 4, "ring_rows": False, **knobs}
+              "pre_heads": 16, "pre_warps": 4, "ring_rows": False, "tma": False, **knobs}
     return {**table_key(case, True), "batch": batch, "knobs": config}
 
 

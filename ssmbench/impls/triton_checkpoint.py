@@ -75,6 +75,8 @@ CHECKPOINT_SPACE = KnobSpace(
              "rows skip the fold operands)", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("prefetch", (False, True), "bandwidth main: the program's state tile into L2 before the grid-dependency "
              "wait", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
+        Knob("tma", (False, True), "bandwidth main: the state tiles by tensor descriptor (TMA) instead of per-thread "
+             "loads", active=_bandwidth_main, active_doc="bandwidth main", legacy=False),
         Knob("pre_heads", (1, 2, 4, 8, 16), "heads of one group per precompute program (CB computed once for "
              "them)", active=_two_kernel, active_doc="two-kernel form"),
         Knob("pre_warps", (1, 2, 4, 8), "warps per precompute program",

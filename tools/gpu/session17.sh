@@ -23,8 +23,13 @@
 # Phase 4   20 (the same warm machine, straight after: carry .cutedsl/b): the GDN sweep with all three impls again,
 #           FlashInfer's bf16-state kernels on int32 slot indices (phase 2: they do not compile with int64), gated
 #           against the stored baseline and phase 2's run.
+# Phase 5   19 (a fresh H200: carry .whl .peer; round 16's winners installed by hand: bf16 b64 on the one-warp TMA
+#           form, bf16 b256 and fp16 SR b1024 with TMA): the headline's Triton impls on the new table (no FlashInfer
+#           JIT cache this session: its peers are not rerun), gated against the stored baseline; compute-sanitizer and
+#           5-launch determinism on the new entries' kernels (b64 itself; the b256 / b1024 entries through `as-b256` /
+#           `as-b1024` at b64).
 set -u
-PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a or 4}
+PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a, 4 or 5}
 SESSION=s17
 source tools/gpu/session_env.sh
 BISECT_SPEC=tools/gpu/gdn-b1-bisect.yaml
@@ -89,6 +94,20 @@ phase4() {
   sweep gdn-fi2 "$GDN" --gpus 0
   gate gdn-fi2-vs-stored "$R/gdn-fi2.json" baselines/nvidia-h200/qwen35-gdn.json
   gate gdn-fi2-vs-fi "$R/gdn-fi2.json" "$R/gdn-fi.json"
+}
+
+phase5() {
+  sweep headline-triton "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate triton-vs-stored "$R/headline-triton.json" baselines/nvidia-h200/nemotron3-super-tp8.json
+  local name impl fmt cid
+  for name in bf16-b64:triton.checkpoint bf16-b256:triton.checkpoint.as-b256 fp16sr-b1024:triton.checkpoint.as-b1024; do
+    impl=${name#*:}; name=${name%%:*}; fmt=${name%%-*}
+    cid="$(ckpt_case 64 "$fmt")"
+    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once "sanitizer-$name" python3 -m ssmbench profile "$HEADLINE" --case "$cid" \
+      --impl "$impl" --plugin checkpoint_bw_plugin --tool sanitizer -o "$R/sanitizer-$name"
+    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" \
+      --case "$cid" --impl "$impl" --plugin checkpoint_bw_plugin --determinism 5
+  done
 }
 
 run_phase
