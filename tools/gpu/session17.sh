@@ -28,8 +28,10 @@
 #           JIT cache this session: its peers are not rerun), gated against the stored baseline; compute-sanitizer and
 #           5-launch determinism on the new entries' kernels (b64 itself; the b256 / b1024 entries through `as-b256` /
 #           `as-b1024` at b64).
+# Phase 6   19 (a fresh H200: carry .whl .peer): round 17 of tools/gpu/checkpoint-picks.yaml (TMA, one warp with TMA,
+#           the one-warp TMA form on the table's picks at b16 / b32 / b128 / b512, bf16 and fp16 SR, both windows).
 set -u
-PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a, 4 or 5}
+PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a, 4, 5 or 6}
 SESSION=s17
 source tools/gpu/session_env.sh
 BISECT_SPEC=tools/gpu/gdn-b1-bisect.yaml
@@ -108,6 +110,11 @@ phase5() {
     PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" \
       --case "$cid" --impl "$impl" --plugin checkpoint_bw_plugin --determinism 5
   done
+}
+
+phase6() {
+  PYTHONPATH=$FORMS_PATH sweep checkpoint-picks17 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
+    --filter format=bf16,fp16sr --filter window=16,6 --filter batch=16,32,128,512 --gpus 0
 }
 
 run_phase
