@@ -30,8 +30,10 @@
 #           `as-b1024` at b64).
 # Phase 6   19 (a fresh H200: carry .whl .peer): round 17 of tools/gpu/checkpoint-picks.yaml (TMA, one warp with TMA,
 #           the one-warp TMA form on the table's picks at b16 / b32 / b128 / b512, bf16 and fp16 SR, both windows).
+# Phase 7   19 (a fresh H200: carry .whl .peer; round 17's winners installed by hand): the headline's Triton impls on
+#           the final table, gated against the stored baseline and phase 5's run.
 set -u
-PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a, 4, 5 or 6}
+PHASE=${PHASE:?PHASE=1, 2a, 2, 3, 4a, 4, 5, 6 or 7}
 SESSION=s17
 source tools/gpu/session_env.sh
 BISECT_SPEC=tools/gpu/gdn-b1-bisect.yaml
@@ -115,6 +117,11 @@ phase5() {
 phase6() {
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks17 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
     --filter format=bf16,fp16sr --filter window=16,6 --filter batch=16,32,128,512 --gpus 0
+}
+
+phase7() {
+  sweep headline-triton2 "$HEADLINE" "${TRITON[@]}" --gpus 0
+  gate triton2-vs-stored "$R/headline-triton2.json" baselines/nvidia-h200/nemotron3-super-tp8.json
 }
 
 run_phase
