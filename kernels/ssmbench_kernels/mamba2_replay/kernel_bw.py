@@ -31,7 +31,9 @@ and is built to keep DRAM busy instead:
   MMA: 7-10% faster for bf16, slower for the other formats; session 11). Nowrite rows' outputs
   come from S_ckpt over the rectangle. With ``split_loops`` write and nowrite rows run their own
   tile loop (nowrite rows never build the fold's operands: fp16 SR up to 8% faster with
-  ``prefetch``; bf16 slower, at 128 registers; session 12).
+  ``prefetch``; bf16 slower, at 128 registers; session 12);
+- with ``tma`` the state tiles come by tensor descriptor (`state_descriptor`), one copy a tile: on
+  the H200 bf16 and fp16 SR 3-6% faster at some batches, fp32 5-11% slower (session 17).
 
 Triton 3.6 miscompiles some pipelined forms on Hopper (the warpgroup MMA reading shared memory
 past the allocation, or stale buffers: wrong outputs): pipelined 32-column tiles without
