@@ -118,22 +118,31 @@ def test_bw_main_one_group_one_chunk_no_padding() -> None:
               knobs=CheckpointKnobs(bandwidth=True, block_p=32, num_warps=2))
 
 
+def _check_all_padding_step(fmt: str, rounding: str, P: int, N: int, knobs: CheckpointKnobs) -> None:
+    """One step of two all-padding rows (H = 2, T = 2, W = 4): zero outputs, no slot, scale or history touched."""
+    rs, slots, g = _initial(2, 2, 4, 2, P, N, 1, fmt, [4, 1], n_pad=2, seed=3)
+    before = rs.clone()
+    A, D, dt_bias = _params(g, 2)
+    conv_out, dt_raw, z = _inputs(g, 2, 2, 2, P, N, 1, True)
+    d = lambda t: t.to(DEVICE)  # noqa: E731
+    y = torch.full((4, 2 * P), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+    replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=P, dstate=N,
+                ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding=rounding, knobs=knobs)
+    assert (y == 0).all()
+    pairs = [(rs.ckpt.data, before.ckpt.data), (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B),
+             (rs.hist_dt, before.hist_dt)]
+    if rs.ckpt.scale is not None:
+        pairs.append((rs.ckpt.scale, before.ckpt.scale))
+    for a, b in pairs:
+        assert torch.equal(a, b)
+
+
 def test_bw_main_padding_and_pdl_flag() -> None:
     """All-padding rows touch nothing and write zeros; the PDL flag on (with and without the L2
     prefetch before the wait) gives the same bits as off (on the CPU it degrades to stream order;
     on a Hopper GPU it compiles the waits)."""
-    rs, slots, g = _initial(2, 2, 4, 2, 8, 8, 1, "int8", [4, 1], n_pad=2, seed=3)
-    before = rs.clone()
-    A, D, dt_bias = _params(g, 2)
-    conv_out, dt_raw, z = _inputs(g, 2, 2, 2, 8, 8, 1, True)
+    _check_all_padding_step("int8", "sr", 8, 8, BW)
     d = lambda t: t.to(DEVICE)  # noqa: E731
-    y = torch.full((4, 16), float("nan"), dtype=torch.bfloat16, device=DEVICE)
-    replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=8, dstate=8,
-                ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding="sr", knobs=BW)
-    assert (y == 0).all()
-    for a, b in ((rs.ckpt.data, before.ckpt.data), (rs.ckpt.scale, before.ckpt.scale),
-                 (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B), (rs.hist_dt, before.hist_dt)):
-        assert torch.equal(a, b)
 
     rs, slots, g = _initial(3, 2, 4, 2, 16, 8, 1, "fp16", [4, 1, 3], n_pad=1, seed=4)
     A, D, dt_bias = _params(g, 2)
@@ -230,15 +239,4 @@ def test_bw_main_tma_falls_back_and_keeps_padding_rows_untouched() -> None:
     slot 0's tile but write zero outputs and touch nothing, as without it."""
     _simulate("bf16", "rn", 2, 8, P=20, N=36, with_z=False, steps=2,
               knobs=CheckpointKnobs(bandwidth=True, block_p=16, num_warps=4, n_tile=16, tma=True), seed=11)
-    rs, slots, g = _initial(2, 2, 4, 2, 16, 16, 1, "bf16", [4, 1], n_pad=2, seed=3)
-    before = rs.clone()
-    A, D, dt_bias = _params(g, 2)
-    conv_out, dt_raw, z = _inputs(g, 2, 2, 2, 16, 16, 1, True)
-    d = lambda t: t.to(DEVICE)  # noqa: E731
-    y = torch.full((4, 32), float("nan"), dtype=torch.bfloat16, device=DEVICE)
-    replay_step(rs, slots, d(conv_out), d(dt_raw), d(A), d(D), d(dt_bias), nheads=2, head_dim=16, dstate=16,
-                ngroups=1, T=2, y=y, scratch=make_scratch(2, 2, 2, 4, DEVICE), z=d(z), rounding="rn",
-                knobs=dataclasses.replace(BW, n_tile=16, tma=True))
-    assert (y == 0).all()
-    for a, b in ((rs.ckpt.data, before.ckpt.data), (rs.hist_x, before.hist_x), (rs.hist_B, before.hist_B)):
-        assert torch.equal(a, b)
+    _check_all_padding_step("bf16", "rn", 16, 16, dataclasses.replace(BW, n_tile=16, tma=True))
