@@ -20,10 +20,10 @@ fp16, and T = 1 with per-token states or without the final write (its API takes 
 
 The kernels are CuTe DSL (``cutlass``, ``cuda.bindings``): FlashInfer's `gdn_decode` module imports
 them, so where they are missing the impl is unavailable with that import error (the H200 machine has
-neither; docs/gdn.md says how to carry them). The mapping is pure functions
+neither in its image; docs/flashinfer.md says how to carry them). The mapping is pure functions
 (`flashinfer_gdn_case_reason`, `flashinfer_gdn_arguments`, `timed_notes`) tested on CPU with a fake
-module (tests/test_flashinfer_gdn_mapping.py). NOT YET RUN ON A GPU (session 16): its first GPU step is
-`ssmbench check` of the GDN sweep.
+module (tests/test_flashinfer_gdn_mapping.py); on the H200 every case of the GDN sweep verified
+(session 17, docs/gdn.md).
 
 Its API takes q / k / v as ``[B, T, H, K]`` tensors; as for FLA, the chain copies them out of the
 conv output into contiguous buffers (timed: named launches, the notes say so).
