@@ -40,7 +40,7 @@ def gdn_case(default_shape, case_id: str, **kw) -> Case:
     """A GDN case for the GDN peers' tests: ``default_shape`` (or ``shape=``), fp32 state, final write,
     `pool` mode, T = 3 over 3 rows, bf16 activations; ``options`` adds case options, the other keywords
     replace fields."""
-    extras = dict((("intermediate", False), ("write_final", True)))
+    extras = {"intermediate": False, "write_final": True}
     extras.update(kw.pop("options", {}))
     base = dict(id=case_id, sweep="t", family="gdn", preset=None, tp=1, shape=default_shape, batch=3, T=3,
                 state_dtype="fp32", rounding="rn", pool="pool", accept=AcceptLaw("rate", (0.6,)), window=None,

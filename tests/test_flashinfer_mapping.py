@@ -52,16 +52,17 @@ def absent(monkeypatch):
     """flashinfer is not importable (whatever this machine has)."""
     monkeypatch.setitem(sys.modules, "flashinfer", None)
     monkeypatch.setitem(sys.modules, "flashinfer.mamba", None)
-    fi.reset_availability()
+    fi.FLASHINFER.reset()
     yield
-    fi.reset_availability()
+    fi.FLASHINFER.reset()
 
 
 # -- availability ------------------------------------------------------------------------------
 
 
 def test_absent_flashinfer_is_reported_not_raised(absent) -> None:
-    assert fi.availability() == fi.NOT_INSTALLED == "flashinfer not installed (pip install 'ssmbench[flashinfer]')"
+    assert (fi.FLASHINFER.availability() == fi.NOT_INSTALLED
+            == "flashinfer not installed (pip install 'ssmbench[flashinfer]')")
     impls = registry()
     for name in (SSU, CKPT):
         assert impls[name].kind == "peer" and impls[name].family == "mamba2"
@@ -92,11 +93,11 @@ def test_broken_install_is_reported(monkeypatch) -> None:
 
     real_import = importlib.import_module
     monkeypatch.setattr(importlib, "import_module", explode)
-    fi.reset_availability()
+    fi.FLASHINFER.reset()
     try:
-        assert fi.availability().startswith("flashinfer is installed but cannot be imported: OSError")
+        assert fi.FLASHINFER.availability().startswith("flashinfer is installed but cannot be imported: OSError")
     finally:
-        fi.reset_availability()
+        fi.FLASHINFER.reset()
     del broken
 
 
@@ -377,9 +378,9 @@ def fake_flashinfer(monkeypatch):
     pkg.mamba = mamba
     monkeypatch.setitem(sys.modules, "flashinfer", pkg)
     monkeypatch.setitem(sys.modules, "flashinfer.mamba", mamba)
-    fi.reset_availability()
+    fi.FLASHINFER.reset()
     yield mamba
-    fi.reset_availability()
+    fi.FLASHINFER.reset()
 
 
 def _check(name: str, case: Case):

@@ -61,16 +61,6 @@ FLASHINFER = OptionalModule("flashinfer.mamba", "flashinfer", INSTALL_HINT)
 the optional peers share)."""
 
 
-def availability() -> str:
-    """"available", or why the flashinfer impls cannot run here (imports flashinfer once, lazily)."""
-    return FLASHINFER.availability()
-
-
-def reset_availability() -> None:
-    """Forget the cached import result (tests inject fake modules)."""
-    FLASHINFER.reset()
-
-
 def flashinfer_mamba() -> Any:
     """The `flashinfer.mamba` module; RuntimeError with the reason when it is unavailable."""
     return FLASHINFER.load()

@@ -22,7 +22,7 @@ from ssmbench.measure.verify import verify
 from ssmbench.spec.case import DEFAULT_ACCEPT, Case
 from ssmbench.spec.presets import Mamba2Shape
 
-pytestmark = pytest.mark.skipif(fi.availability() != AVAILABLE, reason=fi.availability())
+pytestmark = pytest.mark.skipif(fi.FLASHINFER.availability() != AVAILABLE, reason=fi.FLASHINFER.availability())
 
 SHAPE = Mamba2Shape(nheads=16, head_dim=64, dstate=128, ngroups=1, d_conv=4)
 
