@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import types
 from dataclasses import replace
@@ -93,14 +92,6 @@ def test_a_missing_package_or_dependency_is_reported(monkeypatch) -> None:
     monkeypatch.setattr(opt.importlib, "import_module", broken)
     present.reset()
     assert present.availability().startswith("ssmbench is installed but cannot be imported: OSError: libcuda")
-
-
-def test_importing_ssmbench_does_not_import_fla() -> None:
-    code = "import sys; from ssmbench.impls.registry import registry; registry(); " \
-           "assert 'fla' not in sys.modules, 'imported eagerly'"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert done.returncode == 0, done.stderr
 
 
 def test_list_and_plan_show_the_reason(absent, tmp_path: Path) -> None:

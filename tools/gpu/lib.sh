@@ -18,6 +18,9 @@
 #                            table and journal in $R/tune/${TUNE_NAME:-IMPL}.knobs.json[l], resumed from the
 #                            journal; a finished tune is not run again
 #   gate NAME NEW OLD ARGS   `ssmbench compare NEW OLD`, its verdict line into the summary
+#   kernel_checks NAME CASE IMPL ARGS
+#                            compute-sanitizer ($R/sanitizer-NAME; SANITIZER_TIMEOUT, default 90 s) and 5-launch
+#                            determinism (40 s) of one case of $HEADLINE, each a `once` step
 #   install_tables           the tables in $R/tune into the families' tuned/ folders (this machine's copy)
 #   phase_header             the phase, date, host, commit ($SSMBENCH_COMMIT) and GPUs into the summary
 #   phase_end                the phase's time into the summary, pack, print the summary
@@ -94,6 +97,14 @@ gate() {  # gate NAME NEW OLD [ARGS]: `ssmbench compare`, its verdict line into 
   [ -f "$2" ] && [ -f "$3" ] || return 0
   python3 -m ssmbench compare "$2" "$3" "${@:4}" --markdown "$R/compare-$1.md" > "$R/compare-$1.log" 2>&1
   log "compare $1 rc=$? :: $(grep -E '^diagnosis|by GPU' "$R/compare-$1.log" | tr '\n' ' ') :: $(tail -n 1 "$R/compare-$1.log")"
+}
+
+kernel_checks() {  # kernel_checks NAME CASE IMPL [ARGS]: the sanitizer and 5-launch determinism on one chain
+  local name=$1 cid=$2 impl=$3; shift 3
+  STEP_TIMEOUT=${SANITIZER_TIMEOUT:-90} once "sanitizer-$name" python3 -m ssmbench profile "$HEADLINE" --case "$cid" \
+    --impl "$impl" "$@" --tool sanitizer -o "$R/sanitizer-$name"
+  STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" --case "$cid" --impl "$impl" "$@" \
+    --determinism 5
 }
 
 install_tables() {  # the tables the tunes wrote, into the families' tuned/ folders (this machine's copy)

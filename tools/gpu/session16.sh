@@ -81,10 +81,7 @@ phase3() {
   for name in bf16-b1-w16 fp32-b2-w16 bf16-b256-w6 fp16sr-b512-w16; do
     IFS=- read -r fmt b w <<< "$name"
     cid="H16P64N128G1-$b-T6-$fmt-pool-$w-hist-pdl-realistic"
-    (CUDA_VISIBLE_DEVICES=$gpu STEP_TIMEOUT=100 once "sanitizer-$name" python3 -m ssmbench profile "$HEADLINE" \
-       --case "$cid" --impl triton.checkpoint --tool sanitizer -o "$R/sanitizer-$name"
-     CUDA_VISIBLE_DEVICES=$gpu STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" \
-       --case "$cid" --impl triton.checkpoint --determinism 5) &
+    CUDA_VISIBLE_DEVICES=$gpu SANITIZER_TIMEOUT=100 kernel_checks "$name" "$cid" triton.checkpoint &
     gpu=$((1 - gpu)); [ $gpu -eq 0 ] && wait
   done
   wait
@@ -96,13 +93,8 @@ phase4() {
   gate gdn-final2-vs-final "$R/gdn-final2.json" "$R/gdn-final.json"
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks15 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
     --filter window=6 --filter format=bf16 --gpus 0
-  local cid
-  cid="$(ckpt_case 64 fp16sr)"
-  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once sanitizer-fp16sr-as-b512 python3 -m ssmbench profile "$HEADLINE" \
-    --case "$cid" --impl triton.checkpoint.as-b512 --plugin checkpoint_bw_plugin --tool sanitizer \
-    -o "$R/sanitizer-fp16sr-as-b512"
-  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once determinism-fp16sr-as-b512 python3 -m ssmbench profile "$HEADLINE" \
-    --case "$cid" --impl triton.checkpoint.as-b512 --plugin checkpoint_bw_plugin --determinism 5
+  PYTHONPATH=$FORMS_PATH kernel_checks fp16sr-as-b512 "$(ckpt_case 64 fp16sr)" triton.checkpoint.as-b512 \
+    --plugin checkpoint_bw_plugin
   sweep headline-final2 "$HEADLINE" "${TRITON[@]}" --impl flashinfer.ssu --impl flashinfer.checkpointing --gpus 0
   gate final2-vs-final "$R/headline-final2.json" "$R/headline-final.json"
   gate final2-vs-stored "$R/headline-final2.json" baselines/nvidia-h200/nemotron3-super-tp8.json

@@ -7,7 +7,7 @@
 #
 # Phase 1   19, 20: `ssmbench tune` of triton.checkpoint at W = 16 bf16 b1024 (its entry is the b128 one timed
 #           there; the precompute runs on 4 heads in 25.9 us where fp32's 16-head one takes 21.3), then the
-#           b1 GDN bisect: tools/gpu/gdn-b1-bisect.yaml swept by the ssmbench of five older commits
+#           b1 GDN bisect (phase 2 since): tools/gpu/gdn-b1-bisect.yaml swept by the ssmbench of five older commits
 #           (.bisect/<sha>, git archive of ssmbench/ kernels/ sweeps/ pyproject.toml) and of this tree, in
 #           order and again in reverse, one GPU: where b1 T = 1 bf16 went 4.74 -> 4.96 us.
 # Phase 2a  20 (the same warm machine, straight after: carry .cutedsl/a): the first half of the CuTe DSL
@@ -59,7 +59,8 @@ bisect() {  # bisect TAG: every tree in order, then in reverse (labels TAG-SHA-1
 phase1() {
   TUNE_BUDGET=110 TUNE_NAME=checkpoint-w16-b1024-bf16 tune 0 triton.checkpoint "$HEADLINE" --filter window=16 \
     --filter format=bf16 --batch 1024
-  bisect mixed  # (ran each tree's kernels under this tree's ssmbench: see bisect_run)
+  # (The call of 2026-11-30 also ran the bisect here, from the repo root: this tree's ssmbench over each older tree's
+  # kernels. bisect_run now runs inside each tree; phase 2 ran it so.)
 }
 
 phase2a() {
@@ -83,13 +84,8 @@ phase3() {
     tests/test_triton_checkpoint_bw.py::test_bw_main_column_tiles_match_reference
   PYTHONPATH=$FORMS_PATH sweep checkpoint-picks16 tools/gpu/checkpoint-picks.yaml --plugin checkpoint_bw_plugin \
     --filter window=16 --filter format=fp32,bf16,fp16sr --filter batch=64,256,1024 --gpus 0
-  local cid
-  cid="$(ckpt_case 64 bf16)"
-  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once sanitizer-bf16-as-b1024 python3 -m ssmbench profile "$HEADLINE" \
-    --case "$cid" --impl triton.checkpoint.as-b1024 --plugin checkpoint_bw_plugin --tool sanitizer \
-    -o "$R/sanitizer-bf16-as-b1024"
-  PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once determinism-bf16-as-b1024 python3 -m ssmbench profile "$HEADLINE" \
-    --case "$cid" --impl triton.checkpoint.as-b1024 --plugin checkpoint_bw_plugin --determinism 5
+  PYTHONPATH=$FORMS_PATH kernel_checks bf16-as-b1024 "$(ckpt_case 64 bf16)" triton.checkpoint.as-b1024 \
+    --plugin checkpoint_bw_plugin
 }
 
 phase4a() { phase2a; }
@@ -103,14 +99,10 @@ phase4() {
 phase5() {
   sweep headline-triton "$HEADLINE" "${TRITON[@]}" --gpus 0
   gate triton-vs-stored "$R/headline-triton.json" baselines/nvidia-h200/nemotron3-super-tp8.json
-  local name impl fmt cid
+  local name impl
   for name in bf16-b64:triton.checkpoint bf16-b256:triton.checkpoint.as-b256 fp16sr-b1024:triton.checkpoint.as-b1024; do
-    impl=${name#*:}; name=${name%%:*}; fmt=${name%%-*}
-    cid="$(ckpt_case 64 "$fmt")"
-    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=90 once "sanitizer-$name" python3 -m ssmbench profile "$HEADLINE" --case "$cid" \
-      --impl "$impl" --plugin checkpoint_bw_plugin --tool sanitizer -o "$R/sanitizer-$name"
-    PYTHONPATH=$FORMS_PATH STEP_TIMEOUT=40 once "determinism-$name" python3 -m ssmbench profile "$HEADLINE" \
-      --case "$cid" --impl "$impl" --plugin checkpoint_bw_plugin --determinism 5
+    impl=${name#*:}; name=${name%%:*}
+    PYTHONPATH=$FORMS_PATH kernel_checks "$name" "$(ckpt_case 64 "${name%%-*}")" "$impl" --plugin checkpoint_bw_plugin
   done
 }
 
